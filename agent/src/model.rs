@@ -1,0 +1,299 @@
+//! The data that flows between legerd's stages: a fetched [`Snapshot`], the validated
+//! [`DesiredTree`] built from it, and the [`Observed`] state of the host.
+//!
+//! These are plain data with no I/O so the planner can be a pure function of them and
+//! tests can build them by hand.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+/// The sha256 of a file's bytes. Used for the inventory and for change detection.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl ContentHash {
+    /// Hashes bytes.
+    pub fn of(bytes: &[u8]) -> Self {
+        ContentHash(Sha256::digest(bytes).into())
+    }
+
+    /// Lower-case hex, as stored in SQLite.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses lower- or upper-case hex.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(ContentHash(out))
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", &self.to_hex()[..12])
+    }
+}
+
+/// One fetched snapshot of a source: every file under the source's app folder, keyed
+/// by its path relative to that folder (`web/web.container`). Bytes are kept as-is;
+/// validation decides what they mean.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The revision name: a commit id for git, `sha256:<digest>` for a dir.
+    pub revision: String,
+    /// Files by relative path, `/`-separated, never starting with `/`, never with `..`.
+    pub files: BTreeMap<String, Arc<[u8]>>,
+}
+
+/// A validated revision, ready to plan: one entry per app.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DesiredTree {
+    /// The revision the tree came from.
+    pub revision: String,
+    /// Apps by name (the folder name).
+    pub apps: BTreeMap<String, App>,
+}
+
+/// One app: the files legerd installs for it and the units they make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    /// The app's folder name, which is also its folder under the quadlet dir.
+    pub name: String,
+    /// Files to install, keyed by path relative to the app folder (`web.container`,
+    /// `conf/nginx.conf`). Only quadlets and the companions they reference are here.
+    pub files: BTreeMap<String, AppFile>,
+    /// Units generated from the app's quadlets, in start order (dependencies first).
+    pub units: Vec<Unit>,
+}
+
+/// One file to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppFile {
+    /// The bytes.
+    pub content: Arc<[u8]>,
+    /// sha256 of `content`, computed once.
+    pub hash: ContentHash,
+}
+
+impl AppFile {
+    /// Wraps bytes and hashes them.
+    pub fn new(content: impl Into<Arc<[u8]>>) -> Self {
+        let content = content.into();
+        let hash = ContentHash::of(&content);
+        AppFile { content, hash }
+    }
+}
+
+/// The kinds of quadlet file podman's generator understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QuadletKind {
+    /// `.container`
+    Container,
+    /// `.volume`
+    Volume,
+    /// `.network`
+    Network,
+    /// `.pod`
+    Pod,
+    /// `.kube`
+    Kube,
+    /// `.image`
+    Image,
+    /// `.build`
+    Build,
+}
+
+impl QuadletKind {
+    /// Every kind, in start order: what others depend on comes first.
+    pub const ALL: [QuadletKind; 7] = [
+        QuadletKind::Network,
+        QuadletKind::Volume,
+        QuadletKind::Image,
+        QuadletKind::Build,
+        QuadletKind::Pod,
+        QuadletKind::Container,
+        QuadletKind::Kube,
+    ];
+
+    /// The kind for a file name, by extension.
+    pub fn from_file_name(name: &str) -> Option<Self> {
+        let ext = name.rsplit_once('.')?.1;
+        Some(match ext {
+            "container" => QuadletKind::Container,
+            "volume" => QuadletKind::Volume,
+            "network" => QuadletKind::Network,
+            "pod" => QuadletKind::Pod,
+            "kube" => QuadletKind::Kube,
+            "image" => QuadletKind::Image,
+            "build" => QuadletKind::Build,
+            _ => return None,
+        })
+    }
+
+    /// The file extension, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            QuadletKind::Container => "container",
+            QuadletKind::Volume => "volume",
+            QuadletKind::Network => "network",
+            QuadletKind::Pod => "pod",
+            QuadletKind::Kube => "kube",
+            QuadletKind::Image => "image",
+            QuadletKind::Build => "build",
+        }
+    }
+
+    /// The main section of the file, e.g. `[Container]`.
+    pub fn section(self) -> &'static str {
+        match self {
+            QuadletKind::Container => "Container",
+            QuadletKind::Volume => "Volume",
+            QuadletKind::Network => "Network",
+            QuadletKind::Pod => "Pod",
+            QuadletKind::Kube => "Kube",
+            QuadletKind::Image => "Image",
+            QuadletKind::Build => "Build",
+        }
+    }
+
+    /// Start order rank: lower starts first.
+    pub fn start_rank(self) -> usize {
+        QuadletKind::ALL
+            .iter()
+            .position(|k| *k == self)
+            .unwrap_or(usize::MAX)
+    }
+
+    /// The unit quadlet generates for `stem.<ext>` when `ServiceName=` is not set.
+    ///
+    /// `web.container` → `web.service`, `data.volume` → `data-volume.service`.
+    pub fn default_unit_name(self, stem: &str) -> String {
+        match self {
+            QuadletKind::Container | QuadletKind::Kube => format!("{stem}.service"),
+            other => format!("{stem}-{}.service", other.extension()),
+        }
+    }
+}
+
+/// A systemd unit that one quadlet file generates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// The unit name, e.g. `web.service`.
+    pub name: String,
+    /// The quadlet kind that makes it.
+    pub kind: QuadletKind,
+    /// The quadlet file, relative to the app folder.
+    pub source_file: String,
+    /// Every file of the app this unit's behaviour depends on, its own quadlet
+    /// included: companions it references (`EnvironmentFile=`), and the quadlets of the
+    /// volumes, networks and pods it uses. A change to any of them restarts the unit.
+    pub depends_on_files: BTreeSet<String>,
+}
+
+/// What legerd observed on the host before planning.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observed {
+    /// Files legerd installed earlier (from the inventory), keyed by `app/relpath`.
+    pub managed: BTreeMap<String, ManagedFile>,
+    /// Paths legerd would like to write that exist on disk but are not in the
+    /// inventory: someone else's files, never to be overwritten.
+    pub foreign: BTreeSet<String>,
+    /// Unit states by unit name, for the managed units and the desired ones.
+    pub units: BTreeMap<String, UnitState>,
+}
+
+/// One inventory entry compared with the disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedFile {
+    /// The app that owns it.
+    pub app: String,
+    /// The hash legerd wrote.
+    pub installed: ContentHash,
+    /// The hash on disk now; `None` when the file is gone.
+    pub on_disk: Option<ContentHash>,
+    /// The unit the file generates, when it is a quadlet.
+    pub unit: Option<String>,
+}
+
+/// A unit's state as systemd reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitState {
+    /// `loaded`, `not-found`, ...
+    pub load_state: String,
+    /// `active`, `inactive`, `failed`, `activating`, `deactivating`, `reloading`.
+    pub active_state: String,
+    /// `running`, `exited`, `dead`, ...
+    pub sub_state: String,
+}
+
+impl UnitState {
+    /// A unit systemd does not know about.
+    pub fn unknown() -> Self {
+        UnitState {
+            load_state: "not-found".into(),
+            active_state: "inactive".into(),
+            sub_state: "dead".into(),
+        }
+    }
+
+    /// Active, or on its way there: nothing to do.
+    pub fn is_up(&self) -> bool {
+        matches!(
+            self.active_state.as_str(),
+            "active" | "activating" | "reloading"
+        )
+    }
+}
+
+/// The install path key of an app file: `app/relpath`.
+pub fn install_key(app: &str, rel: &str) -> String {
+    format!("{app}/{rel}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_names_follow_quadlet_rules() {
+        assert_eq!(
+            QuadletKind::Container.default_unit_name("web"),
+            "web.service"
+        );
+        assert_eq!(
+            QuadletKind::Volume.default_unit_name("data"),
+            "data-volume.service"
+        );
+        assert_eq!(
+            QuadletKind::Network.default_unit_name("net"),
+            "net-network.service"
+        );
+        assert_eq!(QuadletKind::Pod.default_unit_name("x"), "x-pod.service");
+        assert_eq!(QuadletKind::Kube.default_unit_name("k"), "k.service");
+        assert_eq!(QuadletKind::Image.default_unit_name("i"), "i-image.service");
+        assert_eq!(QuadletKind::Build.default_unit_name("b"), "b-build.service");
+    }
+
+    #[test]
+    fn kinds_by_extension() {
+        assert_eq!(
+            QuadletKind::from_file_name("a.b.container"),
+            Some(QuadletKind::Container)
+        );
+        assert_eq!(QuadletKind::from_file_name("README.md"), None);
+        assert_eq!(QuadletKind::from_file_name("noext"), None);
+        assert!(QuadletKind::Network.start_rank() < QuadletKind::Container.start_rank());
+    }
+
+    #[test]
+    fn content_hash_hex_round_trips() {
+        let h = ContentHash::of(b"hello");
+        assert_eq!(ContentHash::from_hex(&h.to_hex()), Some(h));
+        assert_eq!(ContentHash::from_hex("zz"), None);
+    }
+}

@@ -1,0 +1,3 @@
+//! SQLite state: inventory, revisions, pass history, drift events.
+//!
+//! OWNER: helper "store".

@@ -1,0 +1,492 @@
+//! `desired.toml`: the single document that says what a host should run.
+//!
+//! Both binaries parse it with the same code so that `legerctl set-desired` refuses
+//! exactly what `legerd` would refuse. Every table is `deny_unknown_fields`: a typo in
+//! a hand-edited file must be an error that names the key, never a silently ignored
+//! setting.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where apps come from and how to converge them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredState {
+    /// The source of the app tree.
+    pub source: SourceSpec,
+    /// How legerd converges the source onto the host.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// One of the source kinds. The `kind` key selects the variant.
+///
+/// It is read through [`RawSource`], a flat table, rather than serde's internally
+/// tagged enums: those buffer the table and lose the line and key of an error, and an
+/// error that does not say where it is helps nobody.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawSource", into = "RawSource")]
+pub enum SourceSpec {
+    /// A git repository fetched with gix.
+    Git(GitSourceSpec),
+    /// A local folder watched with inotify.
+    Dir(DirSourceSpec),
+}
+
+/// The `[source]` table as written, every key optional; see [`SourceSpec`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    kind: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_opt_git_url"
+    )]
+    url: Option<String>,
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration_str"
+    )]
+    poll_interval: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    allow_rewrite: Option<bool>,
+}
+
+impl TryFrom<RawSource> for SourceSpec {
+    type Error = String;
+
+    fn try_from(r: RawSource) -> Result<Self, String> {
+        let not_for =
+            |key: &str, kind: &str| format!("key `{key}` is not valid for kind = \"{kind}\"");
+        match r.kind.as_str() {
+            "git" => {
+                let url = r.url.ok_or("kind = \"git\" needs `url`")?;
+                let path = match r.path {
+                    Some(p) => {
+                        validate_subpath(&p).map_err(|e| format!("path: {e}"))?;
+                        let t = p.trim_matches('/');
+                        (!t.is_empty()).then(|| t.to_owned())
+                    }
+                    None => None,
+                };
+                Ok(SourceSpec::Git(GitSourceSpec {
+                    url,
+                    reference: r.reference.unwrap_or_else(default_ref),
+                    path,
+                    poll_interval: r.poll_interval.unwrap_or_else(default_poll_interval),
+                    allow_rewrite: r.allow_rewrite.unwrap_or(false),
+                }))
+            }
+            "dir" => {
+                for (key, set) in [
+                    ("url", r.url.is_some()),
+                    ("ref", r.reference.is_some()),
+                    ("poll_interval", r.poll_interval.is_some()),
+                    ("allow_rewrite", r.allow_rewrite.is_some()),
+                ] {
+                    if set {
+                        return Err(not_for(key, "dir"));
+                    }
+                }
+                let path = PathBuf::from(r.path.ok_or("kind = \"dir\" needs `path`")?);
+                if !path.is_absolute() {
+                    return Err(format!("path: {:?} must be absolute", path.display()));
+                }
+                Ok(SourceSpec::Dir(DirSourceSpec { path }))
+            }
+            other => Err(format!(
+                "unknown source kind {other:?}; expected \"git\" or \"dir\""
+            )),
+        }
+    }
+}
+
+impl From<SourceSpec> for RawSource {
+    fn from(s: SourceSpec) -> Self {
+        match s {
+            SourceSpec::Git(g) => RawSource {
+                kind: "git".into(),
+                url: Some(g.url),
+                reference: Some(g.reference),
+                path: g.path,
+                poll_interval: Some(g.poll_interval),
+                allow_rewrite: g.allow_rewrite.then_some(true),
+            },
+            SourceSpec::Dir(d) => RawSource {
+                kind: "dir".into(),
+                path: Some(d.path.to_string_lossy().into_owned()),
+                ..RawSource::default()
+            },
+        }
+    }
+}
+
+fn de_opt_git_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    de_git_url(d).map(Some)
+}
+
+mod opt_duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration_str::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration_str::deserialize(d).map(Some)
+    }
+}
+
+/// A git source: a repository, a ref, and an optional sub-folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitSourceSpec {
+    /// `https://`, `http://` (loopback tests, trusted networks), `file://` or a local path.
+    #[serde(deserialize_with = "de_git_url")]
+    pub url: String,
+    /// A branch, a tag, or a full 40-hex commit id (a pin that ignores later pushes).
+    #[serde(rename = "ref", default = "default_ref")]
+    pub reference: String,
+    /// Sub-folder of the repository that holds one folder per app.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_opt_subpath"
+    )]
+    pub path: Option<String>,
+    /// How often the remote ref is compared; jitter is added by legerd.
+    #[serde(default = "default_poll_interval", with = "duration_str")]
+    pub poll_interval: Duration,
+    /// Accept a new commit that does not descend from the applied one (a force-push).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_rewrite: bool,
+}
+
+/// A local folder source, converged on every change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirSourceSpec {
+    /// Absolute path of the folder that holds one folder per app.
+    #[serde(deserialize_with = "de_abs_path")]
+    pub path: PathBuf,
+}
+
+/// Convergence policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Remove apps that disappeared from the source (only ones legerd installed).
+    #[serde(default = "yes")]
+    pub prune: bool,
+    /// Restore managed files edited or deleted by hand, restart managed units that stopped.
+    #[serde(default = "yes")]
+    pub self_heal: bool,
+    /// Fetch and report, but change nothing on the host.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Allow a source that turns up with no apps at all to prune every installed app.
+    /// Off by default: an empty tree is far more often a mistake (wrong path, bad merge)
+    /// than a wish to remove everything (Argo CD's allowEmpty guard).
+    #[serde(default)]
+    pub allow_empty: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            prune: true,
+            self_heal: true,
+            suspend: false,
+            allow_empty: false,
+        }
+    }
+}
+
+/// Why a desired-state document was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DesiredStateError {
+    /// The TOML did not parse or did not match the schema; the message names the key and line.
+    #[error("invalid desired state: {0}")]
+    Invalid(String),
+}
+
+impl DesiredState {
+    /// Parses and validates a `desired.toml` document.
+    pub fn from_toml_str(text: &str) -> Result<Self, DesiredStateError> {
+        toml::from_str(text)
+            .map_err(|e| DesiredStateError::Invalid(e.to_string().trim_end().to_owned()))
+    }
+
+    /// Renders the document as TOML, the way `legerctl` writes it.
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string_pretty(self).expect("desired state always serializes")
+    }
+
+    /// A short, human description of the source, for status and logs.
+    pub fn source_summary(&self) -> String {
+        match &self.source {
+            SourceSpec::Git(g) => match &g.path {
+                Some(p) => format!("git {}@{} ({})", g.url, g.reference, p),
+                None => format!("git {}@{}", g.url, g.reference),
+            },
+            SourceSpec::Dir(d) => format!("dir {}", d.path.display()),
+        }
+    }
+}
+
+impl GitSourceSpec {
+    /// A git source with defaults for everything but the URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        GitSourceSpec {
+            url: url.into(),
+            reference: default_ref(),
+            path: None,
+            poll_interval: default_poll_interval(),
+            allow_rewrite: false,
+        }
+    }
+
+    /// True when `ref` is a full commit id: the source is pinned and never moves by itself.
+    pub fn is_pinned_commit(&self) -> bool {
+        is_full_commit_id(&self.reference)
+    }
+}
+
+/// True for a 40-hex-digit (sha1) or 64-hex-digit (sha256) object id.
+pub fn is_full_commit_id(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn default_ref() -> String {
+    "main".to_owned()
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Checks a git URL: `https://`, `http://`, `file://`, or an absolute local path.
+pub fn validate_git_url(url: &str) -> Result<(), String> {
+    if url.starts_with('/') {
+        return Ok(());
+    }
+    let parsed = url::Url::parse(url).map_err(|e| {
+        format!("invalid url {url:?}: {e}; use https://, http://, file:// or an absolute path")
+    })?;
+    match parsed.scheme() {
+        "https" | "http" => {
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err(format!("invalid url {url:?}: no host"));
+            }
+            Ok(())
+        }
+        "file" => Ok(()),
+        other => Err(format!(
+            "invalid url {url:?}: unsupported scheme {other:?}; use https://, http://, file:// or an absolute path"
+        )),
+    }
+}
+
+fn de_git_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    validate_git_url(&s).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
+fn de_abs_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    let p = PathBuf::deserialize(d)?;
+    if !p.is_absolute() {
+        return Err(serde::de::Error::custom(format!(
+            "path {:?} must be absolute",
+            p.display()
+        )));
+    }
+    Ok(p)
+}
+
+/// Validates a relative sub-folder: no absolute path, no `..`, no empty components.
+pub fn validate_subpath(p: &str) -> Result<(), String> {
+    let trimmed = p.trim_matches('/');
+    if p.starts_with('/') {
+        return Err(format!(
+            "path {p:?} must be relative to the repository root"
+        ));
+    }
+    if trimmed.split('/').any(|c| c == ".." || c == ".") {
+        return Err(format!("path {p:?} must not contain '.' or '..'"));
+    }
+    Ok(())
+}
+
+fn de_opt_subpath<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    validate_subpath(&s).map_err(serde::de::Error::custom)?;
+    let t = s.trim_matches('/');
+    Ok(if t.is_empty() {
+        None
+    } else {
+        Some(t.to_owned())
+    })
+}
+
+/// Serde helper for durations written the way people write them: `"60s"`, `"5m"`, `"1h 30m"`.
+pub mod duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes a duration in humantime form.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Reads a humantime duration and refuses zero, which would make a busy loop.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        let dur = humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?}: {e} (examples: \"30s\", \"5m\", \"1h\")"
+            ))
+        })?;
+        if dur.is_zero() {
+            return Err(serde::de::Error::custom(format!(
+                "duration {s:?} must be greater than zero"
+            )));
+        }
+        Ok(dur)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn desired_parses_issue_example() {
+        let d = DesiredState::from_toml_str(
+            r#"
+[source]
+kind = "git"
+url = "https://git.example.org/fleet.git"
+ref = "main"
+path = "apps"
+poll_interval = "60s"
+
+[policy]
+prune = true
+self_heal = true
+suspend = false
+"#,
+        )
+        .unwrap();
+        let SourceSpec::Git(g) = &d.source else {
+            panic!("git expected")
+        };
+        assert_eq!(g.reference, "main");
+        assert_eq!(g.path.as_deref(), Some("apps"));
+        assert_eq!(g.poll_interval, Duration::from_secs(60));
+        assert!(d.policy.prune && d.policy.self_heal && !d.policy.suspend);
+    }
+
+    #[test]
+    fn desired_round_trips_through_toml() {
+        let mut g = GitSourceSpec::new("file:///srv/fleet.git");
+        g.path = Some("apps".into());
+        let d = DesiredState {
+            source: SourceSpec::Git(g),
+            policy: Policy::default(),
+        };
+        assert_eq!(DesiredState::from_toml_str(&d.to_toml_string()).unwrap(), d);
+        let dir = DesiredState {
+            source: SourceSpec::Dir(DirSourceSpec {
+                path: "/srv/apps".into(),
+            }),
+            policy: Policy {
+                suspend: true,
+                ..Policy::default()
+            },
+        };
+        assert_eq!(
+            DesiredState::from_toml_str(&dir.to_toml_string()).unwrap(),
+            dir
+        );
+    }
+
+    fn err(text: &str) -> String {
+        DesiredState::from_toml_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn desired_unknown_key_is_named() {
+        let e = err("[source]\nkind = \"git\"\nurl = \"https://h/r.git\"\nbranch = \"main\"\n");
+        assert!(e.contains("branch"), "{e}");
+        let e = err("[source]\nkind = \"dir\"\npath = \"/x\"\n[policy]\npurge = true\n");
+        assert!(e.contains("purge"), "{e}");
+        let e = err("[source]\nkind = \"dir\"\npath = \"/x\"\n[extra]\n");
+        assert!(e.contains("extra"), "{e}");
+    }
+
+    #[test]
+    fn desired_wrong_type_is_named() {
+        let e = err("[source]\nkind = \"dir\"\npath = \"/x\"\n[policy]\nprune = \"yes\"\n");
+        assert!(e.contains("prune") || e.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn desired_bad_url_and_duration_are_explained() {
+        let e = err("[source]\nkind = \"git\"\nurl = \"ftp://h/r.git\"\n");
+        assert!(e.contains("unsupported scheme"), "{e}");
+        let e = err("[source]\nkind = \"git\"\nurl = \"not a url\"\n");
+        assert!(e.contains("invalid url"), "{e}");
+        let e =
+            err("[source]\nkind = \"git\"\nurl = \"https://h/r.git\"\npoll_interval = \"soon\"\n");
+        assert!(
+            e.contains("invalid duration") && e.contains("poll_interval"),
+            "{e}"
+        );
+        let e =
+            err("[source]\nkind = \"git\"\nurl = \"https://h/r.git\"\npoll_interval = \"0s\"\n");
+        assert!(e.contains("greater than zero"), "{e}");
+    }
+
+    #[test]
+    fn desired_unknown_kind_and_escaping_paths_are_refused() {
+        let e = err("[source]\nkind = \"svn\"\nurl = \"https://h/r\"\n");
+        assert!(e.contains("svn"), "{e}");
+        let e = err("[source]\nkind = \"git\"\nurl = \"https://h/r.git\"\npath = \"../etc\"\n");
+        assert!(e.contains(".."), "{e}");
+        let e = err("[source]\nkind = \"dir\"\npath = \"relative/apps\"\n");
+        assert!(e.contains("absolute"), "{e}");
+    }
+
+    #[test]
+    fn commit_ids_are_recognised_as_pins() {
+        let mut g = GitSourceSpec::new("/srv/r.git");
+        assert!(!g.is_pinned_commit());
+        g.reference = "0123456789abcdef0123456789abcdef01234567".into();
+        assert!(g.is_pinned_commit());
+        g.reference = "v1.2".into();
+        assert!(!g.is_pinned_commit());
+    }
+}

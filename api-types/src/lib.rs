@@ -1,0 +1,13 @@
+//! Types shared by `legerd` and `legerctl`.
+//!
+//! Keeping them in one crate is what makes `legerctl` refuse exactly the documents
+//! `legerd` would refuse, and what keeps `legerctl status --json` in step with the
+//! agent that produced it.
+
+pub mod desired;
+pub mod status;
+
+pub use desired::{
+    DesiredState, DesiredStateError, DirSourceSpec, GitSourceSpec, Policy, SourceSpec,
+};
+pub use status::*;

@@ -1,0 +1,258 @@
+//! The status document legerd serves and `legerctl status --json` prints.
+//!
+//! Shaped like a Kubernetes object (`apiVersion`, `kind`, `spec`, `status`, as bootc
+//! does) so scripts can check the version before they read fields. Adding a field is
+//! compatible; renaming or removing one needs a new `apiVersion`.
+
+use serde::{Deserialize, Serialize};
+
+/// The `apiVersion` of every document in this module.
+pub const API_VERSION: &str = "leger.run/v1alpha1";
+
+/// The whole status of one legerd instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusDocument {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// Always `"AgentStatus"`.
+    pub kind: String,
+    /// What the host was asked to run.
+    pub spec: StatusSpec,
+    /// What legerd observed and did.
+    pub status: AgentStatus,
+}
+
+/// The desired side of the status: the source as desired.toml says it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusSpec {
+    /// `git`, `dir`, or `None` when no valid desired.toml was ever loaded.
+    pub source_kind: Option<String>,
+    /// URL or path of the source.
+    pub source: Option<String>,
+    /// Branch, tag or commit for git sources.
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    /// Sub-folder holding the apps.
+    pub path: Option<String>,
+    /// True when `policy.suspend` is set.
+    pub suspended: bool,
+}
+
+/// The observed side of the status.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    /// legerd's version, for fleet inventories.
+    pub agent_version: String,
+    /// `system` or `user`.
+    pub mode: String,
+    /// The newest revision fetched from the source (valid or not).
+    pub fetched_revision: Option<String>,
+    /// The revision the host currently runs.
+    pub applied_revision: Option<String>,
+    /// Ready, Reconciling and Stalled.
+    pub conditions: Vec<Condition>,
+    /// Installed apps with their units.
+    pub apps: Vec<AppStatus>,
+    /// The most recent reconcile pass.
+    pub last_pass: Option<PassRecord>,
+    /// An error reading desired.toml; the last good desired state stays in force.
+    pub desired_state_error: Option<String>,
+}
+
+/// A Kubernetes-style condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready`, `Reconciling` or `Stalled`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: ConditionStatus,
+    /// A CamelCase machine-readable reason, such as `ReconciliationSucceeded`.
+    pub reason: String,
+    /// A sentence for people.
+    pub message: String,
+    /// RFC 3339 time the status last changed.
+    pub last_transition_time: String,
+}
+
+/// The tri-state status of a condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConditionStatus {
+    /// The condition holds.
+    True,
+    /// The condition does not hold.
+    False,
+    /// Not known yet, e.g. before the first pass.
+    Unknown,
+}
+
+/// Condition type names, written once.
+pub mod condition_type {
+    /// The host runs the desired revision and every managed unit is active.
+    pub const READY: &str = "Ready";
+    /// A pass is under way.
+    pub const RECONCILING: &str = "Reconciling";
+    /// legerd cannot make progress without outside help (bad source, bad revision).
+    pub const STALLED: &str = "Stalled";
+}
+
+/// Machine-readable reasons, written once so status, metrics and tests agree.
+pub mod reason {
+    /// The last pass converged the host.
+    pub const SUCCEEDED: &str = "ReconciliationSucceeded";
+    /// A pass is running.
+    pub const PROGRESSING: &str = "Progressing";
+    /// Nothing has run yet.
+    pub const STARTING: &str = "Starting";
+    /// The source could not be fetched (unreachable, auth, missing ref).
+    pub const SOURCE_UNAVAILABLE: &str = "SourceUnavailable";
+    /// The fetched revision failed validation and was rejected whole.
+    pub const VALIDATION_FAILED: &str = "ValidationFailed";
+    /// A force-push was refused.
+    pub const HISTORY_REWRITTEN: &str = "HistoryRewritten";
+    /// Writing files or driving systemd failed.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// One or more units did not reach `active`.
+    pub const UNIT_FAILED: &str = "UnitFailed";
+    /// The plan was refused by a guard (empty source, foreign file).
+    pub const PLAN_REFUSED: &str = "PlanRefused";
+    /// policy.suspend is set.
+    pub const SUSPENDED: &str = "Suspended";
+    /// desired.toml is missing.
+    pub const NO_DESIRED_STATE: &str = "NoDesiredState";
+    /// desired.toml is broken; the last good one is in force.
+    pub const DESIRED_STATE_INVALID: &str = "DesiredStateInvalid";
+}
+
+/// One installed app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppStatus {
+    /// The app's folder name.
+    pub name: String,
+    /// The app's units, in start order.
+    pub units: Vec<UnitStatus>,
+}
+
+/// One unit as systemd reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitStatus {
+    /// e.g. `web.service`.
+    pub name: String,
+    /// systemd's ActiveState: active, inactive, failed, activating, ...
+    pub active_state: String,
+    /// systemd's SubState: running, dead, exited, ...
+    pub sub_state: String,
+}
+
+/// How a pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassOutcome {
+    /// The plan had actions and all of them succeeded.
+    Applied,
+    /// Nothing needed doing.
+    Noop,
+    /// Fetch, validation, planning or apply failed.
+    Failed,
+    /// Suspended: fetched and planned, changed nothing.
+    Suspended,
+}
+
+impl PassOutcome {
+    /// The label used in metrics and history.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassOutcome::Applied => "applied",
+            PassOutcome::Noop => "noop",
+            PassOutcome::Failed => "failed",
+            PassOutcome::Suspended => "suspended",
+        }
+    }
+}
+
+/// One reconcile pass, as recorded in SQLite and shown by `legerctl history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PassRecord {
+    /// Row id, increasing.
+    pub id: i64,
+    /// RFC 3339 start time.
+    pub started_at: String,
+    /// RFC 3339 end time.
+    pub finished_at: String,
+    /// Wall time of the pass in milliseconds.
+    pub duration_ms: u64,
+    /// What asked for the pass (startup, desired-changed, poll, ...).
+    pub trigger: String,
+    /// The revision the pass worked on, when one was fetched.
+    pub revision: Option<String>,
+    /// How it ended.
+    pub outcome: PassOutcome,
+    /// The actions taken, one short line each (`start web.service`).
+    pub actions: Vec<String>,
+    /// The error, when it failed.
+    pub error: Option<String>,
+}
+
+/// Answer to `POST /v1/reconcile`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileResponse {
+    /// True: a pass was queued (it runs after the one in progress, if any).
+    pub queued: bool,
+}
+
+/// An error body returned by the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What went wrong.
+    pub error: String,
+}
+
+impl StatusDocument {
+    /// Wraps a spec and status with the fixed `apiVersion` and `kind`.
+    pub fn new(spec: StatusSpec, status: AgentStatus) -> Self {
+        StatusDocument {
+            api_version: API_VERSION.to_owned(),
+            kind: "AgentStatus".to_owned(),
+            spec,
+            status,
+        }
+    }
+
+    /// Finds a condition by type.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_json_has_stable_envelope() {
+        let doc = StatusDocument::new(StatusSpec::default(), AgentStatus::default());
+        let v: serde_json::Value = serde_json::to_value(&doc).unwrap();
+        assert_eq!(v["apiVersion"], API_VERSION);
+        assert_eq!(v["kind"], "AgentStatus");
+        assert!(v["status"]["conditions"].is_array());
+        assert!(v["spec"].get("ref").is_some());
+        let back: StatusDocument = serde_json::from_value(v).unwrap();
+        assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn outcome_serializes_snake_case() {
+        assert_eq!(
+            serde_json::to_string(&PassOutcome::Noop).unwrap(),
+            "\"noop\""
+        );
+        assert_eq!(PassOutcome::Applied.as_str(), "applied");
+    }
+}

@@ -1,0 +1,665 @@
+//! legerd's configuration.
+//!
+//! Configuration comes as TOML drop-in fragments, the way zincati and systemd do it:
+//! packaged defaults in `/usr/lib/leger/config.d/`, runtime overrides in
+//! `/run/leger/config.d/`, and the administrator's in `/etc/leger/config.d/`.
+//!
+//! Loading goes in three steps, so each step has one job:
+//! 1. [`Fragment`]: one file, every field optional, unknown keys refused.
+//! 2. Merge: fragments ordered by file name; a file in a later directory with the same
+//!    name masks the earlier one (so `/etc` can blank out a packaged file), and keys in
+//!    later fragments override earlier ones.
+//! 3. [`Settings`]: the merge laid over the mode's defaults, with every value checked.
+//!
+//! `legerctl` uses the same code to find `desired.toml` and the socket, so the two
+//! binaries can never disagree about where things live.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Whether legerd manages the system's quadlets or one user's (rootless).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// System bus, `/etc/containers/systemd`, run as root.
+    System,
+    /// User bus, `~/.config/containers/systemd`, rootless podman.
+    User,
+}
+
+impl Mode {
+    /// `system` or `user`, as shown in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::System => "system",
+            Mode::User => "user",
+        }
+    }
+}
+
+/// The environment variables that decide user-mode paths, passed in so tests need no
+/// real home directory.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// `$HOME`.
+    pub home: Option<PathBuf>,
+    /// `$XDG_CONFIG_HOME`, default `~/.config`.
+    pub xdg_config_home: Option<PathBuf>,
+    /// `$XDG_STATE_HOME`, default `~/.local/state`.
+    pub xdg_state_home: Option<PathBuf>,
+    /// `$XDG_RUNTIME_DIR`, where the user's socket lives.
+    pub xdg_runtime_dir: Option<PathBuf>,
+}
+
+impl Environment {
+    /// Reads the process environment.
+    pub fn from_process() -> Self {
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        Environment {
+            home: var("HOME"),
+            xdg_config_home: var("XDG_CONFIG_HOME"),
+            xdg_state_home: var("XDG_STATE_HOME"),
+            xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
+        }
+    }
+}
+
+/// Where legerd reads and writes, fully resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// Holds `desired.toml` and `config.d/`.
+    pub config_dir: PathBuf,
+    /// The desired-state document legerctl edits and legerd watches.
+    pub desired_file: PathBuf,
+    /// Where quadlets are installed; one sub-folder per app.
+    pub quadlet_dir: PathBuf,
+    /// SQLite database, git checkouts, revision cache.
+    pub state_dir: PathBuf,
+    /// legerd's API socket.
+    pub socket: PathBuf,
+}
+
+/// Reconcile loop tuning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconcileSettings {
+    /// Triggers that arrive within this window are merged into one pass.
+    pub debounce: Duration,
+    /// First retry delay after a failed pass.
+    pub backoff_initial: Duration,
+    /// Upper bound of the retry delay.
+    pub backoff_max: Duration,
+    /// Fraction (0..=1) of the poll interval added at random, so a fleet spreads out.
+    pub jitter: f64,
+    /// How long to wait for one systemd job (start, restart, stop).
+    pub job_timeout: Duration,
+}
+
+/// Limits on what a source may contain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest file legerd will install.
+    pub max_file_size: u64,
+    /// Most files one revision may hold.
+    pub max_files: usize,
+}
+
+/// How quadlets are validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuadletSettings {
+    /// Path of podman's quadlet generator, used in dry-run mode when present.
+    pub generator: PathBuf,
+    /// Run the generator's dry run on every new revision.
+    pub generator_dry_run: bool,
+}
+
+/// Validated settings legerd runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// System or user mode.
+    pub mode: Mode,
+    /// Resolved paths.
+    pub paths: Paths,
+    /// Group that may use the socket (mode 0660); `None` keeps the owner's group.
+    pub socket_group: Option<String>,
+    /// A D-Bus address to use instead of the mode's default bus.
+    pub bus_address: Option<String>,
+    /// Loop tuning.
+    pub reconcile: ReconcileSettings,
+    /// Source limits.
+    pub limits: Limits,
+    /// Quadlet validation.
+    pub quadlet: QuadletSettings,
+}
+
+/// One drop-in file. Every field is optional so a fragment says only what it changes.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fragment {
+    /// `[paths]`.
+    #[serde(default)]
+    pub paths: PathsFragment,
+    /// `[api]`.
+    #[serde(default)]
+    pub api: ApiFragment,
+    /// `[systemd]`.
+    #[serde(default)]
+    pub systemd: SystemdFragment,
+    /// `[reconcile]`.
+    #[serde(default)]
+    pub reconcile: ReconcileFragment,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: LimitsFragment,
+    /// `[quadlet]`.
+    #[serde(default)]
+    pub quadlet: QuadletFragment,
+}
+
+/// `[paths]` in a fragment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsFragment {
+    /// Overrides [`Paths::desired_file`].
+    pub desired_file: Option<PathBuf>,
+    /// Overrides [`Paths::quadlet_dir`].
+    pub quadlet_dir: Option<PathBuf>,
+    /// Overrides [`Paths::state_dir`].
+    pub state_dir: Option<PathBuf>,
+    /// Overrides [`Paths::socket`].
+    pub socket: Option<PathBuf>,
+}
+
+/// `[api]` in a fragment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiFragment {
+    /// Group given access to the socket; `""` disables the chown.
+    pub socket_group: Option<String>,
+}
+
+/// `[systemd]` in a fragment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemdFragment {
+    /// A D-Bus address, e.g. `unix:path=/run/dbus/system_bus_socket`.
+    pub bus_address: Option<String>,
+    /// Per-job timeout, e.g. `"90s"`.
+    pub job_timeout: Option<String>,
+}
+
+/// `[reconcile]` in a fragment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileFragment {
+    /// e.g. `"200ms"`.
+    pub debounce: Option<String>,
+    /// e.g. `"2s"`.
+    pub backoff_initial: Option<String>,
+    /// e.g. `"5m"`.
+    pub backoff_max: Option<String>,
+    /// 0.0 to 1.0.
+    pub jitter: Option<f64>,
+}
+
+/// `[limits]` in a fragment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFragment {
+    /// Bytes.
+    pub max_file_size: Option<u64>,
+    /// Count.
+    pub max_files: Option<usize>,
+}
+
+/// `[quadlet]` in a fragment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuadletFragment {
+    /// Path of the generator binary.
+    pub generator: Option<PathBuf>,
+    /// Run the generator's dry run.
+    pub generator_dry_run: Option<bool>,
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A fragment could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A fragment is not valid TOML or has an unknown key.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, with line and key.
+        message: String,
+    },
+    /// A value is out of range or a required environment variable is missing.
+    #[error("invalid config value {key}: {message}")]
+    Value {
+        /// The dotted key.
+        key: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+/// The drop-in directories for a mode, lowest precedence first.
+pub fn default_dropin_dirs(mode: Mode, env: &Environment) -> Vec<PathBuf> {
+    match mode {
+        Mode::System => vec![
+            PathBuf::from("/usr/lib/leger/config.d"),
+            PathBuf::from("/run/leger/config.d"),
+            PathBuf::from("/etc/leger/config.d"),
+        ],
+        Mode::User => user_config_home(env)
+            .map(|c| vec![c.join("leger/config.d")])
+            .unwrap_or_default(),
+    }
+}
+
+fn user_config_home(env: &Environment) -> Option<PathBuf> {
+    env.xdg_config_home
+        .clone()
+        .or_else(|| env.home.as_ref().map(|h| h.join(".config")))
+}
+
+/// Lists the fragment files to load, in the order they apply.
+///
+/// A file name seen in a later directory replaces the earlier file of that name; the
+/// survivors are applied sorted by file name.
+pub fn fragment_files(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for dir in dirs {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: dir.clone(),
+                    source,
+                });
+            }
+        };
+        for entry in entries {
+            let entry = entry.map_err(|source| ConfigError::Read {
+                path: dir.clone(),
+                source,
+            })?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".toml") {
+                by_name.insert(name, entry.path());
+            }
+        }
+    }
+    Ok(by_name.into_values().collect())
+}
+
+/// Reads and parses one fragment file.
+pub fn read_fragment(path: &Path) -> Result<Fragment, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+/// Lays `over` onto `base`: every field `over` sets wins.
+pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
+    fn pick<T>(a: Option<T>, b: Option<T>) -> Option<T> {
+        b.or(a)
+    }
+    Fragment {
+        paths: PathsFragment {
+            desired_file: pick(base.paths.desired_file, over.paths.desired_file),
+            quadlet_dir: pick(base.paths.quadlet_dir, over.paths.quadlet_dir),
+            state_dir: pick(base.paths.state_dir, over.paths.state_dir),
+            socket: pick(base.paths.socket, over.paths.socket),
+        },
+        api: ApiFragment {
+            socket_group: pick(base.api.socket_group, over.api.socket_group),
+        },
+        systemd: SystemdFragment {
+            bus_address: pick(base.systemd.bus_address, over.systemd.bus_address),
+            job_timeout: pick(base.systemd.job_timeout, over.systemd.job_timeout),
+        },
+        reconcile: ReconcileFragment {
+            debounce: pick(base.reconcile.debounce, over.reconcile.debounce),
+            backoff_initial: pick(
+                base.reconcile.backoff_initial,
+                over.reconcile.backoff_initial,
+            ),
+            backoff_max: pick(base.reconcile.backoff_max, over.reconcile.backoff_max),
+            jitter: pick(base.reconcile.jitter, over.reconcile.jitter),
+        },
+        limits: LimitsFragment {
+            max_file_size: pick(base.limits.max_file_size, over.limits.max_file_size),
+            max_files: pick(base.limits.max_files, over.limits.max_files),
+        },
+        quadlet: QuadletFragment {
+            generator: pick(base.quadlet.generator, over.quadlet.generator),
+            generator_dry_run: pick(
+                base.quadlet.generator_dry_run,
+                over.quadlet.generator_dry_run,
+            ),
+        },
+    }
+}
+
+/// Loads every fragment from `dirs` and validates the result for `mode`.
+pub fn load(mode: Mode, dirs: &[PathBuf], env: &Environment) -> Result<Settings, ConfigError> {
+    let mut merged = Fragment::default();
+    for file in fragment_files(dirs)? {
+        merged = merge_fragments(merged, read_fragment(&file)?);
+    }
+    Settings::from_fragment(mode, merged, env)
+}
+
+fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(s) => humantime::parse_duration(&s).map_err(|e| ConfigError::Value {
+            key: key.to_owned(),
+            message: format!(
+                "{s:?} is not a duration ({e}); write e.g. \"500ms\", \"30s\", \"5m\""
+            ),
+        }),
+    }
+}
+
+impl Settings {
+    /// The defaults of a mode with no fragments at all.
+    pub fn defaults(mode: Mode, env: &Environment) -> Result<Settings, ConfigError> {
+        Settings::from_fragment(mode, Fragment::default(), env)
+    }
+
+    /// Validates a merged fragment over the mode's defaults.
+    pub fn from_fragment(
+        mode: Mode,
+        f: Fragment,
+        env: &Environment,
+    ) -> Result<Settings, ConfigError> {
+        let missing = |what: &str| ConfigError::Value {
+            key: "paths".to_owned(),
+            message: format!(
+                "user mode needs {what} to find its directories; set it or set the paths in config"
+            ),
+        };
+        let (config_dir, quadlet_dir, state_dir, runtime_dir) = match mode {
+            Mode::System => (
+                PathBuf::from("/etc/leger"),
+                PathBuf::from("/etc/containers/systemd"),
+                PathBuf::from("/var/lib/leger"),
+                PathBuf::from("/run/leger"),
+            ),
+            Mode::User => {
+                let config_home = user_config_home(env).ok_or_else(|| missing("$HOME"))?;
+                let state_home = env
+                    .xdg_state_home
+                    .clone()
+                    .or_else(|| env.home.as_ref().map(|h| h.join(".local/state")))
+                    .ok_or_else(|| missing("$HOME"))?;
+                let runtime = env
+                    .xdg_runtime_dir
+                    .clone()
+                    .ok_or_else(|| missing("$XDG_RUNTIME_DIR"))?;
+                (
+                    config_home.join("leger"),
+                    config_home.join("containers/systemd"),
+                    state_home.join("leger"),
+                    runtime.join("leger"),
+                )
+            }
+        };
+        let paths = Paths {
+            desired_file: f
+                .paths
+                .desired_file
+                .unwrap_or_else(|| config_dir.join("desired.toml")),
+            quadlet_dir: f.paths.quadlet_dir.unwrap_or(quadlet_dir),
+            state_dir: f.paths.state_dir.unwrap_or(state_dir),
+            socket: f
+                .paths
+                .socket
+                .unwrap_or_else(|| runtime_dir.join("legerd.sock")),
+            config_dir,
+        };
+        for (key, p) in [
+            ("paths.desired_file", &paths.desired_file),
+            ("paths.quadlet_dir", &paths.quadlet_dir),
+            ("paths.state_dir", &paths.state_dir),
+            ("paths.socket", &paths.socket),
+        ] {
+            if !p.is_absolute() {
+                return Err(ConfigError::Value {
+                    key: key.to_owned(),
+                    message: format!("{} must be an absolute path", p.display()),
+                });
+            }
+        }
+        let socket_group = match (mode, f.api.socket_group) {
+            (_, Some(g)) if g.is_empty() => None,
+            (_, Some(g)) => Some(g),
+            (Mode::System, None) => Some("leger".to_owned()),
+            (Mode::User, None) => None,
+        };
+        let jitter = f.reconcile.jitter.unwrap_or(0.1);
+        if !(0.0..=1.0).contains(&jitter) {
+            return Err(ConfigError::Value {
+                key: "reconcile.jitter".to_owned(),
+                message: format!("{jitter} is outside 0.0..=1.0"),
+            });
+        }
+        let reconcile = ReconcileSettings {
+            debounce: duration(
+                "reconcile.debounce",
+                f.reconcile.debounce,
+                Duration::from_millis(200),
+            )?,
+            backoff_initial: duration(
+                "reconcile.backoff_initial",
+                f.reconcile.backoff_initial,
+                Duration::from_secs(2),
+            )?,
+            backoff_max: duration(
+                "reconcile.backoff_max",
+                f.reconcile.backoff_max,
+                Duration::from_secs(300),
+            )?,
+            jitter,
+            job_timeout: duration(
+                "systemd.job_timeout",
+                f.systemd.job_timeout,
+                Duration::from_secs(120),
+            )?,
+        };
+        if reconcile.backoff_initial.is_zero() || reconcile.backoff_max < reconcile.backoff_initial
+        {
+            return Err(ConfigError::Value {
+                key: "reconcile.backoff_max".to_owned(),
+                message: "backoff_initial must be > 0 and backoff_max >= backoff_initial"
+                    .to_owned(),
+            });
+        }
+        let limits = Limits {
+            max_file_size: f.limits.max_file_size.unwrap_or(1024 * 1024),
+            max_files: f.limits.max_files.unwrap_or(10_000),
+        };
+        if limits.max_file_size == 0 || limits.max_files == 0 {
+            return Err(ConfigError::Value {
+                key: "limits".to_owned(),
+                message: "max_file_size and max_files must be greater than zero".to_owned(),
+            });
+        }
+        Ok(Settings {
+            mode,
+            paths,
+            socket_group,
+            bus_address: f.systemd.bus_address,
+            reconcile,
+            limits,
+            quadlet: QuadletSettings {
+                generator: f
+                    .quadlet
+                    .generator
+                    .unwrap_or_else(|| PathBuf::from("/usr/libexec/podman/quadlet")),
+                generator_dry_run: f.quadlet.generator_dry_run.unwrap_or(true),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn system_defaults_match_the_brief() {
+        let s = Settings::defaults(Mode::System, &Environment::default()).unwrap();
+        assert_eq!(
+            s.paths.quadlet_dir,
+            PathBuf::from("/etc/containers/systemd")
+        );
+        assert_eq!(
+            s.paths.desired_file,
+            PathBuf::from("/etc/leger/desired.toml")
+        );
+        assert_eq!(s.paths.state_dir, PathBuf::from("/var/lib/leger"));
+        assert_eq!(s.paths.socket, PathBuf::from("/run/leger/legerd.sock"));
+        assert_eq!(s.socket_group.as_deref(), Some("leger"));
+        assert_eq!(s.limits.max_file_size, 1024 * 1024);
+    }
+
+    #[test]
+    fn user_defaults_follow_xdg() {
+        let env = Environment {
+            home: Some("/home/u".into()),
+            xdg_runtime_dir: Some("/run/user/1000".into()),
+            ..Environment::default()
+        };
+        let s = Settings::defaults(Mode::User, &env).unwrap();
+        assert_eq!(
+            s.paths.quadlet_dir,
+            PathBuf::from("/home/u/.config/containers/systemd")
+        );
+        assert_eq!(
+            s.paths.desired_file,
+            PathBuf::from("/home/u/.config/leger/desired.toml")
+        );
+        assert_eq!(
+            s.paths.state_dir,
+            PathBuf::from("/home/u/.local/state/leger")
+        );
+        assert_eq!(
+            s.paths.socket,
+            PathBuf::from("/run/user/1000/leger/legerd.sock")
+        );
+        assert_eq!(s.socket_group, None);
+    }
+
+    #[test]
+    fn user_mode_without_runtime_dir_says_what_is_missing() {
+        let env = Environment {
+            home: Some("/home/u".into()),
+            ..Environment::default()
+        };
+        let e = Settings::defaults(Mode::User, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("XDG_RUNTIME_DIR"), "{e}");
+    }
+
+    /// Pins the precedence: later directories mask same-named files, and later file
+    /// names override earlier ones key by key.
+    #[test]
+    fn dropins_precedence_is_pinned() {
+        let t = tempfile::tempdir().unwrap();
+        let usr = t.path().join("usr");
+        let run = t.path().join("run");
+        let etc = t.path().join("etc");
+        write(
+            &usr,
+            "10-base.toml",
+            "[reconcile]\ndebounce = \"1s\"\njitter = 0.5\n",
+        );
+        write(&usr, "20-vendor.toml", "[limits]\nmax_files = 7\n");
+        write(&run, "20-vendor.toml", "[limits]\nmax_files = 8\n");
+        write(&etc, "10-base.toml", "[reconcile]\ndebounce = \"3s\"\n");
+        write(&etc, "99-admin.toml", "[limits]\nmax_files = 9\n");
+        let dirs = vec![usr, run, etc];
+        let s = load(Mode::System, &dirs, &Environment::default()).unwrap();
+        // etc/10-base.toml masks usr/10-base.toml entirely: jitter falls back to the default.
+        assert_eq!(s.reconcile.debounce, Duration::from_secs(3));
+        assert_eq!(s.reconcile.jitter, 0.1);
+        // 99-admin sorts after 20-vendor, so it wins.
+        assert_eq!(s.limits.max_files, 9);
+    }
+
+    #[test]
+    fn dropin_unknown_key_is_refused_with_file_and_key() {
+        let t = tempfile::tempdir().unwrap();
+        write(t.path(), "50.toml", "[reconcile]\ndebounse = \"1s\"\n");
+        let e = load(
+            Mode::System,
+            &[t.path().to_owned()],
+            &Environment::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("50.toml") && e.contains("debounse"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let f = Fragment {
+            reconcile: ReconcileFragment {
+                jitter: Some(2.0),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(Settings::from_fragment(Mode::System, f, &Environment::default()).is_err());
+        let f = Fragment {
+            paths: PathsFragment {
+                quadlet_dir: Some("relative".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = Settings::from_fragment(Mode::System, f, &Environment::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("paths.quadlet_dir"), "{e}");
+        let f = Fragment {
+            reconcile: ReconcileFragment {
+                debounce: Some("fast".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = Settings::from_fragment(Mode::System, f, &Environment::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reconcile.debounce"), "{e}");
+    }
+}
