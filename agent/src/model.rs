@@ -189,10 +189,13 @@ pub struct Unit {
     pub kind: QuadletKind,
     /// The quadlet file, relative to the app folder.
     pub source_file: String,
-    /// Every file of the app this unit's behaviour depends on, its own quadlet
-    /// included: companions it references (`EnvironmentFile=`), and the quadlets of the
-    /// volumes, networks and pods it uses. A change to any of them restarts the unit.
+    /// Every managed file this unit's behaviour depends on, as install keys
+    /// (`app/relpath`, see [`install_key`]), its own quadlet included: companions it
+    /// references (`EnvironmentFile=`), and the quadlets of the volumes, networks and
+    /// pods it uses, which may sit in another app. A change to any of them restarts it.
     pub depends_on_files: BTreeSet<String>,
+    /// Podman secrets the unit consumes (`Secret=`), for the secrets issue.
+    pub secrets: BTreeSet<String>,
 }
 
 /// What legerd observed on the host before planning.

@@ -14,6 +14,8 @@
 //! `legerctl` uses the same code to find `desired.toml` and the socket, so the two
 //! binaries can never disagree about where things live.
 
+pub mod fs;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
