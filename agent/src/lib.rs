@@ -5,6 +5,7 @@
 
 pub mod assemble;
 pub mod model;
+pub mod plan;
 pub mod quadlet;
 pub mod source;
 pub mod store;
