@@ -3,10 +3,19 @@
 //! The binary (`main.rs`) is a thin shell over this library, so every stage can be
 //! tested without it. See ARCHITECTURE.md for the code map.
 
+pub mod api;
+pub mod apply;
 pub mod assemble;
+pub mod backoff;
+pub mod controller;
+pub mod journal;
 pub mod model;
+pub mod observe;
 pub mod plan;
 pub mod quadlet;
+pub mod reconciler;
+pub mod schedule;
 pub mod source;
 pub mod store;
 pub mod systemd;
+pub mod watch;

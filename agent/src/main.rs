@@ -1,1 +1,202 @@
-fn main() {}
+//! `legerd`: the reconciler daemon. A thin shell: parse flags, set up logging, wire the
+//! library's parts together, and turn errors into messages for people.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use leger_config::{Environment, Mode, Settings};
+use legerd::api::{self, ApiContext};
+use legerd::controller::Controller;
+use legerd::reconciler::Reconciler;
+use legerd::schedule::Trigger;
+use legerd::store::Store;
+use legerd::systemd::{BusTarget, DbusUnitManager};
+use legerd::watch;
+
+/// legerd converges Podman quadlets on this host to the desired state in desired.toml
+/// (a git repository or a local folder), driving systemd over D-Bus.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Examples:\n  legerd                      # system mode, as the legerd.service unit runs it\n  legerd --user               # rootless, for one user's quadlets\n  legerd --config-dir /tmp/c  # read config drop-ins from /tmp/c only\n\nEdit desired state with `legerctl set-desired`, read status with `legerctl status`."
+)]
+struct Args {
+    /// Manage the calling user's quadlets over the user bus (rootless podman).
+    #[arg(long)]
+    user: bool,
+    /// Read config drop-ins (*.toml) from these directories instead of the defaults
+    /// (/usr/lib/leger/config.d, /run/leger/config.d, /etc/leger/config.d). Repeatable.
+    #[arg(long = "config-dir", value_name = "DIR")]
+    config_dirs: Vec<PathBuf>,
+    /// Run one reconcile pass, print its outcome, and exit (1 when it failed).
+    #[arg(long)]
+    once: bool,
+}
+
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LEGERD_LOG").unwrap_or_else(|_| "info".into());
+    let registry = tracing_subscriber::registry().with(filter);
+    // Under systemd, stderr is connected to the journal (JOURNAL_STREAM); send
+    // structured events there so their fields become journal fields.
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(layer) = tracing_journald::layer()
+    {
+        registry.with(layer.with_syslog_identifier("legerd".into())).init();
+        return;
+    }
+    registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
+}
+
+fn load_settings(args: &Args) -> Result<Settings> {
+    let mode = if args.user { Mode::User } else { Mode::System };
+    let env = Environment::from_process();
+    let dirs = if args.config_dirs.is_empty() {
+        leger_config::default_dropin_dirs(mode, &env)
+    } else {
+        args.config_dirs.clone()
+    };
+    leger_config::load(mode, &dirs, &env).context("cannot load legerd's configuration")
+}
+
+fn mkdir(path: &std::path::Path, mode: u32) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutdown requested; finishing the current pass");
+}
+
+async fn run(args: Args) -> Result<bool> {
+    let settings = load_settings(&args)?;
+    let paths = &settings.paths;
+    mkdir(&paths.state_dir, 0o700)?;
+    mkdir(&paths.quadlet_dir, 0o755)?;
+    if let Some(parent) = paths.desired_file.parent() {
+        mkdir(parent, 0o755)?;
+    }
+    let store = Store::open(&paths.state_dir.join("legerd.db"))
+        .with_context(|| format!("cannot open the state database in {}", paths.state_dir.display()))?;
+    let store = Arc::new(Mutex::new(store));
+
+    let bus = match (&settings.bus_address, settings.mode) {
+        (Some(addr), _) => BusTarget::Address(addr.clone()),
+        (None, Mode::System) => BusTarget::System,
+        (None, Mode::User) => BusTarget::User,
+    };
+    let units = DbusUnitManager::connect(bus, settings.reconcile.job_timeout)
+        .await
+        .context("cannot connect to systemd over D-Bus; is this a systemd host, and is legerd allowed on the bus?")?;
+    let units = Arc::new(units);
+
+    let (trigger_tx, trigger_rx) = mpsc::unbounded_channel();
+    let reconciler = Reconciler::new(settings.clone(), Arc::clone(&units), Arc::clone(&store));
+    let (status_tx, status_rx) = watch::channel(reconciler.status());
+
+    // Unit events: a managed unit that left `active` is possible drift.
+    let managed = reconciler.managed_units();
+    let events = units.unit_events().await.context("cannot subscribe to systemd unit events")?;
+    let tx = trigger_tx.clone();
+    tokio::spawn(async move {
+        futures::pin_mut!(events);
+        while let Some(ev) = events.next().await {
+            let is_managed = managed.read().map(|m| m.contains(&ev.unit)).unwrap_or(false);
+            if is_managed && matches!(ev.active_state.as_str(), "failed" | "inactive") {
+                let _ = tx.send(Trigger::UnitLeftActive(ev.unit));
+            }
+        }
+    });
+
+    let _desired_watch = watch::watch_desired_file(&paths.desired_file, trigger_tx.clone())
+        .with_context(|| format!("cannot watch {}", paths.desired_file.display()))?;
+    let _quadlet_watch = watch::watch(
+        &paths.quadlet_dir,
+        true,
+        |p| !watch::is_temp_file(p),
+        trigger_tx.clone(),
+        Trigger::QuadletDirChanged,
+    )
+    .with_context(|| format!("cannot watch {}", paths.quadlet_dir.display()))?;
+
+    let (reconcile_tx, mut reconcile_rx) = mpsc::channel::<()>(1);
+    let tx = trigger_tx.clone();
+    tokio::spawn(async move {
+        while reconcile_rx.recv().await.is_some() {
+            let _ = tx.send(Trigger::Manual);
+        }
+    });
+    let listener = api::bind_socket(&paths.socket, settings.socket_group.as_deref())
+        .with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
+    let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let ctx = ApiContext { status: status_rx, store: Arc::clone(&store), reconcile: reconcile_tx };
+    let api_task = tokio::spawn(api::serve(listener, ctx, async move {
+        let _ = api_stop_rx.await;
+    }));
+    tracing::info!(
+        mode = settings.mode.as_str(),
+        desired = %paths.desired_file.display(),
+        quadlet_dir = %paths.quadlet_dir.display(),
+        socket = %paths.socket.display(),
+        "legerd started"
+    );
+
+    let controller = Controller::new(settings.clone(), reconciler, trigger_rx, trigger_tx, status_tx);
+    let mut last_ok = true;
+    let once = args.once;
+    controller
+        .run(shutdown_signal(), |result| {
+            last_ok = result.failure_cause.is_none();
+            if once {
+                println!(
+                    "{} {} {}",
+                    result.record.outcome.as_str(),
+                    result.record.revision.as_deref().unwrap_or("-"),
+                    result.record.error.as_deref().unwrap_or("")
+                );
+            }
+            !once
+        })
+        .await;
+    let _ = api_stop_tx.send(());
+    let _ = api_task.await;
+    let _ = std::fs::remove_file(&paths.socket);
+    Ok(last_ok || !once)
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("legerd: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("legerd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

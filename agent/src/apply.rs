@@ -1,0 +1,196 @@
+//! Carries out a plan: files into the quadlet dir, one daemon-reload, unit jobs.
+//!
+//! **Architecture invariant:** the inventory is updated *before* a file is written and
+//! *after* a file is removed. Whatever instant legerd dies at, every file of legerd's
+//! in the quadlet dir is in the inventory, so the next pass can finish or undo the work
+//! and never mistakes its own file for someone else's.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use leger_config::fs::write_atomic;
+
+use crate::model::{AppFile, DesiredTree, install_key};
+use crate::plan::{Action, Plan};
+use crate::store::{InventoryEntry, Store, StoreError};
+use crate::systemd::{SystemdError, UnitManager};
+
+/// Permission bits of installed files: world-readable, like packaged unit files.
+const FILE_MODE: u32 = 0o644;
+
+/// What stops an apply part-way.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The target path.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A file could not be removed.
+    #[error("cannot remove {path}: {source}")]
+    Remove {
+        /// The target path.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The inventory could not be updated.
+    #[error("cannot update the inventory: {0}")]
+    Store(#[from] StoreError),
+    /// daemon-reload failed.
+    #[error("systemd daemon-reload failed: {0}")]
+    Reload(SystemdError),
+    /// The plan refers to a file the tree does not have (a bug).
+    #[error("internal error: plan writes {0}, which is not in the desired tree")]
+    MissingFile(String),
+}
+
+/// A unit job that did not succeed. Other units still run: one broken app must not
+/// hold back the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitFailure {
+    /// The unit.
+    pub unit: String,
+    /// Its app.
+    pub app: String,
+    /// start, restart or stop.
+    pub action: &'static str,
+    /// systemd's answer.
+    pub error: String,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// The actions that succeeded, in order, as one-line strings.
+    pub done: Vec<String>,
+    /// Unit jobs that failed.
+    pub unit_failures: Vec<UnitFailure>,
+}
+
+/// Where an apply writes and what it talks to.
+#[derive(Debug)]
+pub struct ApplyTarget<'a, U> {
+    /// The quadlet dir; apps go into sub-folders of it.
+    pub quadlet_dir: &'a Path,
+    /// systemd.
+    pub units: &'a U,
+    /// The inventory.
+    pub store: &'a Mutex<Store>,
+}
+
+fn lookup<'t>(tree: &'t DesiredTree, key: &str) -> Option<&'t AppFile> {
+    let (app, rel) = key.split_once('/')?;
+    tree.apps.get(app)?.files.get(rel)
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Runs the plan's actions in order.
+pub async fn apply<U: UnitManager>(
+    plan: &Plan,
+    tree: &DesiredTree,
+    target: &ApplyTarget<'_, U>,
+) -> Result<ApplyReport, ApplyError> {
+    let unit_of: BTreeMap<String, &str> = tree
+        .apps
+        .values()
+        .flat_map(|a| a.units.iter().map(move |u| (install_key(&a.name, &u.source_file), u.name.as_str())))
+        .collect();
+    let mut report = ApplyReport::default();
+    for action in &plan.actions {
+        let ok = match action {
+            Action::WriteFile { key, app, .. } => {
+                let file = lookup(tree, key).ok_or_else(|| ApplyError::MissingFile(key.clone()))?;
+                let entry = InventoryEntry {
+                    key: key.clone(),
+                    app: app.clone(),
+                    hash: file.hash,
+                    unit: unit_of.get(key).map(|u| (*u).to_owned()),
+                    revision: tree.revision.clone(),
+                    installed_at: now_rfc3339(),
+                };
+                target.store.lock().expect("store lock").upsert_inventory(&entry)?;
+                write_file(target.quadlet_dir, key, &file.content)?;
+                true
+            }
+            Action::RemoveFile { key, .. } => {
+                remove_file(target.quadlet_dir, key)?;
+                target.store.lock().expect("store lock").remove_inventory(key)?;
+                true
+            }
+            Action::Reload => {
+                target.units.reload().await.map_err(ApplyError::Reload)?;
+                true
+            }
+            Action::StopUnit { unit, app } => unit_job(&mut report, "stop", unit, app, target.units.stop(unit).await),
+            Action::StartUnit { unit, app, .. } => {
+                unit_job(&mut report, "start", unit, app, target.units.start(unit).await)
+            }
+            Action::RestartUnit { unit, app } => {
+                unit_job(&mut report, "restart", unit, app, target.units.restart(unit).await)
+            }
+        };
+        if ok {
+            report.done.push(action.to_string());
+        }
+    }
+    Ok(report)
+}
+
+fn unit_job(
+    report: &mut ApplyReport,
+    action: &'static str,
+    unit: &str,
+    app: &str,
+    result: Result<(), SystemdError>,
+) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(unit, app, action, error = %e, "unit job failed");
+            report.unit_failures.push(UnitFailure {
+                unit: unit.to_owned(),
+                app: app.to_owned(),
+                action,
+                error: e.to_string(),
+            });
+            false
+        }
+    }
+}
+
+fn write_file(quadlet_dir: &Path, key: &str, bytes: &[u8]) -> Result<(), ApplyError> {
+    let path = quadlet_dir.join(key);
+    let err = |source| ApplyError::Write { path: path.clone(), source };
+    if let Some(parent) = path.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(parent).map_err(err)?;
+    }
+    write_atomic(&path, bytes, FILE_MODE).map_err(err)
+}
+
+/// Removes a file and then any folders it leaves empty, up to the quadlet dir.
+fn remove_file(quadlet_dir: &Path, key: &str) -> Result<(), ApplyError> {
+    let path = quadlet_dir.join(key);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => return Err(ApplyError::Remove { path, source }),
+    }
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d == quadlet_dir || !d.starts_with(quadlet_dir) || std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}

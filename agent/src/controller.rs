@@ -1,0 +1,157 @@
+//! The controller loop: merges triggers, runs one pass at a time, backs off on
+//! failure, and publishes status.
+//!
+//! Shaped like kube-runtime's controller: many trigger streams feed one channel, a
+//! scheduler ([`Schedule`]) debounces them, and the reconciler never runs twice at
+//! once. A shutdown request is honoured between passes, so SIGTERM lets the current
+//! pass finish instead of leaving an apply half-done.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use notify::RecommendedWatcher;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use leger_api_types::StatusDocument;
+use leger_config::Settings;
+
+use crate::backoff::Backoff;
+use crate::reconciler::{PassResult, Reconciler};
+use crate::schedule::{Schedule, Trigger, jittered};
+use crate::systemd::UnitManager;
+use crate::watch;
+
+/// After a pass that wrote files, quadlet-dir events for this long are legerd's own.
+const SELF_WRITE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Everything the loop needs.
+#[derive(Debug)]
+pub struct Controller<U> {
+    settings: Settings,
+    reconciler: Reconciler<U>,
+    triggers: mpsc::UnboundedReceiver<Trigger>,
+    /// Kept to create watches (dir sources) that feed the same channel.
+    trigger_tx: mpsc::UnboundedSender<Trigger>,
+    status: watch::Sender<StatusDocument>,
+    dir_watch: Option<(PathBuf, RecommendedWatcher)>,
+}
+
+/// Tells the service manager about progress. A no-op outside systemd.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    let _ = sd_notify::notify(states);
+}
+
+impl<U: UnitManager + 'static> Controller<U> {
+    /// A controller fed by `triggers`; `trigger_tx` must send into the same channel.
+    pub fn new(
+        settings: Settings,
+        reconciler: Reconciler<U>,
+        triggers: mpsc::UnboundedReceiver<Trigger>,
+        trigger_tx: mpsc::UnboundedSender<Trigger>,
+        status: watch::Sender<StatusDocument>,
+    ) -> Self {
+        Controller { settings, reconciler, triggers, trigger_tx, status, dir_watch: None }
+    }
+
+    /// Runs until `shutdown` resolves. `on_pass` sees every finished pass (tests,
+    /// `--once`); return `false` from it to stop the loop.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        mut on_pass: impl FnMut(&PassResult) -> bool,
+    ) {
+        let debounce = self.settings.reconcile.debounce;
+        let mut backoff = Backoff::new(self.settings.reconcile.backoff_initial, self.settings.reconcile.backoff_max);
+        let mut schedule = Schedule::default();
+        schedule.on_trigger(&Trigger::Startup, Instant::now(), Duration::ZERO);
+        let mut self_write_until: Option<Instant> = None;
+        let mut ready_sent = false;
+        tokio::pin!(shutdown);
+        loop {
+            let due = schedule.next_run();
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(t) = self.triggers.recv() => {
+                    let now = Instant::now();
+                    if t == Trigger::QuadletDirChanged && self_write_until.is_some_and(|u| now < u) {
+                        continue;
+                    }
+                    tracing::debug!(trigger = %t.label(), "trigger");
+                    schedule.on_trigger(&t, now, debounce);
+                    continue;
+                }
+                () = sleep_until(due) => {}
+            }
+            let Some(labels) = schedule.take_due(Instant::now()) else { continue };
+
+            self.reconciler.mark_reconciling();
+            self.status.send_replace(self.reconciler.status());
+            let span = tracing::info_span!("reconcile", trigger = %labels.join(","));
+            let result = self.reconciler.reconcile(&labels).instrument(span).await;
+            let now = Instant::now();
+            if result.wrote_files {
+                self_write_until = Some(now + SELF_WRITE_WINDOW);
+            }
+            let delay = match result.failure_cause {
+                Some(cause) => Some(backoff.failed(cause)),
+                None => {
+                    backoff.succeeded();
+                    None
+                }
+            };
+            let poll = jittered(self.reconciler.poll_interval(), self.settings.reconcile.jitter, rand::random());
+            schedule.after_pass(now, poll, delay);
+            tracing::info!(
+                outcome = result.record.outcome.as_str(),
+                duration_ms = result.record.duration_ms,
+                next_in_ms = schedule.next_run().map(|n| n.saturating_duration_since(now).as_millis() as u64),
+                "pass finished"
+            );
+            self.status.send_replace(self.reconciler.status());
+            let line = self.reconciler.status_line();
+            notify(&[sd_notify::NotifyState::Status(&line)]);
+            if !ready_sent {
+                // READY once the first pass is over, whatever its outcome: units that
+                // order after legerd then see a host that has been converged once.
+                notify(&[sd_notify::NotifyState::Ready]);
+                ready_sent = true;
+            }
+            self.update_dir_watch();
+            if !on_pass(&result) {
+                break;
+            }
+        }
+        notify(&[sd_notify::NotifyState::Stopping]);
+    }
+
+    /// Keeps an inotify watch on the `dir` source in force, if any.
+    fn update_dir_watch(&mut self) {
+        let wanted = self.reconciler.dir_source_path().map(ToOwned::to_owned);
+        if self.dir_watch.as_ref().map(|(p, _)| p) == wanted.as_ref() {
+            return;
+        }
+        self.dir_watch = None;
+        if let Some(path) = wanted {
+            match watch::watch(
+                &path,
+                true,
+                |p| !watch::is_temp_file(p),
+                self.trigger_tx.clone(),
+                Trigger::SourceChanged,
+            ) {
+                Ok(w) => self.dir_watch = Some((path, w)),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot watch the dir source; relying on polls"),
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
