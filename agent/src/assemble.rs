@@ -137,9 +137,12 @@ pub fn assemble(snapshot: &Snapshot, limits: &Limits) -> Result<DesiredTree, Val
     Ok(build_tree(snapshot, &parsed))
 }
 
+/// A folder's files: (path inside the folder, bytes).
+type FolderFiles<'a> = Vec<(&'a str, &'a Arc<[u8]>)>;
+
 /// Files of each top-level folder (not starting with `.`), by path inside it.
-fn group_by_folder(snapshot: &Snapshot) -> BTreeMap<&str, Vec<(&str, &Arc<[u8]>)>> {
-    let mut folders: BTreeMap<&str, Vec<(&str, &Arc<[u8]>)>> = BTreeMap::new();
+fn group_by_folder(snapshot: &Snapshot) -> BTreeMap<&str, FolderFiles<'_>> {
+    let mut folders: BTreeMap<&str, FolderFiles<'_>> = BTreeMap::new();
     for (path, bytes) in &snapshot.files {
         let Some((top, rel)) = path.split_once('/') else {
             continue;
@@ -258,10 +261,10 @@ fn companions(
         }
         for rel in found {
             let key = install_key(&p.app, &rel);
-            if let Some(d) = check_size(&key, &snapshot.files[&key], limits) {
-                if oversized.insert(key) {
-                    diags.push(d);
-                }
+            if let Some(d) = check_size(&key, &snapshot.files[&key], limits)
+                && oversized.insert(key)
+            {
+                diags.push(d);
             }
             out.insert(rel);
         }

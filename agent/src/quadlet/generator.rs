@@ -110,12 +110,11 @@ impl StagedNames {
 }
 
 fn strip_prefix(line: &str) -> &str {
-    if let Some(rest) = line.strip_prefix("quadlet-generator[") {
-        if let Some((pid, msg)) = rest.split_once("]: ") {
-            if pid.bytes().all(|b| b.is_ascii_digit()) {
-                return msg;
-            }
-        }
+    if let Some(rest) = line.strip_prefix("quadlet-generator[")
+        && let Some((pid, msg)) = rest.split_once("]: ")
+        && pid.bytes().all(|b| b.is_ascii_digit())
+    {
+        return msg;
     }
     line
 }
@@ -164,12 +163,11 @@ pub(crate) fn parse_stderr(
 
 /// `file contains line 3: “x” which is ...` → (Some(3), `“x” which is ...`).
 fn split_line_number(message: &str) -> (Option<u32>, String) {
-    if let Some(rest) = message.strip_prefix("file contains line ") {
-        if let Some((num, msg)) = rest.split_once(": ") {
-            if let Ok(n) = num.parse() {
-                return (Some(n), msg.to_string());
-            }
-        }
+    if let Some(rest) = message.strip_prefix("file contains line ")
+        && let Some((num, msg)) = rest.split_once(": ")
+        && let Ok(n) = num.parse()
+    {
+        return (Some(n), msg.to_string());
     }
     (None, message.to_string())
 }
@@ -220,6 +218,65 @@ converting \"missingvol.container\": requested Quadlet source missing.volume was
         assert_eq!(
             d,
             vec![Diagnostic::new("x.kube", None, "no Yaml key specified")]
+        );
+    }
+
+    /// podman's generator: `LEGER_QUADLET_GENERATOR`, else the test bed's copy (it runs
+    /// on the host too), else the system one.
+    fn real_generator() -> Option<PathBuf> {
+        let candidates = [
+            std::env::var_os("LEGER_QUADLET_GENERATOR").map(PathBuf::from),
+            std::env::var_os("LEGER_TESTBED_ROOT")
+                .map(|r| PathBuf::from(r).join("usr/libexec/podman/quadlet")),
+            Some(PathBuf::from(
+                "/var/tmp/leger-testbed/run-legertb/root/usr/libexec/podman/quadlet",
+            )),
+            Some(PathBuf::from("/usr/libexec/podman/quadlet")),
+        ];
+        candidates.into_iter().flatten().find(|p| p.exists())
+    }
+
+    #[test]
+    fn dry_run_reports_real_generator_failures() {
+        let Some(generator) = real_generator() else {
+            eprintln!("skipped: no podman quadlet generator; set LEGER_QUADLET_GENERATOR");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("app1")).unwrap();
+        std::fs::create_dir_all(root.join("app2")).unwrap();
+        let good = "[Container]\nImage=localhost/busybox:latest\n";
+        std::fs::write(root.join("app1/ok.container"), good).unwrap();
+        std::fs::write(root.join("app1/data.volume"), "[Volume]\n").unwrap();
+        assert_eq!(dry_run(&generator, root, false), Ok(()));
+
+        std::fs::write(
+            root.join("app1/bad.container"),
+            "[Container]\nImage=localhost/busybox:latest\nNotAKey=1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("app2/noimage.container"),
+            "[Container]\nExec=true\n",
+        )
+        .unwrap();
+        let mut d = dry_run(&generator, root, false).unwrap_err();
+        d.sort();
+        assert_eq!(
+            d,
+            vec![
+                Diagnostic::new(
+                    "app1/bad.container",
+                    None,
+                    "unsupported key 'NotAKey' in group 'Container'"
+                ),
+                Diagnostic::new(
+                    "app2/noimage.container",
+                    None,
+                    "no Image or Rootfs key specified"
+                ),
+            ]
         );
     }
 

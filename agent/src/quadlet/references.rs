@@ -137,10 +137,10 @@ pub fn references(q: &QuadletFile) -> References {
             }
         }
         QuadletKind::Build => {
-            if let Some(e) = q.get_entry(main, "File") {
-                if !is_url(&e.value) {
-                    push_relative(&mut r, &e.value, "File", e.line);
-                }
+            if let Some(e) = q.get_entry(main, "File")
+                && !is_url(&e.value)
+            {
+                push_relative(&mut r, &e.value, "File", e.line);
             }
             if let Some(e) = q.get_entry(main, "SetWorkingDirectory") {
                 let v = e.value.to_ascii_lowercase();
@@ -183,10 +183,10 @@ fn mount_source(r: &mut References, mount: &str, line: u32) {
         }
     }
     let resolves = mount_type.is_none_or(|t| matches!(t, "volume" | "bind" | "glob" | "image"));
-    if let (true, Some(source)) = (resolves, source) {
-        if !source.is_empty() {
-            storage_source(r, source, &["volume", "image"], "Mount", line);
-        }
+    if let (true, Some(source)) = (resolves, source)
+        && !source.is_empty()
+    {
+        storage_source(r, source, &["volume", "image"], "Mount", line);
     }
 }
 
