@@ -1,7 +1,601 @@
-//! Builds a validated [`DesiredTree`](crate::model::DesiredTree) from a fetched
-//! [`Snapshot`](crate::model::Snapshot): groups files into apps, parses and validates
-//! every quadlet, picks the companions they reference, and refuses the revision whole
-//! on any error.
+//! Builds a validated [`DesiredTree`] from a fetched [`Snapshot`]: groups files into
+//! apps, parses and validates every quadlet, picks the companions they reference, and
+//! refuses the revision whole on any error.
 //!
-//! OWNER: helper "quadlet". Interface:
-//! `assemble(snapshot: &Snapshot, limits: &leger_config::Limits) -> Result<DesiredTree, ValidationErrors>`
+//! Why whole: a half-applied revision leaves a host in a state nobody wrote down. Every
+//! problem is collected, not just the first, so one push can fix them all.
+//!
+//! **Architecture invariant:** only quadlets and the files they reference are ever
+//! installed. A README, a `leger.toml`, a `secrets/` folder of `.age` files are part of
+//! the repository, never of the host.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use leger_config::Limits;
+
+use crate::model::{App, AppFile, DesiredTree, QuadletKind, Snapshot, Unit, install_key};
+use crate::quadlet::{self, Diagnostic, QuadletFile, References};
+
+/// A revision that cannot be installed, with every reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors {
+    /// Each problem, pointing at the file (and line) to fix.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.diagnostics.len();
+        write!(
+            f,
+            "the revision was refused: {n} problem{} to fix",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for d in &self.diagnostics {
+            write!(f, "\n  {d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a problem with the revision as a whole (not one file) is reported.
+const REVISION_FILE: &str = "(revision)";
+
+/// One parsed quadlet of the tree, with what it refers to.
+struct Parsed {
+    app: String,
+    /// Path relative to the app folder (`web.container`).
+    rel: String,
+    q: QuadletFile,
+    refs: References,
+    /// Companion files, relative to the app folder.
+    companions: BTreeSet<String>,
+}
+
+/// Validates `snapshot` and builds the tree legerd will converge to.
+///
+/// An app is a top-level folder holding at least one quadlet directly in it; top-level
+/// files, folders starting with `.` and folders without a quadlet are not apps. A
+/// referenced `.volume`/`.network`/... that is not in the tree is allowed: it may be an
+/// unmanaged quadlet on the host, and simply adds no file dependency.
+pub fn assemble(snapshot: &Snapshot, limits: &Limits) -> Result<DesiredTree, ValidationErrors> {
+    let mut diags = Vec::new();
+    if snapshot.files.len() > limits.max_files {
+        diags.push(Diagnostic::new(
+            REVISION_FILE,
+            None,
+            format!(
+                "the revision holds {} files, more than the limit of {}: remove files or raise max_files in [limits]",
+                snapshot.files.len(),
+                limits.max_files
+            ),
+        ));
+    }
+
+    let folders = group_by_folder(snapshot);
+    let mut parsed: Vec<Parsed> = Vec::new();
+    for (app, files) in &folders {
+        let quadlets: Vec<(&str, &Arc<[u8]>)> = files
+            .iter()
+            .filter(|(rel, _)| is_quadlet_name(rel))
+            .map(|(rel, bytes)| (*rel, *bytes))
+            .collect();
+        if quadlets.is_empty() {
+            continue;
+        }
+        if !is_valid_app_name(app) {
+            diags.push(Diagnostic::new(
+                *app,
+                None,
+                format!("'{app}' is not a valid app name: use letters, digits, '_', '.' and '-', starting with a letter or digit"),
+            ));
+        }
+        for (rel, bytes) in quadlets {
+            let path = install_key(app, rel);
+            if let Some(d) = check_size(&path, bytes, limits) {
+                diags.push(d);
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(bytes) else {
+                diags.push(Diagnostic::new(
+                    &path,
+                    None,
+                    "not valid UTF-8 text: save the quadlet as UTF-8",
+                ));
+                continue;
+            };
+            let q = match quadlet::parse(&path, text) {
+                Ok(q) => q,
+                Err(errors) => {
+                    diags.extend(errors);
+                    continue;
+                }
+            };
+            diags.extend(quadlet::validate(&q));
+            let refs = quadlet::references(&q);
+            parsed.push(Parsed {
+                app: app.to_string(),
+                rel: rel.to_string(),
+                q,
+                refs,
+                companions: BTreeSet::new(),
+            });
+        }
+    }
+
+    check_duplicates(&parsed, &mut diags);
+    let mut oversized = BTreeSet::new();
+    for p in &mut parsed {
+        p.companions = companions(p, snapshot, limits, &mut oversized, &mut diags);
+    }
+
+    if !diags.is_empty() {
+        return Err(ValidationErrors { diagnostics: diags });
+    }
+    Ok(build_tree(snapshot, &parsed))
+}
+
+/// A folder's files: (path inside the folder, bytes).
+type FolderFiles<'a> = Vec<(&'a str, &'a Arc<[u8]>)>;
+
+/// Files of each top-level folder (not starting with `.`), by path inside it.
+fn group_by_folder(snapshot: &Snapshot) -> BTreeMap<&str, FolderFiles<'_>> {
+    let mut folders: BTreeMap<&str, FolderFiles<'_>> = BTreeMap::new();
+    for (path, bytes) in &snapshot.files {
+        let Some((top, rel)) = path.split_once('/') else {
+            continue;
+        };
+        if top.starts_with('.') {
+            continue;
+        }
+        folders.entry(top).or_default().push((rel, bytes));
+    }
+    folders
+}
+
+/// A quadlet directly in the app folder (not in a sub-folder, not hidden).
+fn is_quadlet_name(rel: &str) -> bool {
+    !rel.contains('/') && !rel.starts_with('.') && QuadletKind::from_file_name(rel).is_some()
+}
+
+fn is_valid_app_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn check_size(path: &str, bytes: &[u8], limits: &Limits) -> Option<Diagnostic> {
+    (bytes.len() as u64 > limits.max_file_size).then(|| {
+        Diagnostic::new(
+            path,
+            None,
+            format!(
+                "the file is {} bytes, more than the limit of {}: shrink it or raise max_file_size in [limits]",
+                bytes.len(),
+                limits.max_file_size
+            ),
+        )
+    })
+}
+
+/// Quadlet knows files by base name and skips a second file of the same name without
+/// a word; two files making the same unit would fight over it. Both are refused.
+fn check_duplicates(parsed: &[Parsed], diags: &mut Vec<Diagnostic>) {
+    let mut by_name: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut by_unit: BTreeMap<String, &str> = BTreeMap::new();
+    for p in parsed {
+        if let Some(first) = by_name.insert(&p.q.name, &p.q.file) {
+            by_name.insert(&p.q.name, first);
+            diags.push(Diagnostic::new(
+                &p.q.file,
+                None,
+                format!(
+                    "the file name '{}' is also used by {first}: podman's quadlet knows files by name and would ignore one of them, so rename one",
+                    p.q.name
+                ),
+            ));
+        }
+        let unit = p.q.unit_name();
+        if let Some(first) = by_unit.get(&unit) {
+            diags.push(Diagnostic::new(
+                &p.q.file,
+                None,
+                format!(
+                    "the unit {unit} is also generated by {first}: rename one file or give it another ServiceName="
+                ),
+            ));
+        } else {
+            by_unit.insert(unit, &p.q.file);
+        }
+    }
+}
+
+/// Resolves `p`'s file references inside its app folder. A reference to a folder
+/// includes every file under it.
+fn companions(
+    p: &Parsed,
+    snapshot: &Snapshot,
+    limits: &Limits,
+    oversized: &mut BTreeSet<String>,
+    diags: &mut Vec<Diagnostic>,
+) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    // Quadlets sit directly in the app folder, so the app folder is their folder.
+    for fr in &p.refs.files {
+        let Some(rel) = normalize(&fr.path) else {
+            diags.push(Diagnostic::new(
+                &p.q.file,
+                Some(fr.line),
+                format!(
+                    "{}={} points outside the app folder '{}': keep companion files inside the app folder",
+                    fr.key, fr.path, p.app
+                ),
+            ));
+            continue;
+        };
+        let full = if rel.is_empty() {
+            p.app.clone()
+        } else {
+            install_key(&p.app, &rel)
+        };
+        let mut found = Vec::new();
+        if snapshot.files.contains_key(&full) {
+            found.push(rel.clone());
+        } else {
+            let prefix = format!("{full}/");
+            for path in snapshot.files.keys().filter(|k| k.starts_with(&prefix)) {
+                found.push(path[p.app.len() + 1..].to_string());
+            }
+        }
+        if found.is_empty() {
+            diags.push(Diagnostic::new(
+                &p.q.file,
+                Some(fr.line),
+                format!(
+                    "{}={}: {full} is not in the revision: add it or fix the path",
+                    fr.key, fr.path
+                ),
+            ));
+        }
+        for rel in found {
+            let key = install_key(&p.app, &rel);
+            if let Some(d) = check_size(&key, &snapshot.files[&key], limits)
+                && oversized.insert(key)
+            {
+                diags.push(d);
+            }
+            out.insert(rel);
+        }
+    }
+    out
+}
+
+/// Resolves `.` and `..` in a relative path; `None` when it climbs above its start.
+/// `Some("")` means the start folder itself.
+fn normalize(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn build_tree(snapshot: &Snapshot, parsed: &[Parsed]) -> DesiredTree {
+    let by_name: BTreeMap<&str, &Parsed> = parsed.iter().map(|p| (p.q.name.as_str(), p)).collect();
+    let mut apps: BTreeMap<String, App> = BTreeMap::new();
+    for p in parsed {
+        let app = apps.entry(p.app.clone()).or_insert_with(|| App {
+            name: p.app.clone(),
+            files: BTreeMap::new(),
+            units: Vec::new(),
+        });
+        for rel in std::iter::once(&p.rel).chain(&p.companions) {
+            let bytes = &snapshot.files[&install_key(&p.app, rel)];
+            app.files
+                .insert(rel.clone(), AppFile::new(Arc::clone(bytes)));
+        }
+
+        let mut deps = own_files(p);
+        for name in &p.refs.quadlets {
+            let Some(used) = by_name.get(name.as_str()) else {
+                continue;
+            };
+            deps.extend(own_files(used));
+            // One level further: a pod's network, a volume's image.
+            for inner in &used.refs.quadlets {
+                if let Some(inner) = by_name.get(inner.as_str()) {
+                    deps.extend(own_files(inner));
+                }
+            }
+        }
+        app.units.push(Unit {
+            name: p.q.unit_name(),
+            kind: p.q.kind,
+            source_file: p.rel.clone(),
+            depends_on_files: deps,
+            secrets: p.refs.secrets.clone(),
+        });
+    }
+    for app in apps.values_mut() {
+        app.units
+            .sort_by(|a, b| (a.kind.start_rank(), &a.name).cmp(&(b.kind.start_rank(), &b.name)));
+    }
+    DesiredTree {
+        revision: snapshot.revision.clone(),
+        apps,
+    }
+}
+
+/// A quadlet's own install key and its companions'.
+fn own_files(p: &Parsed) -> BTreeSet<String> {
+    std::iter::once(&p.rel)
+        .chain(&p.companions)
+        .map(|rel| install_key(&p.app, rel))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_file_size: 1 << 20,
+            max_files: 1000,
+        }
+    }
+
+    fn snapshot(files: &[(&str, &str)]) -> Snapshot {
+        Snapshot {
+            revision: "rev-1".into(),
+            files: files
+                .iter()
+                .map(|(p, c)| (p.to_string(), Arc::from(c.as_bytes())))
+                .collect(),
+        }
+    }
+
+    fn keys(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn errors(files: &[(&str, &str)]) -> Vec<String> {
+        assemble(&snapshot(files), &limits())
+            .unwrap_err()
+            .diagnostics
+            .iter()
+            .map(|d| d.to_string())
+            .collect()
+    }
+
+    const WEB: &str = "[Container]\nImage=localhost/web:1\nEnvironmentFile=web.env\nVolume=./conf:/etc/conf:ro\nVolume=data.volume:/data\nNetwork=net.network\nSecret=db-pass,type=env\n";
+
+    #[test]
+    fn assemble_installs_quadlets_and_companions_only() {
+        let tree = assemble(
+            &snapshot(&[
+                ("README.md", "# repo"),
+                ("web/README.md", "about web"),
+                ("web/leger.toml", "x = 1"),
+                ("web/web.container", WEB),
+                ("web/web.env", "A=1"),
+                ("web/conf/nginx.conf", "server {}"),
+                ("web/conf/sites/a.conf", "a"),
+                ("web/data.volume", "[Volume]\n"),
+                ("web/notes/todo.txt", "later"),
+                ("secrets/db.age", "age"),
+                (".github/ci.container", "[Container]\nImage=x\n"),
+                ("shared/net.network", "[Network]\n"),
+            ]),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(tree.revision, "rev-1");
+        assert_eq!(tree.apps.keys().collect::<Vec<_>>(), vec!["shared", "web"]);
+        let web = &tree.apps["web"];
+        assert_eq!(
+            web.files.keys().cloned().collect::<BTreeSet<_>>(),
+            keys(&[
+                "conf/nginx.conf",
+                "conf/sites/a.conf",
+                "data.volume",
+                "web.container",
+                "web.env"
+            ])
+        );
+        assert_eq!(
+            web.files["web.env"].hash,
+            crate::model::ContentHash::of(b"A=1")
+        );
+        let names: Vec<_> = web.units.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, vec!["data-volume.service", "web.service"]);
+        let unit = &web.units[1];
+        assert_eq!(unit.kind, QuadletKind::Container);
+        assert_eq!(unit.source_file, "web.container");
+        assert_eq!(
+            unit.depends_on_files,
+            keys(&[
+                "shared/net.network",
+                "web/conf/nginx.conf",
+                "web/conf/sites/a.conf",
+                "web/data.volume",
+                "web/web.container",
+                "web/web.env"
+            ])
+        );
+        assert_eq!(unit.secrets, keys(&["db-pass"]));
+    }
+
+    #[test]
+    fn assemble_follows_dependencies_one_level_across_apps() {
+        let tree = assemble(
+            &snapshot(&[
+                ("net/front.network", "[Network]\n"),
+                ("pods/app.pod", "[Pod]\nNetwork=front.network\n"),
+                (
+                    "web/web.container",
+                    "[Container]\nImage=localhost/web\nPod=app.pod\nVolume=host.volume:/x\n",
+                ),
+            ]),
+            &limits(),
+        )
+        .unwrap();
+        let web = &tree.apps["web"].units[0];
+        // host.volume is not in the tree: allowed, no dependency.
+        assert_eq!(
+            web.depends_on_files,
+            keys(&["net/front.network", "pods/app.pod", "web/web.container"])
+        );
+    }
+
+    #[test]
+    fn assemble_orders_units_by_kind_then_name() {
+        let tree = assemble(
+            &snapshot(&[
+                ("a/z.container", "[Container]\nImage=x\n"),
+                ("a/b.container", "[Container]\nImage=x\n"),
+                ("a/n.network", "[Network]\n"),
+                ("a/v.volume", "[Volume]\n"),
+                ("a/p.pod", "[Pod]\n"),
+            ]),
+            &limits(),
+        )
+        .unwrap();
+        let names: Vec<_> = tree.apps["a"]
+            .units
+            .iter()
+            .map(|u| u.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "n-network.service",
+                "v-volume.service",
+                "p-pod.service",
+                "b.service",
+                "z.service"
+            ]
+        );
+    }
+
+    #[test]
+    fn assemble_refuses_escaping_and_missing_references() {
+        let errs = errors(&[
+            ("shared/x.env", "A=1"),
+            (
+                "web/web.container",
+                "[Container]\nImage=x\nEnvironmentFile=../shared/x.env\nVolume=./missing:/m\nEnvironmentFile=./ok/../../../etc/passwd\n",
+            ),
+        ]);
+        assert_eq!(
+            errs,
+            vec![
+                "web/web.container:4: Volume=./missing: web/missing is not in the revision: add it or fix the path",
+                "web/web.container:3: EnvironmentFile=../shared/x.env points outside the app folder 'web': keep companion files inside the app folder",
+                "web/web.container:5: EnvironmentFile=./ok/../../../etc/passwd points outside the app folder 'web': keep companion files inside the app folder",
+            ]
+        );
+    }
+
+    #[test]
+    fn assemble_refuses_duplicate_units_across_apps() {
+        let errs = errors(&[
+            ("a/web.container", "[Container]\nImage=x\n"),
+            (
+                "b/site.container",
+                "[Container]\nImage=x\nServiceName=web\n",
+            ),
+            (
+                "c/web.container",
+                "[Container]\nImage=x\nServiceName=other\n",
+            ),
+        ]);
+        assert_eq!(
+            errs,
+            vec![
+                "b/site.container: the unit web.service is also generated by a/web.container: rename one file or give it another ServiceName=",
+                "c/web.container: the file name 'web.container' is also used by a/web.container: podman's quadlet knows files by name and would ignore one of them, so rename one",
+            ]
+        );
+    }
+
+    #[test]
+    fn assemble_reports_all_errors_at_once() {
+        let snap = Snapshot {
+            revision: "r".into(),
+            files: [
+                (
+                    "a/bad.container",
+                    b"[Container]\nImage=x\nPublishPrt=1\n".to_vec(),
+                ),
+                ("a/syntax.volume", b"[Volume]\nnot a line\n".to_vec()),
+                ("a/binary.network", vec![0xff, 0xfe]),
+                ("b/noimage.container", b"[Container]\n".to_vec()),
+                ("bad name/x.container", b"[Container]\nImage=x\n".to_vec()),
+                ("c/big.container", vec![b'#'; 2000]),
+            ]
+            .into_iter()
+            .map(|(p, c)| (p.to_string(), Arc::from(c)))
+            .collect(),
+        };
+        let err = assemble(
+            &snap,
+            &Limits {
+                max_file_size: 1000,
+                max_files: 5,
+            },
+        )
+        .unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with("the revision was refused: 7 problems to fix\n  "),
+            "{shown}"
+        );
+        let lines: Vec<_> = shown.lines().skip(1).map(str::trim).collect();
+        assert_eq!(lines.len(), 7, "{shown}");
+        assert!(
+            lines[0]
+                .starts_with("(revision): the revision holds 6 files, more than the limit of 5")
+        );
+        assert!(lines[1].starts_with("a/bad.container:3: unknown key 'PublishPrt'"));
+        assert!(lines[2].starts_with("a/binary.network: not valid UTF-8"));
+        assert!(lines[3].starts_with("a/syntax.volume:2: 'not a line' is neither"));
+        assert!(lines[4].starts_with("b/noimage.container: no Image= or Rootfs="));
+        assert!(lines[5].starts_with("bad name: 'bad name' is not a valid app name"));
+        assert!(
+            lines[6].starts_with(
+                "c/big.container: the file is 2000 bytes, more than the limit of 1000"
+            )
+        );
+    }
+
+    #[test]
+    fn assemble_ignores_folders_without_quadlets() {
+        let tree = assemble(
+            &snapshot(&[
+                ("secrets/db.age", "age"),
+                ("docs/web/web.container", "[Container]\nImage=x\n"),
+                ("notes.container", "[Container]\nImage=x\n"),
+            ]),
+            &limits(),
+        )
+        .unwrap();
+        assert!(tree.apps.is_empty());
+    }
+
+    #[test]
+    fn normalize_resolves_dots_inside_the_folder() {
+        assert_eq!(normalize("./a/./b/../c").as_deref(), Some("a/c"));
+        assert_eq!(normalize("a/..").as_deref(), Some(""));
+        assert_eq!(normalize("../a"), None);
+        assert_eq!(normalize("a/../../a"), None);
+    }
+}

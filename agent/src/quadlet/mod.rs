@@ -1,10 +1,55 @@
-//! Quadlet files: parsing with line numbers, the key tables of podman 5.x, unit names,
+//! Quadlet files: parsing with line numbers, the key tables of podman 5.4, unit names,
 //! and the references a quadlet makes to other files.
 //!
-//! OWNER: helper "quadlet". Interface the rest of legerd relies on:
-//! - `parse(file: &str, text: &str) -> Result<QuadletFile, Vec<Diagnostic>>`
-//! - `validate(&QuadletFile) -> Vec<Diagnostic>` (sections and keys known for the kind,
-//!   required keys such as `Image=`/`Rootfs=`)
-//! - `QuadletFile::unit_name()` (honours `ServiceName=`)
-//! - `references(&QuadletFile) -> References { quadlets, files, secrets }`
-//! - `generator::dry_run(generator: &Path, staging_dir: &Path, user: bool) -> Result<(), Vec<Diagnostic>>`
+//! legerd checks quadlets itself, before anything is installed, so that a bad revision
+//! is refused whole with every problem listed by `file:line`. The generator's own dry
+//! run ([`generator::dry_run`]) is a second opinion when podman is installed.
+//!
+//! - [`parse`] reads the INI text ([`ini`]).
+//! - [`validate`] checks sections, keys ([`keys`]) and required keys.
+//! - [`QuadletFile::unit_name`] gives the unit quadlet will generate.
+//! - [`references`] lists the quadlets, companion files and secrets a file uses.
+
+use std::fmt;
+
+pub mod generator;
+pub mod ini;
+pub mod keys;
+pub mod references;
+mod validate;
+
+pub use ini::{Entry, QuadletFile, Section, parse};
+pub use references::{FileRef, References, references};
+pub use validate::validate;
+
+/// One problem found in a quadlet or in the tree, pointing at the file (and line) to
+/// fix. Shown as `file:line: message`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Diagnostic {
+    /// The file, relative to the source root (`web/web.container`).
+    pub file: String,
+    /// 1-based line, when the problem sits on one.
+    pub line: Option<u32>,
+    /// What is wrong and, where possible, what to do.
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// Builds a diagnostic.
+    pub fn new(file: impl Into<String>, line: Option<u32>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.into(),
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
