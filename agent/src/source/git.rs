@@ -290,10 +290,15 @@ impl GitSource {
         }
     }
 
-    /// Sorts a transport error: a refusal of credentials is [`SourceError::Auth`],
-    /// anything else means the remote is unavailable for now.
+    /// Sorts a transport error: a refusal of credentials (by the remote, or by gix,
+    /// which never sends them over plain http) is [`SourceError::Auth`], anything
+    /// else means the remote is unavailable for now.
     fn remote_error(&self, e: &gix::Error) -> SourceError {
-        if e.is_unauthenticated() || e.is_permission_denied() {
+        let refused_locally = matches!(
+            e.downcast_any_ref::<gix::protocol::transport::client::Error>(),
+            Some(gix::protocol::transport::client::Error::AuthenticationRefused(_))
+        );
+        if refused_locally || e.is_unauthenticated() || e.is_permission_denied() {
             SourceError::Auth {
                 url: self.display_url.clone(),
                 reason: redact_text(&chain(e), &self.spec.url),
