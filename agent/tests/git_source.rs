@@ -381,6 +381,7 @@ fn git_source_over_http_auth_failure_is_an_auth_error() {
     );
     let e = anonymous.fetch(None).unwrap_err();
     assert!(matches!(e, SourceError::Auth { .. }), "{e:?}");
+    assert!(e.to_string().contains("requires credentials"), "{e}");
     assert_eq!(e.reason(), reason::SOURCE_UNAVAILABLE);
 
     let wrong = server.url_with_credentials("fleet", "wrong-password", "fleet.git");

@@ -299,9 +299,15 @@ impl GitSource {
             Some(gix::protocol::transport::client::Error::AuthenticationRefused(_))
         );
         if refused_locally || e.is_unauthenticated() || e.is_permission_denied() {
+            let reason = if !refused_locally && url_credentials(&self.spec.url).is_none() {
+                // gix's own text blames a credential helper, which a daemon never runs.
+                "the server requires credentials and the url carries none".to_owned()
+            } else {
+                redact_text(&chain(e), &self.spec.url)
+            };
             SourceError::Auth {
                 url: self.display_url.clone(),
-                reason: redact_text(&chain(e), &self.spec.url),
+                reason,
             }
         } else {
             self.unreachable(e)
