@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use legerctl::edit::{parse_git_url, parse_interval};
+use legerctl::edit::{parse_git_url, parse_interval, parse_subpath};
 
 /// Edit leger's desired state and read legerd's status.
 ///
@@ -115,7 +115,7 @@ pub enum SourceCommand {
         #[arg(long = "ref", value_name = "REF")]
         reference: Option<String>,
         /// Sub-folder of the repository that holds the app folders.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", value_parser = parse_subpath)]
         path: Option<String>,
         /// How often legerd checks the remote, e.g. 30s, 5m [default: 60s].
         #[arg(long, value_name = "DURATION", value_parser = parse_interval)]

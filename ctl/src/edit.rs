@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use leger_api_types::desired::validate_git_url;
+use leger_api_types::desired::{validate_git_url, validate_subpath};
 use leger_api_types::{DesiredState, DesiredStateError, GitSourceSpec, Policy, SourceSpec};
 
 /// Why an edit was refused.
@@ -86,6 +86,12 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 /// Checks a git URL the way `desired.toml` does, for clap.
 pub fn parse_git_url(s: &str) -> Result<String, String> {
     validate_git_url(s)?;
+    Ok(s.to_owned())
+}
+
+/// Checks `--path` the way `desired.toml` does, for clap: relative, no `.` or `..`.
+pub fn parse_subpath(s: &str) -> Result<String, String> {
+    validate_subpath(s)?;
     Ok(s.to_owned())
 }
 
