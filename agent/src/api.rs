@@ -220,7 +220,7 @@ async fn reconcile(State(ctx): State<ApiContext>) -> Result<Json<ReconcileRespon
         }
         Err(mpsc::error::TrySendError::Closed(())) => Err(ApiFailure(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the reconcile loop is not running; check `journalctl -u legerd`".to_owned(),
+            "the reconcile loop is not running; check legerd's log in the journal".to_owned(),
         )),
     }
 }

@@ -20,6 +20,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client for the socket at `socket`; `mode` picks the start hint in errors.
     pub fn new(socket: PathBuf, mode: Mode) -> Result<Self> {
         let http = reqwest::Client::builder()
             .unix_socket(socket.clone())
