@@ -50,8 +50,6 @@ pub struct GitSource {
     limits: Limits,
     /// The URL with credentials replaced, for every message.
     display_url: String,
-    /// The opened cache, kept between polls to avoid re-reading its config.
-    repo: Option<Repository>,
 }
 
 /// What a fetch did on the wire, for metrics and for tests that check idle polls stay
@@ -93,7 +91,6 @@ impl GitSource {
             cache_dir,
             limits,
             display_url,
-            repo: None,
         }
     }
 
@@ -111,7 +108,7 @@ impl GitSource {
     /// commit id the cache has never seen counts as rewritten, since nothing proves
     /// otherwise.
     pub fn fetch(&mut self, applied: Option<&str>) -> Result<GitFetch, SourceError> {
-        let repo = self.open_cache()?.clone();
+        let repo = self.open_cache()?;
         let mut stats = FetchStats::default();
 
         let (commit, kind) = if self.spec.is_pinned_commit() {
@@ -176,24 +173,23 @@ impl GitSource {
     /// The cache is opened with repository-local config only, so a user's
     /// `~/.gitconfig` (url rewrites, credential helpers that prompt) cannot change
     /// what a daemon fetches; proxy variables from the environment still apply.
-    fn open_cache(&mut self) -> Result<&Repository, SourceError> {
-        if self.repo.is_none() {
-            if !self.cache_dir.join("HEAD").exists() {
-                std::fs::create_dir_all(&self.cache_dir).map_err(|source| SourceError::Io {
-                    what: "creating git cache",
-                    path: self.cache_dir.clone(),
-                    source,
-                })?;
-                gix::init_bare(&self.cache_dir).map_err(|e| self.cache_error(chain(&e)))?;
-            }
-            let mut permissions = gix::open::Permissions::isolated();
-            permissions.env.http_transport = gix::sec::Permission::Allow;
-            let options = gix::open::Options::default().permissions(permissions);
-            let repo = gix::open_opts(&self.cache_dir, options)
-                .map_err(|e| self.cache_error(chain(&e)))?;
-            self.repo = Some(repo);
+    ///
+    /// It is opened afresh on every fetch rather than kept: without gix's `parallel`
+    /// feature a `Repository` is not `Send`, and the source must move into
+    /// `spawn_blocking`. Opening a bare repository costs a config read.
+    fn open_cache(&self) -> Result<Repository, SourceError> {
+        if !self.cache_dir.join("HEAD").exists() {
+            std::fs::create_dir_all(&self.cache_dir).map_err(|source| SourceError::Io {
+                what: "creating git cache",
+                path: self.cache_dir.clone(),
+                source,
+            })?;
+            gix::init_bare(&self.cache_dir).map_err(|e| self.cache_error(chain(&e)))?;
         }
-        Ok(self.repo.as_ref().expect("opened above"))
+        let mut permissions = gix::open::Permissions::isolated();
+        permissions.env.http_transport = gix::sec::Permission::Allow;
+        let options = gix::open::Options::default().permissions(permissions);
+        gix::open_opts(&self.cache_dir, options).map_err(|e| self.cache_error(chain(&e)))
     }
 
     /// Lists the remote's refs and fetches a pack when needed.
