@@ -98,7 +98,11 @@ async fn dbus_unit_manager_reports_a_container_that_exits_and_unknown_units() ->
     let units = connect(&tb).await?.with_start_settle(TIMEOUT);
     units.reload().await?;
 
-    match units.start("crash.service").await {
+    let started = units.start("crash.service").await;
+    if let Err(e) = &started {
+        eprintln!("start crash.service: {e}");
+    }
+    match started {
         Err(SystemdError::UnitFailed { unit, job, .. }) => {
             assert_eq!((unit.as_str(), job), ("crash.service", "start"));
         }
