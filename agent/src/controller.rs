@@ -23,9 +23,6 @@ use crate::reconciler::{PassResult, Reconciler};
 use crate::schedule::{Schedule, Trigger, jittered};
 use crate::systemd::UnitManager;
 
-/// After a pass that wrote files, quadlet-dir events for this long are legerd's own.
-const SELF_WRITE_WINDOW: Duration = Duration::from_secs(1);
-
 /// Everything the loop needs.
 #[derive(Debug)]
 pub struct Controller<U> {
@@ -76,7 +73,6 @@ impl<U: UnitManager + 'static> Controller<U> {
         );
         let mut schedule = Schedule::default();
         schedule.on_trigger(&Trigger::Startup, Instant::now(), Duration::ZERO);
-        let mut self_write_until: Option<Instant> = None;
         let mut ready_sent = false;
         tokio::pin!(shutdown);
         loop {
@@ -85,12 +81,11 @@ impl<U: UnitManager + 'static> Controller<U> {
                 biased;
                 () = &mut shutdown => break,
                 Some(t) = self.triggers.recv() => {
-                    let now = Instant::now();
-                    if t == Trigger::QuadletDirChanged && self_write_until.is_some_and(|u| now < u) {
-                        continue;
-                    }
+                    // legerd's own writes come back here too and cost one no-op pass;
+                    // filtering them by time would also drop a hand edit made right
+                    // after an apply, and drift must never be missed.
                     tracing::debug!(trigger = %t.label(), "trigger");
-                    schedule.on_trigger(&t, now, debounce);
+                    schedule.on_trigger(&t, Instant::now(), debounce);
                     continue;
                 }
                 () = sleep_until(due) => {}
@@ -104,9 +99,6 @@ impl<U: UnitManager + 'static> Controller<U> {
             let span = tracing::info_span!("reconcile", trigger = %labels.join(","));
             let result = self.reconciler.reconcile(&labels).instrument(span).await;
             let now = Instant::now();
-            if result.wrote_files {
-                self_write_until = Some(now + SELF_WRITE_WINDOW);
-            }
             let delay = match result.failure_cause {
                 Some(cause) => Some(backoff.failed(cause)),
                 None => {

@@ -49,8 +49,6 @@ pub struct PassResult {
     pub record: PassRecord,
     /// The failure cause (a status reason) when the pass failed; drives the backoff.
     pub failure_cause: Option<&'static str>,
-    /// True when the pass wrote or removed files in the quadlet dir.
-    pub wrote_files: bool,
 }
 
 /// A failed pass: the reason for status and backoff, and the message.
@@ -391,7 +389,6 @@ impl<U: UnitManager> Reconciler<U> {
         let t0 = Instant::now();
         let trigger = triggers.join(",");
         let mut actions = Vec::new();
-        let mut wrote_files = false;
         let mut revision = None;
         let outcome: Result<PassOutcome, Failure> = async {
             self.load_desired();
@@ -443,7 +440,6 @@ impl<U: UnitManager> Reconciler<U> {
             let report = apply(&plan, &tree, &target).await.map_err(|e| {
                 Failure::new(reason::APPLY_FAILED, format!("apply of {} failed: {e}", short(&tree.revision)), false)
             });
-            wrote_files = plan.changes_files();
             let report = report?;
             actions = report.done.clone();
             self.refresh_apps(&tree).await;
@@ -494,7 +490,6 @@ impl<U: UnitManager> Reconciler<U> {
         PassResult {
             record,
             failure_cause,
-            wrote_files,
         }
     }
 

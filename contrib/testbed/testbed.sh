@@ -16,6 +16,7 @@
 #
 # Usage:
 #   testbed.sh [run]        up + demo (default)
+#   testbed.sh prepare      install host packages and build the cached rootfs only
 #   testbed.sh up           build/cache rootfs if needed, boot the container, import test image
 #   testbed.sh demo         write hello.container, Reload+StartUnit over D-Bus from the host,
 #                           check ActiveState, podman ps, journal; secret + quadlet -dryrun checks
@@ -466,8 +467,20 @@ status() {
     fi
 }
 
+# Install host packages and build the cached rootfs, without booting: lets a test run
+# pay for the first build once, before tests boot machines in parallel.
+prepare() {
+    need_root
+    mkdir -p "$DIR"
+    exec 9>"$DIR/.lock"; flock 9
+    host_prereqs
+    build_base
+    flock -u 9; exec 9>&-
+}
+
 cmd=${1:-run}; shift || true
 case $cmd in
+    prepare) prepare ;;
     run)    t=$(now); up; demo; log "total $(since "$t")" ;;
     up)     up ;;
     demo)   demo ;;
