@@ -28,8 +28,8 @@ pub enum ObserveError {
     Unit {
         /// The unit.
         unit: String,
-        /// The D-Bus error.
-        source: SystemdError,
+        /// The D-Bus error (boxed: zbus errors are large and this path is rare).
+        source: Box<SystemdError>,
     },
 }
 
@@ -84,7 +84,7 @@ pub async fn observe<U: UnitManager>(
             .await
             .map_err(|source| ObserveError::Unit {
                 unit: unit.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
         observed.units.insert(unit.to_owned(), state);
     }
