@@ -306,3 +306,141 @@ fn bad_desired_and_unreachable_source_keep_running_revision() -> Result<()> {
     assert_eq!(active_state(&tb, "api.service")?, "active");
     Ok(())
 }
+
+/// Runs `args` inside as the rootless user, with its runtime dir (and so its user bus).
+fn as_user(tb: &Testbed, uid: &str, args: &[&str]) -> Result<String> {
+    let runtime = format!("XDG_RUNTIME_DIR=/run/user/{uid}");
+    let mut full = vec![
+        "runuser",
+        "-u",
+        "leger",
+        "--",
+        "env",
+        &runtime,
+        "HOME=/home/leger",
+    ];
+    full.extend_from_slice(args);
+    tb.exec_ok(&full)
+}
+
+#[test]
+fn user_mode_converges_rootless() -> Result<()> {
+    let tb = Testbed::boot("e2e-user")?;
+    // podman's rootless units wait (up to 90 s) for the system's network-online.target,
+    // which nothing pulls in on this machine; a real host reaches it at boot.
+    tb.exec_ok(&["systemctl", "start", "network-online.target"])?;
+    tb.exec_ok(&["useradd", "-m", "-s", "/bin/sh", "leger"])?;
+    let uid = tb.exec_ok(&["id", "-u", "leger"])?.trim().to_owned();
+    // loginctl only works from a real process inside (see the test bed README).
+    tb.exec_ok(&[
+        "systemd-run",
+        "--wait",
+        "--pipe",
+        "--quiet",
+        "loginctl",
+        "enable-linger",
+        "leger",
+    ])?;
+    let bus = format!("/run/user/{uid}/bus");
+    wait_until(WAIT, "the user's bus", || {
+        Ok(tb.exec(&["test", "-S", &bus])?.status.success())
+    })?;
+    as_user(
+        &tb,
+        &uid,
+        &[
+            "podman",
+            "import",
+            "--quiet",
+            "--change",
+            "CMD [\"/bin/sh\"]",
+            "/opt/leger-images/busybox-rootfs.tar",
+            "localhost/busybox:latest",
+        ],
+    )?;
+
+    // The share dir is a private tempdir on the host: let the user read the apps.
+    let share = tb.share_dir_host();
+    std::fs::set_permissions(share, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let apps = share.join("apps");
+    std::fs::create_dir_all(apps.join("web"))?;
+    std::fs::write(
+        apps.join("web/web.container"),
+        container("uweb", "rootless v1"),
+    )?;
+    let apps_inside = format!("{}/apps", leger_e2e::SHARE_DIR_INSIDE);
+    as_user(
+        &tb,
+        &uid,
+        &[
+            "/opt/leger/legerctl",
+            "--user",
+            "set-desired",
+            "dir",
+            &apps_inside,
+        ],
+    )?;
+
+    let root = std::path::PathBuf::from(tb.env_var("LEGER_TESTBED_ROOT"));
+    let unit = include_str!("../../contrib/systemd/legerd-user.service")
+        .replace("ExecStart=/usr/bin/legerd", "ExecStart=/opt/leger/legerd");
+    std::fs::create_dir_all(root.join("etc/systemd/user"))?;
+    std::fs::write(root.join("etc/systemd/user/legerd.service"), unit)?;
+    as_user(&tb, &uid, &["systemctl", "--user", "daemon-reload"])?;
+    as_user(
+        &tb,
+        &uid,
+        &["systemctl", "--user", "start", "legerd.service"],
+    )?;
+
+    let user_state = |unit: &str| -> Result<String> {
+        Ok(as_user(
+            &tb,
+            &uid,
+            &["systemctl", "--user", "show", "-P", "ActiveState", unit],
+        )?
+        .trim()
+        .to_owned())
+    };
+    let user_container = || -> Result<Option<String>> {
+        let out = as_user(
+            &tb,
+            &uid,
+            &[
+                "podman",
+                "ps",
+                "--filter",
+                "name=uweb",
+                "--format",
+                "{{.ID}}",
+            ],
+        )?;
+        Ok(out.lines().next().map(ToOwned::to_owned))
+    };
+    wait_until(WAIT, "rootless web.service active", || {
+        Ok(user_state("web.service")? == "active")
+    })?;
+    let first = user_container()?.expect("rootless container runs");
+    let installed = "/home/leger/.config/containers/systemd/web/web.container";
+    assert!(
+        tb.exec(&["test", "-f", installed])?.status.success(),
+        "the quadlet goes into the user's quadlet dir"
+    );
+    let status = as_user(
+        &tb,
+        &uid,
+        &["/opt/leger/legerctl", "--user", "status", "--json"],
+    )?;
+    assert!(status.contains("\"mode\":\"user\""), "{status}");
+
+    std::fs::write(
+        apps.join("web/web.container"),
+        container("uweb", "rootless v2"),
+    )?;
+    wait_until(WAIT, "rootless container replaced after the edit", || {
+        Ok(user_container()?.is_some_and(|id| id != first))
+    })?;
+    // The system manager was never asked to run it.
+    assert_ne!(active_state(&tb, "web.service")?, "active");
+    Ok(())
+}
