@@ -49,9 +49,12 @@ fn init_logging() {
     if std::env::var_os("JOURNAL_STREAM").is_some()
         && let Ok(layer) = tracing_journald::layer()
     {
-        registry
-            .with(layer.with_syslog_identifier("legerd".into()))
-            .init();
+        // No field prefix: `message_id` must land as MESSAGE_ID and `leger_app` as
+        // LEGER_APP, so `journalctl MESSAGE_ID=...` finds them.
+        let layer = layer
+            .with_syslog_identifier("legerd".into())
+            .with_field_prefix(None);
+        registry.with(layer).init();
         return;
     }
     registry

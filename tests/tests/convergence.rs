@@ -37,9 +37,21 @@ fn git_two_apps_converge() -> Result<()> {
     let (tb, fleet) = two_apps("e2e-converge")?;
     wait_running(&tb, "web.service", "web")?;
     wait_running(&tb, "api.service", "api")?;
-    wait_applied(&tb, &fleet.head()?)?;
+    let head = fleet.head()?;
+    wait_applied(&tb, &head)?;
     let doc = status(&tb)?;
     assert_eq!(condition(&doc, "Ready").unwrap().0, "True", "{doc:#}");
+    // The journal event carries the revision as a structured field.
+    let events = tb.exec_ok(&[
+        "journalctl",
+        "-o",
+        "json",
+        "MESSAGE_ID=fc2e5769da014e6c827e73b17a4eb9e8",
+    ])?;
+    assert!(
+        events.contains(&format!("\"LEGER_REVISION\":\"{head}\"")),
+        "{events}"
+    );
     assert_eq!(doc["apiVersion"], "leger.run/v1alpha1");
     // Only quadlets are installed: not the README next to them.
     let qdir = tb.quadlet_dir_host();
