@@ -103,7 +103,11 @@ pub async fn apply<U: UnitManager>(
     let unit_of: BTreeMap<String, &str> = tree
         .apps
         .values()
-        .flat_map(|a| a.units.iter().map(move |u| (install_key(&a.name, &u.source_file), u.name.as_str())))
+        .flat_map(|a| {
+            a.units
+                .iter()
+                .map(move |u| (install_key(&a.name, &u.source_file), u.name.as_str()))
+        })
         .collect();
     let mut report = ApplyReport::default();
     for action in &plan.actions {
@@ -118,26 +122,48 @@ pub async fn apply<U: UnitManager>(
                     revision: tree.revision.clone(),
                     installed_at: now_rfc3339(),
                 };
-                target.store.lock().expect("store lock").upsert_inventory(&entry)?;
+                target
+                    .store
+                    .lock()
+                    .expect("store lock")
+                    .upsert_inventory(&entry)?;
                 write_file(target.quadlet_dir, key, &file.content)?;
                 true
             }
             Action::RemoveFile { key, .. } => {
                 remove_file(target.quadlet_dir, key)?;
-                target.store.lock().expect("store lock").remove_inventory(key)?;
+                target
+                    .store
+                    .lock()
+                    .expect("store lock")
+                    .remove_inventory(key)?;
                 true
             }
             Action::Reload => {
                 target.units.reload().await.map_err(ApplyError::Reload)?;
                 true
             }
-            Action::StopUnit { unit, app } => unit_job(&mut report, "stop", unit, app, target.units.stop(unit).await),
-            Action::StartUnit { unit, app, .. } => {
-                unit_job(&mut report, "start", unit, app, target.units.start(unit).await)
-            }
-            Action::RestartUnit { unit, app } => {
-                unit_job(&mut report, "restart", unit, app, target.units.restart(unit).await)
-            }
+            Action::StopUnit { unit, app } => unit_job(
+                &mut report,
+                "stop",
+                unit,
+                app,
+                target.units.stop(unit).await,
+            ),
+            Action::StartUnit { unit, app, .. } => unit_job(
+                &mut report,
+                "start",
+                unit,
+                app,
+                target.units.start(unit).await,
+            ),
+            Action::RestartUnit { unit, app } => unit_job(
+                &mut report,
+                "restart",
+                unit,
+                app,
+                target.units.restart(unit).await,
+            ),
         };
         if ok {
             report.done.push(action.to_string());
@@ -170,9 +196,16 @@ fn unit_job(
 
 fn write_file(quadlet_dir: &Path, key: &str, bytes: &[u8]) -> Result<(), ApplyError> {
     let path = quadlet_dir.join(key);
-    let err = |source| ApplyError::Write { path: path.clone(), source };
+    let err = |source| ApplyError::Write {
+        path: path.clone(),
+        source,
+    };
     if let Some(parent) = path.parent() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(parent).map_err(err)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(err)?;
     }
     write_atomic(&path, bytes, FILE_MODE).map_err(err)
 }

@@ -19,14 +19,20 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff whose first delay is `initial`, doubling up to `max`.
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff { initial, max, attempts: HashMap::new() }
+        Backoff {
+            initial,
+            max,
+            attempts: HashMap::new(),
+        }
     }
 
     /// Records a failure of `cause` and returns how long to wait before retrying.
     pub fn failed(&mut self, cause: &str) -> Duration {
         let n = self.attempts.entry(cause.to_owned()).or_insert(0);
         *n = n.saturating_add(1);
-        let factor = 1u32.checked_shl(n.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(n.saturating_sub(1).min(31))
+            .unwrap_or(u32::MAX);
         self.initial.saturating_mul(factor).min(self.max)
     }
 

@@ -11,20 +11,17 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use notify::RecommendedWatcher;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use leger_api_types::StatusDocument;
 use leger_config::Settings;
 
 use crate::backoff::Backoff;
+use crate::fswatch;
 use crate::reconciler::{PassResult, Reconciler};
 use crate::schedule::{Schedule, Trigger, jittered};
 use crate::systemd::UnitManager;
-use crate::watch;
-
-/// After a pass that wrote files, quadlet-dir events for this long are legerd's own.
-const SELF_WRITE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Everything the loop needs.
 #[derive(Debug)]
@@ -34,7 +31,7 @@ pub struct Controller<U> {
     triggers: mpsc::UnboundedReceiver<Trigger>,
     /// Kept to create watches (dir sources) that feed the same channel.
     trigger_tx: mpsc::UnboundedSender<Trigger>,
-    status: watch::Sender<StatusDocument>,
+    status: tokio::sync::watch::Sender<StatusDocument>,
     dir_watch: Option<(PathBuf, RecommendedWatcher)>,
 }
 
@@ -50,9 +47,16 @@ impl<U: UnitManager + 'static> Controller<U> {
         reconciler: Reconciler<U>,
         triggers: mpsc::UnboundedReceiver<Trigger>,
         trigger_tx: mpsc::UnboundedSender<Trigger>,
-        status: watch::Sender<StatusDocument>,
+        status: tokio::sync::watch::Sender<StatusDocument>,
     ) -> Self {
-        Controller { settings, reconciler, triggers, trigger_tx, status, dir_watch: None }
+        Controller {
+            settings,
+            reconciler,
+            triggers,
+            trigger_tx,
+            status,
+            dir_watch: None,
+        }
     }
 
     /// Runs until `shutdown` resolves. `on_pass` sees every finished pass (tests,
@@ -63,10 +67,12 @@ impl<U: UnitManager + 'static> Controller<U> {
         mut on_pass: impl FnMut(&PassResult) -> bool,
     ) {
         let debounce = self.settings.reconcile.debounce;
-        let mut backoff = Backoff::new(self.settings.reconcile.backoff_initial, self.settings.reconcile.backoff_max);
+        let mut backoff = Backoff::new(
+            self.settings.reconcile.backoff_initial,
+            self.settings.reconcile.backoff_max,
+        );
         let mut schedule = Schedule::default();
         schedule.on_trigger(&Trigger::Startup, Instant::now(), Duration::ZERO);
-        let mut self_write_until: Option<Instant> = None;
         let mut ready_sent = false;
         tokio::pin!(shutdown);
         loop {
@@ -75,26 +81,24 @@ impl<U: UnitManager + 'static> Controller<U> {
                 biased;
                 () = &mut shutdown => break,
                 Some(t) = self.triggers.recv() => {
-                    let now = Instant::now();
-                    if t == Trigger::QuadletDirChanged && self_write_until.is_some_and(|u| now < u) {
-                        continue;
-                    }
+                    // legerd's own writes come back here too and cost one no-op pass;
+                    // filtering them by time would also drop a hand edit made right
+                    // after an apply, and drift must never be missed.
                     tracing::debug!(trigger = %t.label(), "trigger");
-                    schedule.on_trigger(&t, now, debounce);
+                    schedule.on_trigger(&t, Instant::now(), debounce);
                     continue;
                 }
                 () = sleep_until(due) => {}
             }
-            let Some(labels) = schedule.take_due(Instant::now()) else { continue };
+            let Some(labels) = schedule.take_due(Instant::now()) else {
+                continue;
+            };
 
             self.reconciler.mark_reconciling();
             self.status.send_replace(self.reconciler.status());
             let span = tracing::info_span!("reconcile", trigger = %labels.join(","));
             let result = self.reconciler.reconcile(&labels).instrument(span).await;
             let now = Instant::now();
-            if result.wrote_files {
-                self_write_until = Some(now + SELF_WRITE_WINDOW);
-            }
             let delay = match result.failure_cause {
                 Some(cause) => Some(backoff.failed(cause)),
                 None => {
@@ -102,12 +106,18 @@ impl<U: UnitManager + 'static> Controller<U> {
                     None
                 }
             };
-            let poll = jittered(self.reconciler.poll_interval(), self.settings.reconcile.jitter, rand::random());
+            let poll = jittered(
+                self.reconciler.poll_interval(),
+                self.settings.reconcile.jitter,
+                rand::random(),
+            );
             schedule.after_pass(now, poll, delay);
             tracing::info!(
                 outcome = result.record.outcome.as_str(),
                 duration_ms = result.record.duration_ms,
-                next_in_ms = schedule.next_run().map(|n| n.saturating_duration_since(now).as_millis() as u64),
+                next_in_ms = schedule
+                    .next_run()
+                    .map(|n| n.saturating_duration_since(now).as_millis() as u64),
                 "pass finished"
             );
             self.status.send_replace(self.reconciler.status());
@@ -135,15 +145,17 @@ impl<U: UnitManager + 'static> Controller<U> {
         }
         self.dir_watch = None;
         if let Some(path) = wanted {
-            match watch::watch(
+            match fswatch::watch(
                 &path,
                 true,
-                |p| !watch::is_temp_file(p),
+                |p| !fswatch::is_temp_file(p),
                 self.trigger_tx.clone(),
                 Trigger::SourceChanged,
             ) {
                 Ok(w) => self.dir_watch = Some((path, w)),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot watch the dir source; relying on polls"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot watch the dir source; relying on polls")
+                }
             }
         }
     }

@@ -13,11 +13,11 @@ use tokio::sync::{mpsc, watch};
 use leger_config::{Environment, Mode, Settings};
 use legerd::api::{self, ApiContext};
 use legerd::controller::Controller;
+use legerd::fswatch;
 use legerd::reconciler::Reconciler;
 use legerd::schedule::Trigger;
 use legerd::store::Store;
 use legerd::systemd::{BusTarget, DbusUnitManager};
-use legerd::watch;
 
 /// legerd converges Podman quadlets on this host to the desired state in desired.toml
 /// (a git repository or a local folder), driving systemd over D-Bus.
@@ -41,17 +41,22 @@ struct Args {
 
 fn init_logging() {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LEGERD_LOG").unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("LEGERD_LOG").unwrap_or_else(|_| "info".into());
     let registry = tracing_subscriber::registry().with(filter);
     // Under systemd, stderr is connected to the journal (JOURNAL_STREAM); send
     // structured events there so their fields become journal fields.
     if std::env::var_os("JOURNAL_STREAM").is_some()
         && let Ok(layer) = tracing_journald::layer()
     {
-        registry.with(layer.with_syslog_identifier("legerd".into())).init();
+        registry
+            .with(layer.with_syslog_identifier("legerd".into()))
+            .init();
         return;
     }
-    registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init();
+    registry
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
 }
 
 fn load_settings(args: &Args) -> Result<Settings> {
@@ -92,8 +97,12 @@ async fn run(args: Args) -> Result<bool> {
     if let Some(parent) = paths.desired_file.parent() {
         mkdir(parent, 0o755)?;
     }
-    let store = Store::open(&paths.state_dir.join("legerd.db"))
-        .with_context(|| format!("cannot open the state database in {}", paths.state_dir.display()))?;
+    let store = Store::open(&paths.state_dir.join("legerd.db")).with_context(|| {
+        format!(
+            "cannot open the state database in {}",
+            paths.state_dir.display()
+        )
+    })?;
     let store = Arc::new(Mutex::new(store));
 
     let bus = match (&settings.bus_address, settings.mode) {
@@ -112,24 +121,30 @@ async fn run(args: Args) -> Result<bool> {
 
     // Unit events: a managed unit that left `active` is possible drift.
     let managed = reconciler.managed_units();
-    let events = units.unit_events().await.context("cannot subscribe to systemd unit events")?;
+    let events = units
+        .unit_events()
+        .await
+        .context("cannot subscribe to systemd unit events")?;
     let tx = trigger_tx.clone();
     tokio::spawn(async move {
         futures::pin_mut!(events);
         while let Some(ev) = events.next().await {
-            let is_managed = managed.read().map(|m| m.contains(&ev.unit)).unwrap_or(false);
+            let is_managed = managed
+                .read()
+                .map(|m| m.contains(&ev.unit))
+                .unwrap_or(false);
             if is_managed && matches!(ev.active_state.as_str(), "failed" | "inactive") {
                 let _ = tx.send(Trigger::UnitLeftActive(ev.unit));
             }
         }
     });
 
-    let _desired_watch = watch::watch_desired_file(&paths.desired_file, trigger_tx.clone())
+    let _desired_watch = fswatch::watch_desired_file(&paths.desired_file, trigger_tx.clone())
         .with_context(|| format!("cannot watch {}", paths.desired_file.display()))?;
-    let _quadlet_watch = watch::watch(
+    let _quadlet_watch = fswatch::watch(
         &paths.quadlet_dir,
         true,
-        |p| !watch::is_temp_file(p),
+        |p| !fswatch::is_temp_file(p),
         trigger_tx.clone(),
         Trigger::QuadletDirChanged,
     )
@@ -145,7 +160,11 @@ async fn run(args: Args) -> Result<bool> {
     let listener = api::bind_socket(&paths.socket, settings.socket_group.as_deref())
         .with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let ctx = ApiContext { status: status_rx, store: Arc::clone(&store), reconcile: reconcile_tx };
+    let ctx = ApiContext {
+        status: status_rx,
+        store: Arc::clone(&store),
+        reconcile: reconcile_tx,
+    };
     let api_task = tokio::spawn(api::serve(listener, ctx, async move {
         let _ = api_stop_rx.await;
     }));
@@ -157,7 +176,13 @@ async fn run(args: Args) -> Result<bool> {
         "legerd started"
     );
 
-    let controller = Controller::new(settings.clone(), reconciler, trigger_rx, trigger_tx, status_tx);
+    let controller = Controller::new(
+        settings.clone(),
+        reconciler,
+        trigger_rx,
+        trigger_tx,
+        status_tx,
+    );
     let mut last_ok = true;
     let once = args.once;
     controller
@@ -183,7 +208,11 @@ async fn run(args: Args) -> Result<bool> {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("legerd: cannot start the async runtime: {e}");

@@ -28,8 +28,8 @@ pub enum ObserveError {
     Unit {
         /// The unit.
         unit: String,
-        /// The D-Bus error.
-        source: SystemdError,
+        /// The D-Bus error (boxed: zbus errors are large and this path is rare).
+        source: Box<SystemdError>,
     },
 }
 
@@ -38,7 +38,10 @@ fn hash_file(path: &Path) -> Result<Option<ContentHash>, ObserveError> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(ContentHash::of(&bytes))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ObserveError::Read { path: path.to_owned(), source }),
+        Err(source) => Err(ObserveError::Read {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -62,11 +65,14 @@ pub async fn observe<U: UnitManager>(
             },
         );
     }
-    let mut unit_names: BTreeSet<&str> = inventory.iter().filter_map(|e| e.unit.as_deref()).collect();
+    let mut unit_names: BTreeSet<&str> =
+        inventory.iter().filter_map(|e| e.unit.as_deref()).collect();
     for app in desired.apps.values() {
         for rel in app.files.keys() {
             let key = install_key(&app.name, rel);
-            if !observed.managed.contains_key(&key) && quadlet_dir.join(&key).symlink_metadata().is_ok() {
+            if !observed.managed.contains_key(&key)
+                && quadlet_dir.join(&key).symlink_metadata().is_ok()
+            {
                 observed.foreign.insert(key);
             }
         }
@@ -76,7 +82,10 @@ pub async fn observe<U: UnitManager>(
         let state = units
             .unit_state(unit)
             .await
-            .map_err(|source| ObserveError::Unit { unit: unit.to_owned(), source })?;
+            .map_err(|source| ObserveError::Unit {
+                unit: unit.to_owned(),
+                source: Box::new(source),
+            })?;
         observed.units.insert(unit.to_owned(), state);
     }
     Ok(observed)

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use leger_api_types::status::{condition_type, reason};
 use leger_api_types::{
-    AgentStatus, AppStatus, Condition, ConditionStatus, DesiredState, PassOutcome, PassRecord, SourceSpec,
-    StatusDocument, StatusSpec, UnitStatus,
+    AgentStatus, AppStatus, Condition, ConditionStatus, DesiredState, PassOutcome, PassRecord,
+    SourceSpec, StatusDocument, StatusSpec, UnitStatus,
 };
 use leger_config::Settings;
 
@@ -25,9 +25,9 @@ use crate::model::{DesiredTree, Snapshot};
 use crate::observe::observe;
 use crate::plan::{PlanPolicy, plan};
 use crate::quadlet::generator;
+use crate::source::SourceError;
 use crate::source::dir::DirSource;
 use crate::source::git::GitSource;
-use crate::source::SourceError;
 use crate::store::{RevisionState, Store};
 use crate::systemd::UnitManager;
 
@@ -49,8 +49,6 @@ pub struct PassResult {
     pub record: PassRecord,
     /// The failure cause (a status reason) when the pass failed; drives the backoff.
     pub failure_cause: Option<&'static str>,
-    /// True when the pass wrote or removed files in the quadlet dir.
-    pub wrote_files: bool,
 }
 
 /// A failed pass: the reason for status and backoff, and the message.
@@ -63,7 +61,11 @@ struct Failure {
 
 impl Failure {
     fn new(reason: &'static str, message: impl Into<String>, stalled: bool) -> Self {
-        Failure { reason, message: message.into(), stalled }
+        Failure {
+            reason,
+            message: message.into(),
+            stalled,
+        }
     }
 }
 
@@ -91,7 +93,12 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-fn condition(type_: &str, status: ConditionStatus, reason: &str, message: impl Into<String>) -> Condition {
+fn condition(
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: impl Into<String>,
+) -> Condition {
     Condition {
         type_: type_.to_owned(),
         status,
@@ -104,7 +111,12 @@ fn condition(type_: &str, status: ConditionStatus, reason: &str, message: impl I
 impl<U: UnitManager> Reconciler<U> {
     /// A reconciler with no pass run yet.
     pub fn new(settings: Settings, units: Arc<U>, store: Arc<Mutex<Store>>) -> Self {
-        let applied_revision = store.lock().expect("store lock").last_applied_revision().ok().flatten();
+        let applied_revision = store
+            .lock()
+            .expect("store lock")
+            .last_applied_revision()
+            .ok()
+            .flatten();
         Reconciler {
             settings,
             units,
@@ -120,9 +132,24 @@ impl<U: UnitManager> Reconciler<U> {
             managed_units: Arc::default(),
             apps: Vec::new(),
             conditions: vec![
-                condition(condition_type::READY, ConditionStatus::Unknown, reason::STARTING, "no pass has run yet"),
-                condition(condition_type::RECONCILING, ConditionStatus::True, reason::STARTING, "starting"),
-                condition(condition_type::STALLED, ConditionStatus::False, reason::STARTING, ""),
+                condition(
+                    condition_type::READY,
+                    ConditionStatus::Unknown,
+                    reason::STARTING,
+                    "no pass has run yet",
+                ),
+                condition(
+                    condition_type::RECONCILING,
+                    ConditionStatus::True,
+                    reason::STARTING,
+                    "starting",
+                ),
+                condition(
+                    condition_type::STALLED,
+                    ConditionStatus::False,
+                    reason::STARTING,
+                    "",
+                ),
             ],
             last_pass: None,
         }
@@ -168,8 +195,15 @@ impl<U: UnitManager> Reconciler<U> {
         match self.conditions.iter_mut().find(|x| x.type_ == c.type_) {
             Some(old) => {
                 let transition = old.status != c.status;
-                let time = if transition { c.last_transition_time.clone() } else { old.last_transition_time.clone() };
-                *old = Condition { last_transition_time: time, ..c };
+                let time = if transition {
+                    c.last_transition_time.clone()
+                } else {
+                    old.last_transition_time.clone()
+                };
+                *old = Condition {
+                    last_transition_time: time,
+                    ..c
+                };
             }
             None => self.conditions.push(c),
         }
@@ -196,7 +230,14 @@ impl<U: UnitManager> Reconciler<U> {
                 ));
                 return false;
             }
-            None => match self.store.lock().expect("store lock").meta(META_LAST_GOOD_DESIRED).ok().flatten() {
+            None => match self
+                .store
+                .lock()
+                .expect("store lock")
+                .meta(META_LAST_GOOD_DESIRED)
+                .ok()
+                .flatten()
+            {
                 Some(t) => (t, true),
                 None => {
                     self.desired_error = None;
@@ -211,9 +252,14 @@ impl<U: UnitManager> Reconciler<U> {
             Ok(d) => {
                 self.desired_error = None;
                 if !from_store {
-                    let _ = self.store.lock().expect("store lock").set_meta(META_LAST_GOOD_DESIRED, &text);
+                    let _ = self
+                        .store
+                        .lock()
+                        .expect("store lock")
+                        .set_meta(META_LAST_GOOD_DESIRED, &text);
                 }
-                let source_changed = self.desired.as_ref().map(|old| &old.source) != Some(&d.source);
+                let source_changed =
+                    self.desired.as_ref().map(|old| &old.source) != Some(&d.source);
                 if source_changed {
                     self.source = None;
                     self.validated = None;
@@ -224,7 +270,11 @@ impl<U: UnitManager> Reconciler<U> {
             }
             Err(e) => {
                 self.desired_text = Some(text);
-                let keeping = if self.desired.is_some() { "; keeping the last good desired state" } else { "" };
+                let keeping = if self.desired.is_some() {
+                    "; keeping the last good desired state"
+                } else {
+                    ""
+                };
                 self.desired_error = Some(format!("{}: {e}{keeping}", path.display()));
                 tracing::error!(path = %path.display(), error = %e, "desired.toml is invalid");
                 false
@@ -241,7 +291,9 @@ impl<U: UnitManager> Reconciler<U> {
                     &self.settings.paths.state_dir,
                     self.settings.limits.clone(),
                 )),
-                SourceSpec::Dir(d) => ActiveSource::Dir(DirSource::new(d.clone(), self.settings.limits.clone())),
+                SourceSpec::Dir(d) => {
+                    ActiveSource::Dir(DirSource::new(d.clone(), self.settings.limits.clone()))
+                }
             },
         };
         let applied = self.applied_revision.clone();
@@ -277,7 +329,11 @@ impl<U: UnitManager> Reconciler<U> {
             Ok(tree) => {
                 let tree = Arc::new(tree);
                 self.validated = Some(Arc::clone(&tree));
-                let _ = store.lock().expect("store lock").record_revision(&tree.revision, RevisionState::Fetched, None);
+                let _ = store.lock().expect("store lock").record_revision(
+                    &tree.revision,
+                    RevisionState::Fetched,
+                    None,
+                );
                 Ok(tree)
             }
             Err(message) => {
@@ -287,7 +343,8 @@ impl<U: UnitManager> Reconciler<U> {
                     RevisionState::Rejected,
                     Some(&message),
                 );
-                self.rejected.insert(snapshot.revision.clone(), message.clone());
+                self.rejected
+                    .insert(snapshot.revision.clone(), message.clone());
                 Err(Failure::new(reason::VALIDATION_FAILED, message, true))
             }
         }
@@ -299,7 +356,8 @@ impl<U: UnitManager> Reconciler<U> {
             return Ok(());
         }
         let staging = self.settings.paths.state_dir.join("staging");
-        std::fs::create_dir_all(&staging).map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+        std::fs::create_dir_all(&staging)
+            .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
         let dir = tempfile::Builder::new()
             .prefix("dryrun-")
             .tempdir_in(&staging)
@@ -308,15 +366,20 @@ impl<U: UnitManager> Reconciler<U> {
             for (rel, file) in &app.files {
                 let path = dir.path().join(&app.name).join(rel);
                 if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| format!("staging {}: {e}", path.display()))?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("staging {}: {e}", path.display()))?;
                 }
-                std::fs::write(&path, &file.content).map_err(|e| format!("staging {}: {e}", path.display()))?;
+                std::fs::write(&path, &file.content)
+                    .map_err(|e| format!("staging {}: {e}", path.display()))?;
             }
         }
         let user = self.settings.mode == leger_config::Mode::User;
         generator::dry_run(&self.settings.quadlet.generator, dir.path(), user).map_err(|diags| {
             let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
-            format!("podman's quadlet generator refused it:\n{}", lines.join("\n"))
+            format!(
+                "podman's quadlet generator refused it:\n{}",
+                lines.join("\n")
+            )
         })
     }
 
@@ -326,7 +389,6 @@ impl<U: UnitManager> Reconciler<U> {
         let t0 = Instant::now();
         let trigger = triggers.join(",");
         let mut actions = Vec::new();
-        let mut wrote_files = false;
         let mut revision = None;
         let outcome: Result<PassOutcome, Failure> = async {
             self.load_desired();
@@ -378,7 +440,6 @@ impl<U: UnitManager> Reconciler<U> {
             let report = apply(&plan, &tree, &target).await.map_err(|e| {
                 Failure::new(reason::APPLY_FAILED, format!("apply of {} failed: {e}", short(&tree.revision)), false)
             });
-            wrote_files = plan.changes_files();
             let report = report?;
             actions = report.done.clone();
             self.refresh_apps(&tree).await;
@@ -426,12 +487,19 @@ impl<U: UnitManager> Reconciler<U> {
             record.id = id;
         }
         self.last_pass = Some(record.clone());
-        PassResult { record, failure_cause, wrote_files }
+        PassResult {
+            record,
+            failure_cause,
+        }
     }
 
     fn on_success(&mut self, outcome: PassOutcome) {
         let (status, why, msg) = if outcome == PassOutcome::Suspended {
-            (ConditionStatus::Unknown, reason::SUSPENDED, "policy.suspend is set: changes are planned, not applied".to_owned())
+            (
+                ConditionStatus::Unknown,
+                reason::SUSPENDED,
+                "policy.suspend is set: changes are planned, not applied".to_owned(),
+            )
         } else {
             let down: Vec<&str> = self
                 .apps
@@ -444,27 +512,58 @@ impl<U: UnitManager> Reconciler<U> {
                 (
                     ConditionStatus::True,
                     reason::SUCCEEDED,
-                    format!("applied revision {}", self.applied_revision.as_deref().map_or("-", short)),
+                    format!(
+                        "applied revision {}",
+                        self.applied_revision.as_deref().map_or("-", short)
+                    ),
                 )
             } else {
-                (ConditionStatus::False, reason::UNIT_FAILED, format!("not active: {}", down.join(", ")))
+                (
+                    ConditionStatus::False,
+                    reason::UNIT_FAILED,
+                    format!("not active: {}", down.join(", ")),
+                )
             }
         };
         self.set_condition(condition(condition_type::READY, status, why, msg));
-        self.set_condition(condition(condition_type::RECONCILING, ConditionStatus::False, reason::SUCCEEDED, ""));
-        self.set_condition(condition(condition_type::STALLED, ConditionStatus::False, reason::SUCCEEDED, ""));
+        self.set_condition(condition(
+            condition_type::RECONCILING,
+            ConditionStatus::False,
+            reason::SUCCEEDED,
+            "",
+        ));
+        self.set_condition(condition(
+            condition_type::STALLED,
+            ConditionStatus::False,
+            reason::SUCCEEDED,
+            "",
+        ));
     }
 
     fn on_failure(&mut self, f: &Failure) {
-        self.set_condition(condition(condition_type::READY, ConditionStatus::False, f.reason, f.message.clone()));
+        self.set_condition(condition(
+            condition_type::READY,
+            ConditionStatus::False,
+            f.reason,
+            f.message.clone(),
+        ));
         self.set_condition(condition(
             condition_type::RECONCILING,
             ConditionStatus::False,
             f.reason,
             "waiting to retry",
         ));
-        let stalled = if f.stalled { ConditionStatus::True } else { ConditionStatus::False };
-        self.set_condition(condition(condition_type::STALLED, stalled, f.reason, f.message.clone()));
+        let stalled = if f.stalled {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        };
+        self.set_condition(condition(
+            condition_type::STALLED,
+            stalled,
+            f.reason,
+            f.message.clone(),
+        ));
     }
 
     /// Re-reads the state of every desired unit, for status.
@@ -473,21 +572,33 @@ impl<U: UnitManager> Reconciler<U> {
         for app in tree.apps.values() {
             let mut units = Vec::with_capacity(app.units.len());
             for u in &app.units {
-                let state = self.units.unit_state(&u.name).await.unwrap_or_else(|_| crate::model::UnitState::unknown());
+                let state = self
+                    .units
+                    .unit_state(&u.name)
+                    .await
+                    .unwrap_or_else(|_| crate::model::UnitState::unknown());
                 units.push(UnitStatus {
                     name: u.name.clone(),
                     active_state: state.active_state,
                     sub_state: state.sub_state,
                 });
             }
-            apps.push(AppStatus { name: app.name.clone(), units });
+            apps.push(AppStatus {
+                name: app.name.clone(),
+                units,
+            });
         }
         self.apps = apps;
     }
 
     /// Updates one unit's state from a D-Bus event, so status stays current between passes.
     pub fn note_unit_state(&mut self, unit: &str, active_state: &str, sub_state: Option<&str>) {
-        for u in self.apps.iter_mut().flat_map(|a| a.units.iter_mut()).filter(|u| u.name == unit) {
+        for u in self
+            .apps
+            .iter_mut()
+            .flat_map(|a| a.units.iter_mut())
+            .filter(|u| u.name == unit)
+        {
             u.active_state = active_state.to_owned();
             if let Some(s) = sub_state {
                 u.sub_state = s.to_owned();
@@ -500,7 +611,12 @@ impl<U: UnitManager> Reconciler<U> {
         let spec = match &self.desired {
             Some(d) => {
                 let (kind, source, reference, path) = match &d.source {
-                    SourceSpec::Git(g) => ("git", g.url.clone(), Some(g.reference.clone()), g.path.clone()),
+                    SourceSpec::Git(g) => (
+                        "git",
+                        g.url.clone(),
+                        Some(g.reference.clone()),
+                        g.path.clone(),
+                    ),
                     SourceSpec::Dir(dir) => ("dir", dir.path.display().to_string(), None, None),
                 };
                 StatusSpec {
@@ -531,9 +647,18 @@ impl<U: UnitManager> Reconciler<U> {
     /// One line for `systemctl status` (sd_notify STATUS=).
     pub fn status_line(&self) -> String {
         let units: usize = self.apps.iter().map(|a| a.units.len()).sum();
-        let applied = self.applied_revision.as_deref().map_or("nothing".to_owned(), |r| format!("applied {}", short(r)));
-        let outcome = self.last_pass.as_ref().map_or("starting", |p| p.outcome.as_str());
-        format!("{applied} · {} apps, {units} units · last pass {outcome}", self.apps.len())
+        let applied = self
+            .applied_revision
+            .as_deref()
+            .map_or("nothing".to_owned(), |r| format!("applied {}", short(r)));
+        let outcome = self
+            .last_pass
+            .as_ref()
+            .map_or("starting", |p| p.outcome.as_str());
+        format!(
+            "{applied} · {} apps, {units} units · last pass {outcome}",
+            self.apps.len()
+        )
     }
 }
 

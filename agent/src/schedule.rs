@@ -33,7 +33,10 @@ impl Trigger {
     /// Operator intent runs at once even while backing off; everything else waits for
     /// the backoff, so a crash-looping unit cannot drive a restart storm.
     pub fn is_urgent(&self) -> bool {
-        matches!(self, Trigger::Startup | Trigger::DesiredChanged | Trigger::Manual)
+        matches!(
+            self,
+            Trigger::Startup | Trigger::DesiredChanged | Trigger::Manual
+        )
     }
 
     /// A short label for history and logs.
@@ -81,9 +84,17 @@ impl Schedule {
         match self.next_run {
             Some(t) if t <= now => {
                 self.next_run = None;
-                let mut labels: Vec<String> = std::mem::take(&mut self.pending).into_iter().collect();
+                let mut labels: Vec<String> =
+                    std::mem::take(&mut self.pending).into_iter().collect();
                 if labels.is_empty() {
-                    labels.push(if self.backoff_until.is_some() { "retry" } else { "poll" }.into());
+                    labels.push(
+                        if self.backoff_until.is_some() {
+                            "retry"
+                        } else {
+                            "poll"
+                        }
+                        .into(),
+                    );
                 }
                 Some(labels)
             }
@@ -155,7 +166,11 @@ mod tests {
         let mut s = Schedule::default();
         s.after_pass(t0, Duration::from_secs(60), Some(Duration::from_secs(8)));
         // A unit event during backoff waits for it.
-        s.on_trigger(&Trigger::UnitLeftActive("web.service".into()), t0 + ms(10), DEBOUNCE);
+        s.on_trigger(
+            &Trigger::UnitLeftActive("web.service".into()),
+            t0 + ms(10),
+            DEBOUNCE,
+        );
         assert_eq!(s.next_run(), Some(t0 + Duration::from_secs(8)));
         // legerctl reconcile does not.
         s.on_trigger(&Trigger::Manual, t0 + ms(20), DEBOUNCE);
@@ -171,7 +186,11 @@ mod tests {
         s.after_pass(t0, Duration::from_secs(60), Some(Duration::from_secs(2)));
         assert_eq!(s.take_due(t0 + Duration::from_secs(2)).unwrap(), ["retry"]);
         s.after_pass(t0 + Duration::from_secs(3), Duration::from_secs(60), None);
-        s.on_trigger(&Trigger::QuadletDirChanged, t0 + Duration::from_secs(4), DEBOUNCE);
+        s.on_trigger(
+            &Trigger::QuadletDirChanged,
+            t0 + Duration::from_secs(4),
+            DEBOUNCE,
+        );
         assert_eq!(s.next_run(), Some(t0 + Duration::from_secs(4) + DEBOUNCE));
     }
 

@@ -1,3 +1,611 @@
-//! SQLite state: inventory, revisions, pass history, drift events.
+//! SQLite state: inventory, revisions, pass history, drift events, meta.
 //!
-//! OWNER: helper "store".
+//! The inventory is what makes legerd safe to run on a shared host: it records every
+//! file legerd installed with its content hash, so a prune only ever removes files legerd
+//! wrote and self-heal can tell an edited file from an untouched one. legerd records an
+//! entry *before* it writes the file and removes it *after* it deletes the file, so a
+//! crash in between never leaves a file on disk that the inventory does not claim.
+//!
+//! The API is blocking on purpose (rusqlite is): callers on the async side wrap calls in
+//! `spawn_blocking`. The database runs in WAL mode so `legerctl history` readers never
+//! block a pass that is writing.
+//!
+//! The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] holds one SQL
+//! batch per version, applied in order inside a transaction each.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use leger_api_types::{PassOutcome, PassRecord};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::model::ContentHash;
+
+/// Schema migrations: entry `i` moves the schema from version `i` to `i + 1`.
+///
+/// Never edit a migration that has shipped; append a new one instead, since hosts in the
+/// field already ran the old ones.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: the first schema.
+    "CREATE TABLE inventory (
+        key          TEXT PRIMARY KEY NOT NULL,
+        app          TEXT NOT NULL,
+        hash         TEXT NOT NULL,
+        unit         TEXT,
+        revision     TEXT NOT NULL,
+        installed_at TEXT NOT NULL
+    );
+    CREATE INDEX inventory_app ON inventory(app);
+    CREATE TABLE passes (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at   TEXT NOT NULL,
+        finished_at  TEXT NOT NULL,
+        duration_ms  INTEGER NOT NULL,
+        trigger      TEXT NOT NULL,
+        revision     TEXT,
+        outcome      TEXT NOT NULL,
+        actions      TEXT NOT NULL,
+        error        TEXT
+    );
+    CREATE TABLE revisions (
+        revision     TEXT PRIMARY KEY NOT NULL,
+        state        TEXT NOT NULL,
+        error        TEXT,
+        updated_at   TEXT NOT NULL,
+        seq          INTEGER NOT NULL
+    );
+    CREATE TABLE drift_events (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind         TEXT NOT NULL,
+        target       TEXT NOT NULL,
+        detail       TEXT NOT NULL,
+        at           TEXT NOT NULL
+    );
+    CREATE INDEX drift_events_kind ON drift_events(kind);
+    CREATE TABLE meta (
+        key          TEXT PRIMARY KEY NOT NULL,
+        value        TEXT NOT NULL
+    );",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// How long a writer waits for another connection's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a store operation failed. Every variant names the database file so an operator
+/// knows which file to inspect.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state directory or the database file could not be created.
+    #[error(
+        "cannot create state database {path}: {source}; check that the state directory is writable"
+    )]
+    Create {
+        /// The database file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// SQLite reported an error.
+    #[error("state database {path}: {what} failed: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The operation, e.g. `insert pass`.
+        what: &'static str,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer legerd with a schema this build does not know.
+    #[error(
+        "state database {path} has schema version {found}, newer than {supported} known to this legerd; upgrade legerd or restore a backup"
+    )]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// `user_version` in the file.
+        found: i64,
+        /// [`SCHEMA_VERSION`].
+        supported: i64,
+    },
+    /// A row holds a value this build cannot read (hand-edited or corrupted file).
+    #[error("state database {path}: {what} holds invalid value {value:?}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// Table and column.
+        what: &'static str,
+        /// The value found.
+        value: String,
+    },
+}
+
+/// One file legerd installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryEntry {
+    /// `app/relpath`, the file's path under the quadlet dir; unique.
+    pub key: String,
+    /// The app the file belongs to, so pruning an app finds all its files.
+    pub app: String,
+    /// Hash of the bytes legerd wrote, to tell a hand edit from an untouched file.
+    pub hash: ContentHash,
+    /// The unit the file generates, when it is a quadlet (`web.service`).
+    pub unit: Option<String>,
+    /// The revision that installed this version of the file.
+    pub revision: String,
+    /// RFC 3339 time of the install.
+    pub installed_at: String,
+}
+
+/// What legerd decided about a revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RevisionState {
+    /// Fetched, not yet applied or rejected.
+    Fetched,
+    /// Applied to the host.
+    Applied,
+    /// Failed validation; legerd will not try it again.
+    Rejected,
+}
+
+impl RevisionState {
+    /// The value stored in SQLite.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevisionState::Fetched => "fetched",
+            RevisionState::Applied => "applied",
+            RevisionState::Rejected => "rejected",
+        }
+    }
+}
+
+impl FromStr for RevisionState {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "fetched" => Ok(RevisionState::Fetched),
+            "applied" => Ok(RevisionState::Applied),
+            "rejected" => Ok(RevisionState::Rejected),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A revision with the verdict on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevisionRecord {
+    /// Commit id or `sha256:<digest>`.
+    pub revision: String,
+    /// The latest verdict.
+    pub state: RevisionState,
+    /// Why it was rejected (or failed to apply), if it was.
+    pub error: Option<String>,
+    /// RFC 3339 time of the latest verdict.
+    pub updated_at: String,
+}
+
+/// legerd's SQLite database. One per legerd instance; not `Sync`, so the API shares it
+/// behind a mutex.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// The current time as RFC 3339 (UTC, seconds), the format every timestamp in the store uses.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path` and migrates it to [`SCHEMA_VERSION`].
+    ///
+    /// A missing parent directory is created with mode 0700 and a missing file with mode
+    /// 0600: the inventory and history describe the host and are nobody else's business.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let create_err = |source| StoreError::Create {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(create_err)?;
+        }
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(create_err)?;
+        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite {
+            path: path.to_owned(),
+            what: "open",
+            source,
+        })?;
+        let mut store = Store {
+            conn,
+            path: path.to_owned(),
+        };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The database file, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            what,
+            source,
+        }
+    }
+
+    fn configure(&self) -> Result<(), StoreError> {
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(self.err("set busy timeout"))?;
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(self.err("enable WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %self.path.display(), journal_mode = %mode, "SQLite refused WAL mode");
+        }
+        self.conn
+            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(self.err("set pragmas"))
+    }
+
+    /// The schema version recorded in the file.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(self.err("read schema version"))
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let found = self.schema_version()?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let path = self.path.clone();
+        let err = |what| {
+            let path = path.clone();
+            move |source| StoreError::Sqlite { path, what, source }
+        };
+        for (version, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = self.conn.transaction().map_err(err("begin migration"))?;
+            tx.execute_batch(sql).map_err(err("migrate schema"))?;
+            // user_version cannot be a bound parameter; the value is our own integer.
+            tx.execute_batch(&format!("PRAGMA user_version = {}", version + 1))
+                .map_err(err("record schema version"))?;
+            tx.commit().map_err(err("commit migration"))?;
+            tracing::info!(path = %path.display(), version = version + 1, "migrated state database");
+        }
+        Ok(())
+    }
+
+    // ---- inventory -------------------------------------------------------------
+
+    /// Every installed file, ordered by key.
+    pub fn inventory(&self) -> Result<Vec<InventoryEntry>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT key, app, hash, unit, revision, installed_at FROM inventory ORDER BY key",
+            )
+            .map_err(self.err("read inventory"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(self.err("read inventory"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, app, hash, unit, revision, installed_at) =
+                row.map_err(self.err("read inventory"))?;
+            let hash = ContentHash::from_hex(&hash).ok_or_else(|| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: "inventory.hash",
+                value: hash,
+            })?;
+            out.push(InventoryEntry {
+                key,
+                app,
+                hash,
+                unit,
+                revision,
+                installed_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records (or updates) an installed file. Call it *before* writing the file.
+    pub fn upsert_inventory(&self, e: &InventoryEntry) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO inventory (key, app, hash, unit, revision, installed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(key) DO UPDATE SET app = excluded.app, hash = excluded.hash,
+                   unit = excluded.unit, revision = excluded.revision,
+                   installed_at = excluded.installed_at",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    e.key,
+                    e.app,
+                    e.hash.to_hex(),
+                    e.unit,
+                    e.revision,
+                    e.installed_at
+                ])
+            })
+            .map_err(self.err("upsert inventory"))?;
+        Ok(())
+    }
+
+    /// Forgets an installed file. Call it *after* deleting the file. Returns whether
+    /// the key was known.
+    pub fn remove_inventory(&self, key: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM inventory WHERE key = ?1", [key])
+            .map_err(self.err("remove inventory"))?;
+        Ok(n > 0)
+    }
+
+    // ---- passes ----------------------------------------------------------------
+
+    /// Appends a pass to the history and returns its id. `pass.id` is ignored.
+    pub fn insert_pass(&self, pass: &PassRecord) -> Result<i64, StoreError> {
+        let actions = serde_json::to_string(&pass.actions).expect("strings always serialize");
+        self.conn
+            .prepare_cached(
+                "INSERT INTO passes (started_at, finished_at, duration_ms, trigger, revision,
+                   outcome, actions, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    pass.started_at,
+                    pass.finished_at,
+                    i64::try_from(pass.duration_ms).unwrap_or(i64::MAX),
+                    pass.trigger,
+                    pass.revision,
+                    pass.outcome.as_str(),
+                    actions,
+                    pass.error
+                ])
+            })
+            .map_err(self.err("insert pass"))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The newest `limit` passes, newest first.
+    pub fn passes(&self, limit: usize) -> Result<Vec<PassRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, started_at, finished_at, duration_ms, trigger, revision, outcome,
+                   actions, error
+                 FROM passes ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(self.err("read passes"))?;
+        let rows = stmt
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                ))
+            })
+            .map_err(self.err("read passes"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (
+                id,
+                started_at,
+                finished_at,
+                duration_ms,
+                trigger,
+                revision,
+                outcome,
+                actions,
+                error,
+            ) = row.map_err(self.err("read passes"))?;
+            let outcome = parse_outcome(&outcome).ok_or_else(|| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: "passes.outcome",
+                value: outcome.clone(),
+            })?;
+            let actions: Vec<String> =
+                serde_json::from_str(&actions).map_err(|_| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what: "passes.actions",
+                    value: actions.clone(),
+                })?;
+            out.push(PassRecord {
+                id,
+                started_at,
+                finished_at,
+                duration_ms: u64::try_from(duration_ms).unwrap_or(0),
+                trigger,
+                revision,
+                outcome,
+                actions,
+                error,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The most recent pass, if any ran.
+    pub fn last_pass(&self) -> Result<Option<PassRecord>, StoreError> {
+        Ok(self.passes(1)?.into_iter().next())
+    }
+
+    // ---- revisions -------------------------------------------------------------
+
+    /// Records a verdict on a revision.
+    ///
+    /// Recording `Fetched` for a revision that already has a verdict (applied or
+    /// rejected) keeps that verdict: fetching the same commit again says nothing new
+    /// about it, and a poll must not make the applied revision look unapplied.
+    pub fn record_revision(
+        &self,
+        revision: &str,
+        state: RevisionState,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = now_rfc3339();
+        let sql = if state == RevisionState::Fetched {
+            "INSERT INTO revisions (revision, state, error, updated_at, seq)
+             VALUES (?1, ?2, ?3, ?4, (SELECT COALESCE(MAX(seq), 0) + 1 FROM revisions))
+             ON CONFLICT(revision) DO NOTHING"
+        } else {
+            "INSERT INTO revisions (revision, state, error, updated_at, seq)
+             VALUES (?1, ?2, ?3, ?4, (SELECT COALESCE(MAX(seq), 0) + 1 FROM revisions))
+             ON CONFLICT(revision) DO UPDATE SET state = excluded.state, error = excluded.error,
+               updated_at = excluded.updated_at, seq = excluded.seq"
+        };
+        self.conn
+            .execute(sql, params![revision, state.as_str(), error, now])
+            .map_err(self.err("record revision"))?;
+        Ok(())
+    }
+
+    /// The revision most recently recorded as applied: what the host runs.
+    pub fn last_applied_revision(&self) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT revision FROM revisions WHERE state = 'applied' ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err("read last applied revision"))
+    }
+
+    /// The verdict on a revision, or `None` when it was never recorded.
+    pub fn revision_state(&self, revision: &str) -> Result<Option<RevisionState>, StoreError> {
+        Ok(self.revision(revision)?.map(|r| r.state))
+    }
+
+    /// The full record of a revision, with the rejection error.
+    pub fn revision(&self, revision: &str) -> Result<Option<RevisionRecord>, StoreError> {
+        let row: Option<(String, Option<String>, String)> = self
+            .conn
+            .query_row(
+                "SELECT state, error, updated_at FROM revisions WHERE revision = ?1",
+                [revision],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(self.err("read revision"))?;
+        row.map(|(state, error, updated_at)| {
+            let parsed = state.parse().map_err(|()| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: "revisions.state",
+                value: state,
+            })?;
+            Ok(RevisionRecord {
+                revision: revision.to_owned(),
+                state: parsed,
+                error,
+                updated_at,
+            })
+        })
+        .transpose()
+    }
+
+    // ---- drift -----------------------------------------------------------------
+
+    /// Records that something legerd manages changed behind its back.
+    /// `kind` is `"file"` (edited or deleted) or `"unit"` (stopped or failed).
+    pub fn record_drift(&self, kind: &str, target: &str, detail: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO drift_events (kind, target, detail, at) VALUES (?1, ?2, ?3, ?4)",
+                params![kind, target, detail, now_rfc3339()],
+            )
+            .map_err(self.err("record drift"))?;
+        Ok(())
+    }
+
+    /// How many drift events of a kind were ever recorded (for metrics).
+    pub fn drift_count(&self, kind: &str) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM drift_events WHERE kind = ?1",
+                [kind],
+                |r| r.get(0),
+            )
+            .map_err(self.err("count drift"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    // ---- meta ------------------------------------------------------------------
+
+    /// Sets a key-value pair (e.g. the last good desired.toml).
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map_err(self.err("set meta"))?;
+        Ok(())
+    }
+
+    /// Reads a key-value pair.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(self.err("read meta"))
+    }
+}
+
+fn parse_outcome(s: &str) -> Option<PassOutcome> {
+    [
+        PassOutcome::Applied,
+        PassOutcome::Noop,
+        PassOutcome::Failed,
+        PassOutcome::Suspended,
+    ]
+    .into_iter()
+    .find(|o| o.as_str() == s)
+}

@@ -1,1 +1,261 @@
-fn main() {}
+//! legerctl: edits desired state and reads legerd's status. Never touches units.
+
+mod cli;
+mod client;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use leger_api_types::{
+    DesiredState, DirSourceSpec, PassRecord, ReconcileResponse, SourceSpec, StatusDocument,
+};
+use leger_config::{Environment, Mode, Settings, default_dropin_dirs};
+use legerctl::{edit, render};
+
+use crate::cli::{Cli, Command, SetDesired, SourceCommand};
+use crate::client::Client;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Paths from the command line, falling back to legerd's configuration.
+///
+/// The configuration is read only when a path was not given, so `--socket` and
+/// `--desired-file` work even where the config cannot be read; when it is read, a broken
+/// drop-in is an error, since legerd would refuse it too.
+struct Locations {
+    mode: Mode,
+    socket: Option<PathBuf>,
+    desired_file: Option<PathBuf>,
+    settings: Option<Settings>,
+}
+
+impl Locations {
+    fn settings(&mut self) -> Result<&Settings> {
+        if self.settings.is_none() {
+            let env = Environment::from_process();
+            let dirs = default_dropin_dirs(self.mode, &env);
+            let s = leger_config::load(self.mode, &dirs, &env).with_context(|| {
+                format!(
+                    "cannot load legerd's configuration ({} mode); fix it, or pass --socket and --desired-file",
+                    self.mode.as_str()
+                )
+            })?;
+            self.settings = Some(s);
+        }
+        Ok(self.settings.as_ref().expect("just set"))
+    }
+
+    fn socket(&mut self) -> Result<PathBuf> {
+        match &self.socket {
+            Some(p) => Ok(p.clone()),
+            None => Ok(self.settings()?.paths.socket.clone()),
+        }
+    }
+
+    fn desired_file(&mut self) -> Result<PathBuf> {
+        match &self.desired_file {
+            Some(p) => Ok(p.clone()),
+            None => Ok(self.settings()?.paths.desired_file.clone()),
+        }
+    }
+
+    fn client(&mut self) -> Result<Client> {
+        Client::new(self.socket()?, self.mode)
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut loc = Locations {
+        mode: if cli.user { Mode::User } else { Mode::System },
+        socket: cli.socket,
+        desired_file: cli.desired_file,
+        settings: None,
+    };
+    match cli.command {
+        Command::Status { json } => {
+            let client = loc.client()?;
+            let body = block_on(client.get("/v1/status"))?;
+            if json {
+                println!("{}", body.trim_end());
+            } else {
+                let doc: StatusDocument = serde_json::from_str(&body)
+                    .context("legerd sent a status document this legerctl cannot read; use --json or a matching legerctl")?;
+                print!("{}", render::render_status(&doc));
+            }
+        }
+        Command::History { limit, json } => {
+            let client = loc.client()?;
+            let body = block_on(client.get(&format!("/v1/history?limit={limit}")))?;
+            if json {
+                println!("{}", body.trim_end());
+            } else {
+                let passes: Vec<PassRecord> = serde_json::from_str(&body)
+                    .context("legerd sent history this legerctl cannot read; use --json")?;
+                print!("{}", render::render_history(&passes));
+            }
+        }
+        Command::Reconcile => {
+            let client = loc.client()?;
+            let body = block_on(client.post("/v1/reconcile"))?;
+            let r: ReconcileResponse =
+                serde_json::from_str(&body).context("cannot read legerd's answer to reconcile")?;
+            if r.queued {
+                println!("reconcile queued");
+            } else {
+                bail!("legerd did not queue a reconcile pass");
+            }
+        }
+        Command::SetDesired(args) => set_desired(&loc.desired_file()?, args)?,
+        Command::GetDesired => {
+            let path = loc.desired_file()?;
+            match read_optional(&path)? {
+                Some(text) => print!("{text}"),
+                None => bail!(
+                    "no desired state at {}; set one with `legerctl set-desired git URL` or `legerctl set-desired dir PATH`",
+                    path.display()
+                ),
+            }
+        }
+        Command::Suspend => set_suspend(&loc.desired_file()?, true)?,
+        Command::Resume => set_suspend(&loc.desired_file()?, false)?,
+    }
+    Ok(())
+}
+
+/// legerctl makes one request per run; a current-thread runtime is all it needs.
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime always builds")
+        .block_on(f)
+}
+
+fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
+    let current = read_optional(path)?;
+    let text = match (args.file, args.source) {
+        (Some(file), _) => {
+            let text = read_input(&file)?;
+            edit::validate_file(&text).with_context(|| {
+                format!(
+                    "refusing {}; {} is unchanged",
+                    input_name(&file),
+                    path.display()
+                )
+            })?;
+            text
+        }
+        (None, Some(cmd)) => {
+            let source = match cmd {
+                SourceCommand::Git {
+                    url,
+                    reference,
+                    path: sub,
+                    interval,
+                    allow_rewrite,
+                } => edit::git_source(
+                    &url,
+                    reference.as_deref(),
+                    sub.as_deref(),
+                    interval,
+                    allow_rewrite,
+                ),
+                SourceCommand::Dir { path: dir } => SourceSpec::Dir(DirSourceSpec {
+                    path: std::path::absolute(&dir)
+                        .with_context(|| format!("cannot make {} absolute", dir.display()))?,
+                }),
+            };
+            edit::replace_source(current.as_deref(), source)
+                .with_context(|| {
+                    format!("refusing the new source; {} is unchanged", path.display())
+                })?
+                .1
+        }
+        (None, None) => unreachable!("clap requires --file or a source subcommand"),
+    };
+    write_desired(path, &text)?;
+    println!("wrote {}:\n", path.display());
+    print!("{text}");
+    if !text.ends_with('\n') {
+        println!();
+    }
+    Ok(())
+}
+
+fn set_suspend(path: &Path, suspend: bool) -> Result<()> {
+    let current = read_optional(path)?.with_context(|| {
+        format!(
+            "no desired state at {}; set one first with `legerctl set-desired`",
+            path.display()
+        )
+    })?;
+    let (desired, text) = edit::set_suspend(&current, suspend)
+        .with_context(|| format!("cannot edit {}; it is unchanged", path.display()))?;
+    write_desired(path, &text)?;
+    let DesiredState { policy, .. } = desired;
+    if policy.suspend {
+        println!(
+            "suspended: legerd keeps fetching and reporting but changes nothing (wrote {})",
+            path.display()
+        );
+    } else {
+        println!(
+            "resumed: legerd converges the host again (wrote {})",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn write_desired(path: &Path, text: &str) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    leger_config::fs::write_atomic(path, text.as_bytes(), 0o644).with_context(|| {
+        format!(
+            "cannot write {}; writing the system desired state needs root",
+            path.display()
+        )
+    })
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn read_input(file: &Path) -> Result<String> {
+    if file == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the desired state from stdin")?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
+    }
+}
+
+fn input_name(file: &Path) -> String {
+    if file == Path::new("-") {
+        "the document from stdin".to_owned()
+    } else {
+        file.display().to_string()
+    }
+}

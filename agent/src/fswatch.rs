@@ -30,17 +30,30 @@ pub fn watch(
             let _ = tx.send(trigger.clone());
         }
     })?;
-    let mode = if recursive { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
+    let mode = if recursive {
+        RecursiveMode::Recursive
+    } else {
+        RecursiveMode::NonRecursive
+    };
     watcher.watch(path, mode)?;
     Ok(watcher)
 }
 
 /// Watches desired.toml through its directory, since an atomic write replaces the file
 /// (a rename) and a watch on the old inode would never fire again.
-pub fn watch_desired_file(file: &Path, tx: UnboundedSender<Trigger>) -> notify::Result<RecommendedWatcher> {
+pub fn watch_desired_file(
+    file: &Path,
+    tx: UnboundedSender<Trigger>,
+) -> notify::Result<RecommendedWatcher> {
     let dir = file.parent().unwrap_or(Path::new("/")).to_owned();
     let target: PathBuf = file.to_owned();
-    watch(&dir, false, move |p| p == target, tx, Trigger::DesiredChanged)
+    watch(
+        &dir,
+        false,
+        move |p| p == target,
+        tx,
+        Trigger::DesiredChanged,
+    )
 }
 
 /// True for legerd's own temporary files, whose churn is not drift.

@@ -1,0 +1,241 @@
+//! legerd's local API: HTTP/JSON on a Unix socket, for `legerctl`.
+//!
+//! A Unix socket rather than TCP because access control is then plain file permissions:
+//! the socket is mode 0660, owned by root and group `leger`, so only root and members of
+//! that group can read status or ask for a pass. Nothing here can change what runs; the
+//! only write is "please reconcile soon", which legerd would do on its own anyway.
+//!
+//! **Architecture invariant:** handlers never block the runtime. Status comes from a
+//! `watch` channel, history from SQLite inside `spawn_blocking`, reconcile requests go
+//! through `try_send`.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use leger_api_types::{ApiError, PassRecord, ReconcileResponse, StatusDocument};
+use serde::Deserialize;
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::store::Store;
+
+/// How many passes `GET /v1/history` returns without `?limit=`.
+pub const DEFAULT_HISTORY_LIMIT: usize = 20;
+/// The largest `?limit=` accepted, so one request cannot make legerd read the whole table.
+pub const MAX_HISTORY_LIMIT: usize = 1000;
+
+/// What the handlers need from the rest of legerd.
+#[derive(Debug, Clone)]
+pub struct ApiContext {
+    /// The latest status document, published by the reconcile loop after every change.
+    pub status: watch::Receiver<StatusDocument>,
+    /// The store, for history. Shared with the reconcile loop, hence the mutex.
+    pub store: Arc<Mutex<Store>>,
+    /// Asks the reconcile loop for a pass; a bounded queue of pending requests.
+    pub reconcile: mpsc::Sender<()>,
+}
+
+/// Binds the API socket at `path`, ready for [`serve`].
+///
+/// Creates the parent directory (0755) if needed and removes a stale socket left by a
+/// crashed legerd; a socket another process still answers on is an error, so two
+/// legerds cannot steal each other's socket. The socket gets mode 0660 and, when `group`
+/// is given, that group, looked up in `/etc/group`. A group that does not exist is
+/// logged as a warning: the socket still works for root.
+pub fn bind_socket(path: &Path, group: Option<&str>) -> io::Result<UnixListener> {
+    let ctx = |what: &str, e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot {what} for API socket {}: {e}", path.display()),
+        )
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| ctx("create the parent directory", e))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "API socket {} is in use by another process; stop the other legerd first",
+                        path.display()
+                    ),
+                ));
+            }
+            std::fs::remove_file(path).map_err(|e| ctx("remove the stale socket", e))?;
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; remove it or set paths.socket elsewhere",
+                    path.display()
+                ),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ctx("inspect the existing path", e)),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| ctx("bind", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| ctx("set mode 0660", e))?;
+    if let Some(group) = group {
+        match lookup_group(group, Path::new("/etc/group"))? {
+            Some(gid) => rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid)))
+                .map_err(|e| ctx(&format!("chown to group {group}"), e.into()))?,
+            None => tracing::warn!(
+                socket = %path.display(),
+                group,
+                "group not found in /etc/group; only root can use the API socket (create the group or set api.socket_group)"
+            ),
+        }
+    }
+    Ok(listener)
+}
+
+/// Finds a group's id in a `group(5)` file.
+pub fn lookup_group(name: &str, group_file: &Path) -> io::Result<Option<u32>> {
+    let text = match std::fs::read_to_string(group_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot read {}: {e}", group_file.display()),
+            ));
+        }
+    };
+    Ok(text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let n = fields.next()?;
+        let _password = fields.next()?;
+        let gid = fields.next()?;
+        (n == name).then(|| gid.parse().ok()).flatten()
+    }))
+}
+
+/// The API's routes, without a listener, so tests and `serve` share them.
+pub fn router(ctx: ApiContext) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/history", get(history))
+        .route("/v1/reconcile", post(reconcile))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(ctx)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets requests in
+/// flight finish, removes the socket file, and returns.
+pub async fn serve(
+    listener: UnixListener,
+    ctx: ApiContext,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let path = listener.local_addr()?.as_pathname().map(Path::to_path_buf);
+    axum::serve(listener, router(ctx))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    // Remove the socket so `legerctl` reports "not running" rather than "refused".
+    if let Some(path) = path {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// An error answer: a status code and an [`ApiError`] body.
+#[derive(Debug)]
+struct ApiFailure(StatusCode, String);
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        (self.0, Json(ApiError { error: self.1 })).into_response()
+    }
+}
+
+async fn status(State(ctx): State<ApiContext>) -> Json<StatusDocument> {
+    Json(ctx.status.borrow().clone())
+}
+
+/// `?limit=N` on `/v1/history`.
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+async fn history(
+    State(ctx): State<ApiContext>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<Vec<PassRecord>>, ApiFailure> {
+    let Query(q) = query.map_err(|e| {
+        ApiFailure(
+            StatusCode::BAD_REQUEST,
+            format!("invalid query: {}", e.body_text()),
+        )
+    })?;
+    let limit = q.limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+    if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
+        return Err(ApiFailure(
+            StatusCode::BAD_REQUEST,
+            format!("limit {limit} is out of range; use 1 to {MAX_HISTORY_LIMIT}"),
+        ));
+    }
+    let store = ctx.store.clone();
+    let passes = tokio::task::spawn_blocking(move || {
+        let store = store
+            .lock()
+            .map_err(|_| "the store lock is poisoned; restart legerd".to_owned())?;
+        store.passes(limit).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| {
+        ApiFailure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("history task failed: {e}"),
+        )
+    })?
+    .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(Json(passes))
+}
+
+async fn reconcile(State(ctx): State<ApiContext>) -> Result<Json<ReconcileResponse>, ApiFailure> {
+    match ctx.reconcile.try_send(()) {
+        // A full queue means a pass is already pending, which is what was asked for.
+        Ok(()) | Err(mpsc::error::TrySendError::Full(())) => {
+            Ok(Json(ReconcileResponse { queued: true }))
+        }
+        Err(mpsc::error::TrySendError::Closed(())) => Err(ApiFailure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the reconcile loop is not running; check legerd's log in the journal".to_owned(),
+        )),
+    }
+}
+
+async fn not_found() -> ApiFailure {
+    ApiFailure(
+        StatusCode::NOT_FOUND,
+        "no such endpoint; see /v1/status, /v1/history, /v1/reconcile".to_owned(),
+    )
+}
+
+async fn method_not_allowed() -> ApiFailure {
+    ApiFailure(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed: /v1/status and /v1/history take GET, /v1/reconcile takes POST"
+            .to_owned(),
+    )
+}

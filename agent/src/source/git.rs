@@ -1,0 +1,514 @@
+//! A git repository as the source of desired state, fetched with gix into a bare
+//! cache under the state dir.
+//!
+//! Every poll asks the remote for its refs (one small request). Only when the wanted
+//! ref names an object the cache does not have is a pack requested, so an idle poll
+//! costs one ref advertisement, and a pinned commit that is already cached costs
+//! nothing at all.
+//!
+//! Local repositories (`file://` URLs and absolute paths) go through the same fetch
+//! as remote ones: gix runs `git upload-pack` for them. That costs a `git` binary on
+//! the host (present wherever legerd runs, and in the test bed), but keeps one code
+//! path for negotiation, the no-pack check and the force-push check, and the cache
+//! keeps serving the last good revision when the local repository disappears. Opening
+//! local repositories directly with `gix::open` would need a second path that copies
+//! objects between object databases.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use gix::bstr::ByteSlice;
+use gix::objs::tree::EntryKind;
+use gix::remote::Direction;
+use gix::{ObjectId, Repository};
+use leger_api_types::desired::{GitSourceSpec, is_full_commit_id};
+use leger_config::Limits;
+use sha2::{Digest, Sha256};
+
+use super::SourceError;
+use super::tree::{TreeBuilder, TreeProblem, checked_path};
+use crate::model::Snapshot;
+
+/// Branches land in remote-tracking refs so a branch and a tag of the same name never
+/// collide in the cache; tags are mirrored as they are.
+const REFSPECS: [&str; 2] = [
+    "+refs/heads/*:refs/remotes/origin/*",
+    "+refs/tags/*:refs/tags/*",
+];
+
+/// How many remote ref names a "ref not found" error lists.
+const LISTED_REFS: usize = 20;
+
+/// A git source with its local cache.
+#[derive(Debug)]
+pub struct GitSource {
+    /// What to fetch.
+    spec: GitSourceSpec,
+    /// The bare cache repository, `<state_dir>/git/<hash of url>`.
+    cache_dir: PathBuf,
+    /// Size and count limits from the agent's config.
+    limits: Limits,
+    /// The URL with credentials replaced, for every message.
+    display_url: String,
+}
+
+/// What a fetch did on the wire, for metrics and for tests that check idle polls stay
+/// cheap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FetchStats {
+    /// The remote was asked for its refs.
+    pub contacted_remote: bool,
+    /// A pack was downloaded (new objects arrived).
+    pub received_pack: bool,
+}
+
+/// The result of [`GitSource::fetch`].
+#[derive(Debug, Clone)]
+pub struct GitFetch {
+    /// The files at the resolved commit.
+    pub snapshot: Snapshot,
+    /// What it cost.
+    pub stats: FetchStats,
+}
+
+/// How the configured ref matched on the remote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefKind {
+    Branch,
+    Tag,
+    Commit,
+}
+
+impl GitSource {
+    /// A source for `spec`, caching under `<state_dir>/git/`. Nothing is touched on
+    /// disk or on the network until [`fetch`](Self::fetch).
+    pub fn new(spec: GitSourceSpec, state_dir: &Path, limits: Limits) -> Self {
+        let digest = hex::encode(Sha256::digest(spec.url.as_bytes()));
+        let cache_dir = state_dir.join("git").join(&digest[..16]);
+        let display_url = redact_url(&spec.url);
+        GitSource {
+            spec,
+            cache_dir,
+            limits,
+            display_url,
+        }
+    }
+
+    /// The bare cache repository's folder.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// Fetches the configured ref and reads the tree at it.
+    ///
+    /// `applied` is the commit the host runs now. When the ref is a branch and its new
+    /// commit does not descend from `applied`, the fetch fails with
+    /// [`SourceError::HistoryRewritten`] unless `allow_rewrite` is set. An `applied`
+    /// that is not a commit id (a dir source's `sha256:` revision) is ignored; a
+    /// commit id the cache has never seen counts as rewritten, since nothing proves
+    /// otherwise.
+    pub fn fetch(&mut self, applied: Option<&str>) -> Result<GitFetch, SourceError> {
+        let repo = self.open_cache()?;
+        let mut stats = FetchStats::default();
+
+        let (commit, kind) = if self.spec.is_pinned_commit() {
+            let id = ObjectId::from_hex(self.spec.reference.as_bytes()).map_err(|_| {
+                SourceError::RefNotFound {
+                    url: self.display_url.clone(),
+                    reference: self.spec.reference.clone(),
+                    available: Vec::new(),
+                }
+            })?;
+            if !has_commit(&repo, id) {
+                let listed = self.fetch_remote(&repo, None, &mut stats)?;
+                if !has_commit(&repo, id) {
+                    return Err(SourceError::RefNotFound {
+                        url: self.display_url.clone(),
+                        reference: self.spec.reference.clone(),
+                        available: listed,
+                    });
+                }
+            }
+            (id, RefKind::Commit)
+        } else {
+            let mut found = None;
+            let listed = self.fetch_remote(&repo, Some(&mut found), &mut stats)?;
+            let Some((target, kind)) = found else {
+                return Err(SourceError::RefNotFound {
+                    url: self.display_url.clone(),
+                    reference: self.spec.reference.clone(),
+                    available: listed,
+                });
+            };
+            (self.peel_to_commit(&repo, target)?, kind)
+        };
+
+        if kind == RefKind::Branch
+            && !self.spec.allow_rewrite
+            && let Some(applied) = applied.filter(|a| is_full_commit_id(a))
+        {
+            self.check_descends(&repo, applied, commit)?;
+        }
+
+        let files = self.read_tree(&repo, commit)?;
+        Ok(GitFetch {
+            snapshot: Snapshot {
+                revision: commit.to_hex().to_string(),
+                files,
+            },
+            stats,
+        })
+    }
+
+    fn cache_error(&self, reason: impl std::fmt::Display) -> SourceError {
+        SourceError::Cache {
+            url: self.display_url.clone(),
+            path: self.cache_dir.clone(),
+            reason: redact_text(&reason.to_string(), &self.spec.url),
+        }
+    }
+
+    /// Opens the bare cache, creating it (and its parents) on first use.
+    ///
+    /// The cache is opened with repository-local config only, so a user's
+    /// `~/.gitconfig` (url rewrites, credential helpers that prompt) cannot change
+    /// what a daemon fetches; proxy variables from the environment still apply.
+    ///
+    /// It is opened afresh on every fetch rather than kept: without gix's `parallel`
+    /// feature a `Repository` is not `Send`, and the source must move into
+    /// `spawn_blocking`. Opening a bare repository costs a config read.
+    fn open_cache(&self) -> Result<Repository, SourceError> {
+        if !self.cache_dir.join("HEAD").exists() {
+            std::fs::create_dir_all(&self.cache_dir).map_err(|source| SourceError::Io {
+                what: "creating git cache",
+                path: self.cache_dir.clone(),
+                source,
+            })?;
+            gix::init_bare(&self.cache_dir).map_err(|e| self.cache_error(chain(&e)))?;
+        }
+        let mut permissions = gix::open::Permissions::isolated();
+        permissions.env.http_transport = gix::sec::Permission::Allow;
+        let options = gix::open::Options::default().permissions(permissions);
+        gix::open_opts(&self.cache_dir, options).map_err(|e| self.cache_error(chain(&e)))
+    }
+
+    /// Lists the remote's refs and fetches a pack when needed.
+    ///
+    /// With `found`, the configured ref is looked up in the advertisement (branch
+    /// first, then tag) and a pack is requested only when its object is missing
+    /// locally. Without it (a pinned commit that is not cached yet), every branch and
+    /// tag is fetched. Returns some advertised names, for a "not found" message.
+    fn fetch_remote(
+        &self,
+        repo: &Repository,
+        found: Option<&mut Option<(ObjectId, RefKind)>>,
+        stats: &mut FetchStats,
+    ) -> Result<Vec<String>, SourceError> {
+        let remote = repo
+            .remote_at(self.spec.url.as_str())
+            .and_then(|r| r.with_refspecs(REFSPECS, Direction::Fetch))
+            .map_err(|e| self.unreachable(&e))?
+            .with_fetch_tags(gix::remote::fetch::Tags::None);
+        let credentials = url_credentials(&self.spec.url);
+        let connection = remote
+            .connect(Direction::Fetch)
+            .map_err(|e| self.remote_error(&e))?
+            .with_credentials(move |action| {
+                Ok(match action {
+                    gix::credentials::helper::Action::Get(ctx) => {
+                        credentials
+                            .clone()
+                            .map(|identity| gix::credentials::protocol::Outcome {
+                                identity,
+                                next: ctx.into(),
+                            })
+                    }
+                    _ => None,
+                })
+            });
+        stats.contacted_remote = true;
+        let prepare = connection
+            .prepare_fetch(gix::progress::Discard, Default::default())
+            .map_err(|e| self.remote_error(&e))?;
+
+        let advertised: Vec<(String, ObjectId)> = prepare
+            .ref_map()
+            .remote_refs
+            .iter()
+            .filter_map(|r| {
+                let (name, target, _peeled) = r.unpack();
+                Some((name.to_str().ok()?.to_owned(), target?.to_owned()))
+            })
+            .collect();
+        let listed = advertised
+            .iter()
+            .filter_map(|(n, _)| {
+                n.strip_prefix("refs/heads/")
+                    .or_else(|| n.strip_prefix("refs/tags/"))
+            })
+            .take(LISTED_REFS)
+            .map(str::to_owned)
+            .collect();
+
+        let need_pack = match found {
+            Some(found) => {
+                let wanted = &self.spec.reference;
+                let lookup = |full: String| {
+                    advertised
+                        .iter()
+                        .find(|(n, _)| *n == full)
+                        .map(|(_, id)| *id)
+                };
+                *found = lookup(format!("refs/heads/{wanted}"))
+                    .map(|id| (id, RefKind::Branch))
+                    .or_else(|| lookup(format!("refs/tags/{wanted}")).map(|id| (id, RefKind::Tag)));
+                match found {
+                    Some((id, _)) => !repo.has_object(*id),
+                    None => false,
+                }
+            }
+            None => true,
+        };
+        if need_pack {
+            let outcome = prepare
+                .receive(gix::progress::Discard, &AtomicBool::new(false))
+                .map_err(|e| self.remote_error(&e))?;
+            stats.received_pack =
+                matches!(outcome.status, gix::remote::fetch::Status::Change { .. });
+        }
+        Ok(listed)
+    }
+
+    fn unreachable(&self, e: &gix::Error) -> SourceError {
+        SourceError::Unreachable {
+            url: self.display_url.clone(),
+            reason: redact_text(&chain(e), &self.spec.url),
+        }
+    }
+
+    /// Sorts a transport error: a refusal of credentials (by the remote, or by gix,
+    /// which never sends them over plain http) is [`SourceError::Auth`], anything
+    /// else means the remote is unavailable for now.
+    fn remote_error(&self, e: &gix::Error) -> SourceError {
+        let refused_locally = matches!(
+            e.downcast_any_ref::<gix::protocol::transport::client::Error>(),
+            Some(gix::protocol::transport::client::Error::AuthenticationRefused(_))
+        );
+        if refused_locally || e.is_unauthenticated() || e.is_permission_denied() {
+            let reason = if !refused_locally && url_credentials(&self.spec.url).is_none() {
+                // gix's own text blames a credential helper, which a daemon never runs.
+                "the server requires credentials and the url carries none".to_owned()
+            } else {
+                redact_text(&chain(e), &self.spec.url)
+            };
+            SourceError::Auth {
+                url: self.display_url.clone(),
+                reason,
+            }
+        } else {
+            self.unreachable(e)
+        }
+    }
+
+    fn peel_to_commit(&self, repo: &Repository, target: ObjectId) -> Result<ObjectId, SourceError> {
+        let object = repo
+            .find_object(target)
+            .map_err(|e| self.cache_error(chain(&e)))?;
+        let commit = object.peel_to_commit().map_err(|e| {
+            self.cache_error(format!(
+                "ref {:?} points at {target}, which is not a commit: {}",
+                self.spec.reference,
+                chain(&e)
+            ))
+        })?;
+        Ok(commit.id)
+    }
+
+    /// Refuses `new` unless it is `applied` or one of its descendants.
+    fn check_descends(
+        &self,
+        repo: &Repository,
+        applied: &str,
+        new: ObjectId,
+    ) -> Result<(), SourceError> {
+        let rewritten = || SourceError::HistoryRewritten {
+            reference: self.spec.reference.clone(),
+            from: applied.to_owned(),
+            to: new.to_hex().to_string(),
+        };
+        let Ok(applied_id) = ObjectId::from_hex(applied.as_bytes()) else {
+            return Err(rewritten());
+        };
+        if applied_id == new {
+            return Ok(());
+        }
+        if !has_commit(repo, applied_id) {
+            return Err(rewritten());
+        }
+        let walk = repo
+            .rev_walk([new])
+            .all()
+            .map_err(|e| self.cache_error(chain(&e)))?;
+        for info in walk {
+            let info = info.map_err(|e| self.cache_error(chain(&e)))?;
+            if info.id == applied_id {
+                return Ok(());
+            }
+        }
+        Err(rewritten())
+    }
+
+    /// Reads every file under the configured sub-folder at `commit`.
+    fn read_tree(
+        &self,
+        repo: &Repository,
+        commit: ObjectId,
+    ) -> Result<std::collections::BTreeMap<String, std::sync::Arc<[u8]>>, SourceError> {
+        let cache = |e: gix::Error| self.cache_error(chain(&e));
+        let mut tree = repo
+            .find_commit(commit)
+            .map_err(cache)?
+            .tree()
+            .map_err(cache)?;
+        if let Some(sub) = &self.spec.path {
+            let not_found = || SourceError::InvalidTree {
+                path: sub.clone(),
+                problem: TreeProblem::FolderNotFound,
+            };
+            let entry = tree
+                .lookup_entry_by_path(sub)
+                .map_err(cache)?
+                .ok_or_else(not_found)?;
+            if !entry.mode().is_tree() {
+                return Err(not_found());
+            }
+            tree = repo.find_tree(entry.object_id()).map_err(cache)?;
+        }
+        let mut builder = TreeBuilder::new(self.limits.clone());
+        for entry in tree.traverse().breadthfirst.files().map_err(cache)? {
+            match entry.mode.kind() {
+                EntryKind::Tree | EntryKind::Commit => {
+                    // Folders are walked into; submodules are not part of the tree.
+                    continue;
+                }
+                EntryKind::Blob | EntryKind::BlobExecutable => {
+                    let path = checked_path(&entry.filepath)?;
+                    let header = repo.find_header(entry.oid).map_err(cache)?;
+                    builder.check_size(&path, header.size())?;
+                    let data = repo.find_object(entry.oid).map_err(cache)?.detach().data;
+                    builder.add_file(path, data)?;
+                }
+                EntryKind::Link => {
+                    let path = checked_path(&entry.filepath)?;
+                    let data = repo.find_object(entry.oid).map_err(cache)?.detach().data;
+                    builder.add_symlink(path, &data)?;
+                }
+            }
+        }
+        builder.finish()
+    }
+}
+
+fn has_commit(repo: &Repository, id: ObjectId) -> bool {
+    repo.find_object(id)
+        .is_ok_and(|o| o.kind == gix::objs::Kind::Commit)
+}
+
+/// Every message of a gix error chain, outermost first, without repeats.
+fn chain(e: &gix::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for err in e.iter_errors() {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+/// Username and password from an `https://user:token@host/...` URL, the only way to
+/// give a daemon credentials without a helper that might prompt.
+fn url_credentials(url: &str) -> Option<gix::sec::identity::Account> {
+    let parsed = url::Url::parse(url).ok()?;
+    if parsed.username().is_empty() {
+        return None;
+    }
+    Some(gix::sec::identity::Account {
+        username: percent_decode(parsed.username()),
+        password: percent_decode(parsed.password().unwrap_or_default()),
+        oauth_refresh_token: None,
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| s.to_owned())
+}
+
+/// The URL with any user and password replaced by `***`, safe for logs and status.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("***");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Removes the URL's secrets from free text such as a transport error.
+fn redact_text(text: &str, url: &str) -> String {
+    let mut out = text.replace(url, &redact_url(url));
+    if let Ok(parsed) = url::Url::parse(url) {
+        // A user name alone is often a token (`https://<token>@host/...`).
+        let secret = parsed.password().unwrap_or(parsed.username());
+        {
+            if !secret.is_empty() {
+                out = out.replace(secret, "***");
+                let decoded = percent_decode(secret);
+                if !decoded.is_empty() {
+                    out = out.replace(&decoded, "***");
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_user_and_password() {
+        assert_eq!(
+            redact_url("https://bob:s3cr%40t@git.example/r.git"),
+            "https://***@git.example/r.git"
+        );
+        assert_eq!(
+            redact_url("https://tok@git.example/r.git"),
+            "https://***@git.example/r.git"
+        );
+        assert_eq!(redact_url("/srv/r.git"), "/srv/r.git");
+        let text = redact_text(
+            "401 for https://bob:s3cr%40t@git.example/r.git with s3cr@t",
+            "https://bob:s3cr%40t@git.example/r.git",
+        );
+        assert!(!text.contains("s3cr"), "{text}");
+    }
+
+    #[test]
+    fn url_credentials_are_decoded() {
+        let a = url_credentials("https://bob:s3cr%40t@git.example/r.git").unwrap();
+        assert_eq!(
+            (a.username.as_str(), a.password.as_str()),
+            ("bob", "s3cr@t")
+        );
+        assert!(url_credentials("https://git.example/r.git").is_none());
+        let t = url_credentials("https://tok@git.example/r.git").unwrap();
+        assert_eq!((t.username.as_str(), t.password.as_str()), ("tok", ""));
+    }
+}

@@ -1,0 +1,290 @@
+//! The local API on a real Unix socket in a temp dir, with a real HTTP client.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use leger_api_types::{
+    AgentStatus, ApiError, Condition, ConditionStatus, PassOutcome, PassRecord, ReconcileResponse,
+    StatusDocument, StatusSpec, condition_type, reason,
+};
+use legerd::api::{ApiContext, bind_socket, lookup_group, serve};
+use legerd::store::Store;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Server {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    client: reqwest::Client,
+    status_tx: watch::Sender<StatusDocument>,
+    reconcile_rx: Option<mpsc::Receiver<()>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+fn doc(ready: bool) -> StatusDocument {
+    StatusDocument::new(
+        StatusSpec {
+            source_kind: Some("git".into()),
+            source: Some("https://git.example.org/fleet.git".into()),
+            reference: Some("main".into()),
+            path: Some("apps".into()),
+            suspended: false,
+        },
+        AgentStatus {
+            agent_version: "0.1.0".into(),
+            mode: "system".into(),
+            applied_revision: Some("abc".into()),
+            conditions: vec![Condition {
+                type_: condition_type::READY.into(),
+                status: if ready {
+                    ConditionStatus::True
+                } else {
+                    ConditionStatus::False
+                },
+                reason: reason::SUCCEEDED.into(),
+                message: "all units active".into(),
+                last_transition_time: "2025-01-02T03:04:05Z".into(),
+            }],
+            ..AgentStatus::default()
+        },
+    )
+}
+
+fn pass(n: u64) -> PassRecord {
+    PassRecord {
+        id: 0,
+        started_at: format!("2025-01-02T03:04:{n:02}Z"),
+        finished_at: format!("2025-01-02T03:04:{n:02}Z"),
+        duration_ms: n,
+        trigger: "poll".into(),
+        revision: None,
+        outcome: PassOutcome::Noop,
+        actions: vec![],
+        error: None,
+    }
+}
+
+async fn start(passes: u64) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run/leger/legerd.sock");
+    let store = Store::open(&dir.path().join("state/legerd.db")).unwrap();
+    for n in 1..=passes {
+        store.insert_pass(&pass(n)).unwrap();
+    }
+    let (status_tx, status_rx) = watch::channel(doc(false));
+    let (reconcile_tx, reconcile_rx) = mpsc::channel(1);
+    let listener = bind_socket(&socket, None).unwrap();
+    let ctx = ApiContext {
+        status: status_rx,
+        store: Arc::new(Mutex::new(store)),
+        reconcile: reconcile_tx,
+    };
+    let (shutdown, shutdown_rx) = oneshot::channel();
+    let task = tokio::spawn(serve(listener, ctx, async {
+        let _ = shutdown_rx.await;
+    }));
+    let client = reqwest::Client::builder()
+        .unix_socket(socket.clone())
+        .timeout(TIMEOUT)
+        .build()
+        .unwrap();
+    Server {
+        _dir: dir,
+        socket,
+        client,
+        status_tx,
+        reconcile_rx: Some(reconcile_rx),
+        shutdown: Some(shutdown),
+        task: Some(task),
+    }
+}
+
+impl Server {
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("http://legerd{path}"))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, path: &str) -> reqwest::Response {
+        self.client
+            .post(format!("http://legerd{path}"))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+async fn api_error(resp: reqwest::Response, code: u16) -> String {
+    assert_eq!(resp.status().as_u16(), code);
+    resp.json::<ApiError>().await.unwrap().error
+}
+
+#[tokio::test]
+async fn api_status_serves_the_latest_document() {
+    let s = start(0).await;
+    let resp = s.get("/v1/status").await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["apiVersion"], leger_api_types::API_VERSION);
+    assert_eq!(v["kind"], "AgentStatus");
+    assert_eq!(
+        serde_json::from_value::<StatusDocument>(v).unwrap(),
+        doc(false)
+    );
+    s.status_tx.send(doc(true)).unwrap();
+    let got: StatusDocument = s.get("/v1/status").await.json().await.unwrap();
+    assert_eq!(got, doc(true));
+}
+
+#[tokio::test]
+async fn api_history_is_newest_first_and_limited() {
+    let s = start(25).await;
+    let all: Vec<PassRecord> = s.get("/v1/history").await.json().await.unwrap();
+    assert_eq!(all.len(), 20, "default limit");
+    assert_eq!(all[0].duration_ms, 25);
+    assert_eq!(all[19].duration_ms, 6);
+    let two: Vec<PassRecord> = s.get("/v1/history?limit=2").await.json().await.unwrap();
+    assert_eq!(
+        two.iter().map(|p| p.duration_ms).collect::<Vec<_>>(),
+        vec![25, 24]
+    );
+    let many: Vec<PassRecord> = s.get("/v1/history?limit=1000").await.json().await.unwrap();
+    assert_eq!(many.len(), 25);
+    let e = api_error(s.get("/v1/history?limit=1001").await, 400).await;
+    assert!(e.contains("1001") && e.contains("1 to 1000"), "{e}");
+    let e = api_error(s.get("/v1/history?limit=0").await, 400).await;
+    assert!(e.contains("out of range"), "{e}");
+    let e = api_error(s.get("/v1/history?limit=lots").await, 400).await;
+    assert!(e.contains("invalid query"), "{e}");
+}
+
+#[tokio::test]
+async fn api_reconcile_queues_even_when_a_pass_is_pending() {
+    let mut s = start(0).await;
+    for _ in 0..3 {
+        let resp = s.post("/v1/reconcile").await;
+        assert_eq!(resp.status().as_u16(), 200);
+        let r: ReconcileResponse = resp.json().await.unwrap();
+        assert!(r.queued);
+    }
+    let mut rx = s.reconcile_rx.take().unwrap();
+    assert!(rx.try_recv().is_ok(), "one request is queued");
+    assert!(rx.try_recv().is_err(), "the queue holds one pending pass");
+    drop(rx);
+    let e = api_error(s.post("/v1/reconcile").await, 503).await;
+    assert!(e.contains("not running"), "{e}");
+}
+
+#[tokio::test]
+async fn api_errors_are_json() {
+    let s = start(0).await;
+    let e = api_error(s.get("/v2/status").await, 404).await;
+    assert!(e.contains("/v1/status"), "{e}");
+    let e = api_error(s.get("/v1/reconcile").await, 405).await;
+    assert!(e.contains("POST"), "{e}");
+}
+
+#[tokio::test]
+async fn api_socket_has_mode_0660() {
+    let s = start(0).await;
+    let meta = std::fs::symlink_metadata(&s.socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let parent = std::fs::metadata(s.socket.parent().unwrap()).unwrap();
+    assert_eq!(parent.permissions().mode() & 0o777, 0o755);
+}
+
+fn group_to_try() -> (String, u32) {
+    let text = std::fs::read_to_string("/etc/group").unwrap();
+    let egid = rustix::process::getegid().as_raw();
+    let root = rustix::process::geteuid().is_root();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            Some((f.first()?.to_string(), f.get(2)?.parse::<u32>().ok()?))
+        })
+        // As root any group works, so prefer one that differs from ours to see the chown.
+        .find(|(_, gid)| if root { *gid != egid } else { *gid == egid })
+        .expect("a usable group in /etc/group")
+}
+
+#[tokio::test]
+async fn api_socket_is_chowned_to_the_group() {
+    let t = tempfile::tempdir().unwrap();
+    let (name, gid) = group_to_try();
+    let path = t.path().join("legerd.sock");
+    let _l = bind_socket(&path, Some(&name)).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().gid(), gid);
+    assert_eq!(
+        lookup_group(&name, Path::new("/etc/group")).unwrap(),
+        Some(gid)
+    );
+}
+
+#[tokio::test]
+async fn api_socket_with_missing_group_still_binds() {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("legerd.sock");
+    let _l = bind_socket(&path, Some("no-such-group-leger-test")).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+}
+
+#[test]
+fn lookup_group_reads_group_file() {
+    let t = tempfile::tempdir().unwrap();
+    let f = t.path().join("group");
+    std::fs::write(&f, "root:x:0:\nleger:x:977:alice,bob\nbroken\n").unwrap();
+    assert_eq!(lookup_group("leger", &f).unwrap(), Some(977));
+    assert_eq!(lookup_group("root", &f).unwrap(), Some(0));
+    assert_eq!(lookup_group("lege", &f).unwrap(), None);
+    assert_eq!(lookup_group("x", &t.path().join("nope")).unwrap(), None);
+}
+
+#[tokio::test]
+async fn api_socket_replaces_a_stale_socket_but_not_a_live_one() {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("legerd.sock");
+    // A socket file whose listener is gone, as a crashed legerd leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let live = bind_socket(&path, None).unwrap();
+    let e = bind_socket(&path, None).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+    drop(live);
+    let other = t.path().join("plain");
+    std::fs::write(&other, b"not a socket").unwrap();
+    let e = bind_socket(&other, None).unwrap_err();
+    assert!(e.to_string().contains("not a socket"), "{e}");
+    assert_eq!(std::fs::read(&other).unwrap(), b"not a socket");
+}
+
+#[tokio::test]
+async fn api_serve_shuts_down_gracefully() {
+    let mut s = start(1).await;
+    // Leave a keep-alive connection open: shutdown must close it, not wait forever.
+    assert_eq!(s.get("/v1/status").await.status().as_u16(), 200);
+    s.shutdown.take().unwrap().send(()).unwrap();
+    let result = tokio::time::timeout(TIMEOUT, s.task.take().unwrap())
+        .await
+        .expect("serve returns after shutdown")
+        .unwrap();
+    result.unwrap();
+    assert!(!s.socket.exists(), "the socket file is removed on shutdown");
+    let err = s
+        .client
+        .get("http://legerd/v1/status")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_connect(), "{err}");
+}

@@ -1,0 +1,167 @@
+//! DbusUnitManager against real systemd 257 + podman quadlets on a test bed machine,
+//! reached from the host over the machine's system bus socket.
+//!
+//! Needs root and systemd-nspawn (see tests/src/lib.rs). Each test boots its own machine.
+
+use std::fs;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use leger_e2e::{Testbed, wait_until};
+use legerd::model::UnitState;
+use legerd::systemd::{BusTarget, DbusUnitManager, SystemdError, UnitManager};
+
+/// Generous: the CI machines have 2 cores shared by two machines.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A container that runs until SIGTERM and exits 0 on it, so stops are fast.
+const LONG_RUNNING: &str =
+    r#"/bin/sh -c 'trap "exit 0" TERM; while :; do echo up; sleep 1 & wait $!; done'"#;
+
+/// Writes `<name>.container` into the machine's quadlet dir, atomically.
+fn write_container(tb: &Testbed, name: &str, exec: &str, service: &str) -> Result<()> {
+    let body = format!(
+        "[Unit]\nDescription=leger systemd_dbus test {name}\n\n\
+         [Container]\nContainerName={name}\nImage=localhost/busybox:latest\nNetwork=none\nExec={exec}\n\n\
+         [Service]\n{service}\n"
+    );
+    let dir = tb.quadlet_dir_host();
+    let tmp = dir.join(format!(".{name}.container.tmp"));
+    fs::write(&tmp, body).with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, dir.join(format!("{name}.container")))?;
+    Ok(())
+}
+
+async fn connect(tb: &Testbed) -> Result<DbusUnitManager> {
+    Ok(DbusUnitManager::connect(BusTarget::Address(tb.bus_address().to_owned()), TIMEOUT).await?)
+}
+
+fn container_id(tb: &Testbed, name: &str) -> Result<String> {
+    Ok(tb
+        .exec_ok(&["podman", "inspect", "--format", "{{.Id}}", name])?
+        .trim()
+        .to_owned())
+}
+
+fn running_containers(tb: &Testbed) -> Result<Vec<String>> {
+    Ok(tb
+        .exec_ok(&["podman", "ps", "--format", "{{.Names}}"])?
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbus_unit_manager_starts_restarts_and_stops_a_quadlet() -> Result<()> {
+    let tb = Testbed::boot("sdbus-life")?;
+    write_container(&tb, "web", LONG_RUNNING, "Restart=on-failure")?;
+    let units = connect(&tb).await?;
+
+    units.reload().await?;
+    units.start("web.service").await?;
+    let state = units.unit_state("web.service").await?;
+    assert_eq!(
+        (state.load_state.as_str(), state.active_state.as_str()),
+        ("loaded", "active"),
+        "{state:?}"
+    );
+    wait_until(TIMEOUT, "container web in podman ps", || {
+        Ok(running_containers(&tb)?.contains(&"web".to_owned()))
+    })?;
+
+    let first = container_id(&tb, "web")?;
+    units.restart("web.service").await?;
+    assert_eq!(
+        units.unit_state("web.service").await?.active_state,
+        "active"
+    );
+    let second = container_id(&tb, "web")?;
+    assert_ne!(first, second, "restart must replace the container");
+
+    units.stop("web.service").await?;
+    assert_eq!(
+        units.unit_state("web.service").await?.active_state,
+        "inactive"
+    );
+    wait_until(TIMEOUT, "container web gone from podman ps", || {
+        Ok(!running_containers(&tb)?.contains(&"web".to_owned()))
+    })?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbus_unit_manager_reports_a_container_that_exits_and_unknown_units() -> Result<()> {
+    let tb = Testbed::boot("sdbus-fail")?;
+    write_container(&tb, "crash", "/bin/sh -c 'exit 3'", "Restart=no")?;
+    // A long settle: the failure ends the wait, so only a wrong verdict would take long.
+    let units = connect(&tb).await?.with_start_settle(TIMEOUT);
+    units.reload().await?;
+
+    let started = units.start("crash.service").await;
+    if let Err(e) = &started {
+        eprintln!("start crash.service: {e}");
+    }
+    match started {
+        Err(SystemdError::UnitFailed { unit, job, .. }) => {
+            assert_eq!((unit.as_str(), job), ("crash.service", "start"));
+        }
+        Err(SystemdError::JobFailed { unit, job, result }) => {
+            assert_eq!((unit.as_str(), job), ("crash.service", "start"));
+            assert_ne!(result, "done");
+        }
+        other => panic!("start of a container that exits: {other:?}"),
+    }
+    assert_eq!(
+        units.unit_state("crash.service").await?.active_state,
+        "failed"
+    );
+
+    assert_eq!(
+        units.unit_state("no-such-unit.service").await?,
+        UnitState::unknown()
+    );
+    units.stop("no-such-unit.service").await?;
+    match units.start("no-such-unit.service").await {
+        Err(SystemdError::Call { method, unit, .. }) => {
+            assert_eq!(
+                (method, unit.as_str()),
+                ("StartUnit", "no-such-unit.service")
+            );
+        }
+        other => panic!("start of a unit without a file: {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unit_events_report_a_unit_stopped_from_inside() -> Result<()> {
+    let tb = Testbed::boot("sdbus-events")?;
+    write_container(&tb, "watched", LONG_RUNNING, "Restart=no")?;
+    let units = connect(&tb).await?;
+    units.reload().await?;
+    units.start("watched.service").await?;
+
+    let mut events = units.unit_events().await?;
+    tb.exec_ok(&["systemctl", "stop", "watched.service"])?;
+    let seen = tokio::time::timeout(TIMEOUT, async {
+        let mut seen = Vec::new();
+        while let Some(event) = events.next().await {
+            let done = event.unit == "watched.service" && event.active_state == "inactive";
+            seen.push(event);
+            if done {
+                return Ok(seen);
+            }
+        }
+        anyhow::bail!("event stream ended; saw {seen:?}")
+    })
+    .await
+    .context("no inactive event for watched.service")??;
+    let states: Vec<&str> = seen
+        .iter()
+        .filter(|e| e.unit == "watched.service")
+        .map(|e| e.active_state.as_str())
+        .collect();
+    assert_eq!(states.last(), Some(&"inactive"), "{seen:?}");
+    Ok(())
+}

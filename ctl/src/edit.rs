@@ -1,0 +1,176 @@
+//! Edits to `desired.toml`, as pure functions of the old text.
+//!
+//! Every edit ends with [`DesiredState::from_toml_str`] on the exact text that will be
+//! written, so legerctl refuses precisely what legerd would refuse. An edit never drops
+//! settings silently: switching the source keeps the `[policy]` table, and an existing
+//! file whose policy cannot be read stops the edit rather than, say, unsuspending a host.
+
+use std::time::Duration;
+
+use leger_api_types::desired::{validate_git_url, validate_subpath};
+use leger_api_types::{DesiredState, DesiredStateError, GitSourceSpec, Policy, SourceSpec};
+
+/// Why an edit was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    /// The new document is invalid; the message names the key and line.
+    #[error(transparent)]
+    Invalid(#[from] DesiredStateError),
+    /// The current file's `[policy]` could not be read, so it could not be kept.
+    #[error(
+        "the current desired state has an unreadable [policy], which would be lost: {0}; fix it, or replace the whole file with `legerctl set-desired --file FILE`"
+    )]
+    ExistingPolicy(String),
+}
+
+/// Builds a git source from command-line values.
+pub fn git_source(
+    url: &str,
+    reference: Option<&str>,
+    path: Option<&str>,
+    poll_interval: Option<Duration>,
+    allow_rewrite: bool,
+) -> SourceSpec {
+    let mut g = GitSourceSpec::new(url);
+    if let Some(r) = reference {
+        g.reference = r.to_owned();
+    }
+    g.path = path
+        .map(|p| p.trim_matches('/').to_owned())
+        .filter(|p| !p.is_empty());
+    if let Some(i) = poll_interval {
+        g.poll_interval = i;
+    }
+    g.allow_rewrite = allow_rewrite;
+    SourceSpec::Git(g)
+}
+
+/// Replaces the source of the current document (`None` when there is no file), keeping
+/// its `[policy]`, and returns the validated document and the text to write.
+pub fn replace_source(
+    current: Option<&str>,
+    source: SourceSpec,
+) -> Result<(DesiredState, String), EditError> {
+    let policy = match current {
+        None => Policy::default(),
+        Some(text) => current_policy(text)?,
+    };
+    finish(DesiredState { source, policy })
+}
+
+/// Sets `policy.suspend` in the current document and returns the validated document
+/// and the text to write. The current document must be valid: suspending a host whose
+/// desired state legerd cannot read would hide the real problem.
+pub fn set_suspend(current: &str, suspend: bool) -> Result<(DesiredState, String), EditError> {
+    let mut desired = DesiredState::from_toml_str(current)?;
+    desired.policy.suspend = suspend;
+    finish(desired)
+}
+
+/// Validates a whole document given by the user; the text is written as-is, comments
+/// and all.
+pub fn validate_file(text: &str) -> Result<DesiredState, EditError> {
+    Ok(DesiredState::from_toml_str(text)?)
+}
+
+/// Parses `--interval` the way `desired.toml` does: humantime, greater than zero.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?}: {e} (examples: \"30s\", \"5m\", \"1h\")"))?;
+    if d.is_zero() {
+        return Err(format!("duration {s:?} must be greater than zero"));
+    }
+    Ok(d)
+}
+
+/// Checks a git URL the way `desired.toml` does, for clap.
+pub fn parse_git_url(s: &str) -> Result<String, String> {
+    validate_git_url(s)?;
+    Ok(s.to_owned())
+}
+
+/// Checks `--path` the way `desired.toml` does, for clap: relative, no `.` or `..`.
+pub fn parse_subpath(s: &str) -> Result<String, String> {
+    validate_subpath(s)?;
+    Ok(s.to_owned())
+}
+
+fn current_policy(text: &str) -> Result<Policy, EditError> {
+    if let Ok(d) = DesiredState::from_toml_str(text) {
+        return Ok(d.policy);
+    }
+    // The file is invalid (likely its source, which is being replaced); keep the policy
+    // table if that part is sound.
+    let table: toml::Table = toml::from_str(text)
+        .map_err(|e| EditError::ExistingPolicy(e.to_string().trim_end().to_owned()))?;
+    match table.get("policy") {
+        None => Ok(Policy::default()),
+        Some(v) => v.clone().try_into::<Policy>().map_err(|e| {
+            EditError::ExistingPolicy(format!("policy: {}", e.to_string().trim_end()))
+        }),
+    }
+}
+
+fn finish(desired: DesiredState) -> Result<(DesiredState, String), EditError> {
+    let text = desired.to_toml_string();
+    let checked = DesiredState::from_toml_str(&text)?;
+    Ok((checked, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_source_keeps_policy() {
+        let old = "[source]\nkind = \"dir\"\npath = \"/srv/apps\"\n[policy]\nsuspend = true\nprune = false\n";
+        let src = git_source("https://h/r.git", Some("v1"), Some("/apps/"), None, false);
+        let (d, text) = replace_source(Some(old), src).unwrap();
+        assert!(d.policy.suspend && !d.policy.prune);
+        assert!(
+            text.contains("ref = \"v1\"") && text.contains("path = \"apps\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn replace_source_over_a_broken_source_keeps_a_sound_policy() {
+        let old = "[source]\nkind = \"svn\"\n[policy]\nsuspend = true\n";
+        let (d, _) =
+            replace_source(Some(old), git_source("/srv/r.git", None, None, None, true)).unwrap();
+        assert!(d.policy.suspend);
+    }
+
+    #[test]
+    fn replace_source_refuses_to_drop_a_broken_policy() {
+        let old = "[source]\nkind = \"dir\"\npath = \"/a\"\n[policy]\nsuspnd = true\n";
+        let e = replace_source(Some(old), git_source("/srv/r.git", None, None, None, false))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("suspnd") && e.contains("--file"), "{e}");
+    }
+
+    #[test]
+    fn set_suspend_flips_only_the_flag() {
+        let old = "[source]\nkind = \"dir\"\npath = \"/a\"\n[policy]\nprune = false\n";
+        let (d, text) = set_suspend(old, true).unwrap();
+        assert!(d.policy.suspend && !d.policy.prune);
+        let (d, _) = set_suspend(&text, false).unwrap();
+        assert!(!d.policy.suspend && !d.policy.prune);
+    }
+
+    #[test]
+    fn parse_interval_refuses_zero_and_garbage() {
+        assert_eq!(parse_interval("5m").unwrap(), Duration::from_secs(300));
+        assert!(
+            parse_interval("0s")
+                .unwrap_err()
+                .contains("greater than zero")
+        );
+        assert!(
+            parse_interval("soon")
+                .unwrap_err()
+                .contains("invalid duration")
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! legerctl's library: pure rendering of status and history, and the edits
+//! `set-desired`, `suspend` and `resume` make to `desired.toml`.
+//!
+//! **Architecture invariant:** nothing in legerctl starts, stops or restarts a unit, or
+//! calls podman. It edits desired state and reads status; legerd does the rest.
+
+pub mod edit;
+pub mod render;

@@ -1,0 +1,392 @@
+//! Human output for `legerctl status` and `legerctl history`.
+//!
+//! Pure functions of the documents legerd serves, so they are tested with fixtures and
+//! never need a running legerd. Scripts should use `--json`, which is stable; this text
+//! may change between releases.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use leger_api_types::{PassRecord, StatusDocument};
+
+/// How many characters of a revision `history` shows; enough to be unique in practice.
+pub const SHORT_REVISION: usize = 12;
+
+/// Renders the status document for people.
+pub fn render_status(doc: &StatusDocument) -> String {
+    let mut out = String::new();
+    let spec = &doc.spec;
+    let st = &doc.status;
+    let source = match (&spec.source_kind, &spec.source) {
+        (Some(kind), Some(src)) => format!("{kind} {src}"),
+        (None, Some(src)) => src.clone(),
+        _ => "none (no valid desired.toml loaded yet)".to_owned(),
+    };
+    let _ = writeln!(out, "Source:     {source}");
+    if let Some(r) = &spec.reference {
+        let _ = writeln!(out, "Ref:        {r}");
+    }
+    if let Some(p) = &spec.path {
+        let _ = writeln!(out, "Path:       {p}");
+    }
+    if spec.suspended {
+        let _ = writeln!(
+            out,
+            "Suspended:  yes (legerd fetches and reports, changes nothing; `legerctl resume` to undo)"
+        );
+    }
+    let _ = writeln!(out, "Fetched:    {}", opt(&st.fetched_revision));
+    let _ = writeln!(out, "Applied:    {}", opt(&st.applied_revision));
+    if !st.mode.is_empty() || !st.agent_version.is_empty() {
+        let _ = writeln!(
+            out,
+            "Agent:      legerd {} ({} mode)",
+            st.agent_version, st.mode
+        );
+    }
+    if let Some(e) = &st.desired_state_error {
+        let _ = writeln!(
+            out,
+            "Desired state error: {e}\n  (the last good desired state stays in force)"
+        );
+    }
+
+    let _ = writeln!(out, "\nConditions:");
+    if st.conditions.is_empty() {
+        let _ = writeln!(out, "  (none reported yet)");
+    }
+    let type_w = st
+        .conditions
+        .iter()
+        .map(|c| c.type_.len())
+        .max()
+        .unwrap_or(0);
+    let reason_w = st
+        .conditions
+        .iter()
+        .map(|c| c.reason.len())
+        .max()
+        .unwrap_or(0);
+    for c in &st.conditions {
+        let _ = writeln!(
+            out,
+            "  {:type_w$}  {:7}  {:reason_w$}  {}",
+            c.type_,
+            format!("{:?}", c.status),
+            c.reason,
+            c.message
+        );
+    }
+
+    let _ = writeln!(out, "\nApps:");
+    if st.apps.is_empty() {
+        let _ = writeln!(out, "  (none installed)");
+    }
+    let unit_w = st
+        .apps
+        .iter()
+        .flat_map(|a| a.units.iter().map(|u| u.name.len()))
+        .max()
+        .unwrap_or(0);
+    for app in &st.apps {
+        let _ = writeln!(out, "  {}", app.name);
+        if app.units.is_empty() {
+            let _ = writeln!(out, "    (no units)");
+        }
+        for u in &app.units {
+            let _ = writeln!(
+                out,
+                "    {:unit_w$}  {} ({})",
+                u.name, u.active_state, u.sub_state
+            );
+        }
+    }
+
+    let _ = writeln!(out, "\nLast pass:");
+    match &st.last_pass {
+        None => {
+            let _ = writeln!(out, "  none yet");
+        }
+        Some(p) => {
+            let _ = writeln!(
+                out,
+                "  #{} {} at {}, took {} (trigger: {}, revision: {})",
+                p.id,
+                p.outcome.as_str(),
+                p.started_at,
+                duration(p.duration_ms),
+                p.trigger,
+                p.revision.as_deref().map(short).unwrap_or("-")
+            );
+            if let Some(e) = &p.error {
+                let _ = writeln!(out, "  error: {}", one_line(e));
+            }
+        }
+    }
+    out
+}
+
+/// Renders passes (newest first, as the API returns them) as a table.
+pub fn render_history(passes: &[PassRecord]) -> String {
+    if passes.is_empty() {
+        return "no passes recorded yet\n".to_owned();
+    }
+    let header = [
+        "ID", "STARTED", "DURATION", "TRIGGER", "REVISION", "OUTCOME", "ERROR",
+    ];
+    let rows: Vec<[String; 7]> = passes
+        .iter()
+        .map(|p| {
+            [
+                p.id.to_string(),
+                p.started_at.clone(),
+                duration(p.duration_ms),
+                p.trigger.clone(),
+                p.revision.as_deref().map(short).unwrap_or("-").to_owned(),
+                p.outcome.as_str().to_owned(),
+                p.error.as_deref().map(one_line).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{:w$}  ", cell, w = widths[i]);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+fn opt(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("-")
+}
+
+fn short(rev: &str) -> &str {
+    match rev.char_indices().nth(SHORT_REVISION) {
+        Some((i, _)) => &rev[..i],
+        None => rev,
+    }
+}
+
+fn duration(ms: u64) -> String {
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leger_api_types::{
+        AgentStatus, AppStatus, Condition, ConditionStatus, PassOutcome, StatusSpec, UnitStatus,
+    };
+
+    fn pass(id: i64, outcome: PassOutcome, error: Option<&str>) -> PassRecord {
+        PassRecord {
+            id,
+            started_at: "2025-03-04T05:06:07Z".into(),
+            finished_at: "2025-03-04T05:06:08Z".into(),
+            duration_ms: 1500,
+            trigger: "poll".into(),
+            revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            outcome,
+            actions: vec![],
+            error: error.map(str::to_owned),
+        }
+    }
+
+    fn fixture() -> StatusDocument {
+        StatusDocument::new(
+            StatusSpec {
+                source_kind: Some("git".into()),
+                source: Some("https://git.example.org/fleet.git".into()),
+                reference: Some("main".into()),
+                path: Some("apps".into()),
+                suspended: true,
+            },
+            AgentStatus {
+                agent_version: "0.1.0".into(),
+                mode: "system".into(),
+                fetched_revision: Some("fedcba9876543210fedcba9876543210fedcba98".into()),
+                applied_revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
+                conditions: vec![
+                    Condition {
+                        type_: "Ready".into(),
+                        status: ConditionStatus::False,
+                        reason: "UnitFailed".into(),
+                        message: "web.service is failed".into(),
+                        last_transition_time: "2025-03-04T05:06:08Z".into(),
+                    },
+                    Condition {
+                        type_: "Stalled".into(),
+                        status: ConditionStatus::Unknown,
+                        reason: "Starting".into(),
+                        message: "no pass yet".into(),
+                        last_transition_time: "2025-03-04T05:06:08Z".into(),
+                    },
+                ],
+                apps: vec![AppStatus {
+                    name: "web".into(),
+                    units: vec![
+                        UnitStatus {
+                            name: "web-net-network.service".into(),
+                            active_state: "active".into(),
+                            sub_state: "exited".into(),
+                        },
+                        UnitStatus {
+                            name: "web.service".into(),
+                            active_state: "failed".into(),
+                            sub_state: "failed".into(),
+                        },
+                    ],
+                }],
+                last_pass: Some(pass(
+                    42,
+                    PassOutcome::Failed,
+                    Some("start web.service:\n timeout"),
+                )),
+                desired_state_error: Some("invalid desired state: unknown field `purge`".into()),
+            },
+        )
+    }
+
+    fn has_line(out: &str, parts: &[&str]) -> bool {
+        out.lines().any(|l| parts.iter().all(|p| l.contains(p)))
+    }
+
+    #[test]
+    fn render_status_shows_source_revisions_and_suspension() {
+        let out = render_status(&fixture());
+        assert!(
+            has_line(&out, &["Source:", "git https://git.example.org/fleet.git"]),
+            "{out}"
+        );
+        assert!(has_line(&out, &["Ref:", "main"]), "{out}");
+        assert!(has_line(&out, &["Path:", "apps"]), "{out}");
+        assert!(
+            has_line(
+                &out,
+                &["Fetched:", "fedcba9876543210fedcba9876543210fedcba98"]
+            ),
+            "{out}"
+        );
+        assert!(
+            has_line(
+                &out,
+                &["Applied:", "0123456789abcdef0123456789abcdef01234567"]
+            ),
+            "{out}"
+        );
+        assert!(has_line(&out, &["Suspended:", "legerctl resume"]), "{out}");
+        assert!(has_line(&out, &["Desired state error:", "purge"]), "{out}");
+    }
+
+    #[test]
+    fn render_status_shows_conditions_units_and_last_pass() {
+        let out = render_status(&fixture());
+        assert!(
+            has_line(
+                &out,
+                &["Ready", "False", "UnitFailed", "web.service is failed"]
+            ),
+            "{out}"
+        );
+        assert!(
+            has_line(&out, &["Stalled", "Unknown", "Starting", "no pass yet"]),
+            "{out}"
+        );
+        assert!(has_line(&out, &["web.service", "failed (failed)"]), "{out}");
+        assert!(
+            has_line(&out, &["web-net-network.service", "active (exited)"]),
+            "{out}"
+        );
+        assert!(
+            has_line(
+                &out,
+                &[
+                    "#42",
+                    "failed",
+                    "2025-03-04T05:06:07Z",
+                    "1s 500ms",
+                    "poll",
+                    "0123456789ab"
+                ]
+            ),
+            "{out}"
+        );
+        assert!(
+            has_line(&out, &["error: start web.service: timeout"]),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn render_status_of_a_fresh_agent_says_what_is_missing() {
+        let doc = StatusDocument::new(StatusSpec::default(), AgentStatus::default());
+        let out = render_status(&doc);
+        assert!(
+            has_line(&out, &["Source:", "no valid desired.toml"]),
+            "{out}"
+        );
+        assert!(has_line(&out, &["Applied:", "-"]), "{out}");
+        assert!(has_line(&out, &["none installed"]), "{out}");
+        assert!(has_line(&out, &["none yet"]), "{out}");
+        assert!(!out.contains("Suspended"), "{out}");
+    }
+
+    #[test]
+    fn render_history_is_a_table_with_short_revisions() {
+        let out = render_history(&[
+            pass(
+                2,
+                PassOutcome::Failed,
+                Some("fetch failed:\nconnection refused"),
+            ),
+            pass(1, PassOutcome::Applied, None),
+        ]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(has_line(
+            &out,
+            &[
+                "ID", "STARTED", "DURATION", "TRIGGER", "REVISION", "OUTCOME", "ERROR"
+            ]
+        ));
+        assert!(
+            lines[1].starts_with("2 ") && lines[1].contains("fetch failed: connection refused"),
+            "{out}"
+        );
+        assert!(
+            lines[2].starts_with("1 ") && lines[2].contains("applied"),
+            "{out}"
+        );
+        assert!(
+            lines[1].contains("0123456789ab ") && !lines[1].contains("0123456789abc"),
+            "{out}"
+        );
+        // Columns line up: OUTCOME starts at the same offset in every row.
+        let col = lines[0].find("OUTCOME").unwrap();
+        assert_eq!(&lines[1][col..col + 6], "failed");
+        assert_eq!(&lines[2][col..col + 7], "applied");
+        assert_eq!(render_history(&[]), "no passes recorded yet\n");
+    }
+}

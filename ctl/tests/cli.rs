@@ -1,0 +1,410 @@
+//! The legerctl binary against a desired file in a temp dir and a real legerd API
+//! server on a Unix socket.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use leger_api_types::{
+    AgentStatus, AppStatus, Condition, ConditionStatus, DesiredState, PassOutcome, PassRecord,
+    SourceSpec, StatusDocument, StatusSpec, UnitStatus,
+};
+use legerd::api::{ApiContext, bind_socket, serve};
+use legerd::store::Store;
+use tokio::sync::{mpsc, oneshot};
+
+const VALID: &str = "# hand-written\n[source]\nkind = \"dir\"\npath = \"/srv/apps\"\n\n[policy]\nsuspend = true\nprune = false\n";
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn desired(&self) -> PathBuf {
+        self.dir.path().join("etc/leger/desired.toml")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("run/leger/legerd.sock")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_legerctl"));
+        c.env_remove("LEGER_SOCKET")
+            .env_remove("LEGER_DESIRED_FILE")
+            .arg("--desired-file")
+            .arg(self.desired())
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn run_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn write_desired(&self, text: &str) {
+        std::fs::create_dir_all(self.desired().parent().unwrap()).unwrap();
+        std::fs::write(self.desired(), text).unwrap();
+    }
+
+    fn read_desired(&self) -> String {
+        std::fs::read_to_string(self.desired()).unwrap()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+#[test]
+fn cli_set_desired_git_writes_a_valid_file() {
+    let env = Env::new();
+    let o = env.run(&[
+        "set-desired",
+        "git",
+        "https://git.example.org/fleet.git",
+        "--ref",
+        "v1.4",
+        "--path",
+        "hosts/web",
+        "--interval",
+        "5m",
+        "--allow-rewrite",
+    ]);
+    assert_code(&o, 0);
+    let text = env.read_desired();
+    assert!(stdout(&o).contains(&text), "prints what was written");
+    let d = DesiredState::from_toml_str(&text).unwrap();
+    let SourceSpec::Git(g) = d.source else {
+        panic!("git source expected: {text}")
+    };
+    assert_eq!(g.url, "https://git.example.org/fleet.git");
+    assert_eq!(g.reference, "v1.4");
+    assert_eq!(g.path.as_deref(), Some("hosts/web"));
+    assert_eq!(g.poll_interval, Duration::from_secs(300));
+    assert!(g.allow_rewrite);
+    assert_eq!(
+        std::fs::metadata(env.desired())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644
+    );
+}
+
+#[test]
+fn cli_set_desired_dir_keeps_the_policy() {
+    let env = Env::new();
+    env.write_desired(VALID);
+    let o = env.run(&["set-desired", "dir", "/srv/other"]);
+    assert_code(&o, 0);
+    let d = DesiredState::from_toml_str(&env.read_desired()).unwrap();
+    assert_eq!(
+        d.source,
+        SourceSpec::Dir(leger_api_types::DirSourceSpec {
+            path: "/srv/other".into()
+        })
+    );
+    assert!(d.policy.suspend && !d.policy.prune, "{:?}", d.policy);
+}
+
+#[test]
+fn cli_set_desired_file_is_written_as_is() {
+    let env = Env::new();
+    let src = env.dir.path().join("in.toml");
+    std::fs::write(&src, VALID).unwrap();
+    let o = env.run(&["set-desired", "--file", src.to_str().unwrap()]);
+    assert_code(&o, 0);
+    assert_eq!(env.read_desired(), VALID);
+    let stdin_doc = VALID.replace("/srv/apps", "/srv/from-stdin");
+    let o = env.run_stdin(&["set-desired", "--file", "-"], &stdin_doc);
+    assert_code(&o, 0);
+    assert_eq!(env.read_desired(), stdin_doc);
+}
+
+#[test]
+fn cli_set_desired_file_refuses_bad_documents_naming_the_key() {
+    let env = Env::new();
+    env.write_desired(VALID);
+    let cases = [
+        (
+            "[source]\nkind = \"git\"\nurl = \"https://h/r.git\"\nbranch = \"main\"\n",
+            "branch",
+        ),
+        ("[source]\nkind = \"git\"\nurl = \"ftp://h/r.git\"\n", "url"),
+        (
+            "[source]\nkind = \"git\"\nurl = \"https://h/r.git\"\npoll_interval = \"soon\"\n",
+            "poll_interval",
+        ),
+    ];
+    for (doc, key) in cases {
+        let o = env.run_stdin(&["set-desired", "--file", "-"], doc);
+        assert_code(&o, 1);
+        let e = stderr(&o);
+        assert!(e.contains(key) && e.contains("unchanged"), "{key}: {e}");
+        assert_eq!(env.read_desired(), VALID, "the old file is untouched");
+    }
+}
+
+#[test]
+fn cli_usage_errors_exit_2() {
+    let env = Env::new();
+    for args in [
+        &["set-desired", "git", "https://h/r.git", "--interval", "0s"][..],
+        &["set-desired", "git", "ftp://h/r.git"],
+        &["set-desired"],
+        &["history", "-n", "0"],
+        &["frobnicate"],
+    ] {
+        let o = env.run(args);
+        assert_code(&o, 2);
+    }
+    assert!(!env.desired().exists());
+}
+
+#[test]
+fn cli_set_desired_refuses_an_escaping_path_as_usage() {
+    let env = Env::new();
+    let o = env.run(&["set-desired", "git", "https://h/r.git", "--path", "../etc"]);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains(".."), "{}", stderr(&o));
+    assert!(!env.desired().exists());
+}
+
+#[test]
+fn cli_suspend_and_resume_flip_the_flag() {
+    let env = Env::new();
+    let o = env.run(&["suspend"]);
+    assert_code(&o, 1);
+    assert!(stderr(&o).contains("set-desired"), "{}", stderr(&o));
+    env.write_desired(&VALID.replace("suspend = true", "suspend = false"));
+    let o = env.run(&["suspend"]);
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("suspended"), "{}", stdout(&o));
+    let d = DesiredState::from_toml_str(&env.read_desired()).unwrap();
+    assert!(d.policy.suspend && !d.policy.prune);
+    let o = env.run(&["resume"]);
+    assert_code(&o, 0);
+    let d = DesiredState::from_toml_str(&env.read_desired()).unwrap();
+    assert!(!d.policy.suspend && !d.policy.prune);
+}
+
+#[test]
+fn cli_get_desired_prints_the_file_or_how_to_set_one() {
+    let env = Env::new();
+    let o = env.run(&["get-desired"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("legerctl set-desired"),
+        "{}",
+        stderr(&o)
+    );
+    env.write_desired(VALID);
+    let o = env.run(&["get-desired"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), VALID);
+}
+
+#[test]
+fn cli_status_without_legerd_says_it_is_not_running() {
+    let env = Env::new();
+    let o = env.run(&["status"]);
+    assert_code(&o, 1);
+    let e = stderr(&o);
+    assert!(
+        e.contains("legerd is not running (no socket at")
+            && e.contains(env.socket().to_str().unwrap())
+            && e.contains("`systemctl start legerd`"),
+        "{e}"
+    );
+    let o = env.run(&["--user", "reconcile"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("`systemctl --user start legerd`"),
+        "{}",
+        stderr(&o)
+    );
+    // A socket left behind by a crashed legerd: it exists but nobody answers.
+    std::fs::create_dir_all(env.socket().parent().unwrap()).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(env.socket()).unwrap());
+    let o = env.run(&["history"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("legerd is not running"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+fn status_doc() -> StatusDocument {
+    StatusDocument::new(
+        StatusSpec {
+            source_kind: Some("git".into()),
+            source: Some("https://git.example.org/fleet.git".into()),
+            reference: Some("main".into()),
+            path: None,
+            suspended: false,
+        },
+        AgentStatus {
+            agent_version: "0.1.0".into(),
+            mode: "system".into(),
+            fetched_revision: Some("aaaabbbbccccddddeeeeffff0000111122223333".into()),
+            applied_revision: Some("aaaabbbbccccddddeeeeffff0000111122223333".into()),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: ConditionStatus::False,
+                reason: "UnitFailed".into(),
+                message: "web.service did not reach active".into(),
+                last_transition_time: "2025-03-04T05:06:07Z".into(),
+            }],
+            apps: vec![AppStatus {
+                name: "web".into(),
+                units: vec![UnitStatus {
+                    name: "web.service".into(),
+                    active_state: "failed".into(),
+                    sub_state: "failed".into(),
+                }],
+            }],
+            last_pass: None,
+            desired_state_error: None,
+        },
+    )
+}
+
+async fn run_async(env: &Env, args: &[&str]) -> Output {
+    let mut c = env.command(args);
+    tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn store_with_pass(path: &Path) -> Store {
+    let store = Store::open(path).unwrap();
+    store
+        .insert_pass(&PassRecord {
+            id: 0,
+            started_at: "2025-03-04T05:06:07Z".into(),
+            finished_at: "2025-03-04T05:06:09Z".into(),
+            duration_ms: 2000,
+            trigger: "startup".into(),
+            revision: Some("aaaabbbbccccddddeeeeffff0000111122223333".into()),
+            outcome: PassOutcome::Failed,
+            actions: vec!["start web.service".into()],
+            error: Some("web.service failed".into()),
+        })
+        .unwrap();
+    store
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_status_history_and_reconcile_talk_to_legerd() {
+    let env = Env::new();
+    let listener = bind_socket(&env.socket(), None).unwrap();
+    let (_status_tx, status_rx) = tokio::sync::watch::channel(status_doc());
+    let (reconcile_tx, mut reconcile_rx) = mpsc::channel(1);
+    let ctx = ApiContext {
+        status: status_rx,
+        store: Arc::new(Mutex::new(store_with_pass(
+            &env.dir.path().join("state/legerd.db"),
+        ))),
+        reconcile: reconcile_tx,
+    };
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, ctx, async {
+        let _ = stop_rx.await;
+    }));
+
+    let o = run_async(&env, &["status"]).await;
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.lines().any(|l| l.contains("Ready")
+            && l.contains("False")
+            && l.contains("UnitFailed")
+            && l.contains("web.service did not reach active")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("web.service") && l.contains("failed")),
+        "{out}"
+    );
+
+    let o = run_async(&env, &["status", "--json"]).await;
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["apiVersion"], leger_api_types::API_VERSION);
+    assert_eq!(
+        serde_json::from_value::<StatusDocument>(v).unwrap(),
+        status_doc()
+    );
+
+    let o = run_async(&env, &["history", "-n", "5"]).await;
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.lines().any(|l| l.contains("startup")
+            && l.contains("aaaabbbbcccc")
+            && l.contains("failed")
+            && l.contains("web.service failed")),
+        "{out}"
+    );
+
+    let o = run_async(&env, &["reconcile"]).await;
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o).trim(), "reconcile queued");
+    tokio::time::timeout(Duration::from_secs(60), reconcile_rx.recv())
+        .await
+        .expect("a reconcile request arrives")
+        .expect("channel open");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), server)
+        .await
+        .expect("server stops")
+        .unwrap()
+        .unwrap();
+}
