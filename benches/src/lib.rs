@@ -10,11 +10,14 @@
 //! figures from two runs compare.
 
 use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
 use std::sync::Arc;
 
 use leger_config::Limits;
 use legerd::assemble::assemble;
 use legerd::model::{DesiredTree, ManagedFile, Observed, Snapshot, UnitState, install_key};
+use legerd::store::InventoryEntry;
 
 /// Limits roomy enough for the largest fixture (3 files per app, 1,000 apps), so the
 /// benches measure work, not refusals.
@@ -92,7 +95,10 @@ pub fn app_files(i: usize, generation: u32) -> Vec<(String, Vec<u8>)> {
         (format!("{app}/{app}.container"), container.into_bytes()),
         (format!("{app}/{app}-data.volume"), volume.into_bytes()),
         (format!("{app}/{app}.env"), env.into_bytes()),
-        (format!("{app}/README.md"), format!("# {app}\n").into_bytes()),
+        (
+            format!("{app}/README.md"),
+            format!("# {app}\n").into_bytes(),
+        ),
     ]
 }
 
@@ -135,16 +141,54 @@ pub fn active_unit() -> UnitState {
     }
 }
 
+/// The quadlet file each unit comes from, keyed by relative path in its app.
+fn unit_of(app: &legerd::model::App) -> BTreeMap<&str, &str> {
+    app.units
+        .iter()
+        .map(|u| (u.source_file.as_str(), u.name.as_str()))
+        .collect()
+}
+
+/// The inventory a previous apply of `tree` left behind, every entry at its revision.
+pub fn inventory(tree: &DesiredTree) -> Vec<InventoryEntry> {
+    let mut entries = Vec::new();
+    for app in tree.apps.values() {
+        let units = unit_of(app);
+        for (rel, file) in &app.files {
+            entries.push(InventoryEntry {
+                key: install_key(&app.name, rel),
+                app: app.name.clone(),
+                hash: file.hash,
+                unit: units.get(rel.as_str()).map(|u| u.to_string()),
+                revision: tree.revision.clone(),
+                installed_at: "2026-01-01T00:00:00Z".into(),
+            });
+        }
+    }
+    entries
+}
+
+/// Writes every file of `tree` under `quadlet_dir` (`<dir>/<app>/<rel>`), as a
+/// previous apply would have.
+pub fn install(tree: &DesiredTree, quadlet_dir: &Path) -> io::Result<()> {
+    for app in tree.apps.values() {
+        for (rel, file) in &app.files {
+            let path = quadlet_dir.join(install_key(&app.name, rel));
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, &file.content)?;
+        }
+    }
+    Ok(())
+}
+
 /// What the host looks like right after `tree` was applied: every file managed with
 /// the hash on disk equal to the installed one, every unit active.
 pub fn converged(tree: &DesiredTree) -> Observed {
     let mut observed = Observed::default();
     for app in tree.apps.values() {
-        let unit_of: BTreeMap<&str, &str> = app
-            .units
-            .iter()
-            .map(|u| (u.source_file.as_str(), u.name.as_str()))
-            .collect();
+        let units = unit_of(app);
         for (rel, file) in &app.files {
             observed.managed.insert(
                 install_key(&app.name, rel),
@@ -152,7 +196,7 @@ pub fn converged(tree: &DesiredTree) -> Observed {
                     app: app.name.clone(),
                     installed: file.hash,
                     on_disk: Some(file.hash),
-                    unit: unit_of.get(rel.as_str()).map(|u| u.to_string()),
+                    unit: units.get(rel.as_str()).map(|u| u.to_string()),
                 },
             );
         }
@@ -188,6 +232,18 @@ mod tests {
                     format!("{}.service", app.name)
                 ]
             );
+        }
+    }
+
+    #[test]
+    fn inventory_matches_converged_observation() {
+        let tree = desired(4, None);
+        let observed = converged(&tree);
+        let entries = inventory(&tree);
+        assert_eq!(entries.len(), observed.managed.len());
+        for e in &entries {
+            let m = &observed.managed[&e.key];
+            assert_eq!((&e.app, e.hash, &e.unit), (&m.app, m.installed, &m.unit));
         }
     }
 
