@@ -50,6 +50,8 @@ pub struct GitSource {
     limits: Limits,
     /// The URL with credentials replaced, for every message.
     display_url: String,
+    /// The last snapshot read; its files are shared (`Arc`), so keeping it is cheap.
+    last_snapshot: Option<Snapshot>,
 }
 
 /// What a fetch did on the wire, for metrics and for tests that check idle polls stay
@@ -91,6 +93,7 @@ impl GitSource {
             cache_dir,
             limits,
             display_url,
+            last_snapshot: None,
         }
     }
 
@@ -150,14 +153,23 @@ impl GitSource {
             self.check_descends(&repo, applied, commit)?;
         }
 
+        let revision = commit.to_hex().to_string();
+        if let Some(last) = self
+            .last_snapshot
+            .as_ref()
+            .filter(|s| s.revision == revision)
+        {
+            // An idle poll: the commit is the one read last time, and commits are
+            // immutable, so skip re-reading thousands of blobs.
+            return Ok(GitFetch {
+                snapshot: last.clone(),
+                stats,
+            });
+        }
         let files = self.read_tree(&repo, commit)?;
-        Ok(GitFetch {
-            snapshot: Snapshot {
-                revision: commit.to_hex().to_string(),
-                files,
-            },
-            stats,
-        })
+        let snapshot = Snapshot { revision, files };
+        self.last_snapshot = Some(snapshot.clone());
+        Ok(GitFetch { snapshot, stats })
     }
 
     fn cache_error(&self, reason: impl std::fmt::Display) -> SourceError {
