@@ -42,6 +42,21 @@ pub fn failed(revision: Option<&str>, reason: &str, message: &str) {
     );
 }
 
+/// A revision failed its health gate and the last good one was put back.
+pub fn rolled_back(bad: &str, good: &str, unit: &str, message: &str) {
+    tracing::error!(
+        message_id = MESSAGE_ID_ROLLED_BACK,
+        leger_revision = bad,
+        leger_unit = unit,
+        leger_action = "rollback",
+        leger_outcome = "rolled_back",
+        rolled_back_to = good,
+        "revision {} rolled back to {}: {message}",
+        crate::reconciler::short(bad),
+        crate::reconciler::short(good)
+    );
+}
+
 /// Drift was seen (and corrected when self-heal is on).
 pub fn drift(revision: &str, d: &Drift) {
     if d.corrected {

@@ -20,11 +20,13 @@ use leger_config::Settings;
 
 use crate::apply::{ApplyTarget, apply};
 use crate::assemble::assemble;
+use crate::health::{self, GateFailure};
 use crate::journal;
 use crate::model::{DesiredTree, Snapshot};
 use crate::observe::observe;
 use crate::plan::{PlanPolicy, plan};
 use crate::quadlet::generator;
+use crate::revisions::RevisionStore;
 use crate::source::SourceError;
 use crate::source::dir::DirSource;
 use crate::source::git::GitSource;
@@ -57,6 +59,8 @@ struct Failure {
     message: String,
     /// Stalled: legerd cannot make progress without outside help.
     stalled: bool,
+    /// How the pass is recorded: `Failed`, or `RolledBack` (a failure too).
+    outcome: PassOutcome,
 }
 
 impl Failure {
@@ -65,9 +69,13 @@ impl Failure {
             reason,
             message: message.into(),
             stalled,
+            outcome: PassOutcome::Failed,
         }
     }
 }
+
+/// How many validated revisions the revision store keeps for rollbacks and pins.
+const REVISIONS_KEPT: usize = 10;
 
 /// Carries state from pass to pass.
 #[derive(Debug)]
@@ -411,6 +419,7 @@ impl<U: UnitManager> Reconciler<U> {
             })?;
             revision = Some(snapshot.revision.clone());
             self.fetched_revision = Some(snapshot.revision.clone());
+            self.refuse_failed_revision(&snapshot.revision)?;
             let tree = self.validate(&snapshot)?;
             drop(snapshot);
             let inventory = self
@@ -442,21 +451,37 @@ impl<U: UnitManager> Reconciler<U> {
             });
             let report = report?;
             actions = report.done.clone();
-            self.refresh_apps(&tree).await;
-            *self.managed_units.write().expect("units lock") =
-                tree.apps.values().flat_map(|a| a.units.iter().map(|u| u.name.clone())).collect();
-            self.applied_revision = Some(tree.revision.clone());
-            let _ = self.store.lock().expect("store lock").record_revision(&tree.revision, RevisionState::Applied, None);
-            if !report.unit_failures.is_empty() {
-                let lines: Vec<String> =
-                    report.unit_failures.iter().map(|f| format!("{} {}: {}", f.action, f.unit, f.error)).collect();
-                return Err(Failure::new(reason::UNIT_FAILED, lines.join("; "), false));
-            }
-            if plan.is_empty() {
-                Ok(PassOutcome::Noop)
-            } else {
-                journal::applied(&tree.revision, &actions);
-                Ok(PassOutcome::Applied)
+            // A unit job that failed is a failed gate; otherwise watch what was started.
+            let gate = match report.unit_failures.first() {
+                Some(f) => Err(GateFailure {
+                    unit: f.unit.clone(),
+                    app: f.app.clone(),
+                    reason: format!("{} failed: {}", f.action, f.error),
+                }),
+                None => {
+                    let targets = health::units_to_gate(&plan, &tree);
+                    let h = &self.settings.health;
+                    health::gate(&*self.units, &targets, h.timeout, h.settle).await
+                }
+            };
+            let is_new_revision = self.applied_revision.as_deref() != Some(tree.revision.as_str());
+            match gate {
+                Ok(()) => {
+                    self.record_good(&tree).await;
+                    if plan.is_empty() {
+                        Ok(PassOutcome::Noop)
+                    } else {
+                        journal::applied(&tree.revision, &actions);
+                        Ok(PassOutcome::Applied)
+                    }
+                }
+                // The revision ran before: this is a unit failing on its own, not a
+                // bad revision. Retry with backoff; rolling back would not help.
+                Err(g) if !is_new_revision => {
+                    self.refresh_apps(&tree).await;
+                    Err(Failure::new(reason::UNIT_FAILED, format!("{}: {}", g.unit, g.reason), false))
+                }
+                Err(g) => Err(self.roll_back(&tree, &desired, g, &mut actions).await),
             }
         }
         .await;
@@ -467,9 +492,11 @@ impl<U: UnitManager> Reconciler<U> {
                 (o, None, None)
             }
             Err(f) => {
-                journal::failed(revision.as_deref(), f.reason, &f.message);
+                if f.outcome != PassOutcome::RolledBack {
+                    journal::failed(revision.as_deref(), f.reason, &f.message);
+                }
                 self.on_failure(&f);
-                (PassOutcome::Failed, Some(f.message), Some(f.reason))
+                (f.outcome, Some(f.message), Some(f.reason))
             }
         };
         let mut record = PassRecord {
@@ -490,6 +517,180 @@ impl<U: UnitManager> Reconciler<U> {
         PassResult {
             record,
             failure_cause,
+        }
+    }
+
+    /// A revision that failed its health gate is not tried again until the source
+    /// moves past it: retrying a known-bad revision on every poll would flap the
+    /// host between bad and good.
+    fn refuse_failed_revision(&self, revision: &str) -> Result<(), Failure> {
+        let state = self
+            .store
+            .lock()
+            .expect("store lock")
+            .revision(revision)
+            .ok()
+            .flatten();
+        match state {
+            Some(r) if r.state == RevisionState::Failed => Err(Failure::new(
+                reason::ROLLED_BACK,
+                format!(
+                    "revision {} failed its health gate and was rolled back; waiting for a newer revision. {}",
+                    short(revision),
+                    r.error.unwrap_or_default()
+                ),
+                true,
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a revision that passed the gate as the host's good revision.
+    async fn record_good(&mut self, tree: &DesiredTree) {
+        self.refresh_apps(tree).await;
+        *self.managed_units.write().expect("units lock") = tree
+            .apps
+            .values()
+            .flat_map(|a| a.units.iter().map(|u| u.name.clone()))
+            .collect();
+        self.applied_revision = Some(tree.revision.clone());
+        let _ = self.store.lock().expect("store lock").record_revision(
+            &tree.revision,
+            RevisionState::Applied,
+            None,
+        );
+        let revisions = self.revision_store();
+        if let Err(e) = revisions
+            .save(tree)
+            .and_then(|()| revisions.keep_newest(REVISIONS_KEPT, &tree.revision))
+        {
+            tracing::warn!(error = %e, "cannot keep the revision for rollbacks");
+        }
+    }
+
+    fn revision_store(&self) -> RevisionStore {
+        RevisionStore::new(self.settings.paths.state_dir.join("revisions"))
+    }
+
+    /// Puts the last good revision back after `bad` failed its gate, and returns the
+    /// failure the pass reports. The bad revision is marked so it is not retried.
+    async fn roll_back(
+        &mut self,
+        bad: &DesiredTree,
+        desired: &DesiredState,
+        g: GateFailure,
+        actions: &mut Vec<String>,
+    ) -> Failure {
+        let user = self.settings.mode == leger_config::Mode::User;
+        let tail = health::last_journal_lines(&g.unit, user, 8).await;
+        let mut message = format!("{} of app {} {}", g.unit, g.app, g.reason);
+        if !tail.is_empty() {
+            message.push_str(&format!("; last log lines:\n{tail}"));
+        }
+        let _ = self.store.lock().expect("store lock").record_revision(
+            &bad.revision,
+            RevisionState::Failed,
+            Some(&message),
+        );
+        let Some(good_rev) = self.applied_revision.clone() else {
+            self.refresh_apps(bad).await;
+            return Failure::new(
+                reason::HEALTH_CHECK_FAILED,
+                format!(
+                    "revision {} failed its health gate and there is no earlier revision to roll back to: {message}",
+                    short(&bad.revision)
+                ),
+                true,
+            );
+        };
+        let good = match self.revision_store().load(&good_rev) {
+            Ok(Some(snapshot)) => {
+                assemble(&snapshot, &self.settings.limits).map_err(|e| e.to_string())
+            }
+            Ok(None) => Err("it is not in the revision store".to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        let good = match good {
+            Ok(t) => t,
+            Err(e) => {
+                self.refresh_apps(bad).await;
+                return Failure::new(
+                    reason::HEALTH_CHECK_FAILED,
+                    format!(
+                        "revision {} failed its health gate; cannot roll back to {}: {e}. {message}",
+                        short(&bad.revision),
+                        short(&good_rev)
+                    ),
+                    true,
+                );
+            }
+        };
+        let result = async {
+            let inventory = self
+                .store
+                .lock()
+                .expect("store lock")
+                .inventory()
+                .map_err(|e| e.to_string())?;
+            let observed = observe(
+                &good,
+                &inventory,
+                &self.settings.paths.quadlet_dir,
+                &*self.units,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let plan = plan(&good, &observed, PlanPolicy::from(&desired.policy))
+                .map_err(|e| e.to_string())?;
+            let target = ApplyTarget {
+                quadlet_dir: &self.settings.paths.quadlet_dir,
+                units: &*self.units,
+                store: &self.store,
+            };
+            apply(&plan, &good, &target)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        self.refresh_apps(&good).await;
+        *self.managed_units.write().expect("units lock") = good
+            .apps
+            .values()
+            .flat_map(|a| a.units.iter().map(|u| u.name.clone()))
+            .collect();
+        let rollback_error = match result {
+            Ok(report) => {
+                actions.extend(report.done.iter().map(|a| format!("rollback: {a}")));
+                report
+                    .unit_failures
+                    .iter()
+                    .map(|f| format!("{} {}: {}", f.action, f.unit, f.error))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+            Err(e) => e,
+        };
+        let _ = self.store.lock().expect("store lock").record_revision(
+            &good_rev,
+            RevisionState::Applied,
+            None,
+        );
+        journal::rolled_back(&bad.revision, &good_rev, &g.unit, &message);
+        let mut text = format!(
+            "revision {} rolled back to {}: {message}",
+            short(&bad.revision),
+            short(&good_rev)
+        );
+        if !rollback_error.is_empty() {
+            text.push_str(&format!(
+                "; the rollback itself had errors: {rollback_error}"
+            ));
+        }
+        Failure {
+            reason: reason::ROLLED_BACK,
+            message: text,
+            stalled: true,
+            outcome: PassOutcome::RolledBack,
         }
     }
 

@@ -106,8 +106,10 @@ impl Schedule {
     /// or a retry after `backoff` on failure. Triggers that arrived during the pass
     /// keep their earlier due time (still subject to the backoff).
     pub fn after_pass(&mut self, now: Instant, poll_in: Duration, backoff: Option<Duration>) {
+        // A failure retries after its backoff, but never later than the next poll
+        // would have been: a fix pushed to the source must not wait for a long backoff.
         let (at, backoff_until) = match backoff {
-            Some(b) => (now + b, Some(now + b)),
+            Some(b) => (now + b.min(poll_in), Some(now + b.min(poll_in))),
             None => (now + poll_in, None),
         };
         self.backoff_until = backoff_until;
@@ -192,6 +194,14 @@ mod tests {
             DEBOUNCE,
         );
         assert_eq!(s.next_run(), Some(t0 + Duration::from_secs(4) + DEBOUNCE));
+    }
+
+    #[test]
+    fn retry_never_waits_longer_than_a_poll() {
+        let t0 = Instant::now();
+        let mut s = Schedule::default();
+        s.after_pass(t0, Duration::from_secs(60), Some(Duration::from_secs(300)));
+        assert_eq!(s.next_run(), Some(t0 + Duration::from_secs(60)));
     }
 
     #[test]

@@ -151,6 +151,9 @@ pub enum RevisionState {
     Applied,
     /// Failed validation; legerd will not try it again.
     Rejected,
+    /// Applied, failed its health gate and was rolled back; legerd will not try it
+    /// again until the source moves past it.
+    Failed,
 }
 
 impl RevisionState {
@@ -160,6 +163,7 @@ impl RevisionState {
             RevisionState::Fetched => "fetched",
             RevisionState::Applied => "applied",
             RevisionState::Rejected => "rejected",
+            RevisionState::Failed => "failed",
         }
     }
 }
@@ -172,6 +176,7 @@ impl FromStr for RevisionState {
             "fetched" => Ok(RevisionState::Fetched),
             "applied" => Ok(RevisionState::Applied),
             "rejected" => Ok(RevisionState::Rejected),
+            "failed" => Ok(RevisionState::Failed),
             _ => Err(()),
         }
     }
@@ -605,6 +610,7 @@ fn parse_outcome(s: &str) -> Option<PassOutcome> {
         PassOutcome::Noop,
         PassOutcome::Failed,
         PassOutcome::Suspended,
+        PassOutcome::RolledBack,
     ]
     .into_iter()
     .find(|o| o.as_str() == s)

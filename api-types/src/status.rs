@@ -126,6 +126,10 @@ pub mod reason {
     pub const NO_DESIRED_STATE: &str = "NoDesiredState";
     /// desired.toml is broken; the last good one is in force.
     pub const DESIRED_STATE_INVALID: &str = "DesiredStateInvalid";
+    /// A unit failed the health gate after an apply and there was nothing to roll back to.
+    pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
+    /// A unit failed the health gate and the last good revision was put back.
+    pub const ROLLED_BACK: &str = "RolledBack";
 }
 
 /// One installed app.
@@ -162,6 +166,9 @@ pub enum PassOutcome {
     Failed,
     /// Suspended: fetched and planned, changed nothing.
     Suspended,
+    /// Applied, failed the health gate, and the last good revision was put back. A
+    /// failure, never reported as success.
+    RolledBack,
 }
 
 impl PassOutcome {
@@ -172,6 +179,7 @@ impl PassOutcome {
             PassOutcome::Noop => "noop",
             PassOutcome::Failed => "failed",
             PassOutcome::Suspended => "suspended",
+            PassOutcome::RolledBack => "rolled_back",
         }
     }
 }

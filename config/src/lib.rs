@@ -120,6 +120,15 @@ pub struct QuadletSettings {
     pub generator_dry_run: bool,
 }
 
+/// The health gate after an apply (see legerd's `health` module).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// How long a started unit may take to become active (and healthy).
+    pub timeout: Duration,
+    /// How long it must then stay up before the revision counts as good.
+    pub settle: Duration,
+}
+
 /// Validated settings legerd runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -137,6 +146,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Quadlet validation.
     pub quadlet: QuadletSettings,
+    /// The health gate.
+    pub health: HealthSettings,
 }
 
 /// One drop-in file. Every field is optional so a fragment says only what it changes.
@@ -161,6 +172,19 @@ pub struct Fragment {
     /// `[quadlet]`.
     #[serde(default)]
     pub quadlet: QuadletFragment,
+    /// `[health]`.
+    #[serde(default)]
+    pub health: HealthFragment,
+}
+
+/// `[health]` in a fragment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFragment {
+    /// e.g. `"60s"`.
+    pub timeout: Option<String>,
+    /// e.g. `"10s"`.
+    pub settle: Option<String>,
 }
 
 /// `[paths]` in a fragment.
@@ -360,6 +384,10 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
                 over.quadlet.generator_dry_run,
             ),
         },
+        health: HealthFragment {
+            timeout: pick(base.health.timeout, over.health.timeout),
+            settle: pick(base.health.settle, over.health.settle),
+        },
     }
 }
 
@@ -521,6 +549,10 @@ impl Settings {
                     .generator
                     .unwrap_or_else(|| PathBuf::from("/usr/libexec/podman/quadlet")),
                 generator_dry_run: f.quadlet.generator_dry_run.unwrap_or(true),
+            },
+            health: HealthSettings {
+                timeout: duration("health.timeout", f.health.timeout, Duration::from_secs(60))?,
+                settle: duration("health.settle", f.health.settle, Duration::from_secs(10))?,
             },
         })
     }

@@ -132,7 +132,8 @@ pub fn start_legerd(tb: &Testbed) -> Result<()> {
     );
     // Short debounce and backoff keep the scenarios quick; the defaults are for fleets.
     let config =
-        "[reconcile]\ndebounce = \"100ms\"\nbackoff_initial = \"1s\"\nbackoff_max = \"5s\"\n";
+        "[reconcile]\ndebounce = \"100ms\"\nbackoff_initial = \"1s\"\nbackoff_max = \"5s\"\n\
+         [health]\ntimeout = \"30s\"\nsettle = \"2s\"\n";
     let root = PathBuf::from(tb.env_var("LEGER_TESTBED_ROOT"));
     std::fs::create_dir_all(root.join("etc/leger/config.d"))?;
     std::fs::write(root.join("etc/leger/config.d/50-e2e.toml"), config)?;

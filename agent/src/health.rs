@@ -1,0 +1,310 @@
+//! The health gate: after an apply, every unit that was started or restarted must
+//! reach `active` (and `healthy`, when its container has a health check) within a
+//! timeout, and then stay up for a settle period.
+//!
+//! A start job that returns "done" proves little: a container that exits after a
+//! second, or a service that crash-loops under `Restart=on-failure`, would pass it.
+//! The gate watches long enough to catch both, and its verdict decides between
+//! recording the revision as good and rolling it back.
+
+use std::time::Duration;
+
+use tokio::process::Command;
+use tokio::time::Instant;
+
+use crate::model::{DesiredTree, QuadletKind, install_key};
+use crate::plan::{Action, Plan};
+use crate::quadlet;
+use crate::systemd::UnitManager;
+
+/// How often the gate looks at the units.
+const POLL: Duration = Duration::from_millis(250);
+
+/// One unit the gate watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateUnit {
+    /// The unit.
+    pub unit: String,
+    /// Its app.
+    pub app: String,
+    /// The container to ask podman about, when the quadlet sets `HealthCmd=`.
+    pub health_container: Option<String>,
+}
+
+/// Why the gate failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateFailure {
+    /// The first unit that failed.
+    pub unit: String,
+    /// Its app.
+    pub app: String,
+    /// What was seen.
+    pub reason: String,
+}
+
+/// The units a plan starts or restarts, with what the gate needs to know about them.
+pub fn units_to_gate(plan: &Plan, tree: &DesiredTree) -> Vec<GateUnit> {
+    let mut out = Vec::new();
+    for action in &plan.actions {
+        let (Action::StartUnit { unit, app, .. } | Action::RestartUnit { unit, app }) = action
+        else {
+            continue;
+        };
+        let Some(spec) = tree
+            .apps
+            .get(app)
+            .and_then(|a| a.units.iter().find(|u| &u.name == unit))
+        else {
+            continue;
+        };
+        let health_container = (spec.kind == QuadletKind::Container)
+            .then(|| health_container(tree, app, &spec.source_file))
+            .flatten();
+        out.push(GateUnit {
+            unit: unit.clone(),
+            app: app.clone(),
+            health_container,
+        });
+    }
+    out
+}
+
+/// The container name of a `.container` quadlet that sets `HealthCmd=`.
+fn health_container(tree: &DesiredTree, app: &str, file: &str) -> Option<String> {
+    let content = &tree.apps.get(app)?.files.get(file)?.content;
+    let text = std::str::from_utf8(content).ok()?;
+    let parsed = quadlet::parse(&install_key(app, file), text).ok()?;
+    parsed.get("Container", "HealthCmd")?;
+    let stem = file.rsplit('/').next()?.strip_suffix(".container")?;
+    // quadlet's default container name is `systemd-<stem>`.
+    Some(
+        parsed
+            .get("Container", "ContainerName")
+            .map_or_else(|| format!("systemd-{stem}"), str::to_owned),
+    )
+}
+
+/// Waits until every unit is up (and healthy), then watches them for `settle`.
+pub async fn gate<U: UnitManager>(
+    units: &U,
+    targets: &[GateUnit],
+    timeout: Duration,
+    settle: Duration,
+) -> Result<(), GateFailure> {
+    let deadline = Instant::now() + timeout;
+    for t in targets {
+        loop {
+            let state = units
+                .unit_state(&t.unit)
+                .await
+                .map_err(|e| fail(t, format!("cannot read its state: {e}")))?;
+            let up = match state.active_state.as_str() {
+                "active" => match &t.health_container {
+                    None => true,
+                    Some(c) => match container_health(c).await.as_deref() {
+                        Some("healthy") => true,
+                        Some("unhealthy") => {
+                            return Err(fail(t, format!("container {c} is unhealthy")));
+                        }
+                        _ => false,
+                    },
+                },
+                "failed" => return Err(fail(t, format!("unit failed ({})", state.sub_state))),
+                _ => false,
+            };
+            if up {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(fail(
+                    t,
+                    format!(
+                        "not {} within {} (ActiveState={}, SubState={})",
+                        if t.health_container.is_some() {
+                            "active and healthy"
+                        } else {
+                            "active"
+                        },
+                        humantime::format_duration(timeout),
+                        state.active_state,
+                        state.sub_state
+                    ),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    let settle_until = Instant::now() + settle;
+    loop {
+        for t in targets {
+            let state = units
+                .unit_state(&t.unit)
+                .await
+                .map_err(|e| fail(t, format!("cannot read its state: {e}")))?;
+            if state.active_state != "active" && state.active_state != "reloading" {
+                return Err(fail(
+                    t,
+                    format!(
+                        "did not stay up for {}: ActiveState={} ({})",
+                        humantime::format_duration(settle),
+                        state.active_state,
+                        state.sub_state
+                    ),
+                ));
+            }
+        }
+        if Instant::now() >= settle_until {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL.min(settle_until.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+fn fail(t: &GateUnit, reason: String) -> GateFailure {
+    GateFailure {
+        unit: t.unit.clone(),
+        app: t.app.clone(),
+        reason,
+    }
+}
+
+/// podman's view of a container's health: `healthy`, `unhealthy`, `starting`, or
+/// `None` when podman cannot say (yet).
+async fn container_health(container: &str) -> Option<String> {
+    let out = Command::new("podman")
+        .args(["inspect", "--format", "{{.State.Health.Status}}", container])
+        .output()
+        .await
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The last lines a unit wrote to the journal, for a status message that says why.
+pub async fn last_journal_lines(unit: &str, user: bool, lines: usize) -> String {
+    let unit_flag = if user { "--user-unit" } else { "--unit" };
+    let n = lines.to_string();
+    let out = Command::new("journalctl")
+        .args([unit_flag, unit, "-n", &n, "-o", "cat", "--no-pager", "-q"])
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{App, AppFile, Unit, UnitState};
+    use crate::plan::StartReason;
+    use crate::systemd::recording::RecordingUnitManager;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn tree(text: &str) -> DesiredTree {
+        let mut files = BTreeMap::new();
+        files.insert(
+            "web.container".to_owned(),
+            AppFile::new(text.as_bytes().to_vec()),
+        );
+        let unit = Unit {
+            name: "web.service".into(),
+            kind: QuadletKind::Container,
+            source_file: "web.container".into(),
+            depends_on_files: BTreeSet::new(),
+            secrets: BTreeSet::new(),
+        };
+        let app = App {
+            name: "web".into(),
+            files,
+            units: vec![unit],
+        };
+        DesiredTree {
+            revision: "r".into(),
+            apps: [("web".to_owned(), app)].into(),
+        }
+    }
+
+    fn start_plan() -> Plan {
+        Plan {
+            actions: vec![
+                Action::Reload,
+                Action::StartUnit {
+                    unit: "web.service".into(),
+                    app: "web".into(),
+                    reason: StartReason::Install,
+                },
+            ],
+            drift: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn gate_units_find_health_checked_containers() {
+        let t = tree("[Container]\nImage=x\nHealthCmd=true\n");
+        let g = units_to_gate(&start_plan(), &t);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].health_container.as_deref(), Some("systemd-web"));
+        let t = tree("[Container]\nImage=x\nContainerName=w\nHealthCmd=true\n");
+        assert_eq!(
+            units_to_gate(&start_plan(), &t)[0]
+                .health_container
+                .as_deref(),
+            Some("w")
+        );
+        let t = tree("[Container]\nImage=x\n");
+        assert_eq!(units_to_gate(&start_plan(), &t)[0].health_container, None);
+    }
+
+    fn state(active: &str, sub: &str) -> UnitState {
+        UnitState {
+            load_state: "loaded".into(),
+            active_state: active.into(),
+            sub_state: sub.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn gate_passes_active_units_and_fails_failed_ones() {
+        let m = RecordingUnitManager::new();
+        let targets = [GateUnit {
+            unit: "web.service".into(),
+            app: "web".into(),
+            health_container: None,
+        }];
+        m.set_state("web.service", state("active", "running"));
+        assert_eq!(
+            gate(
+                &m,
+                &targets,
+                Duration::from_secs(5),
+                Duration::from_millis(300)
+            )
+            .await,
+            Ok(())
+        );
+        m.set_state("web.service", state("failed", "failed"));
+        let e = gate(&m, &targets, Duration::from_secs(5), Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert_eq!(e.unit, "web.service");
+        assert!(e.reason.contains("failed"), "{}", e.reason);
+    }
+
+    #[tokio::test]
+    async fn gate_times_out_on_a_unit_that_never_comes_up() {
+        let m = RecordingUnitManager::new();
+        m.set_state("web.service", state("activating", "start"));
+        let targets = [GateUnit {
+            unit: "web.service".into(),
+            app: "web".into(),
+            health_container: None,
+        }];
+        let e = gate(&m, &targets, Duration::from_millis(600), Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(e.reason.contains("not active within"), "{}", e.reason);
+    }
+}

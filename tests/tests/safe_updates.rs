@@ -1,0 +1,132 @@
+//! End-to-end: the health gate and automatic rollback on the test bed.
+
+mod common;
+
+use anyhow::Result;
+use common::*;
+use leger_e2e::{Testbed, wait_until};
+
+const WEB: &str = "apps/web/web.container";
+
+/// A quadlet whose container exits at once: its unit fails right after starting.
+fn crashing(name: &str) -> String {
+    format!(
+        "[Container]\nContainerName={name}\nImage=localhost/busybox:latest\nNetwork=none\n\
+         Exec=/bin/sh -c 'echo about to crash; exit 3'\n"
+    )
+}
+
+#[test]
+fn bad_revision_is_rolled_back_and_not_retried() -> Result<()> {
+    let tb = Testbed::boot("e2e-rollback")?;
+    let fleet = Fleet::create(&tb, &[(WEB, &container("web", "web v1"))])?;
+    legerctl(
+        &tb,
+        &["set-desired", "git", &fleet.url_inside(), "--path", "apps"],
+    )?;
+    start_legerd(&tb)?;
+    wait_running(&tb, "web.service", "web")?;
+    let good = fleet.head()?;
+    wait_applied(&tb, &good)?;
+    let installed = tb.quadlet_dir_host().join("web/web.container");
+    let good_text = std::fs::read_to_string(&installed)?;
+
+    let bad = fleet.commit(&[(WEB, &crashing("web"))], &[], "crash")?;
+    reconcile(&tb)?;
+    wait_until(WAIT, "Ready=False RolledBack", || {
+        let doc = status(&tb)?;
+        Ok(condition(&doc, "Ready").is_some_and(|(s, r, _)| s == "False" && r == "RolledBack"))
+    })?;
+    let doc = status(&tb)?;
+    let (_, _, message) = condition(&doc, "Ready").unwrap();
+    assert!(message.contains("web.service"), "names the unit: {message}");
+    assert!(
+        message.contains("about to crash"),
+        "quotes its last log lines: {message}"
+    );
+    // The previous revision runs again, files and container.
+    assert_eq!(applied_revision(&tb)?, Some(good.clone()));
+    assert_eq!(std::fs::read_to_string(&installed)?, good_text);
+    let after_rollback = wait_running(&tb, "web.service", "web")?;
+    // Reported as a rollback, never as success.
+    let history = legerctl(&tb, &["history", "--json"])?;
+    let passes: serde_json::Value = serde_json::from_str(&history)?;
+    let rolled = passes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["revision"] == bad.as_str())
+        .expect("a pass on the bad revision");
+    assert_eq!(rolled["outcome"], "rolled_back", "{rolled:#}");
+    let events = tb.exec_ok(&[
+        "journalctl",
+        "-o",
+        "json",
+        "MESSAGE_ID=e92ae15451524376bb05ff71f22d147d",
+    ])?;
+    assert!(
+        events.contains(&format!("\"LEGER_REVISION\":\"{bad}\"")),
+        "{events}"
+    );
+
+    // The next poll does not retry the bad revision.
+    let before = status(&tb)?["status"]["lastPass"]["id"]
+        .as_i64()
+        .unwrap_or(0);
+    reconcile(&tb)?;
+    wait_until(WAIT, "a pass after the rollback", || {
+        Ok(status(&tb)?["status"]["lastPass"]["id"]
+            .as_i64()
+            .unwrap_or(0)
+            > before)
+    })?;
+    let doc = status(&tb)?;
+    assert!(
+        doc["status"]["lastPass"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("waiting for a newer revision"),
+        "{doc:#}"
+    );
+    assert_eq!(
+        container_id(&tb, "web")?,
+        Some(after_rollback.clone()),
+        "nothing restarted"
+    );
+
+    // A fixed revision after it applies.
+    let fixed = fleet.commit(&[(WEB, &container("web", "web v3"))], &[], "fix")?;
+    reconcile(&tb)?;
+    wait_applied(&tb, &fixed)?;
+    wait_until(WAIT, "web v3 running", || {
+        Ok(tb.unit_logs("web.service")?.contains("web v3"))
+    })?;
+    let doc = status(&tb)?;
+    assert_eq!(condition(&doc, "Ready").unwrap().0, "True", "{doc:#}");
+    Ok(())
+}
+
+#[test]
+fn missing_image_is_rolled_back() -> Result<()> {
+    let tb = Testbed::boot("e2e-noimage")?;
+    let fleet = Fleet::create(&tb, &[(WEB, &container("web", "web v1"))])?;
+    legerctl(
+        &tb,
+        &["set-desired", "git", &fleet.url_inside(), "--path", "apps"],
+    )?;
+    start_legerd(&tb)?;
+    wait_running(&tb, "web.service", "web")?;
+    let good = fleet.head()?;
+    wait_applied(&tb, &good)?;
+    let text = container("web", "web v2")
+        .replace("localhost/busybox:latest", "localhost/does-not-exist:1");
+    fleet.commit(&[(WEB, &text)], &[], "missing image")?;
+    reconcile(&tb)?;
+    wait_until(WAIT, "Ready=False RolledBack", || {
+        let doc = status(&tb)?;
+        Ok(condition(&doc, "Ready").is_some_and(|(s, r, _)| s == "False" && r == "RolledBack"))
+    })?;
+    assert_eq!(applied_revision(&tb)?, Some(good));
+    wait_running(&tb, "web.service", "web")?;
+    Ok(())
+}
