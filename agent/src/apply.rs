@@ -5,14 +5,15 @@
 //! in the quadlet dir is in the inventory, so the next pass can finish or undo the work
 //! and never mistakes its own file for someone else's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use leger_config::fs::write_atomic;
+use leger_config::fs::write_atomic_with;
 
+use crate::crashpoint;
 use crate::model::{AppFile, DesiredTree, install_key};
 use crate::plan::{Action, Plan};
 use crate::store::{InventoryEntry, Store, StoreError};
@@ -110,7 +111,9 @@ pub async fn apply<U: UnitManager>(
         })
         .collect();
     let mut report = ApplyReport::default();
+    record_intent(target.store, plan)?;
     for action in &plan.actions {
+        crashpoint::hit("before-action");
         let ok = match action {
             Action::WriteFile { key, app, .. } => {
                 let file = lookup(tree, key).ok_or_else(|| ApplyError::MissingFile(key.clone()))?;
@@ -127,11 +130,14 @@ pub async fn apply<U: UnitManager>(
                     .lock()
                     .expect("store lock")
                     .upsert_inventory(&entry)?;
+                crashpoint::hit("after-inventory");
                 write_file(target.quadlet_dir, key, &file.content)?;
+                crashpoint::hit("after-write");
                 true
             }
             Action::RemoveFile { key, .. } => {
                 remove_file(target.quadlet_dir, key)?;
+                crashpoint::hit("after-remove");
                 target
                     .store
                     .lock()
@@ -141,6 +147,7 @@ pub async fn apply<U: UnitManager>(
             }
             Action::Reload => {
                 target.units.reload().await.map_err(ApplyError::Reload)?;
+                crashpoint::hit("after-reload");
                 true
             }
             Action::StopUnit { unit, app } => unit_job(
@@ -165,11 +172,57 @@ pub async fn apply<U: UnitManager>(
                 target.units.restart(unit).await,
             ),
         };
+        crashpoint::hit("after-action");
         if ok {
             report.done.push(action.to_string());
         }
     }
+    target
+        .store
+        .lock()
+        .expect("store lock")
+        .set_meta(META_APPLY_INTENT, "")?;
     Ok(report)
+}
+
+/// Store meta key of the intent record: the units an apply in progress will start or
+/// restart, one per line, empty when no apply is in progress.
+const META_APPLY_INTENT: &str = "apply_intent";
+
+/// Records what the plan will start or restart before anything changes. If legerd
+/// dies mid-apply, the next pass finds the record and restarts those units even when
+/// their files already match: a file written but never loaded by a restart would
+/// otherwise look converged while the old unit kept running.
+fn record_intent(store: &Mutex<Store>, plan: &Plan) -> Result<(), ApplyError> {
+    let units: Vec<&str> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::StartUnit { unit, .. } | Action::RestartUnit { unit, .. } => {
+                Some(unit.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    if units.is_empty() && !plan.changes_files() {
+        return Ok(());
+    }
+    store
+        .lock()
+        .expect("store lock")
+        .set_meta(META_APPLY_INTENT, &units.join("\n"))?;
+    Ok(())
+}
+
+/// The units of an apply that was interrupted, to restart on the next pass.
+pub fn interrupted_units(store: &Mutex<Store>) -> Result<BTreeSet<String>, StoreError> {
+    let intent = store.lock().expect("store lock").meta(META_APPLY_INTENT)?;
+    Ok(intent
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 fn unit_job(
@@ -195,6 +248,9 @@ fn unit_job(
 }
 
 fn write_file(quadlet_dir: &Path, key: &str, bytes: &[u8]) -> Result<(), ApplyError> {
+    // A crash between the temporary file and the rename must leave no partial file
+    // under a quadlet name: the temporary name ends in `.tmp`, and legerd removes such
+    // leftovers when it starts.
     let path = quadlet_dir.join(key);
     let err = |source| ApplyError::Write {
         path: path.clone(),
@@ -207,7 +263,7 @@ fn write_file(quadlet_dir: &Path, key: &str, bytes: &[u8]) -> Result<(), ApplyEr
             .create(parent)
             .map_err(err)?;
     }
-    write_atomic(&path, bytes, FILE_MODE).map_err(err)
+    write_atomic_with(&path, bytes, FILE_MODE, || crashpoint::hit("before-rename")).map_err(err)
 }
 
 /// Removes a file and then any folders it leaves empty, up to the quadlet dir.

@@ -100,6 +100,15 @@ async fn run(args: Args) -> Result<bool> {
     if let Some(parent) = paths.desired_file.parent() {
         mkdir(parent, 0o755)?;
     }
+    // A crash mid-write can leave a temporary file behind; it is legerd's by its name.
+    match leger_config::fs::remove_stale_temp_files(&paths.quadlet_dir) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            count = n,
+            "removed temporary files left by an interrupted apply"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot clean temporary files in the quadlet dir"),
+    }
     let store = Store::open(&paths.state_dir.join("legerd.db")).with_context(|| {
         format!(
             "cannot open the state database in {}",

@@ -208,6 +208,10 @@ pub struct Observed {
     pub foreign: BTreeSet<String>,
     /// Unit states by unit name, for the managed units and the desired ones.
     pub units: BTreeMap<String, UnitState>,
+    /// Units an interrupted apply meant to start or restart (its intent record): they
+    /// are restarted even if their files match, since the files may never have been
+    /// loaded.
+    pub interrupted: BTreeSet<String>,
 }
 
 /// One inventory entry compared with the disk.

@@ -334,7 +334,8 @@ pub fn plan(
     }
 
     let mut unit_actions = Vec::new();
-    let mut needs_reload = !writes.is_empty() || !removes.is_empty();
+    let mut needs_reload =
+        !writes.is_empty() || !removes.is_empty() || !observed.interrupted.is_empty();
     for app in desired.apps.values() {
         for unit in &app.units {
             let state = observed.units.get(&unit.name);
@@ -346,7 +347,8 @@ pub fn plan(
             }
             // Every unit lists its own quadlet among the files it depends on, so a new
             // or changed quadlet, companion or dependency all show up here.
-            let touched = unit.depends_on_files.iter().any(|k| changed.contains(k));
+            let touched = unit.depends_on_files.iter().any(|k| changed.contains(k))
+                || observed.interrupted.contains(&unit.name);
             let action = if touched {
                 Some(if up {
                     Action::RestartUnit {
@@ -783,6 +785,19 @@ mod tests {
                 "reload",
                 "restart web.service"
             ]
+        );
+    }
+
+    #[test]
+    fn plan_finishes_an_interrupted_apply() {
+        let d = tree(vec![web_app("web", "a"), web_app("api", "a")]);
+        let mut o = Observed::default();
+        converge(&d, &mut o);
+        // Files and inventory match, but the apply died before its restart.
+        o.interrupted.insert("web.service".into());
+        assert_eq!(
+            verbs(&plan(&d, &o, POLICY).unwrap()),
+            ["reload", "restart web.service"]
         );
     }
 

@@ -18,7 +18,7 @@ use leger_api_types::{
 };
 use leger_config::Settings;
 
-use crate::apply::{ApplyTarget, apply};
+use crate::apply::{ApplyTarget, apply, interrupted_units};
 use crate::assemble::assemble;
 use crate::health::{self, GateFailure};
 use crate::journal;
@@ -419,7 +419,16 @@ impl<U: UnitManager> Reconciler<U> {
             })?;
             revision = Some(snapshot.revision.clone());
             self.fetched_revision = Some(snapshot.revision.clone());
-            self.refuse_failed_revision(&snapshot.revision)?;
+            if let Err(refused) = self.refuse_failed_revision(&snapshot.revision) {
+                // Keep the host on its last good revision meanwhile: this also finishes
+                // a rollback that a crash interrupted, and heals drift.
+                if let Some(good) = self.applied_revision.clone()
+                    && let Ok(report) = self.converge_to_stored(&good, &desired).await
+                {
+                    actions = report.done;
+                }
+                return Err(refused);
+            }
             let tree = self.validate(&snapshot)?;
             drop(snapshot);
             let inventory = self
@@ -428,8 +437,10 @@ impl<U: UnitManager> Reconciler<U> {
                 .expect("store lock")
                 .inventory()
                 .map_err(|e| Failure::new(reason::APPLY_FAILED, e.to_string(), false))?;
-            let observed = observe(&tree, &inventory, &self.settings.paths.quadlet_dir, &*self.units)
+            let mut observed = observe(&tree, &inventory, &self.settings.paths.quadlet_dir, &*self.units)
                 .await
+                .map_err(|e| Failure::new(reason::APPLY_FAILED, e.to_string(), false))?;
+            observed.interrupted = interrupted_units(&self.store)
                 .map_err(|e| Failure::new(reason::APPLY_FAILED, e.to_string(), false))?;
             let plan = plan(&tree, &observed, PlanPolicy::from(&desired.policy))
                 .map_err(|e| Failure::new(reason::PLAN_REFUSED, e.to_string(), true))?;
@@ -467,6 +478,7 @@ impl<U: UnitManager> Reconciler<U> {
             let is_new_revision = self.applied_revision.as_deref() != Some(tree.revision.as_str());
             match gate {
                 Ok(()) => {
+                    crate::crashpoint::hit("before-record");
                     self.record_good(&tree).await;
                     if plan.is_empty() {
                         Ok(PassOutcome::Noop)
@@ -572,6 +584,54 @@ impl<U: UnitManager> Reconciler<U> {
         RevisionStore::new(self.settings.paths.state_dir.join("revisions"))
     }
 
+    /// Converges the host to a revision from legerd's own revision store (a rollback,
+    /// or holding the last good revision while the source offers only a failed one).
+    async fn converge_to_stored(
+        &mut self,
+        revision: &str,
+        desired: &DesiredState,
+    ) -> Result<crate::apply::ApplyReport, String> {
+        let tree = match self.revision_store().load(revision) {
+            Ok(Some(snapshot)) => {
+                assemble(&snapshot, &self.settings.limits).map_err(|e| e.to_string())?
+            }
+            Ok(None) => return Err("it is not in the revision store".to_owned()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let inventory = self
+            .store
+            .lock()
+            .expect("store lock")
+            .inventory()
+            .map_err(|e| e.to_string())?;
+        let mut observed = observe(
+            &tree,
+            &inventory,
+            &self.settings.paths.quadlet_dir,
+            &*self.units,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        observed.interrupted = interrupted_units(&self.store).map_err(|e| e.to_string())?;
+        let plan =
+            plan(&tree, &observed, PlanPolicy::from(&desired.policy)).map_err(|e| e.to_string())?;
+        let target = ApplyTarget {
+            quadlet_dir: &self.settings.paths.quadlet_dir,
+            units: &*self.units,
+            store: &self.store,
+        };
+        let report = apply(&plan, &tree, &target)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.refresh_apps(&tree).await;
+        *self.managed_units.write().expect("units lock") = tree
+            .apps
+            .values()
+            .flat_map(|a| a.units.iter().map(|u| u.name.clone()))
+            .collect();
+        Ok(report)
+    }
+
     /// Puts the last good revision back after `bad` failed its gate, and returns the
     /// failure the pass reports. The bad revision is marked so it is not retried.
     async fn roll_back(
@@ -603,15 +663,16 @@ impl<U: UnitManager> Reconciler<U> {
                 true,
             );
         };
-        let good = match self.revision_store().load(&good_rev) {
-            Ok(Some(snapshot)) => {
-                assemble(&snapshot, &self.settings.limits).map_err(|e| e.to_string())
+        let rollback_error = match self.converge_to_stored(&good_rev, desired).await {
+            Ok(report) => {
+                actions.extend(report.done.iter().map(|a| format!("rollback: {a}")));
+                report
+                    .unit_failures
+                    .iter()
+                    .map(|f| format!("{} {}: {}", f.action, f.unit, f.error))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             }
-            Ok(None) => Err("it is not in the revision store".to_owned()),
-            Err(e) => Err(e.to_string()),
-        };
-        let good = match good {
-            Ok(t) => t,
             Err(e) => {
                 self.refresh_apps(bad).await;
                 return Failure::new(
@@ -624,51 +685,6 @@ impl<U: UnitManager> Reconciler<U> {
                     true,
                 );
             }
-        };
-        let result = async {
-            let inventory = self
-                .store
-                .lock()
-                .expect("store lock")
-                .inventory()
-                .map_err(|e| e.to_string())?;
-            let observed = observe(
-                &good,
-                &inventory,
-                &self.settings.paths.quadlet_dir,
-                &*self.units,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            let plan = plan(&good, &observed, PlanPolicy::from(&desired.policy))
-                .map_err(|e| e.to_string())?;
-            let target = ApplyTarget {
-                quadlet_dir: &self.settings.paths.quadlet_dir,
-                units: &*self.units,
-                store: &self.store,
-            };
-            apply(&plan, &good, &target)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .await;
-        self.refresh_apps(&good).await;
-        *self.managed_units.write().expect("units lock") = good
-            .apps
-            .values()
-            .flat_map(|a| a.units.iter().map(|u| u.name.clone()))
-            .collect();
-        let rollback_error = match result {
-            Ok(report) => {
-                actions.extend(report.done.iter().map(|a| format!("rollback: {a}")));
-                report
-                    .unit_failures
-                    .iter()
-                    .map(|f| format!("{} {}: {}", f.action, f.unit, f.error))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            }
-            Err(e) => e,
         };
         let _ = self.store.lock().expect("store lock").record_revision(
             &good_rev,

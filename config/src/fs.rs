@@ -14,8 +14,24 @@ use std::path::Path;
 /// (and clean up leftovers from a crash).
 pub const TEMP_PREFIX: &str = ".leger-tmp-";
 
+/// Suffix of temporary files. It matters: a temporary `web.container` named
+/// `….container` would be picked up by podman's generator if a daemon-reload ran while
+/// it existed (or after a crash left it behind).
+pub const TEMP_SUFFIX: &str = ".tmp";
+
 /// Writes `bytes` to `path` atomically with the given permission bits.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_with(path, bytes, mode, || {})
+}
+
+/// [`write_atomic`], calling `before_rename` once the temporary file is complete and
+/// synced but not yet in place: crash tests stop the process exactly there.
+pub fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    before_rename: impl FnOnce(),
+) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("path has no parent directory"))?;
@@ -23,7 +39,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         .file_name()
         .ok_or_else(|| io::Error::other("path has no file name"))?
         .to_string_lossy();
-    let tmp = dir.join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
+    let tmp = dir.join(format!(
+        "{TEMP_PREFIX}{}-{name}{TEMP_SUFFIX}",
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -34,6 +53,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
+        before_rename();
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
     })();
@@ -41,6 +61,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Removes temporary files a crashed writer left under `dir` (recursively). Returns
+/// how many were removed.
+pub fn remove_stale_temp_files(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if kind.is_dir() {
+            removed += remove_stale_temp_files(&entry.path())?;
+        } else if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
+            fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -64,6 +108,36 @@ mod tests {
             .filter_map(Result::ok)
             .collect();
         assert_eq!(leftovers.len(), 1, "no temporary file may remain");
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_and_nothing_else() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir(t.path().join("web")).unwrap();
+        let stale = t
+            .path()
+            .join("web")
+            .join(format!("{TEMP_PREFIX}42-web.container{TEMP_SUFFIX}"));
+        fs::write(&stale, b"partial").unwrap();
+        fs::write(t.path().join("web/web.container"), b"whole").unwrap();
+        assert_eq!(remove_stale_temp_files(t.path()).unwrap(), 1);
+        assert!(!stale.exists());
+        assert!(t.path().join("web/web.container").exists());
+    }
+
+    #[test]
+    fn temp_file_never_has_a_quadlet_extension() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("web.container");
+        write_atomic_with(&p, b"x", 0o644, || {
+            let names: Vec<String> = fs::read_dir(t.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(names.len(), 1);
+            assert!(names[0].ends_with(TEMP_SUFFIX), "{names:?}");
+        })
+        .unwrap();
     }
 
     #[test]

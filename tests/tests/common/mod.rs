@@ -131,8 +131,7 @@ pub fn start_legerd(tb: &Testbed) -> Result<()> {
         &format!("ExecStart={AGENT_DIR_INSIDE}/legerd"),
     );
     // Short debounce and backoff keep the scenarios quick; the defaults are for fleets.
-    let config =
-        "[reconcile]\ndebounce = \"100ms\"\nbackoff_initial = \"1s\"\nbackoff_max = \"5s\"\n\
+    let config = "[reconcile]\ndebounce = \"100ms\"\nbackoff_initial = \"1s\"\nbackoff_max = \"5s\"\n\
          [health]\ntimeout = \"30s\"\nsettle = \"2s\"\n";
     let root = PathBuf::from(tb.env_var("LEGER_TESTBED_ROOT"));
     std::fs::create_dir_all(root.join("etc/leger/config.d"))?;
