@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod controller;
 pub mod fswatch;
 pub mod journal;
+pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod plan;
