@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use leger_config::fs::write_atomic;
 
+use crate::journal;
 use crate::model::{AppFile, DesiredTree, install_key};
 use crate::plan::{Action, Plan};
 use crate::store::{InventoryEntry, Store, StoreError};
@@ -128,15 +129,17 @@ pub async fn apply<U: UnitManager>(
                     .expect("store lock")
                     .upsert_inventory(&entry)?;
                 write_file(target.quadlet_dir, key, &file.content)?;
+                journal::file_change(&tree.revision, app, key, "write", entry.unit.as_deref());
                 true
             }
-            Action::RemoveFile { key, .. } => {
+            Action::RemoveFile { key, app } => {
                 remove_file(target.quadlet_dir, key)?;
                 target
                     .store
                     .lock()
                     .expect("store lock")
                     .remove_inventory(key)?;
+                journal::file_change(&tree.revision, app, key, "remove", None);
                 true
             }
             Action::Reload => {
@@ -145,6 +148,7 @@ pub async fn apply<U: UnitManager>(
             }
             Action::StopUnit { unit, app } => unit_job(
                 &mut report,
+                &tree.revision,
                 "stop",
                 unit,
                 app,
@@ -152,6 +156,7 @@ pub async fn apply<U: UnitManager>(
             ),
             Action::StartUnit { unit, app, .. } => unit_job(
                 &mut report,
+                &tree.revision,
                 "start",
                 unit,
                 app,
@@ -159,6 +164,7 @@ pub async fn apply<U: UnitManager>(
             ),
             Action::RestartUnit { unit, app } => unit_job(
                 &mut report,
+                &tree.revision,
                 "restart",
                 unit,
                 app,
@@ -174,15 +180,19 @@ pub async fn apply<U: UnitManager>(
 
 fn unit_job(
     report: &mut ApplyReport,
+    revision: &str,
     action: &'static str,
     unit: &str,
     app: &str,
     result: Result<(), SystemdError>,
 ) -> bool {
     match result {
-        Ok(()) => true,
+        Ok(()) => {
+            journal::unit_job(revision, app, unit, action, None);
+            true
+        }
         Err(e) => {
-            tracing::warn!(unit, app, action, error = %e, "unit job failed");
+            journal::unit_job(revision, app, unit, action, Some(&e.to_string()));
             report.unit_failures.push(UnitFailure {
                 unit: unit.to_owned(),
                 app: app.to_owned(),

@@ -29,7 +29,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::Path;
 use std::sync::Arc;
+
+use leger_config::MetricsSettings;
+use tokio::net::UnixListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::apply::ApplyReport;
 use crate::plan::{Action, DriftKind, Plan};
@@ -524,6 +531,81 @@ where
         .await
 }
 
+/// Binds the listeners `settings` asks for and serves `GET /metrics` on each until
+/// `stop` is cancelled. Binding happens before this returns, so a taken port fails
+/// legerd's start with a clear error instead of leaving it silently unscraped.
+pub async fn start(
+    settings: &MetricsSettings,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> io::Result<Vec<JoinHandle<io::Result<()>>>> {
+    let mut tasks = Vec::new();
+    if let Some(addr) = settings.listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen for metrics on {addr}: {e}; set metrics.listen to a free address, or \"\" to switch it off"),
+            )
+        })?;
+        tracing::info!(listen = %addr, "serving metrics on http://{addr}/metrics");
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(serve(
+            listener,
+            Arc::clone(&metrics),
+            async move { stop.cancelled().await },
+        )));
+    }
+    if let Some(path) = &settings.socket {
+        let listener = bind_unix(path)?;
+        tracing::info!(socket = %path.display(), "serving metrics on a Unix socket");
+        let path = path.clone();
+        tasks.push(tokio::spawn(async move {
+            let result = serve(listener, metrics, async move { stop.cancelled().await }).await;
+            let _ = std::fs::remove_file(&path);
+            result
+        }));
+    }
+    Ok(tasks)
+}
+
+/// Binds the metrics Unix socket, replacing a stale one. Mode 0666: the metrics hold
+/// nothing secret, and the TCP endpoint serves the same text to any local user anyway.
+fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    let ctx = |what: &str, e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot {what} for metrics socket {}: {e}", path.display()),
+        )
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| ctx("create the parent directory", e))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(|e| ctx("remove the stale socket", e))?
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; remove it or set metrics.socket elsewhere",
+                    path.display()
+                ),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ctx("inspect the existing path", e)),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| ctx("bind", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| ctx("set mode 0666", e))?;
+    Ok(listener)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -820,5 +902,59 @@ mod tests {
         assert_eq!(m["legerd_reconcile_total{outcome=\"applied\"}"], 1.0);
         let _ = stop_tx.send(());
         server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn metrics_start_serves_on_a_unix_socket_and_removes_it_on_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/metrics.sock");
+        let settings = MetricsSettings {
+            listen: None,
+            socket: Some(path.clone()),
+            per_app_labels: false,
+        };
+        let stop = CancellationToken::new();
+        let tasks = start(&settings, Arc::new(Metrics::new(false)), stop.clone())
+            .await
+            .unwrap();
+        assert_eq!(tasks.len(), 1);
+        let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let (_, body) = response.split_once("\r\n\r\n").expect("headers and body");
+        assert_eq!(parse(body)["legerd_last_reconcile_failed"], 0.0);
+        stop.cancel();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert!(!path.exists(), "the socket is removed on stop");
+    }
+
+    #[tokio::test]
+    async fn metrics_start_names_the_address_when_it_is_taken() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let settings = MetricsSettings {
+            listen: Some(addr),
+            socket: None,
+            per_app_labels: false,
+        };
+        let e = start(
+            &settings,
+            Arc::new(Metrics::new(false)),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(&addr.to_string()) && e.contains("metrics.listen"),
+            "{e}"
+        );
     }
 }
