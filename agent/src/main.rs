@@ -122,13 +122,20 @@ async fn run(args: Args) -> Result<bool> {
     let (trigger_tx, trigger_rx) = mpsc::unbounded_channel();
     let metrics = Arc::new(Metrics::new(settings.metrics.per_app_labels));
     let metrics_stop = tokio_util::sync::CancellationToken::new();
-    let metrics_tasks = metrics::start(
+    // Metrics are secondary to converging the host: a taken port is logged, not fatal.
+    let metrics_tasks = match metrics::start(
         &settings.metrics,
         Arc::clone(&metrics),
         metrics_stop.clone(),
     )
     .await
-    .context("cannot start the metrics endpoint")?;
+    {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            tracing::error!("{e}; continuing without the metrics endpoint");
+            Vec::new()
+        }
+    };
     let reconciler = Reconciler::new(settings.clone(), Arc::clone(&units), Arc::clone(&store))
         .with_metrics(metrics);
     let (status_tx, status_rx) = watch::channel(reconciler.status());
