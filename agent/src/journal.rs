@@ -126,3 +126,23 @@ pub fn drift(revision: &str, d: &Drift) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ids are a public contract: every one must be in docs/journal.md.
+    #[test]
+    fn journal_message_ids_are_documented() {
+        let doc = include_str!("../../docs/journal.md");
+        for id in [
+            MESSAGE_ID_APPLIED,
+            MESSAGE_ID_FAILED,
+            MESSAGE_ID_ROLLED_BACK,
+            MESSAGE_ID_DRIFT,
+            MESSAGE_ID_SECRET_ROTATED,
+        ] {
+            assert!(doc.contains(id), "{id} is missing from docs/journal.md");
+        }
+    }
+}
