@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use leger_config::fs::write_atomic_with;
 
 use crate::crashpoint;
+use crate::journal;
 use crate::model::{AppFile, DesiredTree, install_key};
 use crate::plan::{Action, Plan};
 use crate::store::{InventoryEntry, Store, StoreError};
@@ -132,10 +133,11 @@ pub async fn apply<U: UnitManager>(
                     .upsert_inventory(&entry)?;
                 crashpoint::hit("after-inventory");
                 write_file(target.quadlet_dir, key, &file.content)?;
+                journal::file_change(&tree.revision, app, key, "write", entry.unit.as_deref());
                 crashpoint::hit("after-write");
                 true
             }
-            Action::RemoveFile { key, .. } => {
+            Action::RemoveFile { key, app } => {
                 remove_file(target.quadlet_dir, key)?;
                 crashpoint::hit("after-remove");
                 target
@@ -143,6 +145,7 @@ pub async fn apply<U: UnitManager>(
                     .lock()
                     .expect("store lock")
                     .remove_inventory(key)?;
+                journal::file_change(&tree.revision, app, key, "remove", None);
                 true
             }
             Action::Reload => {
@@ -152,6 +155,7 @@ pub async fn apply<U: UnitManager>(
             }
             Action::StopUnit { unit, app } => unit_job(
                 &mut report,
+                &tree.revision,
                 "stop",
                 unit,
                 app,
@@ -159,6 +163,7 @@ pub async fn apply<U: UnitManager>(
             ),
             Action::StartUnit { unit, app, .. } => unit_job(
                 &mut report,
+                &tree.revision,
                 "start",
                 unit,
                 app,
@@ -166,6 +171,7 @@ pub async fn apply<U: UnitManager>(
             ),
             Action::RestartUnit { unit, app } => unit_job(
                 &mut report,
+                &tree.revision,
                 "restart",
                 unit,
                 app,
@@ -227,15 +233,19 @@ pub fn interrupted_units(store: &Mutex<Store>) -> Result<BTreeSet<String>, Store
 
 fn unit_job(
     report: &mut ApplyReport,
+    revision: &str,
     action: &'static str,
     unit: &str,
     app: &str,
     result: Result<(), SystemdError>,
 ) -> bool {
     match result {
-        Ok(()) => true,
+        Ok(()) => {
+            journal::unit_job(revision, app, unit, action, None);
+            true
+        }
         Err(e) => {
-            tracing::warn!(unit, app, action, error = %e, "unit job failed");
+            journal::unit_job(revision, app, unit, action, Some(&e.to_string()));
             report.unit_failures.push(UnitFailure {
                 unit: unit.to_owned(),
                 app: app.to_owned(),

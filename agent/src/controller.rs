@@ -74,6 +74,7 @@ impl<U: UnitManager + 'static> Controller<U> {
         let mut schedule = Schedule::default();
         schedule.on_trigger(&Trigger::Startup, Instant::now(), Duration::ZERO);
         let mut ready_sent = false;
+        let _watchdog = spawn_watchdog();
         tokio::pin!(shutdown);
         loop {
             let due = schedule.next_run();
@@ -121,7 +122,13 @@ impl<U: UnitManager + 'static> Controller<U> {
                 "pass finished"
             );
             self.status.send_replace(self.reconciler.status());
-            let line = self.reconciler.status_line();
+            let line = status_line(
+                &self.reconciler.status_line(),
+                delay.is_some(),
+                schedule
+                    .next_run()
+                    .map(|n| n.saturating_duration_since(now)),
+            );
             notify(&[sd_notify::NotifyState::Status(&line)]);
             if !ready_sent {
                 // READY once the first pass is over, whatever its outcome: units that
@@ -134,7 +141,10 @@ impl<U: UnitManager + 'static> Controller<U> {
                 break;
             }
         }
-        notify(&[sd_notify::NotifyState::Stopping]);
+        notify(&[
+            sd_notify::NotifyState::Stopping,
+            sd_notify::NotifyState::Status("stopping"),
+        ]);
     }
 
     /// Keeps an inotify watch on the `dir` source in force, if any.
@@ -161,9 +171,75 @@ impl<U: UnitManager + 'static> Controller<U> {
     }
 }
 
+/// The `STATUS=` line: the reconciler's summary plus when the next pass is due, so
+/// `systemctl status legerd` answers "when will it look again?".
+pub fn status_line(summary: &str, retrying: bool, next: Option<Duration>) -> String {
+    match next {
+        Some(d) => {
+            let what = if retrying { "retry" } else { "next poll" };
+            // Round up: "next poll in 0s" would read as "now".
+            let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+            format!("{summary} · {what} in {secs}s")
+        }
+        None => summary.to_owned(),
+    }
+}
+
+/// Sends `WATCHDOG=1` at half the `WatchdogSec=` period while the runtime lives, when
+/// the unit sets one. It runs beside the loop, not in it: a pass may legitimately take
+/// longer than the watchdog (a unit job waits up to `systemd.job_timeout`), and what the
+/// watchdog should catch is a wedged process, not a slow pass. Dropping the guard stops it.
+fn spawn_watchdog() -> Option<AbortOnDrop> {
+    let period = sd_notify::watchdog_enabled()?;
+    tracing::debug!(
+        period_ms = period.as_millis() as u64,
+        "systemd watchdog enabled"
+    );
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period / 2);
+        loop {
+            tick.tick().await;
+            notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+    });
+    Some(AbortOnDrop(task))
+}
+
+/// Aborts a background task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_line_says_when_the_next_pass_is() {
+        assert_eq!(
+            status_line(
+                "applied 3f2a1c0 · 12 apps",
+                false,
+                Some(Duration::from_millis(57_200))
+            ),
+            "applied 3f2a1c0 · 12 apps · next poll in 58s"
+        );
+        assert_eq!(
+            status_line("nothing", true, Some(Duration::from_secs(4))),
+            "nothing · retry in 4s"
+        );
+        assert_eq!(status_line("nothing", false, None), "nothing");
     }
 }

@@ -12,6 +12,7 @@ pub mod crashpoint;
 pub mod fswatch;
 pub mod health;
 pub mod journal;
+pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod plan;

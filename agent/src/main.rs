@@ -14,6 +14,7 @@ use leger_config::{Environment, Mode, Settings};
 use legerd::api::{self, ApiContext};
 use legerd::controller::Controller;
 use legerd::fswatch;
+use legerd::metrics::{self, Metrics};
 use legerd::reconciler::Reconciler;
 use legerd::schedule::Trigger;
 use legerd::store::Store;
@@ -128,7 +129,24 @@ async fn run(args: Args) -> Result<bool> {
     let units = Arc::new(units);
 
     let (trigger_tx, trigger_rx) = mpsc::unbounded_channel();
-    let reconciler = Reconciler::new(settings.clone(), Arc::clone(&units), Arc::clone(&store));
+    let metrics = Arc::new(Metrics::new(settings.metrics.per_app_labels));
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    // Metrics are secondary to converging the host: a taken port is logged, not fatal.
+    let metrics_tasks = match metrics::start(
+        &settings.metrics,
+        Arc::clone(&metrics),
+        metrics_stop.clone(),
+    )
+    .await
+    {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            tracing::error!("{e}; continuing without the metrics endpoint");
+            Vec::new()
+        }
+    };
+    let reconciler = Reconciler::new(settings.clone(), Arc::clone(&units), Arc::clone(&store))
+        .with_metrics(metrics);
     let (status_tx, status_rx) = watch::channel(reconciler.status());
 
     // Unit events: a managed unit that left `active` is possible drift.
@@ -213,6 +231,10 @@ async fn run(args: Args) -> Result<bool> {
         .await;
     let _ = api_stop_tx.send(());
     let _ = api_task.await;
+    metrics_stop.cancel();
+    for task in metrics_tasks {
+        let _ = task.await;
+    }
     let _ = std::fs::remove_file(&paths.socket);
     Ok(last_ok || !once)
 }

@@ -22,6 +22,7 @@ use crate::apply::{ApplyTarget, apply, interrupted_units};
 use crate::assemble::assemble;
 use crate::health::{self, GateFailure};
 use crate::journal;
+use crate::metrics::{Metrics, PassSummary};
 use crate::model::{DesiredTree, Snapshot};
 use crate::observe::observe;
 use crate::plan::{PlanPolicy, plan};
@@ -95,6 +96,8 @@ pub struct Reconciler<U> {
     apps: Vec<AppStatus>,
     conditions: Vec<Condition>,
     last_pass: Option<PassRecord>,
+    /// Where passes, fetches and applies are counted for `GET /metrics`.
+    metrics: Arc<Metrics>,
 }
 
 fn now_rfc3339() -> String {
@@ -160,7 +163,14 @@ impl<U: UnitManager> Reconciler<U> {
                 ),
             ],
             last_pass: None,
+            metrics: Arc::new(Metrics::new(false)),
         }
+    }
+
+    /// Reports into `metrics` (the one `GET /metrics` serves) instead of a private set.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The set of managed unit names, shared with the unit event filter.
@@ -305,6 +315,11 @@ impl<U: UnitManager> Reconciler<U> {
             },
         };
         let applied = self.applied_revision.clone();
+        let kind = match &source {
+            ActiveSource::Git(_) => "git",
+            ActiveSource::Dir(_) => "dir",
+        };
+        let t0 = Instant::now();
         let (source, result) = tokio::task::spawn_blocking(move || {
             let mut source = source;
             let result = match &mut source {
@@ -315,6 +330,8 @@ impl<U: UnitManager> Reconciler<U> {
         })
         .await
         .expect("fetch task panicked");
+        self.metrics
+            .record_fetch(kind, result.is_ok(), t0.elapsed());
         self.source = Some(source);
         result
     }
@@ -461,6 +478,7 @@ impl<U: UnitManager> Reconciler<U> {
                 Failure::new(reason::APPLY_FAILED, format!("apply of {} failed: {e}", short(&tree.revision)), false)
             });
             let report = report?;
+            self.metrics.record_apply(&plan, &report);
             actions = report.done.clone();
             // A unit job that failed is a failed gate; otherwise watch what was started.
             let gate = match report.unit_failures.first() {
@@ -525,6 +543,15 @@ impl<U: UnitManager> Reconciler<U> {
         if let Ok(id) = self.store.lock().expect("store lock").insert_pass(&record) {
             record.id = id;
         }
+        self.metrics.record_pass(&PassSummary {
+            outcome: record.outcome,
+            duration: t0.elapsed(),
+            finished: SystemTime::now(),
+            fetched_revision: self.fetched_revision.as_deref(),
+            applied_revision: self.applied_revision.as_deref(),
+            apps: &self.apps,
+            suspended: self.desired.as_ref().is_some_and(|d| d.policy.suspend),
+        });
         self.last_pass = Some(record.clone());
         PassResult {
             record,

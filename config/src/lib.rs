@@ -120,6 +120,25 @@ pub struct QuadletSettings {
     pub generator_dry_run: bool,
 }
 
+/// Where `GET /metrics` is served, and how much detail it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// TCP address of the Prometheus endpoint; `None` switches the TCP listener off.
+    /// TCP is the default because a scraper on another host cannot reach a socket
+    /// (zincati#677 asked for exactly that).
+    pub listen: Option<std::net::SocketAddr>,
+    /// An extra Unix socket serving the same endpoint, for a local agent that prefers
+    /// file permissions to a port.
+    pub socket: Option<PathBuf>,
+    /// Adds per-app series (an `app` label). Off by default: a fleet with many apps
+    /// would otherwise multiply the series every host sends.
+    pub per_app_labels: bool,
+}
+
+/// The default metrics address: loopback only, so nothing is exposed until the
+/// administrator chooses to.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
 /// The health gate after an apply (see legerd's `health` module).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthSettings {
@@ -146,6 +165,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Quadlet validation.
     pub quadlet: QuadletSettings,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsSettings,
     /// The health gate.
     pub health: HealthSettings,
 }
@@ -172,6 +193,9 @@ pub struct Fragment {
     /// `[quadlet]`.
     #[serde(default)]
     pub quadlet: QuadletFragment,
+    /// `[metrics]`.
+    #[serde(default)]
+    pub metrics: MetricsFragment,
     /// `[health]`.
     #[serde(default)]
     pub health: HealthFragment,
@@ -251,6 +275,28 @@ pub struct QuadletFragment {
     pub generator: Option<PathBuf>,
     /// Run the generator's dry run.
     pub generator_dry_run: Option<bool>,
+}
+
+/// `[metrics]` in a fragment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFragment {
+    /// `"host:port"`, or `""` / `false` to switch the TCP listener off, `true` for the default.
+    pub listen: Option<ListenValue>,
+    /// Path of an extra Unix socket; `""` for none.
+    pub socket: Option<PathBuf>,
+    /// Turns per-app series on.
+    pub per_app_labels: Option<bool>,
+}
+
+/// `metrics.listen` accepts an address or a switch, so `listen = false` reads naturally.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ListenValue {
+    /// `true`: the default address; `false`: off.
+    Switch(bool),
+    /// An address; `""` is off.
+    Address(String),
 }
 
 /// Why configuration could not be loaded.
@@ -383,6 +429,11 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
                 base.quadlet.generator_dry_run,
                 over.quadlet.generator_dry_run,
             ),
+        },
+        metrics: MetricsFragment {
+            listen: pick(base.metrics.listen, over.metrics.listen),
+            socket: pick(base.metrics.socket, over.metrics.socket),
+            per_app_labels: pick(base.metrics.per_app_labels, over.metrics.per_app_labels),
         },
         health: HealthFragment {
             timeout: pick(base.health.timeout, over.health.timeout),
@@ -536,6 +587,7 @@ impl Settings {
                 message: "max_file_size and max_files must be greater than zero".to_owned(),
             });
         }
+        let metrics = metrics_settings(f.metrics)?;
         Ok(Settings {
             mode,
             paths,
@@ -550,12 +602,45 @@ impl Settings {
                     .unwrap_or_else(|| PathBuf::from("/usr/libexec/podman/quadlet")),
                 generator_dry_run: f.quadlet.generator_dry_run.unwrap_or(true),
             },
+            metrics,
             health: HealthSettings {
                 timeout: duration("health.timeout", f.health.timeout, Duration::from_secs(60))?,
                 settle: duration("health.settle", f.health.settle, Duration::from_secs(10))?,
             },
         })
     }
+}
+
+fn metrics_settings(f: MetricsFragment) -> Result<MetricsSettings, ConfigError> {
+    let address = match f.listen {
+        None | Some(ListenValue::Switch(true)) => Some(DEFAULT_METRICS_LISTEN.to_owned()),
+        Some(ListenValue::Switch(false)) => None,
+        Some(ListenValue::Address(a)) if a.trim().is_empty() => None,
+        Some(ListenValue::Address(a)) => Some(a),
+    };
+    let listen = match address {
+        None => None,
+        Some(a) => Some(a.parse().map_err(|e| ConfigError::Value {
+            key: "metrics.listen".to_owned(),
+            message: format!(
+                "{a:?} is not an address ({e}); write e.g. \"127.0.0.1:9464\" or \"[::]:9464\", or \"\" to switch it off"
+            ),
+        })?),
+    };
+    let socket = f.socket.filter(|p| !p.as_os_str().is_empty());
+    if let Some(p) = &socket
+        && !p.is_absolute()
+    {
+        return Err(ConfigError::Value {
+            key: "metrics.socket".to_owned(),
+            message: format!("{} must be an absolute path", p.display()),
+        });
+    }
+    Ok(MetricsSettings {
+        listen,
+        socket,
+        per_app_labels: f.per_app_labels.unwrap_or(false),
+    })
 }
 
 #[cfg(test)]
@@ -661,6 +746,42 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("50.toml") && e.contains("debounse"), "{e}");
+    }
+
+    #[test]
+    fn metrics_listen_defaults_to_loopback_and_can_be_switched_off() {
+        let s = Settings::defaults(Mode::System, &Environment::default()).unwrap();
+        assert_eq!(s.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(s.metrics.socket, None);
+        assert!(!s.metrics.per_app_labels);
+        for off in ["listen = false", "listen = \"\""] {
+            let f: Fragment = toml::from_str(&format!("[metrics]\n{off}\n")).unwrap();
+            let s = Settings::from_fragment(Mode::System, f, &Environment::default()).unwrap();
+            assert_eq!(s.metrics.listen, None, "{off}");
+        }
+        let f: Fragment = toml::from_str(
+            "[metrics]\nlisten = \"[::1]:9100\"\nsocket = \"/run/leger/metrics.sock\"\nper_app_labels = true\n",
+        )
+        .unwrap();
+        let s = Settings::from_fragment(Mode::System, f, &Environment::default()).unwrap();
+        assert_eq!(s.metrics.listen, Some("[::1]:9100".parse().unwrap()));
+        assert_eq!(
+            s.metrics.socket,
+            Some(PathBuf::from("/run/leger/metrics.sock"))
+        );
+        assert!(s.metrics.per_app_labels);
+    }
+
+    #[test]
+    fn metrics_bad_listen_names_the_key() {
+        let f: Fragment = toml::from_str("[metrics]\nlisten = \"localhost\"\n").unwrap();
+        let e = Settings::from_fragment(Mode::System, f, &Environment::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("metrics.listen") && e.contains("localhost"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use legerctl::edit::{parse_git_url, parse_interval, parse_subpath};
   legerctl status
   legerctl history -n 5
   legerctl suspend
+  legerctl logs web -f
 
 Exit codes: 0 on success, 1 when the command failed, 2 for usage errors.")]
 pub struct Cli {
@@ -89,6 +90,31 @@ Examples:
     /// Let legerd change the host again (clears policy.suspend).
     #[command(after_help = "desired.toml is rewritten in canonical form; comments are not kept.")]
     Resume,
+
+    /// Show the journal of an app's units (or of legerd and every managed unit) through journalctl.
+    #[command(
+        after_help = "Without APP: legerd itself and every unit it manages, interleaved.
+Needs legerd running to know an app's units; journalctl's own permissions apply
+(members of group systemd-journal or adm can read the system journal).
+
+Examples:
+  legerctl logs web -f
+  legerctl logs web -u web-db.service -n 100
+  journalctl MESSAGE_ID=fc2e5769da014e6c827e73b17a4eb9e8   # every revision applied (docs/journal.md)"
+    )]
+    Logs {
+        /// The app whose units to show.
+        app: Option<String>,
+        /// Only this unit (repeatable); it must belong to APP, or be managed by legerd.
+        #[arg(short = 'u', long = "unit", value_name = "UNIT")]
+        units: Vec<String>,
+        /// Keep printing new entries.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Show only the last N entries.
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        lines: Option<u32>,
+    },
 }
 
 #[derive(Debug, Args)]

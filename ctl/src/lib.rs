@@ -2,7 +2,9 @@
 //! `set-desired`, `suspend` and `resume` make to `desired.toml`.
 //!
 //! **Architecture invariant:** nothing in legerctl starts, stops or restarts a unit, or
-//! calls podman. It edits desired state and reads status; legerd does the rest.
+//! calls podman. It edits desired state and reads status; legerd does the rest. The one
+//! look past legerd is read-only: `legerctl logs` runs `journalctl`.
 
 pub mod edit;
+pub mod logs;
 pub mod render;

@@ -13,7 +13,7 @@ use leger_api_types::{
     DesiredState, DirSourceSpec, PassRecord, ReconcileResponse, SourceSpec, StatusDocument,
 };
 use leger_config::{Environment, Mode, Settings, default_dropin_dirs};
-use legerctl::{edit, render};
+use legerctl::{edit, logs, render};
 
 use crate::cli::{Cli, Command, SetDesired, SourceCommand};
 use crate::client::Client;
@@ -130,8 +130,61 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Suspend => set_suspend(&loc.desired_file()?, true)?,
         Command::Resume => set_suspend(&loc.desired_file()?, false)?,
+        Command::Logs {
+            app,
+            units,
+            follow,
+            lines,
+        } => show_logs(
+            &mut loc,
+            app.as_deref(),
+            &units,
+            logs::LogsOptions { follow, lines },
+        )?,
     }
     Ok(())
+}
+
+/// Picks the units from legerd's status and replaces this process with journalctl, so
+/// `-f`, the pager and Ctrl-C behave exactly as journalctl's own.
+fn show_logs(
+    loc: &mut Locations,
+    app: Option<&str>,
+    units: &[String],
+    options: logs::LogsOptions,
+) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let status = loc
+        .client()
+        .and_then(|client| block_on(client.get("/v1/status")))
+        .and_then(|body| {
+            serde_json::from_str::<StatusDocument>(&body)
+                .context("legerd sent a status document this legerctl cannot read")
+        });
+    let selected = match status {
+        Ok(doc) => logs::select_units(&doc, app, units)?,
+        // legerd down is exactly when its own journal matters: show that much.
+        Err(e) if app.is_none() => {
+            eprintln!(
+                "legerctl: cannot read legerd's status ({e:#}); showing legerd's own journal only"
+            );
+            std::iter::once(logs::LEGERD_UNIT.to_owned())
+                .chain(units.iter().cloned())
+                .collect()
+        }
+        Err(e) => {
+            return Err(e.context(format!(
+                "cannot find the units of app {}: legerd's status is needed",
+                app.unwrap_or_default()
+            )));
+        }
+    };
+    let args = logs::journalctl_args(&selected, loc.mode, options);
+    let err = std::process::Command::new("journalctl").args(&args).exec();
+    Err(anyhow::Error::new(err).context(format!(
+        "cannot run journalctl {}; legerctl logs reads the journal through it (package systemd)",
+        args.join(" ")
+    )))
 }
 
 /// legerctl makes one request per run; a current-thread runtime is all it needs.

@@ -29,7 +29,7 @@ fn revision(i: u32) -> BTreeMap<String, String> {
              Exec=/bin/sh -c 'trap \"exit 0\" TERM; while :; do echo \"db {i}\"; sleep 2 & wait $!; done'\n"
         ),
     );
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         files.insert(
             "apps/extra/extra.container".into(),
             container("extra", "extra"),
