@@ -28,6 +28,7 @@ use crate::quadlet::generator;
 use crate::source::SourceError;
 use crate::source::dir::DirSource;
 use crate::source::git::GitSource;
+use crate::source::manifest::ManifestSource;
 use crate::store::{RevisionState, Store};
 use crate::systemd::UnitManager;
 
@@ -40,6 +41,7 @@ const META_LAST_GOOD_DESIRED: &str = "last_good_desired";
 enum ActiveSource {
     Git(GitSource),
     Dir(DirSource),
+    Manifest(ManifestSource),
 }
 
 /// How a pass ended, for the controller.
@@ -164,7 +166,7 @@ impl<U: UnitManager> Reconciler<U> {
     pub fn dir_source_path(&self) -> Option<&Path> {
         match &self.desired.as_ref()?.source {
             SourceSpec::Dir(d) => Some(&d.path),
-            SourceSpec::Git(_) => None,
+            SourceSpec::Git(_) | SourceSpec::Manifest(_) => None,
         }
     }
 
@@ -172,6 +174,7 @@ impl<U: UnitManager> Reconciler<U> {
     pub fn poll_interval(&self) -> Duration {
         match self.desired.as_ref().map(|d| &d.source) {
             Some(SourceSpec::Git(g)) => g.poll_interval,
+            Some(SourceSpec::Manifest(m)) => m.poll_interval,
             _ => Duration::from_secs(60),
         }
     }
@@ -294,6 +297,11 @@ impl<U: UnitManager> Reconciler<U> {
                 SourceSpec::Dir(d) => {
                     ActiveSource::Dir(DirSource::new(d.clone(), self.settings.limits.clone()))
                 }
+                SourceSpec::Manifest(m) => ActiveSource::Manifest(ManifestSource::new(
+                    m.clone(),
+                    &self.settings.paths.state_dir,
+                    self.settings.limits.clone(),
+                )),
             },
         };
         let applied = self.applied_revision.clone();
@@ -302,6 +310,7 @@ impl<U: UnitManager> Reconciler<U> {
             let result = match &mut source {
                 ActiveSource::Git(g) => g.fetch(applied.as_deref()).map(|f| f.snapshot),
                 ActiveSource::Dir(d) => d.fetch(),
+                ActiveSource::Manifest(m) => m.fetch(applied.as_deref()).map(|f| f.snapshot),
             };
             (source, result)
         })
@@ -618,6 +627,15 @@ impl<U: UnitManager> Reconciler<U> {
                         g.path.clone(),
                     ),
                     SourceSpec::Dir(dir) => ("dir", dir.path.display().to_string(), None, None),
+                    SourceSpec::Manifest(m) => (
+                        "manifest",
+                        m.url.clone(),
+                        Some(match m.version {
+                            leger_api_types::ManifestVersion::Latest => "latest".to_owned(),
+                            leger_api_types::ManifestVersion::Pinned(n) => format!("v{n}"),
+                        }),
+                        None,
+                    ),
                 };
                 StatusSpec {
                     source_kind: Some(kind.to_owned()),
