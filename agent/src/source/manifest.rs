@@ -261,7 +261,8 @@ pub struct ManifestSource {
 
 /// A response body, or "not modified".
 enum Body {
-    Fresh(Vec<u8>, Validators),
+    /// The bytes, their validators, and the URL they came from after redirects.
+    Fresh(Vec<u8>, Validators, Url),
     NotModified,
 }
 
@@ -321,7 +322,7 @@ impl ManifestSource {
             ManifestVersion::Latest => {
                 let latest_url = join(&base, &[LATEST_FILE]);
                 let cond = self.current.as_ref().map(|c| &c.latest);
-                let (bytes, validators) =
+                let (bytes, validators, final_url) =
                     match http.get(&latest_url, cond, MAX_LATEST_BYTES, LATEST_FILE, &mut stats)? {
                         Body::NotModified => {
                             let current = self.current.as_ref().expect("304 only when conditional");
@@ -330,7 +331,7 @@ impl ManifestSource {
                                 stats,
                             });
                         }
-                        Body::Fresh(b, v) => (b, v),
+                        Body::Fresh(b, v, u) => (b, v, u),
                     };
                 let latest: Latest = serde_json::from_slice(&bytes).map_err(|e| {
                     self.problem(ManifestProblem::Malformed {
@@ -351,7 +352,8 @@ impl ManifestSource {
                         to: latest.version,
                     }));
                 }
-                let url = latest_url.join(&latest.manifest_url).map_err(|e| {
+                // Relative to where latest.json was really served from, after redirects.
+                let url = final_url.join(&latest.manifest_url).map_err(|e| {
                     self.problem(ManifestProblem::Malformed {
                         what: LATEST_FILE,
                         error: format!("manifest_url {:?}: {e}", latest.manifest_url),
@@ -382,7 +384,7 @@ impl ManifestSource {
                     stats,
                 });
             }
-            Body::Fresh(b, v) => (b, v),
+            Body::Fresh(b, v, _) => (b, v),
         };
 
         if !keys.is_empty() {
@@ -426,7 +428,7 @@ impl ManifestSource {
                 None => {
                     let url = sibling(&manifest_url, &entry.name);
                     let bytes = match http.get(&url, None, entry.size, &entry.name, &mut stats) {
-                        Ok(Body::Fresh(b, _)) => b,
+                        Ok(Body::Fresh(b, _, _)) => b,
                         Ok(Body::NotModified) => unreachable!("unconditional request"),
                         // The body ran past the declared size: report it as a size mismatch.
                         Err(SourceError::Verification {
@@ -787,8 +789,9 @@ impl Http {
             return Err(self.status_error(url, status));
         }
         let validators = Validators::from_headers(resp.headers());
+        let final_url = resp.url().clone();
         let bytes = self.read_limited(url, resp, limit, what, stats)?;
-        Ok(Body::Fresh(bytes, validators))
+        Ok(Body::Fresh(bytes, validators, final_url))
     }
 
     /// GETs an optional document: `Err(status text)` for a 404 or 410.
