@@ -1,8 +1,10 @@
 //! legerctl's library: pure rendering of status and history, and the edits
-//! `set-desired`, `suspend` and `resume` make to `desired.toml`.
+//! `set-desired`, `suspend` and `resume` make to `desired.toml`, and the offline
+//! `publish` and `keygen` helpers that build a manifest tree.
 //!
 //! **Architecture invariant:** nothing in legerctl starts, stops or restarts a unit, or
 //! calls podman. It edits desired state and reads status; legerd does the rest.
 
 pub mod edit;
+pub mod publish;
 pub mod render;
