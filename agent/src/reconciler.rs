@@ -41,7 +41,7 @@ const META_LAST_GOOD_DESIRED: &str = "last_good_desired";
 enum ActiveSource {
     Git(GitSource),
     Dir(DirSource),
-    Manifest(ManifestSource),
+    Manifest(Box<ManifestSource>),
 }
 
 /// How a pass ended, for the controller.
@@ -297,11 +297,11 @@ impl<U: UnitManager> Reconciler<U> {
                 SourceSpec::Dir(d) => {
                     ActiveSource::Dir(DirSource::new(d.clone(), self.settings.limits.clone()))
                 }
-                SourceSpec::Manifest(m) => ActiveSource::Manifest(ManifestSource::new(
+                SourceSpec::Manifest(m) => ActiveSource::Manifest(Box::new(ManifestSource::new(
                     m.clone(),
                     &self.settings.paths.state_dir,
                     self.settings.limits.clone(),
-                )),
+                ))),
             },
         };
         let applied = self.applied_revision.clone();

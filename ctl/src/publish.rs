@@ -308,9 +308,11 @@ pub fn keygen(out: &Path) -> Result<KeyFiles, PublishError> {
     }
     // An empty password leaves the key unencrypted but, unlike
     // `generate_unencrypted_keypair`, writes the checksum that loading verifies.
-    let kp = minisign::KeyPair::generate_encrypted_keypair(Some(String::new())).map_err(|e| PublishError::Key {
-        path: secret.clone(),
-        reason: e.to_string(),
+    let kp = minisign::KeyPair::generate_encrypted_keypair(Some(String::new())).map_err(|e| {
+        PublishError::Key {
+            path: secret.clone(),
+            reason: e.to_string(),
+        }
     })?;
     let key_error = |e: minisign::PError| PublishError::Key {
         path: secret.clone(),

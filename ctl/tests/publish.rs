@@ -31,7 +31,14 @@ fn publish_writes_a_tree_legerd_verifies() {
     let keys = keygen(&tmp.path().join("k")).unwrap();
     let sk = load_secret_key(&keys.secret).unwrap();
     let out = tmp.path().join("out");
-    let p = publish(&examples(), &out, Some(&sk), "2026-01-01T00:00:00Z", &limits()).unwrap();
+    let p = publish(
+        &examples(),
+        &out,
+        Some(&sk),
+        "2026-01-01T00:00:00Z",
+        &limits(),
+    )
+    .unwrap();
     assert_eq!(p.version, 1);
     assert_eq!(p.apps, vec!["counter".to_owned(), "hello".to_owned()]);
 
@@ -63,7 +70,11 @@ fn publish_is_deterministic_apart_from_generated_at() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     publish(&examples(), &a, None, "2026-01-01T00:00:00Z", &limits()).unwrap();
     publish(&examples(), &b, None, "2026-01-01T00:00:00Z", &limits()).unwrap();
-    for rel in ["latest.json", "v1/manifest.json", "v1/hello/hello.container"] {
+    for rel in [
+        "latest.json",
+        "v1/manifest.json",
+        "v1/hello/hello.container",
+    ] {
         assert_eq!(
             std::fs::read(a.join(rel)).unwrap(),
             std::fs::read(b.join(rel)).unwrap(),
