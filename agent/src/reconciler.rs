@@ -523,7 +523,7 @@ impl<U: UnitManager> Reconciler<U> {
                     reason::SUCCEEDED,
                     format!(
                         "applied revision {}",
-                        self.applied_revision.as_deref().map_or("-", short)
+                        self.applied_revision.as_deref().map_or("-".into(), short)
                     ),
                 )
             } else {
@@ -680,8 +680,12 @@ impl<U: UnitManager> Reconciler<U> {
     }
 }
 
-/// The first 12 characters of a revision, for people.
-pub fn short(revision: &str) -> &str {
+/// The first 12 characters of a revision, for people; a manifest revision keeps its
+/// version: `v3@sha256:0123…` reads `v3@0123456789ab`.
+pub fn short(revision: &str) -> std::borrow::Cow<'_, str> {
+    if let Some((version, digest)) = revision.split_once("@sha256:") {
+        return format!("{version}@{}", &digest[..digest.len().min(12)]).into();
+    }
     let r = revision.strip_prefix("sha256:").unwrap_or(revision);
-    &r[..r.len().min(12)]
+    r[..r.len().min(12)].into()
 }
