@@ -924,6 +924,16 @@ mod tests {
     }
 
     #[test]
+    fn short_revision_keeps_the_manifest_version() {
+        let rev = format!("v12@sha256:{}", "ab".repeat(32));
+        assert_eq!(crate::reconciler::short(&rev), "v12@abababababab");
+        assert_eq!(
+            crate::reconciler::short("sha256:0123456789abcdef"),
+            "0123456789ab"
+        );
+    }
+
+    #[test]
     fn revision_version_reads_manifest_revisions_only() {
         assert_eq!(revision_version("v12@sha256:ab"), Some(12));
         assert_eq!(revision_version("0123abcd"), None);
