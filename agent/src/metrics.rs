@@ -67,7 +67,7 @@ pub const UNIT_STATES: [&str; 10] = [
 /// `legerd_source_fetch_total{kind,outcome}` outcomes.
 const FETCH_OUTCOMES: [&str; 2] = ["ok", "failed"];
 /// Source kinds.
-const SOURCE_KINDS: [&str; 2] = ["git", "dir"];
+const SOURCE_KINDS: [&str; 3] = ["git", "dir", "manifest"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {

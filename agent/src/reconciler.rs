@@ -31,6 +31,7 @@ use crate::revisions::RevisionStore;
 use crate::source::SourceError;
 use crate::source::dir::DirSource;
 use crate::source::git::GitSource;
+use crate::source::manifest::ManifestSource;
 use crate::store::{RevisionState, Store};
 use crate::systemd::UnitManager;
 
@@ -43,6 +44,7 @@ const META_LAST_GOOD_DESIRED: &str = "last_good_desired";
 enum ActiveSource {
     Git(GitSource),
     Dir(DirSource),
+    Manifest(Box<ManifestSource>),
 }
 
 /// How a pass ended, for the controller.
@@ -182,7 +184,7 @@ impl<U: UnitManager> Reconciler<U> {
     pub fn dir_source_path(&self) -> Option<&Path> {
         match &self.desired.as_ref()?.source {
             SourceSpec::Dir(d) => Some(&d.path),
-            SourceSpec::Git(_) => None,
+            SourceSpec::Git(_) | SourceSpec::Manifest(_) => None,
         }
     }
 
@@ -190,6 +192,7 @@ impl<U: UnitManager> Reconciler<U> {
     pub fn poll_interval(&self) -> Duration {
         match self.desired.as_ref().map(|d| &d.source) {
             Some(SourceSpec::Git(g)) => g.poll_interval,
+            Some(SourceSpec::Manifest(m)) => m.poll_interval,
             _ => Duration::from_secs(60),
         }
     }
@@ -312,12 +315,18 @@ impl<U: UnitManager> Reconciler<U> {
                 SourceSpec::Dir(d) => {
                     ActiveSource::Dir(DirSource::new(d.clone(), self.settings.limits.clone()))
                 }
+                SourceSpec::Manifest(m) => ActiveSource::Manifest(Box::new(ManifestSource::new(
+                    m.clone(),
+                    &self.settings.paths.state_dir,
+                    self.settings.limits.clone(),
+                ))),
             },
         };
         let applied = self.applied_revision.clone();
         let kind = match &source {
             ActiveSource::Git(_) => "git",
             ActiveSource::Dir(_) => "dir",
+            ActiveSource::Manifest(_) => "manifest",
         };
         let t0 = Instant::now();
         let (source, result) = tokio::task::spawn_blocking(move || {
@@ -325,6 +334,7 @@ impl<U: UnitManager> Reconciler<U> {
             let result = match &mut source {
                 ActiveSource::Git(g) => g.fetch(applied.as_deref()).map(|f| f.snapshot),
                 ActiveSource::Dir(d) => d.fetch(),
+                ActiveSource::Manifest(m) => m.fetch(applied.as_deref()).map(|f| f.snapshot),
             };
             (source, result)
         })
@@ -758,7 +768,7 @@ impl<U: UnitManager> Reconciler<U> {
                     reason::SUCCEEDED,
                     format!(
                         "applied revision {}",
-                        self.applied_revision.as_deref().map_or("-", short)
+                        self.applied_revision.as_deref().map_or("-".into(), short)
                     ),
                 )
             } else {
@@ -862,6 +872,15 @@ impl<U: UnitManager> Reconciler<U> {
                         g.path.clone(),
                     ),
                     SourceSpec::Dir(dir) => ("dir", dir.path.display().to_string(), None, None),
+                    SourceSpec::Manifest(m) => (
+                        "manifest",
+                        m.url.clone(),
+                        Some(match m.version {
+                            leger_api_types::ManifestVersion::Latest => "latest".to_owned(),
+                            leger_api_types::ManifestVersion::Pinned(n) => format!("v{n}"),
+                        }),
+                        None,
+                    ),
                 };
                 StatusSpec {
                     source_kind: Some(kind.to_owned()),
@@ -906,8 +925,12 @@ impl<U: UnitManager> Reconciler<U> {
     }
 }
 
-/// The first 12 characters of a revision, for people.
-pub fn short(revision: &str) -> &str {
+/// The first 12 characters of a revision, for people; a manifest revision keeps its
+/// version: `v3@sha256:0123…` reads `v3@0123456789ab`.
+pub fn short(revision: &str) -> std::borrow::Cow<'_, str> {
+    if let Some((version, digest)) = revision.split_once("@sha256:") {
+        return format!("{version}@{}", &digest[..digest.len().min(12)]).into();
+    }
     let r = revision.strip_prefix("sha256:").unwrap_or(revision);
-    &r[..r.len().min(12)]
+    r[..r.len().min(12)].into()
 }

@@ -5,6 +5,8 @@
 //! a hand-edited file must be an error that names the key, never a silently ignored
 //! setting.
 
+#[cfg(test)]
+use std::path::Path;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,6 +35,8 @@ pub enum SourceSpec {
     Git(GitSourceSpec),
     /// A local folder watched with inotify.
     Dir(DirSourceSpec),
+    /// A leger.run-format HTTP manifest (see [`crate::manifest`]).
+    Manifest(ManifestSourceSpec),
 }
 
 /// The `[source]` table as written, every key optional; see [`SourceSpec`].
@@ -58,6 +62,14 @@ pub struct RawSource {
     poll_interval: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     allow_rewrite: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<ManifestVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    public_keys: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    allow_cross_origin_redirects: Option<bool>,
 }
 
 impl TryFrom<RawSource> for SourceSpec {
@@ -66,6 +78,23 @@ impl TryFrom<RawSource> for SourceSpec {
     fn try_from(r: RawSource) -> Result<Self, String> {
         let not_for =
             |key: &str, kind: &str| format!("key `{key}` is not valid for kind = \"{kind}\"");
+        let manifest_only = [
+            ("version", r.version.is_some()),
+            ("public_keys", r.public_keys.is_some()),
+            ("token_file", r.token_file.is_some()),
+            (
+                "allow_cross_origin_redirects",
+                r.allow_cross_origin_redirects.is_some(),
+            ),
+        ];
+        match r.kind.as_str() {
+            "git" | "dir" => {
+                if let Some((key, _)) = manifest_only.iter().find(|(_, set)| *set) {
+                    return Err(not_for(key, &r.kind));
+                }
+            }
+            _ => {}
+        }
         match r.kind.as_str() {
             "git" => {
                 let url = r.url.ok_or("kind = \"git\" needs `url`")?;
@@ -102,8 +131,43 @@ impl TryFrom<RawSource> for SourceSpec {
                 }
                 Ok(SourceSpec::Dir(DirSourceSpec { path }))
             }
+            "manifest" => {
+                for (key, set) in [
+                    ("ref", r.reference.is_some()),
+                    ("path", r.path.is_some()),
+                    ("allow_rewrite", r.allow_rewrite.is_some()),
+                ] {
+                    if set {
+                        return Err(not_for(key, "manifest"));
+                    }
+                }
+                let url = r.url.ok_or("kind = \"manifest\" needs `url`")?;
+                validate_manifest_url(&url).map_err(|e| format!("url: {e}"))?;
+                let public_keys = r.public_keys.unwrap_or_default();
+                for (i, key) in public_keys.iter().enumerate() {
+                    validate_public_key(key).map_err(|e| format!("public_keys[{i}]: {e}"))?;
+                }
+                let token_file = match r.token_file {
+                    Some(t) => {
+                        let p = PathBuf::from(t);
+                        if !p.is_absolute() {
+                            return Err(format!("token_file: {:?} must be absolute", p.display()));
+                        }
+                        Some(p)
+                    }
+                    None => None,
+                };
+                Ok(SourceSpec::Manifest(ManifestSourceSpec {
+                    url,
+                    version: r.version.unwrap_or_default(),
+                    poll_interval: r.poll_interval.unwrap_or_else(default_poll_interval),
+                    public_keys,
+                    token_file,
+                    allow_cross_origin_redirects: r.allow_cross_origin_redirects.unwrap_or(false),
+                }))
+            }
             other => Err(format!(
-                "unknown source kind {other:?}; expected \"git\" or \"dir\""
+                "unknown source kind {other:?}; expected \"git\", \"dir\" or \"manifest\""
             )),
         }
     }
@@ -119,10 +183,21 @@ impl From<SourceSpec> for RawSource {
                 path: g.path,
                 poll_interval: Some(g.poll_interval),
                 allow_rewrite: g.allow_rewrite.then_some(true),
+                ..RawSource::default()
             },
             SourceSpec::Dir(d) => RawSource {
                 kind: "dir".into(),
                 path: Some(d.path.to_string_lossy().into_owned()),
+                ..RawSource::default()
+            },
+            SourceSpec::Manifest(m) => RawSource {
+                kind: "manifest".into(),
+                url: Some(m.url),
+                version: Some(m.version),
+                poll_interval: Some(m.poll_interval),
+                public_keys: (!m.public_keys.is_empty()).then_some(m.public_keys),
+                token_file: m.token_file.map(|p| p.to_string_lossy().into_owned()),
+                allow_cross_origin_redirects: m.allow_cross_origin_redirects.then_some(true),
                 ..RawSource::default()
             },
         }
@@ -184,6 +259,130 @@ pub struct DirSourceSpec {
     pub path: PathBuf,
 }
 
+/// A leger.run manifest source: a static tree served over HTTP(S).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSourceSpec {
+    /// The tree's base URL (`https://host/fleet/`); `latest.json` and `v{N}/` sit under it.
+    pub url: String,
+    /// Follow `latest.json`, or pin one version (the only way to go back to an older one).
+    pub version: ManifestVersion,
+    /// How often `latest.json` is polled; jitter is added by legerd.
+    #[serde(with = "duration_str")]
+    pub poll_interval: Duration,
+    /// minisign public keys (the base64 line of a `.pub` file). When any is set, every
+    /// manifest must carry a `manifest.json.sig` that verifies against one of them.
+    pub public_keys: Vec<String>,
+    /// A file holding a bearer token sent with every request. The token itself never goes
+    /// in desired.toml, which `legerctl status` shows and people paste into tickets.
+    pub token_file: Option<PathBuf>,
+    /// Follow a redirect to another scheme or host. Off by default: a redirect is the
+    /// easiest way to swap a trusted origin for another one.
+    pub allow_cross_origin_redirects: bool,
+}
+
+impl ManifestSourceSpec {
+    /// A manifest source with defaults for everything but the URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        ManifestSourceSpec {
+            url: url.into(),
+            version: ManifestVersion::Latest,
+            poll_interval: default_poll_interval(),
+            public_keys: Vec::new(),
+            token_file: None,
+            allow_cross_origin_redirects: false,
+        }
+    }
+}
+
+/// `version = "latest"` or `version = N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ManifestVersion {
+    /// Follow `latest.json`; the version never goes backwards.
+    #[default]
+    Latest,
+    /// Stay on this version, whatever `latest.json` says.
+    Pinned(u64),
+}
+
+impl Serialize for ManifestVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ManifestVersion::Latest => s.serialize_str("latest"),
+            ManifestVersion::Pinned(n) => s.serialize_u64(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ManifestVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ManifestVersion;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"latest\" or a version number of 1 or more")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ManifestVersion, E> {
+                if v == "latest" {
+                    Ok(ManifestVersion::Latest)
+                } else {
+                    Err(E::custom(format!(
+                        "invalid version {v:?}; use \"latest\" or a number such as 3"
+                    )))
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ManifestVersion, E> {
+                if v < 1 {
+                    return Err(E::custom(format!(
+                        "invalid version {v}; versions start at 1"
+                    )));
+                }
+                Ok(ManifestVersion::Pinned(v as u64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ManifestVersion, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Checks a manifest base URL: `https://` or `http://` with a host and no credentials.
+pub fn validate_manifest_url(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url)
+        .map_err(|e| format!("invalid url {url:?}: {e}; use https://host/path/"))?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err(format!(
+            "invalid url {url:?}: unsupported scheme {:?}; use https:// (or http:// on a trusted network)",
+            parsed.scheme()
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("invalid url {url:?}: no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "the url carries credentials; put a bearer token in token_file instead".to_owned(),
+        );
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!(
+            "invalid url {url:?}: a base url takes no query or fragment"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a minisign public key: the base64 line of a `.pub` file (`RW...`).
+pub fn validate_public_key(key: &str) -> Result<(), String> {
+    minisign_verify::PublicKey::from_base64(key.trim())
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "not a minisign public key ({e}); use the base64 line of the .pub file from `legerctl keygen`"
+            )
+        })
+}
+
 /// Convergence policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,6 +442,10 @@ impl DesiredState {
                 None => format!("git {}@{}", g.url, g.reference),
             },
             SourceSpec::Dir(d) => format!("dir {}", d.path.display()),
+            SourceSpec::Manifest(m) => match m.version {
+                ManifestVersion::Latest => format!("manifest {} (latest)", m.url),
+                ManifestVersion::Pinned(n) => format!("manifest {} (pinned v{n})", m.url),
+            },
         }
     }
 }
@@ -478,6 +681,71 @@ suspend = false
         assert!(e.contains(".."), "{e}");
         let e = err("[source]\nkind = \"dir\"\npath = \"relative/apps\"\n");
         assert!(e.contains("absolute"), "{e}");
+    }
+
+    const KEY: &str = "RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3";
+
+    #[test]
+    fn desired_manifest_source_parses_and_round_trips() {
+        let d = DesiredState::from_toml_str(&format!(
+            "[source]\nkind = \"manifest\"\nurl = \"https://static.example/fleet/\"\nversion = 4\npoll_interval = \"30s\"\npublic_keys = [\"{KEY}\"]\ntoken_file = \"/etc/leger/token\"\n"
+        ))
+        .unwrap();
+        let SourceSpec::Manifest(m) = &d.source else {
+            panic!("manifest expected")
+        };
+        assert_eq!(m.version, ManifestVersion::Pinned(4));
+        assert_eq!(m.poll_interval, Duration::from_secs(30));
+        assert_eq!(m.public_keys, vec![KEY.to_owned()]);
+        assert_eq!(m.token_file.as_deref(), Some(Path::new("/etc/leger/token")));
+        assert_eq!(DesiredState::from_toml_str(&d.to_toml_string()).unwrap(), d);
+        let latest = DesiredState::from_toml_str(
+            "[source]\nkind = \"manifest\"\nurl = \"http://127.0.0.1:8080/\"\nversion = \"latest\"\n",
+        )
+        .unwrap();
+        let SourceSpec::Manifest(m) = &latest.source else {
+            panic!("manifest expected")
+        };
+        assert_eq!(m.version, ManifestVersion::Latest);
+        assert!(m.public_keys.is_empty() && m.token_file.is_none());
+        assert_eq!(
+            DesiredState::from_toml_str(&latest.to_toml_string()).unwrap(),
+            latest
+        );
+    }
+
+    #[test]
+    fn desired_manifest_bad_keys_are_named() {
+        let base = "[source]\nkind = \"manifest\"\nurl = \"https://h/f/\"\n";
+        let e = err(&format!("{base}ref = \"main\"\n"));
+        assert!(
+            e.contains("`ref` is not valid for kind = \"manifest\""),
+            "{e}"
+        );
+        let e = err(&format!("{base}version = \"newest\"\n"));
+        assert!(e.contains("newest") && e.contains("version"), "{e}");
+        let e = err(&format!("{base}version = 0\n"));
+        assert!(e.contains("versions start at 1"), "{e}");
+        let e = err(&format!("{base}public_keys = [\"nope\"]\n"));
+        assert!(
+            e.contains("public_keys[0]") && e.contains("minisign"),
+            "{e}"
+        );
+        let e = err(&format!("{base}token_file = \"token\"\n"));
+        assert!(e.contains("token_file") && e.contains("absolute"), "{e}");
+        let e = err(&format!("{base}tokenfile = \"/t\"\n"));
+        assert!(e.contains("tokenfile"), "{e}");
+        let e = err("[source]\nkind = \"manifest\"\nurl = \"https://u:p@h/f/\"\n");
+        assert!(e.contains("token_file") && !e.contains("u:p"), "{e}");
+        let e = err("[source]\nkind = \"manifest\"\nurl = \"file:///srv/f\"\n");
+        assert!(e.contains("unsupported scheme"), "{e}");
+        let e = err("[source]\nkind = \"manifest\"\n");
+        assert!(e.contains("needs `url`"), "{e}");
+        let e = err("[source]\nkind = \"git\"\nurl = \"https://h/r.git\"\nversion = 3\n");
+        assert!(
+            e.contains("`version` is not valid for kind = \"git\""),
+            "{e}"
+        );
     }
 
     #[test]

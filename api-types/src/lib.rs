@@ -5,9 +5,11 @@
 //! agent that produced it.
 
 pub mod desired;
+pub mod manifest;
 pub mod status;
 
 pub use desired::{
-    DesiredState, DesiredStateError, DirSourceSpec, GitSourceSpec, Policy, SourceSpec,
+    DesiredState, DesiredStateError, DirSourceSpec, GitSourceSpec, ManifestSourceSpec,
+    ManifestVersion, Policy, SourceSpec,
 };
 pub use status::*;

@@ -114,6 +114,9 @@ pub mod reason {
     pub const VALIDATION_FAILED: &str = "ValidationFailed";
     /// A force-push was refused.
     pub const HISTORY_REWRITTEN: &str = "HistoryRewritten";
+    /// A manifest revision failed verification: a digest, size, name, signature or
+    /// version check refused it. The running revision stays.
+    pub const VERIFICATION_FAILED: &str = "VerificationFailed";
     /// Writing files or driving systemd failed.
     pub const APPLY_FAILED: &str = "ApplyFailed";
     /// One or more units did not reach `active`.

@@ -4,7 +4,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use legerctl::edit::{parse_git_url, parse_interval, parse_subpath};
+use leger_api_types::ManifestVersion;
+use legerctl::edit::{
+    parse_git_url, parse_interval, parse_manifest_url, parse_manifest_version, parse_public_key,
+    parse_subpath,
+};
 
 /// Edit leger's desired state and read legerd's status.
 ///
@@ -115,6 +119,37 @@ Examples:
         #[arg(short = 'n', long = "lines", value_name = "N")]
         lines: Option<u32>,
     },
+
+    /// Build a leger.run manifest tree from a folder of apps (offline; touches no host).
+    #[command(
+        after_help = "Writes OUT_DIR/v{N+1}/ (the files, manifest.json and, with --sign, manifest.json.sig), then replaces OUT_DIR/latest.json. Older versions are kept so hosts can pin them.
+The apps are validated the way legerd validates them. Set SOURCE_DATE_EPOCH for a byte-for-byte reproducible manifest (generated_at is the only field that varies).
+
+Example:
+  legerctl publish ./apps ./public --sign leger.key
+  legerctl set-desired manifest https://static.example.org/fleet/ --public-key RWQ..."
+    )]
+    Publish {
+        /// The folder with one sub-folder per app.
+        apps_dir: PathBuf,
+        /// The static tree to add a version to (created when missing).
+        out_dir: PathBuf,
+        /// Sign manifest.json with this minisign secret key (from `legerctl keygen`).
+        #[arg(long, value_name = "KEYFILE")]
+        sign: Option<PathBuf>,
+    },
+
+    /// Create a minisign key pair for signing manifests: OUT.key and OUT.pub.
+    #[command(
+        after_help = "The secret key is written unencrypted (mode 0600) so CI can use it; keep it in a secret store. Put the printed public key in desired.toml's public_keys.
+
+Example:
+  legerctl keygen ./leger"
+    )]
+    Keygen {
+        /// Path prefix for the two files.
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +184,28 @@ pub enum SourceCommand {
         /// Accept force-pushed history (a new commit that does not descend from the applied one).
         #[arg(long)]
         allow_rewrite: bool,
+    },
+    /// Apps come from a leger.run manifest tree served over HTTP(S).
+    #[command(
+        after_help = "Example:\n  legerctl set-desired manifest https://static.example.org/fleet/ --public-key RWQ... --interval 5m\n  legerctl set-desired manifest https://static.example.org/fleet/ --version 3   # pin v3"
+    )]
+    #[command(disable_version_flag = true)]
+    Manifest {
+        /// Base URL of the tree (where latest.json is).
+        #[arg(value_parser = parse_manifest_url)]
+        url: String,
+        /// A version number to pin, or `latest` [default: latest].
+        #[arg(long, value_name = "N|latest", value_parser = parse_manifest_version)]
+        version: Option<ManifestVersion>,
+        /// A minisign public key (base64); every manifest must then be signed. Repeatable.
+        #[arg(long = "public-key", value_name = "KEY", value_parser = parse_public_key)]
+        public_keys: Vec<String>,
+        /// A file holding a bearer token for the server (the token never goes in desired.toml).
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
+        /// How often legerd polls latest.json, e.g. 30s, 5m [default: 60s].
+        #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+        interval: Option<Duration>,
     },
     /// Apps come from a local folder, one sub-folder per app.
     #[command(after_help = "Example:\n  legerctl set-desired dir /srv/leger/apps")]

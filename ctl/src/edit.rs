@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use leger_api_types::desired::{validate_git_url, validate_subpath};
-use leger_api_types::{DesiredState, DesiredStateError, GitSourceSpec, Policy, SourceSpec};
+use leger_api_types::{
+    DesiredState, DesiredStateError, GitSourceSpec, ManifestVersion, Policy, SourceSpec,
+};
 
 /// Why an edit was refused.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +117,31 @@ fn finish(desired: DesiredState) -> Result<(DesiredState, String), EditError> {
     let text = desired.to_toml_string();
     let checked = DesiredState::from_toml_str(&text)?;
     Ok((checked, text))
+}
+
+/// Clap value parser for a manifest base URL.
+pub fn parse_manifest_url(s: &str) -> Result<String, String> {
+    leger_api_types::desired::validate_manifest_url(s)?;
+    Ok(s.to_owned())
+}
+
+/// Clap value parser for `--version`: `latest` or a number of 1 or more.
+pub fn parse_manifest_version(s: &str) -> Result<ManifestVersion, String> {
+    if s == "latest" {
+        return Ok(ManifestVersion::Latest);
+    }
+    match s.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(ManifestVersion::Pinned(n)),
+        _ => Err(format!(
+            "invalid version {s:?}; use latest or a number such as 3"
+        )),
+    }
+}
+
+/// Clap value parser for `--public-key`.
+pub fn parse_public_key(s: &str) -> Result<String, String> {
+    leger_api_types::desired::validate_public_key(s)?;
+    Ok(s.trim().to_owned())
 }
 
 #[cfg(test)]

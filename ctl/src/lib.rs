@@ -1,5 +1,6 @@
 //! legerctl's library: pure rendering of status and history, and the edits
-//! `set-desired`, `suspend` and `resume` make to `desired.toml`.
+//! `set-desired`, `suspend` and `resume` make to `desired.toml`, and the offline
+//! `publish` and `keygen` helpers that build a manifest tree.
 //!
 //! **Architecture invariant:** nothing in legerctl starts, stops or restarts a unit, or
 //! calls podman. It edits desired state and reads status; legerd does the rest. The one
@@ -7,4 +8,5 @@
 
 pub mod edit;
 pub mod logs;
+pub mod publish;
 pub mod render;

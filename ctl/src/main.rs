@@ -10,10 +10,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use leger_api_types::{
-    DesiredState, DirSourceSpec, PassRecord, ReconcileResponse, SourceSpec, StatusDocument,
+    DesiredState, DirSourceSpec, ManifestSourceSpec, PassRecord, ReconcileResponse, SourceSpec,
+    StatusDocument,
 };
 use leger_config::{Environment, Mode, Settings, default_dropin_dirs};
-use legerctl::{edit, logs, render};
+use legerctl::{edit, logs, publish, render};
 
 use crate::cli::{Cli, Command, SetDesired, SourceCommand};
 use crate::client::Client;
@@ -141,6 +142,23 @@ fn run(cli: Cli) -> Result<()> {
             &units,
             logs::LogsOptions { follow, lines },
         )?,
+        Command::Publish {
+            apps_dir,
+            out_dir,
+            sign,
+        } => run_publish(&mut loc, &apps_dir, &out_dir, sign.as_deref())?,
+        Command::Keygen { out } => {
+            let k = publish::keygen(&out)?;
+            println!(
+                "secret key: {} (keep it secret; mode 0600)",
+                k.secret.display()
+            );
+            println!("public key: {}", k.public.display());
+            println!(
+                "\nOn each host:\n  legerctl set-desired manifest URL --public-key {}",
+                k.public_base64
+            );
+        }
     }
     Ok(())
 }
@@ -225,6 +243,29 @@ fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
                     interval,
                     allow_rewrite,
                 ),
+                SourceCommand::Manifest {
+                    url,
+                    version,
+                    public_keys,
+                    token_file,
+                    interval,
+                } => {
+                    let mut m = ManifestSourceSpec::new(url);
+                    if let Some(v) = version {
+                        m.version = v;
+                    }
+                    m.public_keys = public_keys;
+                    if let Some(t) = token_file {
+                        m.token_file =
+                            Some(std::path::absolute(&t).with_context(|| {
+                                format!("cannot make {} absolute", t.display())
+                            })?);
+                    }
+                    if let Some(i) = interval {
+                        m.poll_interval = i;
+                    }
+                    SourceSpec::Manifest(m)
+                }
                 SourceCommand::Dir { path: dir } => SourceSpec::Dir(DirSourceSpec {
                     path: std::path::absolute(&dir)
                         .with_context(|| format!("cannot make {} absolute", dir.display()))?,
@@ -245,6 +286,50 @@ fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
         println!();
     }
     Ok(())
+}
+
+fn run_publish(
+    loc: &mut Locations,
+    apps_dir: &Path,
+    out_dir: &Path,
+    sign: Option<&Path>,
+) -> Result<()> {
+    let key = sign.map(publish::load_secret_key).transpose()?;
+    // The host's limits when its config is readable, so the tree fits what legerd accepts.
+    let limits = match loc.settings() {
+        Ok(s) => s.limits.clone(),
+        Err(_) => leger_config::Limits {
+            max_file_size: 1024 * 1024,
+            max_files: 10_000,
+        },
+    };
+    let p = publish::publish(apps_dir, out_dir, key.as_ref(), &generated_at()?, &limits)?;
+    println!(
+        "published v{} to {}: {} apps ({}), {} files, {}",
+        p.version,
+        p.dir.display(),
+        p.apps.len(),
+        p.apps.join(", "),
+        p.files,
+        if p.signed { "signed" } else { "unsigned" }
+    );
+    println!("revision: {}", p.revision);
+    Ok(())
+}
+
+/// Now, or `SOURCE_DATE_EPOCH` for reproducible builds.
+fn generated_at() -> Result<String> {
+    let time = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) => {
+            let secs: u64 = s
+                .trim()
+                .parse()
+                .with_context(|| format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds"))?;
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)
+        }
+        Err(_) => std::time::SystemTime::now(),
+    };
+    Ok(humantime::format_rfc3339_seconds(time).to_string())
 }
 
 fn set_suspend(path: &Path, suspend: bool) -> Result<()> {

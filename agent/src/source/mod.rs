@@ -1,4 +1,4 @@
-//! Sources of desired state: git (gix) and a local dir. Each fetch yields a
+//! Sources of desired state: git (gix), a leger.run HTTP manifest, and a local dir. Each fetch yields a
 //! [`Snapshot`](crate::model::Snapshot) of the app folder.
 //!
 //! Both sources are blocking; the controller calls them inside `spawn_blocking`. They
@@ -7,6 +7,7 @@
 
 pub mod dir;
 pub mod git;
+pub mod manifest;
 mod tree;
 
 use std::path::PathBuf;
@@ -92,6 +93,15 @@ pub enum SourceError {
         /// What failed.
         reason: String,
     },
+    /// A manifest revision failed verification (digest, size, name, signature,
+    /// version); the whole revision is refused and the running one stays.
+    #[error("manifest source {url}: {problem}")]
+    Verification {
+        /// The source's base URL.
+        url: String,
+        /// What was refused.
+        problem: manifest::ManifestProblem,
+    },
     /// Reading or writing a local file failed.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -115,11 +125,13 @@ fn list_refs(available: &[String]) -> String {
 impl SourceError {
     /// The status reason for this error: content problems are the author's to fix
     /// (`ValidationFailed`), a refused force-push needs a decision
-    /// (`HistoryRewritten`), and everything else means the source is unavailable.
+    /// (`HistoryRewritten`), a manifest that fails its checks is `VerificationFailed`,
+    /// and everything else means the source is unavailable.
     pub fn reason(&self) -> &'static str {
         match self {
             SourceError::InvalidTree { .. } => reason::VALIDATION_FAILED,
             SourceError::HistoryRewritten { .. } => reason::HISTORY_REWRITTEN,
+            SourceError::Verification { .. } => reason::VERIFICATION_FAILED,
             SourceError::Unreachable { .. }
             | SourceError::Auth { .. }
             | SourceError::RefNotFound { .. }
