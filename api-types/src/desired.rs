@@ -401,6 +401,34 @@ pub struct Policy {
     /// than a wish to remove everything (Argo CD's allowEmpty guard).
     #[serde(default)]
     pub allow_empty: bool,
+    /// `auto` applies every new revision; `staged` fetches, validates and plans it,
+    /// then waits for `legerctl approve`.
+    #[serde(default, skip_serializing_if = "UpdateMode::is_auto")]
+    pub mode: UpdateMode,
+    /// In staged mode, the one revision legerd may apply (`legerctl approve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<String>,
+    /// Hold the host at this revision, from legerd's own revision store, whatever the
+    /// source says (`legerctl pin`, `legerctl rollback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+}
+
+/// How new revisions reach the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateMode {
+    /// Apply each new revision as soon as it validates.
+    #[default]
+    Auto,
+    /// Stage each new revision and apply it only once approved.
+    Staged,
+}
+
+impl UpdateMode {
+    fn is_auto(&self) -> bool {
+        *self == UpdateMode::Auto
+    }
 }
 
 impl Default for Policy {
@@ -410,6 +438,9 @@ impl Default for Policy {
             self_heal: true,
             suspend: false,
             allow_empty: false,
+            mode: UpdateMode::Auto,
+            approved: None,
+            pin: None,
         }
     }
 }
@@ -746,6 +777,19 @@ suspend = false
             e.contains("`version` is not valid for kind = \"git\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn desired_staged_policy_round_trips() {
+        let d = DesiredState::from_toml_str(
+            "[source]\nkind = \"dir\"\npath = \"/x\"\n[policy]\nmode = \"staged\"\napproved = \"abc\"\npin = \"def\"\n",
+        )
+        .unwrap();
+        assert_eq!(d.policy.mode, UpdateMode::Staged);
+        assert_eq!(d.policy.approved.as_deref(), Some("abc"));
+        assert_eq!(DesiredState::from_toml_str(&d.to_toml_string()).unwrap(), d);
+        let e = err("[source]\nkind = \"dir\"\npath = \"/x\"\n[policy]\nmode = \"manual\"\n");
+        assert!(e.contains("manual"), "{e}");
     }
 
     #[test]

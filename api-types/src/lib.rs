@@ -10,6 +10,6 @@ pub mod status;
 
 pub use desired::{
     DesiredState, DesiredStateError, DirSourceSpec, GitSourceSpec, ManifestSourceSpec,
-    ManifestVersion, Policy, SourceSpec,
+    ManifestVersion, Policy, SourceSpec, UpdateMode,
 };
 pub use status::*;
