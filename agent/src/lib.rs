@@ -16,6 +16,7 @@ pub mod plan;
 pub mod quadlet;
 pub mod reconciler;
 pub mod schedule;
+pub mod secrets;
 pub mod source;
 pub mod store;
 pub mod systemd;

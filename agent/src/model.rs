@@ -208,6 +208,11 @@ pub struct Observed {
     pub foreign: BTreeSet<String>,
     /// Unit states by unit name, for the managed units and the desired ones.
     pub units: BTreeMap<String, UnitState>,
+    /// Podman secrets whose value changes in this pass: their consumers restart.
+    pub changed_secrets: BTreeSet<String>,
+    /// Units that must not be installed, started or updated: a secret they need is
+    /// missing at every source.
+    pub blocked_units: BTreeSet<String>,
 }
 
 /// One inventory entry compared with the disk.

@@ -87,6 +87,9 @@ pub struct Reconciler<U> {
     apps: Vec<AppStatus>,
     conditions: Vec<Condition>,
     last_pass: Option<PassRecord>,
+    secrets: Option<crate::secrets::SecretsConverger>,
+    /// Units waiting for a missing secret, for the Ready condition.
+    secrets_blocked: Option<String>,
 }
 
 fn now_rfc3339() -> String {
@@ -152,7 +155,15 @@ impl<U: UnitManager> Reconciler<U> {
                 ),
             ],
             last_pass: None,
+            secrets: None,
+            secrets_blocked: None,
         }
+    }
+
+    /// Converges Podman secrets too. Without it, `Secret=` lines are left to the operator.
+    pub fn with_secrets(mut self, secrets: crate::secrets::SecretsConverger) -> Self {
+        self.secrets = Some(secrets);
+        self
     }
 
     /// The set of managed unit names, shared with the unit event filter.
@@ -412,6 +423,7 @@ impl<U: UnitManager> Reconciler<U> {
             revision = Some(snapshot.revision.clone());
             self.fetched_revision = Some(snapshot.revision.clone());
             let tree = self.validate(&snapshot)?;
+            let age_files = crate::secrets::age_files(&snapshot);
             drop(snapshot);
             let inventory = self
                 .store
@@ -419,9 +431,18 @@ impl<U: UnitManager> Reconciler<U> {
                 .expect("store lock")
                 .inventory()
                 .map_err(|e| Failure::new(reason::APPLY_FAILED, e.to_string(), false))?;
-            let observed = observe(&tree, &inventory, &self.settings.paths.quadlet_dir, &*self.units)
+            let mut observed = observe(&tree, &inventory, &self.settings.paths.quadlet_dir, &*self.units)
                 .await
                 .map_err(|e| Failure::new(reason::APPLY_FAILED, e.to_string(), false))?;
+            let secret_fail = |e: crate::secrets::SecretError| Failure::new(reason::SECRETS_FAILED, e.to_string(), false);
+            let prepared = match &mut self.secrets {
+                Some(s) => s.prepare(&tree, &desired.secrets.sources, &self.store, &age_files).await.map_err(secret_fail)?,
+                None => crate::secrets::PreparedSecrets::default(),
+            };
+            drop(age_files);
+            observed.changed_secrets = prepared.plan.changed.clone();
+            observed.blocked_units = prepared.plan.blocked.keys().cloned().collect();
+            self.secrets_blocked = prepared.blocked_message();
             let plan = plan(&tree, &observed, PlanPolicy::from(&desired.policy))
                 .map_err(|e| Failure::new(reason::PLAN_REFUSED, e.to_string(), true))?;
             for d in &plan.drift {
@@ -437,11 +458,20 @@ impl<U: UnitManager> Reconciler<U> {
                 units: &*self.units,
                 store: &self.store,
             };
+            let mut secret_actions = match &self.secrets {
+                Some(s) => s.write(&prepared, &self.store).await.map_err(secret_fail)?,
+                None => Vec::new(),
+            };
             let report = apply(&plan, &tree, &target).await.map_err(|e| {
                 Failure::new(reason::APPLY_FAILED, format!("apply of {} failed: {e}", short(&tree.revision)), false)
             });
             let report = report?;
-            actions = report.done.clone();
+            if report.unit_failures.is_empty()
+                && let Some(s) = &self.secrets
+            {
+                secret_actions.extend(s.finish(&prepared, &self.store).await.map_err(secret_fail)?);
+            }
+            actions = secret_actions.iter().cloned().chain(report.done.iter().cloned()).collect();
             self.refresh_apps(&tree).await;
             *self.managed_units.write().expect("units lock") =
                 tree.apps.values().flat_map(|a| a.units.iter().map(|u| u.name.clone())).collect();
@@ -452,7 +482,7 @@ impl<U: UnitManager> Reconciler<U> {
                     report.unit_failures.iter().map(|f| format!("{} {}: {}", f.action, f.unit, f.error)).collect();
                 return Err(Failure::new(reason::UNIT_FAILED, lines.join("; "), false));
             }
-            if plan.is_empty() {
+            if plan.is_empty() && secret_actions.is_empty() {
                 Ok(PassOutcome::Noop)
             } else {
                 journal::applied(&tree.revision, &actions);
@@ -508,7 +538,9 @@ impl<U: UnitManager> Reconciler<U> {
                 .filter(|u| u.active_state != "active")
                 .map(|u| u.name.as_str())
                 .collect();
-            if down.is_empty() {
+            if let Some(msg) = &self.secrets_blocked {
+                (ConditionStatus::False, reason::SECRET_MISSING, msg.clone())
+            } else if down.is_empty() {
                 (
                     ConditionStatus::True,
                     reason::SUCCEEDED,

@@ -8,6 +8,7 @@ pub mod desired;
 pub mod status;
 
 pub use desired::{
-    DesiredState, DesiredStateError, DirSourceSpec, GitSourceSpec, Policy, SourceSpec,
+    DesiredState, DesiredStateError, DirSourceSpec, GitSourceSpec, Policy, SecretSourceSpec,
+    SecretsSpec, SourceSpec,
 };
 pub use status::*;

@@ -126,6 +126,10 @@ pub mod reason {
     pub const NO_DESIRED_STATE: &str = "NoDesiredState";
     /// desired.toml is broken; the last good one is in force.
     pub const DESIRED_STATE_INVALID: &str = "DesiredStateInvalid";
+    /// A secret some units need is missing at every source; those units wait.
+    pub const SECRET_MISSING: &str = "SecretMissing";
+    /// Resolving or writing Podman secrets failed.
+    pub const SECRETS_FAILED: &str = "SecretsFailed";
 }
 
 /// One installed app.
