@@ -119,7 +119,15 @@ async fn run(args: Args) -> Result<bool> {
     let units = Arc::new(units);
 
     let (trigger_tx, trigger_rx) = mpsc::unbounded_channel();
-    let reconciler = Reconciler::new(settings.clone(), Arc::clone(&units), Arc::clone(&store));
+    let identity = Arc::new(
+        legerd::secrets::NodeIdentity::load_or_create(&paths.state_dir)
+            .context("cannot load the node identity for secrets")?,
+    );
+    let reconciler = Reconciler::new(settings.clone(), Arc::clone(&units), Arc::clone(&store))
+        .with_secrets(legerd::secrets::SecretsConverger::new(
+            Arc::clone(&identity),
+            legerd::secrets::podman::Podman::default(),
+        ));
     let (status_tx, status_rx) = watch::channel(reconciler.status());
 
     // Unit events: a managed unit that left `active` is possible drift.
@@ -167,6 +175,7 @@ async fn run(args: Args) -> Result<bool> {
         status: status_rx,
         store: Arc::clone(&store),
         reconcile: reconcile_tx,
+        identity: Some(identity),
     };
     let api_task = tokio::spawn(api::serve(listener, ctx, async move {
         let _ = api_stop_rx.await;

@@ -5,10 +5,12 @@
 //! agent that produced it.
 
 pub mod desired;
+pub mod secrets;
 pub mod status;
 
 pub use desired::{
     DesiredState, DesiredStateError, DirSourceSpec, GitSourceSpec, Policy, SecretSourceSpec,
     SecretsSpec, SourceSpec,
 };
+pub use secrets::{IdentityResponse, SecretInfo, SecretSetResponse};
 pub use status::*;
