@@ -19,7 +19,7 @@ const WEB: &str = "apps/web/web.container";
 fn db_container() -> String {
     "[Unit]\nDescription=e2e db\n\n[Container]\nContainerName=db\nImage=localhost/busybox:latest\nNetwork=none\n\
      Secret=db-pass,type=env,target=DB_PASS\n\
-     Exec=/bin/sh -c 'echo \"hash=$(printf %%s \"$(busybox printenv DB_PASS)\" | busybox sha256sum)\"; trap \"exit 0\" TERM; while :; do sleep 2 & wait $!; done'\n"
+     Exec=/bin/sh -c 'echo \"hash=$(printf %%s \"$(busybox env | busybox sed -n s/^DB_PASS=//p)\" | busybox sha256sum)\"; trap \"exit 0\" TERM; while :; do sleep 2 & wait $!; done'\n"
         .to_owned()
 }
 
