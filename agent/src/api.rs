@@ -15,17 +15,23 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use axum::body::Bytes;
+use axum::extract::Path as UrlPath;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use leger_api_types::{ApiError, PassRecord, ReconcileResponse, StatusDocument};
+use leger_api_types::{
+    ApiError, IdentityResponse, PassRecord, ReconcileResponse, SecretInfo, SecretSetResponse,
+    StatusDocument,
+};
 use serde::Deserialize;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::secrets::{NodeIdentity, SecretValue, validate_name};
 use crate::store::Store;
 
 /// How many passes `GET /v1/history` returns without `?limit=`.
@@ -42,6 +48,8 @@ pub struct ApiContext {
     pub store: Arc<Mutex<Store>>,
     /// Asks the reconcile loop for a pass; a bounded queue of pending requests.
     pub reconcile: mpsc::Sender<()>,
+    /// The node identity, for the secrets endpoints; `None` answers them with 503.
+    pub identity: Option<Arc<NodeIdentity>>,
 }
 
 /// Binds the API socket at `path`, ready for [`serve`].
@@ -134,6 +142,9 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/history", get(history))
         .route("/v1/reconcile", post(reconcile))
+        .route("/v1/identity", get(identity))
+        .route("/v1/secrets", get(list_secrets))
+        .route("/v1/secrets/{name}", put(set_secret).delete(remove_secret))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(ctx)
@@ -225,10 +236,146 @@ async fn reconcile(State(ctx): State<ApiContext>) -> Result<Json<ReconcileRespon
     }
 }
 
+fn identity_of(ctx: &ApiContext) -> Result<Arc<NodeIdentity>, ApiFailure> {
+    ctx.identity.clone().ok_or_else(|| {
+        ApiFailure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "secrets are not enabled in this legerd".to_owned(),
+        )
+    })
+}
+
+/// Runs a store call off the runtime.
+async fn with_store<T: Send + 'static>(
+    ctx: &ApiContext,
+    f: impl FnOnce(&Store) -> Result<T, String> + Send + 'static,
+) -> Result<T, ApiFailure> {
+    let store = ctx.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let store = store
+            .lock()
+            .map_err(|_| "the store lock is poisoned; restart legerd".to_owned())?;
+        f(&store)
+    })
+    .await
+    .map_err(|e| {
+        ApiFailure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("store task failed: {e}"),
+        )
+    })?
+    .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e))
+}
+
+async fn identity(State(ctx): State<ApiContext>) -> Result<Json<IdentityResponse>, ApiFailure> {
+    Ok(Json(IdentityResponse {
+        recipient: identity_of(&ctx)?.recipient(),
+    }))
+}
+
+async fn list_secrets(State(ctx): State<ApiContext>) -> Result<Json<Vec<SecretInfo>>, ApiFailure> {
+    let list = with_store(&ctx, |s| {
+        let local = s.local_secrets().map_err(|e| e.to_string())?;
+        let owned = s.owned_secrets().map_err(|e| e.to_string())?;
+        let mut out: std::collections::BTreeMap<String, SecretInfo> = Default::default();
+        for l in local {
+            out.insert(
+                l.name.clone(),
+                SecretInfo {
+                    name: l.name,
+                    local_version: Some(l.version),
+                    source: None,
+                    version: None,
+                    consumers: Vec::new(),
+                    updated_at: Some(l.updated_at),
+                },
+            );
+        }
+        for (name, o) in owned {
+            let e = out.entry(name.clone()).or_insert_with(|| SecretInfo {
+                name,
+                local_version: None,
+                source: None,
+                version: None,
+                consumers: Vec::new(),
+                updated_at: None,
+            });
+            e.source = Some(o.source);
+            e.version = Some(o.version);
+            e.consumers = o.consumers;
+            if e.updated_at.as_ref().is_none_or(|u| *u < o.written_at) {
+                e.updated_at = Some(o.written_at);
+            }
+        }
+        Ok(out.into_values().collect())
+    })
+    .await?;
+    Ok(Json(list))
+}
+
+fn check_name(name: &str) -> Result<(), ApiFailure> {
+    validate_name(name).map_err(|e| ApiFailure(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// `PUT /v1/secrets/{name}`: the body is the value. It is encrypted to the node identity
+/// before it reaches SQLite and the buffer is zeroized.
+async fn set_secret(
+    State(ctx): State<ApiContext>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> Result<Json<SecretSetResponse>, ApiFailure> {
+    check_name(&name)?;
+    let id = identity_of(&ctx)?;
+    if body.is_empty() {
+        return Err(ApiFailure(
+            StatusCode::BAD_REQUEST,
+            "the value is empty; pipe it on stdin: `printf %s VALUE | legerctl secrets set NAME`"
+                .to_owned(),
+        ));
+    }
+    let value = SecretValue::from(body.to_vec());
+    drop(body);
+    let ciphertext = id
+        .encrypt(&value)
+        .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    drop(value);
+    let n = name.clone();
+    let version = with_store(&ctx, move |s| {
+        s.put_local_secret(&n, &ciphertext)
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    tracing::info!(secret = %name, version, "local secret set");
+    let _ = ctx.reconcile.try_send(());
+    Ok(Json(SecretSetResponse { name, version }))
+}
+
+async fn remove_secret(
+    State(ctx): State<ApiContext>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<StatusCode, ApiFailure> {
+    check_name(&name)?;
+    let n = name.clone();
+    let existed = with_store(&ctx, move |s| {
+        s.remove_local_secret(&n).map_err(|e| e.to_string())
+    })
+    .await?;
+    if !existed {
+        return Err(ApiFailure(
+            StatusCode::NOT_FOUND,
+            format!("no local secret {name}; see `legerctl secrets list`"),
+        ));
+    }
+    tracing::info!(secret = %name, "local secret removed");
+    let _ = ctx.reconcile.try_send(());
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn not_found() -> ApiFailure {
     ApiFailure(
         StatusCode::NOT_FOUND,
-        "no such endpoint; see /v1/status, /v1/history, /v1/reconcile".to_owned(),
+        "no such endpoint; see /v1/status, /v1/history, /v1/reconcile, /v1/identity, /v1/secrets"
+            .to_owned(),
     )
 }
 

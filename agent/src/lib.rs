@@ -20,6 +20,7 @@ pub mod quadlet;
 pub mod reconciler;
 pub mod revisions;
 pub mod schedule;
+pub mod secrets;
 pub mod source;
 pub mod store;
 pub mod systemd;

@@ -145,8 +145,16 @@ async fn run(args: Args) -> Result<bool> {
             Vec::new()
         }
     };
+    let identity = Arc::new(
+        legerd::secrets::NodeIdentity::load_or_create(&paths.state_dir)
+            .context("cannot load the node identity for secrets")?,
+    );
     let reconciler = Reconciler::new(settings.clone(), Arc::clone(&units), Arc::clone(&store))
-        .with_metrics(metrics);
+        .with_metrics(metrics)
+        .with_secrets(legerd::secrets::SecretsConverger::new(
+            Arc::clone(&identity),
+            legerd::secrets::podman::Podman::default(),
+        ));
     let (status_tx, status_rx) = watch::channel(reconciler.status());
 
     // Unit events: a managed unit that left `active` is possible drift.
@@ -194,6 +202,7 @@ async fn run(args: Args) -> Result<bool> {
         status: status_rx,
         store: Arc::clone(&store),
         reconcile: reconcile_tx,
+        identity: Some(identity),
     };
     let api_task = tokio::spawn(api::serve(listener, ctx, async move {
         let _ = api_stop_rx.await;

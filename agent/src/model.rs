@@ -212,6 +212,11 @@ pub struct Observed {
     /// are restarted even if their files match, since the files may never have been
     /// loaded.
     pub interrupted: BTreeSet<String>,
+    /// Podman secrets whose value changes in this pass: their consumers restart.
+    pub changed_secrets: BTreeSet<String>,
+    /// Units that must not be installed, started or updated: a secret they need is
+    /// missing at every source.
+    pub blocked_units: BTreeSet<String>,
 }
 
 /// One inventory entry compared with the disk.

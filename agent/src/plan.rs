@@ -258,14 +258,22 @@ pub fn plan(
     let mut writes = Vec::new();
     let mut desired_keys: BTreeSet<String> = BTreeSet::new();
     let mut desired_units: BTreeMap<&str, &str> = BTreeMap::new();
+    // The quadlets of units waiting for a missing secret are neither written nor updated.
+    let mut blocked_keys: BTreeSet<String> = BTreeSet::new();
 
     for app in desired.apps.values() {
         for unit in &app.units {
             desired_units.insert(&unit.name, &app.name);
+            if observed.blocked_units.contains(&unit.name) {
+                blocked_keys.insert(install_key(&app.name, &unit.source_file));
+            }
         }
         for (rel, file) in &app.files {
             let key = install_key(&app.name, rel);
             desired_keys.insert(key.clone());
+            if blocked_keys.contains(&key) {
+                continue;
+            }
             if observed.foreign.contains(&key) {
                 foreign.push(key);
                 continue;
@@ -338,6 +346,9 @@ pub fn plan(
         !writes.is_empty() || !removes.is_empty() || !observed.interrupted.is_empty();
     for app in desired.apps.values() {
         for unit in &app.units {
+            if observed.blocked_units.contains(&unit.name) {
+                continue;
+            }
             let state = observed.units.get(&unit.name);
             let up = state.is_some_and(|s| s.is_up());
             if state.is_some_and(|s| s.load_state == "not-found") {
@@ -347,7 +358,9 @@ pub fn plan(
             }
             // Every unit lists its own quadlet among the files it depends on, so a new
             // or changed quadlet, companion or dependency all show up here.
+            // A changed secret value restarts exactly the units that consume it.
             let touched = unit.depends_on_files.iter().any(|k| changed.contains(k))
+                || !unit.secrets.is_disjoint(&observed.changed_secrets)
                 || observed.interrupted.contains(&unit.name);
             let action = if touched {
                 Some(if up {
@@ -786,6 +799,59 @@ mod tests {
                 "restart web.service"
             ]
         );
+    }
+
+    fn with_secret(mut a: App, secret: &str) -> App {
+        a.units[0].secrets.insert(secret.into());
+        a
+    }
+
+    #[test]
+    fn plan_changed_secret_restarts_only_its_consumers() {
+        let d = tree(vec![
+            with_secret(web_app("db", "a"), "db-pass"),
+            web_app("web", "a"),
+        ]);
+        let mut o = Observed::default();
+        converge(&d, &mut o);
+        o.changed_secrets.insert("db-pass".into());
+        assert_eq!(
+            verbs(&plan(&d, &o, POLICY).unwrap()),
+            ["restart db.service"]
+        );
+        o.changed_secrets.clear();
+        assert!(plan(&d, &o, POLICY).unwrap().is_empty());
+    }
+
+    #[test]
+    fn plan_blocked_unit_is_not_installed_started_or_updated() {
+        let d = tree(vec![
+            with_secret(web_app("db", "a"), "db-pass"),
+            web_app("web", "a"),
+        ]);
+        let mut o = Observed::default();
+        o.blocked_units.insert("db.service".into());
+        let p = plan(&d, &o, POLICY).unwrap();
+        assert_eq!(
+            verbs(&p),
+            ["create web/web.container", "reload", "start web.service"]
+        );
+        simulate(&d, &mut o, &p);
+        assert!(plan(&d, &o, POLICY).unwrap().is_empty());
+        // Once the secret is there, the unit is installed and started.
+        o.blocked_units.clear();
+        assert_eq!(
+            verbs(&plan(&d, &o, POLICY).unwrap()),
+            ["create db/db.container", "reload", "start db.service"]
+        );
+        // Installed and running, then blocked: an update waits, nothing restarts.
+        converge(&d, &mut o);
+        o.blocked_units.insert("db.service".into());
+        let d2 = tree(vec![
+            with_secret(web_app("db", "b"), "db-pass"),
+            web_app("web", "a"),
+        ]);
+        assert!(plan(&d2, &o, POLICY).unwrap().is_empty());
     }
 
     #[test]

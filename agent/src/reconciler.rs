@@ -100,6 +100,9 @@ pub struct Reconciler<U> {
     last_pass: Option<PassRecord>,
     /// Where passes, fetches and applies are counted for `GET /metrics`.
     metrics: Arc<Metrics>,
+    secrets: Option<crate::secrets::SecretsConverger>,
+    /// Units waiting for a missing secret, for the Ready condition.
+    secrets_blocked: Option<String>,
 }
 
 fn now_rfc3339() -> String {
@@ -166,7 +169,15 @@ impl<U: UnitManager> Reconciler<U> {
             ],
             last_pass: None,
             metrics: Arc::new(Metrics::new(false)),
+            secrets: None,
+            secrets_blocked: None,
         }
+    }
+
+    /// Converges Podman secrets too. Without it, `Secret=` lines are left to the operator.
+    pub fn with_secrets(mut self, secrets: crate::secrets::SecretsConverger) -> Self {
+        self.secrets = Some(secrets);
+        self
     }
 
     /// Reports into `metrics` (the one `GET /metrics` serves) instead of a private set.
@@ -457,6 +468,7 @@ impl<U: UnitManager> Reconciler<U> {
                 return Err(refused);
             }
             let tree = self.validate(&snapshot)?;
+            let age_files = crate::secrets::age_files(&snapshot);
             drop(snapshot);
             let inventory = self
                 .store
@@ -469,6 +481,15 @@ impl<U: UnitManager> Reconciler<U> {
                 .map_err(|e| Failure::new(reason::APPLY_FAILED, e.to_string(), false))?;
             observed.interrupted = interrupted_units(&self.store)
                 .map_err(|e| Failure::new(reason::APPLY_FAILED, e.to_string(), false))?;
+            let secret_fail = |e: crate::secrets::SecretError| Failure::new(reason::SECRETS_FAILED, e.to_string(), false);
+            let prepared = match &mut self.secrets {
+                Some(s) => s.prepare(&tree, &desired.secrets.sources, &self.store, &age_files).await.map_err(secret_fail)?,
+                None => crate::secrets::PreparedSecrets::default(),
+            };
+            drop(age_files);
+            observed.changed_secrets = prepared.plan.changed.clone();
+            observed.blocked_units = prepared.plan.blocked.keys().cloned().collect();
+            self.secrets_blocked = prepared.blocked_message();
             let plan = plan(&tree, &observed, PlanPolicy::from(&desired.policy))
                 .map_err(|e| Failure::new(reason::PLAN_REFUSED, e.to_string(), true))?;
             for d in &plan.drift {
@@ -484,12 +505,16 @@ impl<U: UnitManager> Reconciler<U> {
                 units: &*self.units,
                 store: &self.store,
             };
+            let mut secret_actions = match &self.secrets {
+                Some(s) => s.write(&prepared, &self.store).await.map_err(secret_fail)?,
+                None => Vec::new(),
+            };
             let report = apply(&plan, &tree, &target).await.map_err(|e| {
                 Failure::new(reason::APPLY_FAILED, format!("apply of {} failed: {e}", short(&tree.revision)), false)
             });
             let report = report?;
             self.metrics.record_apply(&plan, &report);
-            actions = report.done.clone();
+            actions = secret_actions.iter().cloned().chain(report.done.iter().cloned()).collect();
             // A unit job that failed is a failed gate; otherwise watch what was started.
             let gate = match report.unit_failures.first() {
                 Some(f) => Err(GateFailure {
@@ -506,9 +531,14 @@ impl<U: UnitManager> Reconciler<U> {
             let is_new_revision = self.applied_revision.as_deref() != Some(tree.revision.as_str());
             match gate {
                 Ok(()) => {
+                    if let Some(s) = &self.secrets {
+                        let finished = s.finish(&prepared, &self.store).await.map_err(secret_fail)?;
+                        secret_actions.extend(finished.iter().cloned());
+                        actions.extend(finished);
+                    }
                     crate::crashpoint::hit("before-record");
                     self.record_good(&tree).await;
-                    if plan.is_empty() {
+                    if plan.is_empty() && secret_actions.is_empty() {
                         Ok(PassOutcome::Noop)
                     } else {
                         journal::applied(&tree.revision, &actions);
@@ -762,7 +792,9 @@ impl<U: UnitManager> Reconciler<U> {
                 .filter(|u| u.active_state != "active")
                 .map(|u| u.name.as_str())
                 .collect();
-            if down.is_empty() {
+            if let Some(msg) = &self.secrets_blocked {
+                (ConditionStatus::False, reason::SECRET_MISSING, msg.clone())
+            } else if down.is_empty() {
                 (
                     ConditionStatus::True,
                     reason::SUCCEEDED,

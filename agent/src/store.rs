@@ -69,6 +69,24 @@ const MIGRATIONS: &[&str] = &[
         key          TEXT PRIMARY KEY NOT NULL,
         value        TEXT NOT NULL
     );",
+    // 1 -> 2: secrets. `local_secrets` holds values age-encrypted to the node identity;
+    // `podman_secrets` is the ownership record of secrets legerd created in podman, with
+    // a keyed MAC of the value written (never the value) for change detection.
+    "CREATE TABLE local_secrets (
+        name         TEXT PRIMARY KEY NOT NULL,
+        ciphertext   BLOB NOT NULL,
+        version      INTEGER NOT NULL,
+        updated_at   TEXT NOT NULL
+    );
+    CREATE TABLE podman_secrets (
+        name            TEXT PRIMARY KEY NOT NULL,
+        mac             TEXT NOT NULL,
+        source          TEXT NOT NULL,
+        version         TEXT NOT NULL,
+        consumers       TEXT NOT NULL,
+        restart_pending INTEGER NOT NULL,
+        written_at      TEXT NOT NULL
+    );",
 ];
 
 /// The schema version this build writes.
@@ -140,6 +158,36 @@ pub struct InventoryEntry {
     pub revision: String,
     /// RFC 3339 time of the install.
     pub installed_at: String,
+}
+
+/// A podman secret legerd created: the ownership record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedSecret {
+    /// The podman secret name.
+    pub name: String,
+    /// Keyed MAC of the value in podman (hex); never the value.
+    pub mac: String,
+    /// The source kind the value came from.
+    pub source: String,
+    /// The source's version of the value.
+    pub version: String,
+    /// The units that consumed it at the last pass.
+    pub consumers: Vec<String>,
+    /// The value changed and its consumers have not restarted yet.
+    pub restart_pending: bool,
+    /// RFC 3339 time of the last write.
+    pub written_at: String,
+}
+
+/// A value in the local secret store, without the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSecretInfo {
+    /// The name.
+    pub name: String,
+    /// Bumped by every `legerctl secrets set`.
+    pub version: i64,
+    /// RFC 3339 time of the last set.
+    pub updated_at: String,
 }
 
 /// What legerd decided about a revision.
@@ -601,6 +649,172 @@ impl Store {
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
             .map_err(self.err("read meta"))
+    }
+}
+
+impl Store {
+    // ---- secrets ---------------------------------------------------------------
+
+    /// Stores an age-encrypted value under `name`; returns its new version.
+    pub fn put_local_secret(&self, name: &str, ciphertext: &[u8]) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(
+                "INSERT INTO local_secrets (name, ciphertext, version, updated_at)
+                 VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT(name) DO UPDATE SET ciphertext = excluded.ciphertext,
+                   version = local_secrets.version + 1, updated_at = excluded.updated_at
+                 RETURNING version",
+                params![name, ciphertext, now_rfc3339()],
+                |r| r.get(0),
+            )
+            .map_err(self.err("store local secret"))
+    }
+
+    /// The ciphertext and version of a local secret.
+    pub fn local_secret(&self, name: &str) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT ciphertext, version FROM local_secrets WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.err("read local secret"))
+    }
+
+    /// Deletes a local secret; returns whether it existed.
+    pub fn remove_local_secret(&self, name: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM local_secrets WHERE name = ?1", [name])
+            .map_err(self.err("remove local secret"))?;
+        Ok(n > 0)
+    }
+
+    /// Every local secret, without values, by name.
+    pub fn local_secrets(&self) -> Result<Vec<LocalSecretInfo>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, version, updated_at FROM local_secrets ORDER BY name")
+            .map_err(self.err("list local secrets"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(LocalSecretInfo {
+                    name: r.get(0)?,
+                    version: r.get(1)?,
+                    updated_at: r.get(2)?,
+                })
+            })
+            .map_err(self.err("list local secrets"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.err("list local secrets"))
+    }
+
+    /// Every podman secret legerd created, by name.
+    pub fn owned_secrets(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, OwnedSecret>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT name, mac, source, version, consumers, restart_pending, written_at
+                 FROM podman_secrets ORDER BY name",
+            )
+            .map_err(self.err("read podman secrets"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, bool>(5)?,
+                    r.get::<_, String>(6)?,
+                ))
+            })
+            .map_err(self.err("read podman secrets"))?;
+        let mut out = std::collections::BTreeMap::new();
+        for row in rows {
+            let (name, mac, source, version, consumers, restart_pending, written_at) =
+                row.map_err(self.err("read podman secrets"))?;
+            let consumers: Vec<String> =
+                serde_json::from_str(&consumers).map_err(|_| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what: "podman_secrets.consumers",
+                    value: consumers.clone(),
+                })?;
+            out.insert(
+                name.clone(),
+                OwnedSecret {
+                    name,
+                    mac,
+                    source,
+                    version,
+                    consumers,
+                    restart_pending,
+                    written_at,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Records a podman secret legerd is about to write. Call it *before* podman.
+    pub fn upsert_owned_secret(
+        &self,
+        name: &str,
+        mac: &str,
+        source: &str,
+        version: &str,
+        consumers: &[String],
+        restart_pending: bool,
+    ) -> Result<(), StoreError> {
+        let consumers = serde_json::to_string(consumers).expect("strings always serialize");
+        self.conn
+            .execute(
+                "INSERT INTO podman_secrets (name, mac, source, version, consumers, restart_pending, written_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(name) DO UPDATE SET mac = excluded.mac, source = excluded.source,
+                   version = excluded.version, consumers = excluded.consumers,
+                   restart_pending = podman_secrets.restart_pending OR excluded.restart_pending,
+                   written_at = excluded.written_at",
+                params![name, mac, source, version, consumers, restart_pending, now_rfc3339()],
+            )
+            .map_err(self.err("record podman secret"))?;
+        Ok(())
+    }
+
+    /// Updates the consumers of an owned secret (for `legerctl secrets list`).
+    pub fn set_owned_secret_consumers(
+        &self,
+        name: &str,
+        consumers: &[String],
+    ) -> Result<(), StoreError> {
+        let consumers = serde_json::to_string(consumers).expect("strings always serialize");
+        self.conn
+            .execute(
+                "UPDATE podman_secrets SET consumers = ?2 WHERE name = ?1",
+                params![name, consumers],
+            )
+            .map_err(self.err("record podman secret consumers"))?;
+        Ok(())
+    }
+
+    /// Clears every restart mark, after an apply restarted the consumers.
+    pub fn clear_secret_restarts(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE podman_secrets SET restart_pending = 0", [])
+            .map_err(self.err("clear secret restart marks"))?;
+        Ok(())
+    }
+
+    /// Forgets a podman secret. Call it *after* podman removed it.
+    pub fn remove_owned_secret(&self, name: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM podman_secrets WHERE name = ?1", [name])
+            .map_err(self.err("forget podman secret"))?;
+        Ok(())
     }
 }
 

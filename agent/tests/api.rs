@@ -83,6 +83,7 @@ async fn start(passes: u64) -> Server {
         status: status_rx,
         store: Arc::new(Mutex::new(store)),
         reconcile: reconcile_tx,
+        identity: None,
     };
     let (shutdown, shutdown_rx) = oneshot::channel();
     let task = tokio::spawn(serve(listener, ctx, async {

@@ -21,6 +21,215 @@ pub struct DesiredState {
     /// How legerd converges the source onto the host.
     #[serde(default)]
     pub policy: Policy,
+    /// Where secret values come from; absent means the local store, then `git-age`.
+    #[serde(default, skip_serializing_if = "SecretsSpec::is_default")]
+    pub secrets: SecretsSpec,
+}
+
+/// The `[secrets]` table: the sources a secret name is looked up in, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSpec {
+    /// `[[secrets.sources]]`, first match wins.
+    #[serde(default = "default_secret_sources")]
+    pub sources: Vec<SecretSourceSpec>,
+}
+
+impl Default for SecretsSpec {
+    fn default() -> Self {
+        SecretsSpec {
+            sources: default_secret_sources(),
+        }
+    }
+}
+
+impl SecretsSpec {
+    /// True when the table says nothing the defaults do not, so it is not written out.
+    pub fn is_default(&self) -> bool {
+        *self == SecretsSpec::default()
+    }
+}
+
+fn default_secret_sources() -> Vec<SecretSourceSpec> {
+    vec![
+        SecretSourceSpec::Local,
+        SecretSourceSpec::GitAge { ssh_identity: None },
+    ]
+}
+
+/// One secret source. The `kind` key selects the variant; read flat through
+/// [`RawSecretSource`] for the same reason as [`SourceSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawSecretSource", into = "RawSecretSource")]
+pub enum SecretSourceSpec {
+    /// legerd's own age-encrypted store, filled by `legerctl secrets set`.
+    Local,
+    /// `secrets/NAME.age` files in the source tree.
+    GitAge {
+        /// An SSH ed25519 private key (e.g. the host key) accepted as an extra identity.
+        ssh_identity: Option<PathBuf>,
+    },
+    /// A setec server.
+    Setec {
+        /// Base URL, e.g. `https://secrets.example.ts.net`.
+        url: String,
+        /// A file holding a bearer token; none on a trusted network.
+        token_file: Option<PathBuf>,
+        /// Prefix added to a secret's name on the server (`prod/`).
+        prefix: Option<String>,
+    },
+    /// The leger.run secret service.
+    LegerRun {
+        /// Base URL.
+        url: String,
+        /// A file holding the bearer token.
+        token_file: PathBuf,
+    },
+}
+
+impl SecretSourceSpec {
+    /// The kind as written in desired.toml, also shown by `legerctl secrets list`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SecretSourceSpec::Local => "local",
+            SecretSourceSpec::GitAge { .. } => "git-age",
+            SecretSourceSpec::Setec { .. } => "setec",
+            SecretSourceSpec::LegerRun { .. } => "leger-run",
+        }
+    }
+}
+
+/// A `[[secrets.sources]]` entry as written, every key optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecretSource {
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ssh_identity: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prefix: Option<String>,
+}
+
+impl TryFrom<RawSecretSource> for SecretSourceSpec {
+    type Error = String;
+
+    fn try_from(r: RawSecretSource) -> Result<Self, String> {
+        let kind = r.kind.clone();
+        let refuse = |keys: &[(&str, bool)]| -> Result<(), String> {
+            match keys.iter().find(|(_, set)| *set) {
+                Some((key, _)) => Err(format!(
+                    "key `{key}` is not valid for secret source kind = \"{kind}\""
+                )),
+                None => Ok(()),
+            }
+        };
+        let abs = |p: &PathBuf, key: &str| -> Result<(), String> {
+            if p.is_absolute() {
+                Ok(())
+            } else {
+                Err(format!("{key}: {:?} must be absolute", p.display()))
+            }
+        };
+        let http_url = |u: Option<String>| -> Result<String, String> {
+            let u = u.ok_or(format!("secret source kind = \"{kind}\" needs `url`"))?;
+            match url::Url::parse(&u) {
+                Ok(p) if matches!(p.scheme(), "http" | "https") && p.host_str().is_some() => {
+                    Ok(u.trim_end_matches('/').to_owned())
+                }
+                _ => Err(format!("url: {u:?} is not an http:// or https:// URL")),
+            }
+        };
+        match r.kind.as_str() {
+            "local" => {
+                refuse(&[
+                    ("url", r.url.is_some()),
+                    ("token_file", r.token_file.is_some()),
+                    ("ssh_identity", r.ssh_identity.is_some()),
+                    ("prefix", r.prefix.is_some()),
+                ])?;
+                Ok(SecretSourceSpec::Local)
+            }
+            "git-age" => {
+                refuse(&[
+                    ("url", r.url.is_some()),
+                    ("token_file", r.token_file.is_some()),
+                    ("prefix", r.prefix.is_some()),
+                ])?;
+                if let Some(p) = &r.ssh_identity {
+                    abs(p, "ssh_identity")?;
+                }
+                Ok(SecretSourceSpec::GitAge {
+                    ssh_identity: r.ssh_identity,
+                })
+            }
+            "setec" => {
+                refuse(&[("ssh_identity", r.ssh_identity.is_some())])?;
+                if let Some(p) = &r.token_file {
+                    abs(p, "token_file")?;
+                }
+                Ok(SecretSourceSpec::Setec {
+                    url: http_url(r.url)?,
+                    token_file: r.token_file,
+                    prefix: r.prefix,
+                })
+            }
+            "leger-run" => {
+                refuse(&[
+                    ("ssh_identity", r.ssh_identity.is_some()),
+                    ("prefix", r.prefix.is_some()),
+                ])?;
+                let token_file = r
+                    .token_file
+                    .ok_or("secret source kind = \"leger-run\" needs `token_file`")?;
+                abs(&token_file, "token_file")?;
+                Ok(SecretSourceSpec::LegerRun {
+                    url: http_url(r.url)?,
+                    token_file,
+                })
+            }
+            other => Err(format!(
+                "unknown secret source kind {other:?}; expected \"local\", \"git-age\", \"setec\" or \"leger-run\""
+            )),
+        }
+    }
+}
+
+impl From<SecretSourceSpec> for RawSecretSource {
+    fn from(s: SecretSourceSpec) -> Self {
+        let kind = s.kind().to_owned();
+        match s {
+            SecretSourceSpec::Local => RawSecretSource {
+                kind,
+                ..RawSecretSource::default()
+            },
+            SecretSourceSpec::GitAge { ssh_identity } => RawSecretSource {
+                kind,
+                ssh_identity,
+                ..RawSecretSource::default()
+            },
+            SecretSourceSpec::Setec {
+                url,
+                token_file,
+                prefix,
+            } => RawSecretSource {
+                kind,
+                url: Some(url),
+                token_file,
+                prefix,
+                ..RawSecretSource::default()
+            },
+            SecretSourceSpec::LegerRun { url, token_file } => RawSecretSource {
+                kind,
+                url: Some(url),
+                token_file: Some(token_file),
+                ..RawSecretSource::default()
+            },
+        }
+    }
 }
 
 /// One of the source kinds. The `kind` key selects the variant.
@@ -650,6 +859,7 @@ suspend = false
         let d = DesiredState {
             source: SourceSpec::Git(g),
             policy: Policy::default(),
+            secrets: SecretsSpec::default(),
         };
         assert_eq!(DesiredState::from_toml_str(&d.to_toml_string()).unwrap(), d);
         let dir = DesiredState {
@@ -659,6 +869,22 @@ suspend = false
             policy: Policy {
                 suspend: true,
                 ..Policy::default()
+            },
+            secrets: SecretsSpec {
+                sources: vec![
+                    SecretSourceSpec::Setec {
+                        url: "http://127.0.0.1:8080".into(),
+                        token_file: None,
+                        prefix: Some("prod/".into()),
+                    },
+                    SecretSourceSpec::LegerRun {
+                        url: "https://leger.example".into(),
+                        token_file: "/etc/leger/token".into(),
+                    },
+                    SecretSourceSpec::GitAge {
+                        ssh_identity: Some("/etc/ssh/ssh_host_ed25519_key".into()),
+                    },
+                ],
             },
         };
         assert_eq!(
@@ -800,5 +1026,59 @@ suspend = false
         assert!(g.is_pinned_commit());
         g.reference = "v1.2".into();
         assert!(!g.is_pinned_commit());
+    }
+
+    const DIR: &str = "[source]\nkind = \"dir\"\npath = \"/x\"\n";
+
+    #[test]
+    fn desired_secrets_default_to_local_then_git_age() {
+        let d = DesiredState::from_toml_str(DIR).unwrap();
+        let kinds: Vec<&str> = d.secrets.sources.iter().map(|s| s.kind()).collect();
+        assert_eq!(kinds, ["local", "git-age"]);
+        assert!(!d.to_toml_string().contains("secrets"));
+    }
+
+    #[test]
+    fn desired_secrets_sources_parse_in_order() {
+        let d = DesiredState::from_toml_str(&format!(
+            "{DIR}[[secrets.sources]]\nkind = \"setec\"\nurl = \"http://127.0.0.1:9/\"\n\
+             [[secrets.sources]]\nkind = \"local\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            d.secrets.sources,
+            [
+                SecretSourceSpec::Setec {
+                    url: "http://127.0.0.1:9".into(),
+                    token_file: None,
+                    prefix: None
+                },
+                SecretSourceSpec::Local
+            ]
+        );
+    }
+
+    #[test]
+    fn desired_secrets_bad_keys_are_named() {
+        let e = err(&format!("{DIR}[secrets]\nsource = []\n"));
+        assert!(e.contains("source"), "{e}");
+        let e = err(&format!(
+            "{DIR}[[secrets.sources]]\nkind = \"local\"\nurl = \"http://h\"\n"
+        ));
+        assert!(e.contains("`url`") && e.contains("local"), "{e}");
+        let e = err(&format!(
+            "{DIR}[[secrets.sources]]\nkind = \"setec\"\nurl = \"http://h\"\ntoken = \"x\"\n"
+        ));
+        assert!(e.contains("token"), "{e}");
+        let e = err(&format!(
+            "{DIR}[[secrets.sources]]\nkind = \"leger-run\"\nurl = \"https://h\"\n"
+        ));
+        assert!(e.contains("token_file"), "{e}");
+        let e = err(&format!("{DIR}[[secrets.sources]]\nkind = \"vault\"\n"));
+        assert!(e.contains("vault"), "{e}");
+        let e = err(&format!(
+            "{DIR}[[secrets.sources]]\nkind = \"setec\"\nurl = \"ftp://h\"\n"
+        ));
+        assert!(e.contains("ftp://h"), "{e}");
     }
 }

@@ -6,10 +6,12 @@
 
 pub mod desired;
 pub mod manifest;
+pub mod secrets;
 pub mod status;
 
 pub use desired::{
     DesiredState, DesiredStateError, DirSourceSpec, GitSourceSpec, ManifestSourceSpec,
-    ManifestVersion, Policy, SourceSpec, UpdateMode,
+    ManifestVersion, Policy, SecretSourceSpec, SecretsSpec, SourceSpec, UpdateMode,
 };
+pub use secrets::{IdentityResponse, SecretInfo, SecretSetResponse};
 pub use status::*;

@@ -133,6 +133,10 @@ pub mod reason {
     pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
     /// A unit failed the health gate and the last good revision was put back.
     pub const ROLLED_BACK: &str = "RolledBack";
+    /// A secret some units need is missing at every source; those units wait.
+    pub const SECRET_MISSING: &str = "SecretMissing";
+    /// Resolving or writing Podman secrets failed.
+    pub const SECRETS_FAILED: &str = "SecretsFailed";
 }
 
 /// One installed app.

@@ -150,6 +150,38 @@ Example:
         /// Path prefix for the two files.
         out: PathBuf,
     },
+
+    /// Manage secrets in legerd's local, age-encrypted store. Values are never shown.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+
+    /// Print this node's age recipient: encrypt `secrets/NAME.age` files to it.
+    #[command(
+        after_help = "Example:\n  printf %s \"$VALUE\" | age -r \"$(legerctl identity)\" -o secrets/db-pass.age"
+    )]
+    Identity,
+}
+
+/// `legerctl secrets ...`
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Set NAME from stdin (never from an argument, which `ps` and shell history would show).
+    #[command(after_help = "Example:\n  printf %s \"$DB_PASS\" | legerctl secrets set db-pass")]
+    Set {
+        /// The secret name, as in `Secret=NAME`.
+        name: String,
+    },
+    /// List names, versions, sources and consuming units.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove NAME from the local store (units that need it then wait for another source).
+    Rm {
+        /// The secret name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -40,6 +40,16 @@ impl Client {
         self.send(self.http.post(url(path)), path).await
     }
 
+    /// PUTs a body to a path and returns the answer.
+    pub async fn put(&self, path: &str, body: Vec<u8>) -> Result<String> {
+        self.send(self.http.put(url(path)).body(body), path).await
+    }
+
+    /// DELETEs a path and returns the answer.
+    pub async fn delete(&self, path: &str) -> Result<String> {
+        self.send(self.http.delete(url(path)), path).await
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder, path: &str) -> Result<String> {
         if !self.socket.exists() {
             return Err(self.not_running("no socket at"));

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use leger_api_types::desired::{validate_git_url, validate_subpath};
 use leger_api_types::{
-    DesiredState, DesiredStateError, GitSourceSpec, ManifestVersion, Policy, SourceSpec,
+    DesiredState, DesiredStateError, GitSourceSpec, ManifestVersion, Policy, SecretsSpec,
+    SourceSpec,
 };
 
 /// Why an edit was refused.
@@ -57,7 +58,17 @@ pub fn replace_source(
         None => Policy::default(),
         Some(text) => current_policy(text)?,
     };
-    finish(DesiredState { source, policy })
+    // The `[secrets]` table is kept when it is sound; a broken one is the operator's to fix.
+    let secrets = current
+        .and_then(|t| toml::from_str::<toml::Table>(t).ok())
+        .and_then(|t| t.get("secrets").cloned())
+        .and_then(|v| v.try_into::<SecretsSpec>().ok())
+        .unwrap_or_default();
+    finish(DesiredState {
+        source,
+        policy,
+        secrets,
+    })
 }
 
 /// Sets `policy.suspend` in the current document and returns the validated document

@@ -10,14 +10,53 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use leger_api_types::{
-    DesiredState, DirSourceSpec, ManifestSourceSpec, PassRecord, ReconcileResponse, SourceSpec,
-    StatusDocument,
+    DesiredState, DirSourceSpec, IdentityResponse, ManifestSourceSpec, PassRecord,
+    ReconcileResponse, SecretInfo, SecretSetResponse, SourceSpec, StatusDocument,
 };
 use leger_config::{Environment, Mode, Settings, default_dropin_dirs};
 use legerctl::{edit, logs, publish, render};
 
-use crate::cli::{Cli, Command, SetDesired, SourceCommand};
+use crate::cli::{Cli, Command, SecretsCommand, SetDesired, SourceCommand};
 use crate::client::Client;
+
+fn secrets(loc: &mut Locations, cmd: SecretsCommand) -> Result<()> {
+    let client = loc.client()?;
+    match cmd {
+        SecretsCommand::Set { name } => {
+            let mut value = zeroize::Zeroizing::new(Vec::new());
+            std::io::stdin()
+                .read_to_end(&mut value)
+                .context("cannot read the secret value from stdin")?;
+            if value.is_empty() {
+                bail!(
+                    "no value on stdin: pipe it in, e.g. `printf %s \"$VALUE\" | legerctl secrets set {name}`"
+                );
+            }
+            let body = block_on(client.put(&format!("/v1/secrets/{name}"), value.to_vec()))?;
+            let r: SecretSetResponse = serde_json::from_str(&body)
+                .context("cannot read legerd's answer to secrets set")?;
+            println!(
+                "secret {} set (version {}); a reconcile pass is queued",
+                r.name, r.version
+            );
+        }
+        SecretsCommand::List { json } => {
+            let body = block_on(client.get("/v1/secrets"))?;
+            if json {
+                println!("{}", body.trim_end());
+            } else {
+                let list: Vec<SecretInfo> =
+                    serde_json::from_str(&body).context("cannot read legerd's secret list")?;
+                print!("{}", render::render_secrets(&list));
+            }
+        }
+        SecretsCommand::Rm { name } => {
+            block_on(client.delete(&format!("/v1/secrets/{name}")))?;
+            println!("secret {name} removed from the local store; a reconcile pass is queued");
+        }
+    }
+    Ok(())
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -119,6 +158,13 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::SetDesired(args) => set_desired(&loc.desired_file()?, args)?,
+        Command::Identity => {
+            let body = block_on(loc.client()?.get("/v1/identity"))?;
+            let r: IdentityResponse =
+                serde_json::from_str(&body).context("cannot read legerd's answer to identity")?;
+            println!("{}", r.recipient);
+        }
+        Command::Secrets(cmd) => secrets(&mut loc, cmd)?,
         Command::GetDesired => {
             let path = loc.desired_file()?;
             match read_optional(&path)? {

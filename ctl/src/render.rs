@@ -193,6 +193,33 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// The `legerctl secrets list` table: names, versions, sources, consumers; no values.
+pub fn render_secrets(list: &[leger_api_types::SecretInfo]) -> String {
+    if list.is_empty() {
+        return "no secrets\n".to_owned();
+    }
+    let mut out = format!(
+        "{:<24} {:<8} {:<10} {:<14} {}\n",
+        "NAME", "LOCAL", "SOURCE", "VERSION", "UNITS"
+    );
+    for s in list {
+        let dash = || "-".to_owned();
+        out.push_str(&format!(
+            "{:<24} {:<8} {:<10} {:<14} {}\n",
+            s.name,
+            s.local_version.map_or_else(dash, |v| v.to_string()),
+            s.source.clone().unwrap_or_else(dash),
+            s.version.clone().unwrap_or_else(dash),
+            if s.consumers.is_empty() {
+                dash()
+            } else {
+                s.consumers.join(", ")
+            }
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

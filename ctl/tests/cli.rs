@@ -351,6 +351,7 @@ async fn cli_status_history_and_reconcile_talk_to_legerd() {
             &env.dir.path().join("state/legerd.db"),
         ))),
         reconcile: reconcile_tx,
+        identity: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {
@@ -400,6 +401,103 @@ async fn cli_status_history_and_reconcile_talk_to_legerd() {
         .await
         .expect("a reconcile request arrives")
         .expect("channel open");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), server)
+        .await
+        .expect("server stops")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_secrets_set_list_rm_and_identity_never_show_values() {
+    let env = Env::new();
+    let listener = bind_socket(&env.socket(), None).unwrap();
+    let (_status_tx, status_rx) = tokio::sync::watch::channel(status_doc());
+    let (reconcile_tx, mut reconcile_rx) = mpsc::channel(4);
+    let state = env.dir.path().join("state");
+    let store = Arc::new(Mutex::new(Store::open(&state.join("legerd.db")).unwrap()));
+    let identity = Arc::new(legerd::secrets::NodeIdentity::load_or_create(&state).unwrap());
+    let ctx = ApiContext {
+        status: status_rx,
+        store: Arc::clone(&store),
+        reconcile: reconcile_tx,
+        identity: Some(Arc::clone(&identity)),
+    };
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, ctx, async {
+        let _ = stop_rx.await;
+    }));
+
+    let o = run_async(&env, &["identity"]).await;
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o).trim(), identity.recipient());
+
+    let value = "pl41n-t3xt-value";
+    let mut c = env.command(&["secrets", "set", "db-pass"]);
+    let o = tokio::task::spawn_blocking(move || {
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(value.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("secret db-pass set (version 1)"),
+        "{}",
+        stdout(&o)
+    );
+    tokio::time::timeout(Duration::from_secs(60), reconcile_rx.recv())
+        .await
+        .expect("set queues a pass");
+    let (ct, version) = store
+        .lock()
+        .unwrap()
+        .local_secret("db-pass")
+        .unwrap()
+        .unwrap();
+    assert_eq!(version, 1);
+    assert!(!String::from_utf8_lossy(&ct).contains(value));
+    assert_eq!(
+        identity.decrypt("db-pass", &ct).unwrap().expose(),
+        value.as_bytes()
+    );
+
+    for args in [&["secrets", "list"][..], &["secrets", "list", "--json"][..]] {
+        let o = run_async(&env, args).await;
+        assert_code(&o, 0);
+        let out = stdout(&o);
+        assert!(out.contains("db-pass") && !out.contains(value), "{out}");
+    }
+
+    let o = run_async(&env, &["secrets", "set", "bad/name"]).await;
+    assert!(!o.status.success());
+
+    let o = run_async(&env, &["secrets", "rm", "db-pass"]).await;
+    assert_code(&o, 0);
+    assert!(
+        store
+            .lock()
+            .unwrap()
+            .local_secret("db-pass")
+            .unwrap()
+            .is_none()
+    );
+    let o = run_async(&env, &["secrets", "rm", "db-pass"]).await;
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no local secret db-pass"));
 
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(60), server)
