@@ -184,15 +184,29 @@ async fn container_health(container: &str) -> Option<String> {
 /// The last lines a unit wrote to the journal, for a status message that says why.
 pub async fn last_journal_lines(unit: &str, user: bool, lines: usize) -> String {
     let unit_flag = if user { "--user-unit" } else { "--unit" };
-    let n = lines.to_string();
+    // Read more than asked: podman's own event lines (`container died … m=+0.04`)
+    // crowd the unit's journal and say less than the program's last words.
+    let n = (lines * 4).to_string();
     let out = Command::new("journalctl")
         .args([unit_flag, unit, "-n", &n, "-o", "cat", "--no-pager", "-q"])
         .output()
         .await;
     match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.contains(" m=+") && !l.starts_with("conmon ") && !is_container_id(l))
+                .collect();
+            kept[kept.len().saturating_sub(lines)..].join("\n")
+        }
         _ => String::new(),
     }
+}
+
+/// podman prints the bare 64-hex id of a container it starts.
+fn is_container_id(line: &str) -> bool {
+    line.len() == 64 && line.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]
