@@ -27,10 +27,12 @@ use leger_api_types::{
     ApiError, IdentityResponse, PassRecord, ReconcileResponse, SecretInfo, SecretSetResponse,
     StatusDocument,
 };
+use leger_api_types::{RevisionInfo, StagedChange};
 use serde::Deserialize;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::revisions::RevisionStore;
 use crate::secrets::{NodeIdentity, SecretValue, validate_name};
 use crate::store::Store;
 
@@ -50,6 +52,10 @@ pub struct ApiContext {
     pub reconcile: mpsc::Sender<()>,
     /// The node identity, for the secrets endpoints; `None` answers them with 503.
     pub identity: Option<Arc<NodeIdentity>>,
+    /// In staged mode, what applying the staged revision would do.
+    pub staged: watch::Receiver<Option<StagedChange>>,
+    /// legerd's revision store, to say which revisions can be pinned.
+    pub revisions: Option<RevisionStore>,
 }
 
 /// Binds the API socket at `path`, ready for [`serve`].
@@ -142,6 +148,8 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/history", get(history))
         .route("/v1/reconcile", post(reconcile))
+        .route("/v1/staged", get(staged))
+        .route("/v1/revisions", get(revisions))
         .route("/v1/identity", get(identity))
         .route("/v1/secrets", get(list_secrets))
         .route("/v1/secrets/{name}", put(set_secret).delete(remove_secret))
@@ -221,6 +229,62 @@ async fn history(
     })?
     .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     Ok(Json(passes))
+}
+
+async fn staged(State(ctx): State<ApiContext>) -> Result<Json<StagedChange>, ApiFailure> {
+    ctx.staged.borrow().clone().map(Json).ok_or_else(|| {
+        ApiFailure(
+            StatusCode::NOT_FOUND,
+            "nothing is staged: legerd is not in staged mode (policy.mode = \"staged\"), or the host runs the newest revision".to_owned(),
+        )
+    })
+}
+
+async fn revisions(
+    State(ctx): State<ApiContext>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Json<Vec<RevisionInfo>>, ApiFailure> {
+    let Query(q) = query.map_err(|e| {
+        ApiFailure(
+            StatusCode::BAD_REQUEST,
+            format!("invalid query: {}", e.body_text()),
+        )
+    })?;
+    let limit = q
+        .limit
+        .unwrap_or(DEFAULT_HISTORY_LIMIT)
+        .clamp(1, MAX_HISTORY_LIMIT);
+    let store = ctx.store.clone();
+    let records = tokio::task::spawn_blocking(move || {
+        store
+            .lock()
+            .map_err(|_| "the store lock is poisoned; restart legerd".to_owned())?
+            .revisions(limit)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| {
+        ApiFailure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("revisions task failed: {e}"),
+        )
+    })?
+    .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(Json(
+        records
+            .into_iter()
+            .map(|r| RevisionInfo {
+                stored: ctx
+                    .revisions
+                    .as_ref()
+                    .is_some_and(|s| s.contains(&r.revision)),
+                revision: r.revision,
+                state: r.state.as_str().to_owned(),
+                error: r.error,
+                updated_at: r.updated_at,
+            })
+            .collect(),
+    ))
 }
 
 async fn reconcile(State(ctx): State<ApiContext>) -> Result<Json<ReconcileResponse>, ApiFailure> {

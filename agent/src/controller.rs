@@ -14,7 +14,7 @@ use notify::RecommendedWatcher;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use leger_api_types::StatusDocument;
+use leger_api_types::{StagedChange, StatusDocument};
 use leger_config::Settings;
 
 use crate::backoff::Backoff;
@@ -32,6 +32,8 @@ pub struct Controller<U> {
     /// Kept to create watches (dir sources) that feed the same channel.
     trigger_tx: mpsc::UnboundedSender<Trigger>,
     status: tokio::sync::watch::Sender<StatusDocument>,
+    /// Where the staged change is published, when the API serves it.
+    staged: Option<tokio::sync::watch::Sender<Option<StagedChange>>>,
     dir_watch: Option<(PathBuf, RecommendedWatcher)>,
 }
 
@@ -56,7 +58,14 @@ impl<U: UnitManager + 'static> Controller<U> {
             trigger_tx,
             status,
             dir_watch: None,
+            staged: None,
         }
+    }
+
+    /// Publishes the staged change (for `GET /v1/staged`) after every pass.
+    pub fn with_staged(mut self, staged: tokio::sync::watch::Sender<Option<StagedChange>>) -> Self {
+        self.staged = Some(staged);
+        self
     }
 
     /// Runs until `shutdown` resolves. `on_pass` sees every finished pass (tests,
@@ -121,6 +130,9 @@ impl<U: UnitManager + 'static> Controller<U> {
                     .map(|n| n.saturating_duration_since(now).as_millis() as u64),
                 "pass finished"
             );
+            if let Some(tx) = &self.staged {
+                tx.send_replace(self.reconciler.staged());
+            }
             self.status.send_replace(self.reconciler.status());
             let line = status_line(
                 &self.reconciler.status_line(),

@@ -22,5 +22,6 @@ pub mod revisions;
 pub mod schedule;
 pub mod secrets;
 pub mod source;
+pub mod staged;
 pub mod store;
 pub mod systemd;

@@ -198,11 +198,16 @@ async fn run(args: Args) -> Result<bool> {
     let listener = api::bind_socket(&paths.socket, settings.socket_group.as_deref())
         .with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (staged_tx, staged_rx) = watch::channel(None);
     let ctx = ApiContext {
         status: status_rx,
         store: Arc::clone(&store),
         reconcile: reconcile_tx,
         identity: Some(identity),
+        staged: staged_rx,
+        revisions: Some(legerd::revisions::RevisionStore::new(
+            paths.state_dir.join("revisions"),
+        )),
     };
     let api_task = tokio::spawn(api::serve(listener, ctx, async move {
         let _ = api_stop_rx.await;
@@ -221,7 +226,8 @@ async fn run(args: Args) -> Result<bool> {
         trigger_rx,
         trigger_tx,
         status_tx,
-    );
+    )
+    .with_staged(staged_tx);
     let mut last_ok = true;
     let once = args.once;
     controller

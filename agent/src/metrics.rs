@@ -399,7 +399,7 @@ impl Metrics {
     pub fn record_pass(&self, pass: &PassSummary<'_>) {
         let outcome = match pass.outcome {
             PassOutcome::Applied => "applied",
-            PassOutcome::Noop | PassOutcome::Suspended => "noop",
+            PassOutcome::Noop | PassOutcome::Suspended | PassOutcome::Staged => "noop",
             PassOutcome::Failed => "failed",
             PassOutcome::RolledBack => "rolled_back",
         };

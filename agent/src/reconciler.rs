@@ -16,6 +16,7 @@ use leger_api_types::{
     AgentStatus, AppStatus, Condition, ConditionStatus, DesiredState, PassOutcome, PassRecord,
     SourceSpec, StatusDocument, StatusSpec, UnitStatus,
 };
+use leger_api_types::{StagedChange, UpdateMode};
 use leger_config::Settings;
 
 use crate::apply::{ApplyTarget, apply, interrupted_units};
@@ -90,7 +91,7 @@ pub struct Reconciler<U> {
     desired_text: Option<String>,
     desired_error: Option<String>,
     source: Option<ActiveSource>,
-    validated: Option<Arc<DesiredTree>>,
+    validated: Vec<Arc<DesiredTree>>,
     rejected: HashMap<String, String>,
     fetched_revision: Option<String>,
     applied_revision: Option<String>,
@@ -101,6 +102,10 @@ pub struct Reconciler<U> {
     /// Where passes, fetches and applies are counted for `GET /metrics`.
     metrics: Arc<Metrics>,
     secrets: Option<crate::secrets::SecretsConverger>,
+    /// In staged mode, what applying the newest validated revision would do.
+    staged: Option<StagedChange>,
+    /// The revision `policy.pin` holds the host at.
+    pinned_revision: Option<String>,
     /// Units waiting for a missing secret, for the Ready condition.
     secrets_blocked: Option<String>,
 }
@@ -141,7 +146,7 @@ impl<U: UnitManager> Reconciler<U> {
             desired_text: None,
             desired_error: None,
             source: None,
-            validated: None,
+            validated: Vec::new(),
             rejected: HashMap::new(),
             fetched_revision: None,
             applied_revision,
@@ -171,6 +176,8 @@ impl<U: UnitManager> Reconciler<U> {
             metrics: Arc::new(Metrics::new(false)),
             secrets: None,
             secrets_blocked: None,
+            staged: None,
+            pinned_revision: None,
         }
     }
 
@@ -294,7 +301,7 @@ impl<U: UnitManager> Reconciler<U> {
                     self.desired.as_ref().map(|old| &old.source) != Some(&d.source);
                 if source_changed {
                     self.source = None;
-                    self.validated = None;
+                    self.validated.clear();
                 }
                 self.desired_text = Some(text);
                 self.desired = Some(d);
@@ -359,8 +366,10 @@ impl<U: UnitManager> Reconciler<U> {
 
     /// Validates a snapshot, reusing the last result for an unchanged revision.
     fn validate(&mut self, snapshot: &Snapshot) -> Result<Arc<DesiredTree>, Failure> {
-        if let Some(tree) = &self.validated
-            && tree.revision == snapshot.revision
+        if let Some(tree) = self
+            .validated
+            .iter()
+            .find(|t| t.revision == snapshot.revision)
         {
             return Ok(Arc::clone(tree));
         }
@@ -374,7 +383,15 @@ impl<U: UnitManager> Reconciler<U> {
         match result {
             Ok(tree) => {
                 let tree = Arc::new(tree);
-                self.validated = Some(Arc::clone(&tree));
+                // Two entries: staged mode alternates between the staged revision and
+                // the one the host holds, and neither should be validated twice.
+                self.validated.push(Arc::clone(&tree));
+                if self.validated.len() > 2 {
+                    self.validated.remove(0);
+                }
+                if let Err(e) = self.revision_store().save(snapshot) {
+                    tracing::warn!(error = %e, "cannot keep the revision for rollbacks and pins");
+                }
                 let _ = store.lock().expect("store lock").record_revision(
                     &tree.revision,
                     RevisionState::Fetched,
@@ -451,22 +468,40 @@ impl<U: UnitManager> Reconciler<U> {
                     ),
                 });
             };
-            let snapshot = self.fetch(&desired).await.map_err(|e| {
-                let r = e.reason();
-                Failure::new(r, e.to_string(), true)
-            })?;
-            revision = Some(snapshot.revision.clone());
-            self.fetched_revision = Some(snapshot.revision.clone());
-            if let Err(refused) = self.refuse_failed_revision(&snapshot.revision) {
-                // Keep the host on its last good revision meanwhile: this also finishes
-                // a rollback that a crash interrupted, and heals drift.
-                if let Some(good) = self.applied_revision.clone()
-                    && let Ok(report) = self.converge_to_stored(&good, &desired).await
-                {
-                    actions = report.done;
+            self.pinned_revision = desired.policy.pin.clone();
+            let snapshot = if let Some(pin) = &desired.policy.pin {
+                // A pin (or `legerctl rollback`) converges from legerd's own store,
+                // without asking the source at all.
+                self.staged = None;
+                self.load_stored(pin, "pinned")?
+            } else {
+                let fetched = self.fetch(&desired).await.map_err(|e| {
+                    let r = e.reason();
+                    Failure::new(r, e.to_string(), true)
+                })?;
+                revision = Some(fetched.revision.clone());
+                self.fetched_revision = Some(fetched.revision.clone());
+                if let Err(refused) = self.refuse_failed_revision(&fetched.revision) {
+                    // Keep the host on its last good revision meanwhile: this also finishes
+                    // a rollback that a crash interrupted, and heals drift.
+                    if let Some(good) = self.applied_revision.clone()
+                        && let Ok(report) = self.converge_to_stored(&good, &desired).await
+                    {
+                        actions = report.done;
+                    }
+                    return Err(refused);
                 }
-                return Err(refused);
-            }
+                if desired.policy.mode == UpdateMode::Staged {
+                    match self.stage(fetched, &desired).await? {
+                        Some(target) => target,
+                        None => return Ok(PassOutcome::Staged),
+                    }
+                } else {
+                    self.staged = None;
+                    fetched
+                }
+            };
+            revision = Some(snapshot.revision.clone());
             let tree = self.validate(&snapshot)?;
             let age_files = crate::secrets::age_files(&snapshot);
             drop(snapshot);
@@ -538,8 +573,11 @@ impl<U: UnitManager> Reconciler<U> {
                     }
                     crate::crashpoint::hit("before-record");
                     self.record_good(&tree).await;
+                    if self.staged.as_ref().is_some_and(|st| Some(&st.revision) == self.applied_revision.as_ref()) {
+                        self.staged = None;
+                    }
                     if plan.is_empty() && secret_actions.is_empty() {
-                        Ok(PassOutcome::Noop)
+                        Ok(if self.staged.is_some() { PassOutcome::Staged } else { PassOutcome::Noop })
                     } else {
                         journal::applied(&tree.revision, &actions);
                         Ok(PassOutcome::Applied)
@@ -599,6 +637,89 @@ impl<U: UnitManager> Reconciler<U> {
         }
     }
 
+    /// Loads a revision from legerd's own store (`what` says why, for the error).
+    fn load_stored(&self, revision: &str, what: &str) -> Result<Snapshot, Failure> {
+        match self.revision_store().load(revision) {
+            Ok(Some(snapshot)) => Ok(snapshot),
+            Ok(None) => Err(Failure::new(
+                reason::REVISION_UNAVAILABLE,
+                format!(
+                    "the {what} revision {revision} is not in legerd's revision store (it keeps the last {REVISIONS_KEPT} \
+                     validated revisions); pick one from `legerctl revisions`, or change policy.{}",
+                    if what == "pinned" {
+                        "pin (`legerctl unpin`)"
+                    } else {
+                        "approved (`legerctl approve`)"
+                    }
+                ),
+                true,
+            )),
+            Err(e) => Err(Failure::new(
+                reason::REVISION_UNAVAILABLE,
+                format!("cannot read the {what} revision {revision}: {e}"),
+                true,
+            )),
+        }
+    }
+
+    /// Staged mode: validates and plans the fetched revision for review, and returns
+    /// what the host should converge to now: the approved revision, or the one it
+    /// already runs. `None` when there is nothing to converge to yet.
+    async fn stage(
+        &mut self,
+        fetched: Snapshot,
+        desired: &DesiredState,
+    ) -> Result<Option<Snapshot>, Failure> {
+        let applied = self.applied_revision.clone();
+        let approved = desired.policy.approved.clone();
+        if applied.as_deref() == Some(fetched.revision.as_str()) {
+            self.staged = None;
+        } else if self.staged.as_ref().map(|s| &s.revision) != Some(&fetched.revision) {
+            let tree = self.validate(&fetched)?;
+            let inventory = self
+                .store
+                .lock()
+                .expect("store lock")
+                .inventory()
+                .map_err(|e| Failure::new(reason::APPLY_FAILED, e.to_string(), false))?;
+            let observed = observe(
+                &tree,
+                &inventory,
+                &self.settings.paths.quadlet_dir,
+                &*self.units,
+            )
+            .await
+            .map_err(|e| Failure::new(reason::APPLY_FAILED, e.to_string(), false))?;
+            let plan = plan(&tree, &observed, PlanPolicy::from(&desired.policy))
+                .map_err(|e| Failure::new(reason::PLAN_REFUSED, e.to_string(), true))?;
+            self.staged = Some(crate::staged::describe(
+                &tree,
+                &plan,
+                &self.settings.paths.quadlet_dir,
+                applied.clone(),
+            ));
+            tracing::info!(leger_revision = %fetched.revision, "revision staged; review with `legerctl diff`, apply with `legerctl approve`");
+        }
+        match approved {
+            Some(a) if Some(&a) != applied.as_ref() => {
+                if a == fetched.revision {
+                    Ok(Some(fetched))
+                } else {
+                    self.load_stored(&a, "approved").map(Some)
+                }
+            }
+            _ => match applied {
+                Some(a) => self.load_stored(&a, "applied").map(Some),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// What applying the staged revision would do, for `GET /v1/staged`.
+    pub fn staged(&self) -> Option<StagedChange> {
+        self.staged.clone()
+    }
+
     /// A revision that failed its health gate is not tried again until the source
     /// moves past it: retrying a known-bad revision on every poll would flap the
     /// host between bad and good.
@@ -638,12 +759,11 @@ impl<U: UnitManager> Reconciler<U> {
             RevisionState::Applied,
             None,
         );
-        let revisions = self.revision_store();
-        if let Err(e) = revisions
-            .save(tree)
-            .and_then(|()| revisions.keep_newest(REVISIONS_KEPT, &tree.revision))
+        if let Err(e) = self
+            .revision_store()
+            .keep_newest(REVISIONS_KEPT, &tree.revision)
         {
-            tracing::warn!(error = %e, "cannot keep the revision for rollbacks");
+            tracing::warn!(error = %e, "cannot prune the revision store");
         }
     }
 
@@ -935,6 +1055,8 @@ impl<U: UnitManager> Reconciler<U> {
                 apps: self.apps.clone(),
                 last_pass: self.last_pass.clone(),
                 desired_state_error: self.desired_error.clone(),
+                staged_revision: self.staged.as_ref().map(|s| s.revision.clone()),
+                pinned_revision: self.pinned_revision.clone(),
             },
         )
     }

@@ -13,10 +13,13 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{DesiredTree, Snapshot, install_key};
+use crate::model::Snapshot;
 
 /// File holding the revision's real name (names may hold characters a path should not).
 const NAME_FILE: &str = "REVISION";
+
+/// Folder holding the snapshot's files, apart from [`NAME_FILE`].
+const FILES_DIR: &str = "files";
 
 /// The revision store.
 #[derive(Debug, Clone)]
@@ -41,9 +44,10 @@ impl RevisionStore {
         self.path_of(revision).join(NAME_FILE).exists()
     }
 
-    /// Saves the installable files of a validated tree. Idempotent.
-    pub fn save(&self, tree: &DesiredTree) -> io::Result<()> {
-        let dest = self.path_of(&tree.revision);
+    /// Saves every file of a validated snapshot (quadlets, companions, and the
+    /// `secrets/*.age` files a later pass may need). Idempotent.
+    pub fn save(&self, snapshot: &Snapshot) -> io::Result<()> {
+        let dest = self.path_of(&snapshot.revision);
         if dest.join(NAME_FILE).exists() {
             return Ok(());
         }
@@ -51,16 +55,14 @@ impl RevisionStore {
         let tmp = tempfile::Builder::new()
             .prefix(".saving-")
             .tempdir_in(&self.dir)?;
-        for app in tree.apps.values() {
-            for (rel, file) in &app.files {
-                let path = tmp.path().join(install_key(&app.name, rel));
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                std::fs::write(&path, &file.content)?;
+        for (key, content) in &snapshot.files {
+            let path = tmp.path().join(FILES_DIR).join(key);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
             }
+            std::fs::write(&path, content)?;
         }
-        std::fs::write(tmp.path().join(NAME_FILE), &tree.revision)?;
+        std::fs::write(tmp.path().join(NAME_FILE), &snapshot.revision)?;
         let staged = tmp.keep();
         match std::fs::rename(&staged, &dest) {
             Ok(()) => Ok(()),
@@ -80,8 +82,10 @@ impl RevisionStore {
             return Ok(None);
         }
         let mut files = BTreeMap::new();
-        read_dir_into(&root, &root, &mut files)?;
-        files.remove(NAME_FILE);
+        let files_root = root.join(FILES_DIR);
+        if files_root.exists() {
+            read_dir_into(&files_root, &files_root, &mut files)?;
+        }
         Ok(Some(Snapshot {
             revision: revision.to_owned(),
             files,
@@ -134,23 +138,15 @@ fn read_dir_into(root: &Path, dir: &Path, out: &mut BTreeMap<String, Arc<[u8]>>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{App, AppFile};
 
-    fn tree(rev: &str, text: &str) -> DesiredTree {
-        let mut files = BTreeMap::new();
-        files.insert(
-            "web.container".to_owned(),
-            AppFile::new(text.as_bytes().to_vec()),
-        );
-        files.insert("conf/app.env".to_owned(), AppFile::new(b"A=1".to_vec()));
-        let app = App {
-            name: "web".into(),
-            files,
-            units: Vec::new(),
-        };
-        DesiredTree {
+    fn tree(rev: &str, text: &str) -> Snapshot {
+        let mut files: BTreeMap<String, Arc<[u8]>> = BTreeMap::new();
+        files.insert("web/web.container".to_owned(), text.as_bytes().into());
+        files.insert("web/conf/app.env".to_owned(), b"A=1".as_slice().into());
+        files.insert("secrets/db.age".to_owned(), b"age".as_slice().into());
+        Snapshot {
             revision: rev.into(),
-            apps: [("web".to_owned(), app)].into(),
+            files,
         }
     }
 
@@ -167,7 +163,7 @@ mod tests {
         assert_eq!(snap.revision, rev);
         assert_eq!(
             snap.files.keys().collect::<Vec<_>>(),
-            ["web/conf/app.env", "web/web.container"]
+            ["secrets/db.age", "web/conf/app.env", "web/web.container"]
         );
         assert_eq!(&*snap.files["web/web.container"], b"[Container]\nImage=x\n");
     }

@@ -602,6 +602,40 @@ impl Store {
         .transpose()
     }
 
+    /// The most recent revisions, newest verdict first.
+    pub fn revisions(&self, limit: usize) -> Result<Vec<RevisionRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT revision, state, error, updated_at FROM revisions ORDER BY seq DESC LIMIT ?1")
+            .map_err(self.err("list revisions"))?;
+        let rows = stmt
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
+            })
+            .map_err(self.err("list revisions"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (revision, state, error, updated_at) = row.map_err(self.err("list revisions"))?;
+            let state = state.parse().map_err(|()| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: "revisions.state",
+                value: state.clone(),
+            })?;
+            out.push(RevisionRecord {
+                revision,
+                state,
+                error,
+                updated_at,
+            });
+        }
+        Ok(out)
+    }
+
     // ---- drift -----------------------------------------------------------------
 
     /// Records that something legerd manages changed behind its back.
@@ -824,6 +858,7 @@ fn parse_outcome(s: &str) -> Option<PassOutcome> {
         PassOutcome::Noop,
         PassOutcome::Failed,
         PassOutcome::Suspended,
+        PassOutcome::Staged,
         PassOutcome::RolledBack,
     ]
     .into_iter()

@@ -60,6 +60,12 @@ pub struct AgentStatus {
     pub last_pass: Option<PassRecord>,
     /// An error reading desired.toml; the last good desired state stays in force.
     pub desired_state_error: Option<String>,
+    /// In staged mode: the newest validated revision waiting for `legerctl approve`.
+    #[serde(default)]
+    pub staged_revision: Option<String>,
+    /// The revision `policy.pin` holds the host at, if any.
+    #[serde(default)]
+    pub pinned_revision: Option<String>,
 }
 
 /// A Kubernetes-style condition.
@@ -133,6 +139,8 @@ pub mod reason {
     pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
     /// A unit failed the health gate and the last good revision was put back.
     pub const ROLLED_BACK: &str = "RolledBack";
+    /// A pinned or approved revision is not in legerd's revision store.
+    pub const REVISION_UNAVAILABLE: &str = "RevisionUnavailable";
     /// A secret some units need is missing at every source; those units wait.
     pub const SECRET_MISSING: &str = "SecretMissing";
     /// Resolving or writing Podman secrets failed.
@@ -173,6 +181,8 @@ pub enum PassOutcome {
     Failed,
     /// Suspended: fetched and planned, changed nothing.
     Suspended,
+    /// Staged mode: a new revision was validated and planned, and waits for approval.
+    Staged,
     /// Applied, failed the health gate, and the last good revision was put back. A
     /// failure, never reported as success.
     RolledBack,
@@ -186,6 +196,7 @@ impl PassOutcome {
             PassOutcome::Noop => "noop",
             PassOutcome::Failed => "failed",
             PassOutcome::Suspended => "suspended",
+            PassOutcome::Staged => "staged",
             PassOutcome::RolledBack => "rolled_back",
         }
     }
@@ -220,6 +231,62 @@ pub struct PassRecord {
 pub struct ReconcileResponse {
     /// True: a pass was queued (it runs after the one in progress, if any).
     pub queued: bool,
+}
+
+/// What applying the staged revision would do: `GET /v1/staged`, `legerctl diff`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StagedChange {
+    /// The staged revision.
+    pub revision: String,
+    /// The revision the host runs now.
+    pub applied_revision: Option<String>,
+    /// Unit actions applying would take, in order (`restart web.service`).
+    pub actions: Vec<StagedAction>,
+    /// Every file that would change, with a unified diff.
+    pub files: Vec<FileDiff>,
+}
+
+/// One unit action of a staged plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StagedAction {
+    /// `start`, `restart` or `stop`.
+    pub action: String,
+    /// The unit.
+    pub unit: String,
+    /// Its app.
+    pub app: String,
+}
+
+/// One changed file of a staged plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileDiff {
+    /// Install key `app/relpath`.
+    pub path: String,
+    /// Its app.
+    pub app: String,
+    /// `added`, `modified` or `removed`.
+    pub change: String,
+    /// A unified diff (`--- a/… +++ b/…`); empty for files that are not UTF-8 text.
+    pub diff: String,
+}
+
+/// One revision legerd has seen: `GET /v1/revisions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionInfo {
+    /// The revision.
+    pub revision: String,
+    /// `fetched`, `applied`, `rejected` or `failed`.
+    pub state: String,
+    /// Why it was rejected or failed.
+    pub error: Option<String>,
+    /// RFC 3339 time of the latest verdict.
+    pub updated_at: String,
+    /// True when legerd's revision store holds it, so it can be pinned or rolled back to.
+    pub stored: bool,
 }
 
 /// An error body returned by the API.

@@ -87,6 +87,64 @@ Examples:
     /// Print the current desired.toml.
     GetDesired,
 
+    /// Show what applying the staged revision would do: unit actions and a unified diff.
+    #[command(
+        after_help = "Exit code: 0 when nothing would change, 1 when something would (like diff(1)), 2 on errors.
+Colored on a terminal. Needs policy.mode = \"staged\" (legerd stages each new revision and waits).
+
+Examples:
+  legerctl diff            # every app
+  legerctl diff web        # one app
+  legerctl diff --json"
+    )]
+    Diff {
+        /// Only this app.
+        app: Option<String>,
+        /// Print the staged change as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Approve a staged revision: legerd applies exactly that revision (sets policy.approved).
+    #[command(
+        after_help = "Without REV: the revision staged now (see `legerctl status` or `legerctl diff`)."
+    )]
+    Approve {
+        /// The revision to apply.
+        revision: Option<String>,
+    },
+
+    /// Hold the host at REV from legerd's own revision store, whatever the source says (sets policy.pin).
+    #[command(
+        after_help = "REV must be one legerd validated before: see `legerctl revisions`. Release with `legerctl unpin`."
+    )]
+    Pin {
+        /// The revision.
+        revision: String,
+    },
+
+    /// Follow the source again (clears policy.pin).
+    Unpin,
+
+    /// Go back to an earlier applied revision, without fetching (pins it).
+    #[command(
+        after_help = "Without REV: the revision applied before the current one. `legerctl unpin` returns to the source."
+    )]
+    Rollback {
+        /// The revision to go back to.
+        revision: Option<String>,
+    },
+
+    /// List the revisions legerd has seen, newest first, and which can be pinned.
+    Revisions {
+        /// How many.
+        #[arg(short = 'n', long = "limit", default_value_t = 20)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Stop changing the host: legerd keeps fetching and reporting (sets policy.suspend).
     #[command(after_help = "desired.toml is rewritten in canonical form; comments are not kept.")]
     Suspend,

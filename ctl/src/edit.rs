@@ -75,8 +75,17 @@ pub fn replace_source(
 /// and the text to write. The current document must be valid: suspending a host whose
 /// desired state legerd cannot read would hide the real problem.
 pub fn set_suspend(current: &str, suspend: bool) -> Result<(DesiredState, String), EditError> {
+    edit_policy(current, |p| p.suspend = suspend)
+}
+
+/// Changes the `[policy]` of the current (valid) document and returns the validated
+/// document and the text to write. Used by suspend/resume, approve, pin and rollback.
+pub fn edit_policy(
+    current: &str,
+    change: impl FnOnce(&mut leger_api_types::Policy),
+) -> Result<(DesiredState, String), EditError> {
     let mut desired = DesiredState::from_toml_str(current)?;
-    desired.policy.suspend = suspend;
+    change(&mut desired.policy);
     finish(desired)
 }
 

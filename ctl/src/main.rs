@@ -11,7 +11,8 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use leger_api_types::{
     DesiredState, DirSourceSpec, IdentityResponse, ManifestSourceSpec, PassRecord,
-    ReconcileResponse, SecretInfo, SecretSetResponse, SourceSpec, StatusDocument,
+    ReconcileResponse, RevisionInfo, SecretInfo, SecretSetResponse, SourceSpec, StagedChange,
+    StatusDocument,
 };
 use leger_config::{Environment, Mode, Settings, default_dropin_dirs};
 use legerctl::{edit, logs, publish, render};
@@ -173,6 +174,100 @@ fn run(cli: Cli) -> Result<()> {
                     "no desired state at {}; set one with `legerctl set-desired git URL` or `legerctl set-desired dir PATH`",
                     path.display()
                 ),
+            }
+        }
+        Command::Diff { app, json } => {
+            let client = loc.client()?;
+            let body = match block_on(client.get("/v1/staged")) {
+                Ok(body) => body,
+                Err(e) if e.to_string().contains("nothing is staged") => {
+                    println!("nothing is staged");
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            let staged: StagedChange = serde_json::from_str(&body)
+                .context("legerd sent a staged change this legerctl cannot read")?;
+            let changes = render::staged_has_changes(&staged, app.as_deref());
+            if json {
+                println!("{}", body.trim_end());
+            } else {
+                use std::io::IsTerminal;
+                let color = std::io::stdout().is_terminal();
+                print!("{}", render::render_staged(&staged, app.as_deref(), color));
+            }
+            if changes {
+                // diff(1)'s convention: 1 means "there are differences".
+                std::process::exit(1);
+            }
+        }
+        Command::Approve { revision } => {
+            let revision = match revision {
+                Some(r) => r,
+                None => {
+                    let client = loc.client()?;
+                    let status: StatusDocument =
+                        serde_json::from_str(&block_on(client.get("/v1/status"))?)
+                            .context("cannot read legerd's status")?;
+                    status.status.staged_revision.context(
+                        "nothing is staged; name the revision to approve (see `legerctl revisions`)",
+                    )?
+                }
+            };
+            let rev = revision.clone();
+            edit_policy(&loc.desired_file()?, move |p| p.approved = Some(rev))?;
+            println!(
+                "approved {revision}: legerd applies it at its next pass (`legerctl reconcile` for now)"
+            );
+        }
+        Command::Pin { revision } => {
+            let rev = revision.clone();
+            edit_policy(&loc.desired_file()?, move |p| p.pin = Some(rev))?;
+            println!(
+                "pinned at {revision}: legerd holds the host there; `legerctl unpin` follows the source again"
+            );
+        }
+        Command::Unpin => {
+            edit_policy(&loc.desired_file()?, |p| p.pin = None)?;
+            println!("unpinned: legerd follows the source again");
+        }
+        Command::Rollback { revision } => {
+            let revision = match revision {
+                Some(r) => r,
+                None => {
+                    let client = loc.client()?;
+                    let status: StatusDocument =
+                        serde_json::from_str(&block_on(client.get("/v1/status"))?)
+                            .context("cannot read legerd's status")?;
+                    let current = status
+                        .status
+                        .applied_revision
+                        .context("nothing is applied yet; there is nothing to roll back")?;
+                    let revisions: Vec<RevisionInfo> =
+                        serde_json::from_str(&block_on(client.get("/v1/revisions?limit=1000"))?)
+                            .context("cannot read legerd's revisions")?;
+                    revisions
+                        .into_iter()
+                        .find(|r| r.state == "applied" && r.revision != current && r.stored)
+                        .map(|r| r.revision)
+                        .context("no earlier applied revision is in legerd's revision store; name one (see `legerctl revisions`)")?
+                }
+            };
+            let rev = revision.clone();
+            edit_policy(&loc.desired_file()?, move |p| p.pin = Some(rev))?;
+            println!(
+                "rolling back to {revision} (pinned): legerd re-applies it from its revision store; `legerctl unpin` follows the source again"
+            );
+        }
+        Command::Revisions { limit, json } => {
+            let client = loc.client()?;
+            let body = block_on(client.get(&format!("/v1/revisions?limit={limit}")))?;
+            if json {
+                println!("{}", body.trim_end());
+            } else {
+                let list: Vec<RevisionInfo> = serde_json::from_str(&body)
+                    .context("cannot read legerd's revisions; use --json")?;
+                print!("{}", render::render_revisions(&list));
             }
         }
         Command::Suspend => set_suspend(&loc.desired_file()?, true)?,
@@ -400,6 +495,21 @@ fn set_suspend(path: &Path, suspend: bool) -> Result<()> {
             path.display()
         );
     }
+    Ok(())
+}
+
+/// Edits `[policy]` of the desired state at `path`, validated and atomically.
+fn edit_policy(path: &Path, change: impl FnOnce(&mut leger_api_types::Policy)) -> Result<()> {
+    let current = read_optional(path)?.with_context(|| {
+        format!(
+            "no desired state at {}; set one first with `legerctl set-desired`",
+            path.display()
+        )
+    })?;
+    let (_, text) = edit::edit_policy(&current, change)
+        .with_context(|| format!("cannot edit {}; it is unchanged", path.display()))?;
+    write_desired(path, &text)?;
+    // Ask for a pass now, when legerd runs; inotify would notice anyway.
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use leger_api_types::{PassRecord, StatusDocument};
+use leger_api_types::{PassRecord, RevisionInfo, StagedChange, StatusDocument};
 
 /// How many characters of a revision `history` shows; enough to be unique in practice.
 pub const SHORT_REVISION: usize = 12;
@@ -37,6 +37,18 @@ pub fn render_status(doc: &StatusDocument) -> String {
     }
     let _ = writeln!(out, "Fetched:    {}", opt(&st.fetched_revision));
     let _ = writeln!(out, "Applied:    {}", opt(&st.applied_revision));
+    if let Some(pin) = &st.pinned_revision {
+        let _ = writeln!(
+            out,
+            "Pinned:     {pin} (legerctl unpin to follow the source)"
+        );
+    }
+    if let Some(staged) = &st.staged_revision {
+        let _ = writeln!(
+            out,
+            "Staged:     {staged} (review: legerctl diff; apply: legerctl approve)"
+        );
+    }
     if !st.mode.is_empty() || !st.agent_version.is_empty() {
         let _ = writeln!(
             out,
@@ -220,6 +232,90 @@ pub fn render_secrets(list: &[leger_api_types::SecretInfo]) -> String {
     out
 }
 
+/// True when the staged change (for `app`, or all apps) would change anything.
+pub fn staged_has_changes(staged: &StagedChange, app: Option<&str>) -> bool {
+    let keep = |a: &str| app.is_none_or(|x| x == a);
+    staged.actions.iter().any(|a| keep(&a.app)) || staged.files.iter().any(|f| keep(&f.app))
+}
+
+/// `legerctl diff`: the unit actions, then a unified diff of every file.
+pub fn render_staged(staged: &StagedChange, app: Option<&str>, color: bool) -> String {
+    let keep = |a: &str| app.is_none_or(|x| x == a);
+    let paint = |code: &str, line: &str| {
+        if color {
+            format!("\x1b[{code}m{line}\x1b[0m")
+        } else {
+            line.to_owned()
+        }
+    };
+    let mut out = format!(
+        "staged revision {} (applied: {})\n",
+        staged.revision,
+        staged.applied_revision.as_deref().unwrap_or("none")
+    );
+    let actions: Vec<_> = staged.actions.iter().filter(|a| keep(&a.app)).collect();
+    if actions.is_empty() && !staged.files.iter().any(|f| keep(&f.app)) {
+        out.push_str("no changes\n");
+        return out;
+    }
+    if !actions.is_empty() {
+        out.push_str("\nUnit actions:\n");
+        for a in actions {
+            out.push_str(&format!("  {:<8} {} (app {})\n", a.action, a.unit, a.app));
+        }
+    }
+    for f in staged.files.iter().filter(|f| keep(&f.app)) {
+        out.push('\n');
+        out.push_str(&paint("1", &format!("{} {}", f.change, f.path)));
+        out.push('\n');
+        if f.diff.is_empty() {
+            out.push_str("(binary or non-UTF-8 content)\n");
+        }
+        for line in f.diff.lines() {
+            let painted = if line.starts_with("+++") || line.starts_with("---") {
+                paint("1", line)
+            } else if line.starts_with('+') {
+                paint("32", line)
+            } else if line.starts_with('-') {
+                paint("31", line)
+            } else if line.starts_with("@@") {
+                paint("36", line)
+            } else {
+                line.to_owned()
+            };
+            out.push_str(&painted);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `legerctl revisions`: a table.
+pub fn render_revisions(list: &[RevisionInfo]) -> String {
+    let mut out = format!(
+        "{:<42} {:<9} {:<21} {:<7} {}\n",
+        "REVISION", "STATE", "UPDATED", "STORED", "ERROR"
+    );
+    for r in list {
+        let error = r
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .lines()
+            .next()
+            .unwrap_or("");
+        out.push_str(&format!(
+            "{:<42} {:<9} {:<21} {:<7} {}\n",
+            r.revision,
+            r.state,
+            r.updated_at,
+            if r.stored { "yes" } else { "no" },
+            error
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +388,8 @@ mod tests {
                     Some("start web.service:\n timeout"),
                 )),
                 desired_state_error: Some("invalid desired state: unknown field `purge`".into()),
+                staged_revision: None,
+                pinned_revision: None,
             },
         )
     }

@@ -310,6 +310,8 @@ fn status_doc() -> StatusDocument {
             }],
             last_pass: None,
             desired_state_error: None,
+            staged_revision: None,
+            pinned_revision: None,
         },
     )
 }
@@ -352,6 +354,8 @@ async fn cli_status_history_and_reconcile_talk_to_legerd() {
         ))),
         reconcile: reconcile_tx,
         identity: None,
+        staged: tokio::sync::watch::channel(None).1,
+        revisions: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {
@@ -424,6 +428,8 @@ async fn cli_secrets_set_list_rm_and_identity_never_show_values() {
         store: Arc::clone(&store),
         reconcile: reconcile_tx,
         identity: Some(Arc::clone(&identity)),
+        staged: tokio::sync::watch::channel(None).1,
+        revisions: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {
