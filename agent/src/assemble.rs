@@ -316,12 +316,20 @@ fn build_tree(snapshot: &Snapshot, parsed: &[Parsed]) -> DesiredTree {
                 }
             }
         }
+        let pod = p
+            .refs
+            .quadlets
+            .iter()
+            .filter(|name| name.ends_with(".pod"))
+            .find_map(|name| by_name.get(name.as_str()))
+            .map(|pod| pod.q.unit_name());
         app.units.push(Unit {
             name: p.q.unit_name(),
             kind: p.q.kind,
             source_file: p.rel.clone(),
             depends_on_files: deps,
             secrets: p.refs.secrets.clone(),
+            pod,
         });
     }
     for app in apps.values_mut() {

@@ -229,6 +229,7 @@ mod tests {
             source_file: "web.container".into(),
             depends_on_files: BTreeSet::new(),
             secrets: BTreeSet::new(),
+            pod: None,
         };
         let app = App {
             name: "web".into(),

@@ -196,6 +196,10 @@ pub struct Unit {
     pub depends_on_files: BTreeSet<String>,
     /// Podman secrets the unit consumes (`Secret=`), for the secrets issue.
     pub secrets: BTreeSet<String>,
+    /// For a container in a pod (`Pod=x.pod`), the pod's unit: restarting the pod
+    /// restarts the container too (quadlet binds it to the pod), so the planner never
+    /// restarts both.
+    pub pod: Option<String>,
 }
 
 /// What legerd observed on the host before planning.

@@ -396,6 +396,27 @@ pub fn plan(
             }
         }
     }
+    // A pod restart restarts its containers (quadlet binds them to it): restart a pod
+    // once, not once for itself and again for each changed container in it.
+    let restarted: BTreeSet<String> = unit_actions
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::RestartUnit { unit, .. } => Some(unit.clone()),
+            _ => None,
+        })
+        .collect();
+    let pod_of: BTreeMap<&str, &str> = desired
+        .apps
+        .values()
+        .flat_map(|a| a.units.iter())
+        .filter_map(|u| u.pod.as_deref().map(|p| (u.name.as_str(), p)))
+        .collect();
+    unit_actions.retain(|(_, a)| match a {
+        Action::RestartUnit { unit, .. } => pod_of
+            .get(unit.as_str())
+            .is_none_or(|pod| !restarted.contains(*pod)),
+        _ => true,
+    });
     // Dependencies first across all apps: a network in one app may serve containers of
     // another. The sort is stable, so apps and units keep their order within a kind.
     unit_actions.sort_by_key(|(kind, _)| QuadletKind::start_rank(*kind));
@@ -432,6 +453,7 @@ mod tests {
             source_file: file.into(),
             depends_on_files,
             secrets: BTreeSet::new(),
+            pod: None,
         }
     }
 
@@ -852,6 +874,57 @@ mod tests {
             web_app("web", "a"),
         ]);
         assert!(plan(&d2, &o, POLICY).unwrap().is_empty());
+    }
+
+    #[test]
+    fn plan_restarts_a_pod_once_not_its_containers_again() {
+        let mk = |label: &str| {
+            let mut files = BTreeMap::new();
+            files.insert(
+                "x.pod".to_owned(),
+                AppFile::new(format!("[Pod]\nLabel={label}\n").into_bytes()),
+            );
+            files.insert(
+                "c.container".to_owned(),
+                AppFile::new(
+                    format!("[Container]\nImage=i\nPod=x.pod\nLabel={label}\n").into_bytes(),
+                ),
+            );
+            files.insert(
+                "d.container".to_owned(),
+                AppFile::new(b"[Container]\nImage=i\n".to_vec()),
+            );
+            let mut c = unit(
+                "c.service",
+                QuadletKind::Container,
+                "p",
+                "c.container",
+                &["x.pod"],
+            );
+            c.pod = Some("x-pod.service".into());
+            App {
+                name: "p".into(),
+                units: vec![
+                    unit("x-pod.service", QuadletKind::Pod, "p", "x.pod", &[]),
+                    c,
+                    unit("d.service", QuadletKind::Container, "p", "d.container", &[]),
+                ],
+                files,
+            }
+        };
+        let mut o = Observed::default();
+        let d = tree(vec![mk("a")]);
+        converge(&d, &mut o);
+        let p = plan(&tree(vec![mk("b")]), &o, POLICY).unwrap();
+        assert_eq!(
+            verbs(&p),
+            [
+                "update p/c.container",
+                "update p/x.pod",
+                "reload",
+                "restart x-pod.service"
+            ]
+        );
     }
 
     #[test]

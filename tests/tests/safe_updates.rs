@@ -130,3 +130,77 @@ fn missing_image_is_rolled_back() -> Result<()> {
     wait_running(&tb, "web.service", "web")?;
     Ok(())
 }
+
+/// A container quadlet with extra `[Container]` lines.
+fn container_with(name: &str, extra: &str) -> String {
+    format!(
+        "[Container]\nContainerName={name}\nImage=localhost/busybox:latest\n{extra}\
+         Exec=/bin/sh -c 'trap \"exit 0\" TERM; while :; do sleep 2 & wait $!; done'\n"
+    )
+}
+
+#[test]
+fn changed_volume_or_network_restarts_exactly_its_dependents() -> Result<()> {
+    let tb = Testbed::boot("e2e-deps")?;
+    let files = |vol: &str, net: &str| {
+        vec![
+            (
+                "apps/stack/data.volume".to_owned(),
+                format!("[Volume]\nLabel=v={vol}\n"),
+            ),
+            (
+                "apps/stack/net.network".to_owned(),
+                format!("[Network]\nLabel=n={net}\n"),
+            ),
+            (
+                "apps/stack/db.container".to_owned(),
+                container_with("db", "Volume=data.volume:/data\nNetwork=net.network\n"),
+            ),
+            (
+                "apps/stack/web.container".to_owned(),
+                container_with("web", "Network=net.network\n"),
+            ),
+            (
+                "apps/stack/cache.container".to_owned(),
+                container_with("cache", "Network=none\n"),
+            ),
+        ]
+    };
+    let initial = files("1", "1");
+    let pairs: Vec<(&str, &str)> = initial
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let fleet = Fleet::create(&tb, &pairs)?;
+    legerctl(
+        &tb,
+        &["set-desired", "git", &fleet.url_inside(), "--path", "apps"],
+    )?;
+    start_legerd(&tb)?;
+    let db = wait_running(&tb, "db.service", "db")?;
+    let web = wait_running(&tb, "web.service", "web")?;
+    let cache = wait_running(&tb, "cache.service", "cache")?;
+    wait_applied(&tb, &fleet.head()?)?;
+
+    // The volume changes: db (its only user) restarts; web and cache do not.
+    let v2 = files("2", "1");
+    let rev = fleet.commit(&[(v2[0].0.as_str(), v2[0].1.as_str())], &[], "volume")?;
+    reconcile(&tb)?;
+    wait_applied(&tb, &rev)?;
+    let db2 = wait_running(&tb, "db.service", "db")?;
+    assert_ne!(db2, db, "db uses the volume");
+    assert_eq!(container_id(&tb, "web")?, Some(web.clone()));
+    assert_eq!(container_id(&tb, "cache")?, Some(cache.clone()));
+
+    // The network changes: db and web restart; cache does not.
+    let n2 = files("2", "2");
+    let rev = fleet.commit(&[(n2[1].0.as_str(), n2[1].1.as_str())], &[], "network")?;
+    reconcile(&tb)?;
+    wait_applied(&tb, &rev)?;
+    assert_ne!(wait_running(&tb, "db.service", "db")?, db2);
+    assert_ne!(wait_running(&tb, "web.service", "web")?, web);
+    assert_eq!(container_id(&tb, "cache")?, Some(cache));
+    let history = legerctl(&tb, &["history", "--json", "-n", "1"])?;
+    assert!(history.contains("restart net-network.service"), "{history}");
+    Ok(())
+}
