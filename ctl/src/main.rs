@@ -136,17 +136,12 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", render::render_status(&doc));
             }
         }
-        Command::History { limit, json } => {
-            let client = loc.client()?;
-            let body = block_on(client.get(&format!("/v1/history?limit={limit}")))?;
-            if json {
-                println!("{}", body.trim_end());
-            } else {
-                let passes: Vec<PassRecord> = serde_json::from_str(&body)
-                    .context("legerd sent history this legerctl cannot read; use --json")?;
-                print!("{}", render::render_history(&passes));
-            }
-        }
+        Command::History { limit, json } => print_list(
+            &mut loc,
+            &format!("/v1/history?limit={limit}"),
+            json,
+            |passes: &[PassRecord]| render::render_history(passes),
+        )?,
         Command::Reconcile => {
             let client = loc.client()?;
             let body = block_on(client.post("/v1/reconcile"))?;
@@ -259,17 +254,12 @@ fn run(cli: Cli) -> Result<()> {
                 "rolling back to {revision} (pinned): legerd re-applies it from its revision store; `legerctl unpin` follows the source again"
             );
         }
-        Command::Revisions { limit, json } => {
-            let client = loc.client()?;
-            let body = block_on(client.get(&format!("/v1/revisions?limit={limit}")))?;
-            if json {
-                println!("{}", body.trim_end());
-            } else {
-                let list: Vec<RevisionInfo> = serde_json::from_str(&body)
-                    .context("cannot read legerd's revisions; use --json")?;
-                print!("{}", render::render_revisions(&list));
-            }
-        }
+        Command::Revisions { limit, json } => print_list(
+            &mut loc,
+            &format!("/v1/revisions?limit={limit}"),
+            json,
+            |list: &[RevisionInfo]| render::render_revisions(list),
+        )?,
         Command::Suspend => set_suspend(&loc.desired_file()?, true)?,
         Command::Resume => set_suspend(&loc.desired_file()?, false)?,
         Command::Logs {
@@ -498,6 +488,25 @@ fn set_suspend(path: &Path, suspend: bool) -> Result<()> {
     Ok(())
 }
 
+/// GETs a list from legerd and prints it as JSON (as sent) or through `render`.
+fn print_list<T: serde::de::DeserializeOwned>(
+    loc: &mut Locations,
+    path: &str,
+    json: bool,
+    render: impl FnOnce(&[T]) -> String,
+) -> Result<()> {
+    let body = block_on(loc.client()?.get(path))?;
+    if json {
+        println!("{}", body.trim_end());
+    } else {
+        let list: Vec<T> = serde_json::from_str(&body).with_context(|| {
+            format!("legerd sent {path} in a form this legerctl cannot read; use --json")
+        })?;
+        print!("{}", render(&list));
+    }
+    Ok(())
+}
+
 /// Edits `[policy]` of the desired state at `path`, validated and atomically.
 fn edit_policy(path: &Path, change: impl FnOnce(&mut leger_api_types::Policy)) -> Result<()> {
     let current = read_optional(path)?.with_context(|| {
@@ -508,9 +517,8 @@ fn edit_policy(path: &Path, change: impl FnOnce(&mut leger_api_types::Policy)) -
     })?;
     let (_, text) = edit::edit_policy(&current, change)
         .with_context(|| format!("cannot edit {}; it is unchanged", path.display()))?;
-    write_desired(path, &text)?;
-    // Ask for a pass now, when legerd runs; inotify would notice anyway.
-    Ok(())
+    // No reconcile request: legerd's inotify watch on desired.toml starts a pass.
+    write_desired(path, &text)
 }
 
 fn write_desired(path: &Path, text: &str) -> Result<()> {

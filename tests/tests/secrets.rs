@@ -187,6 +187,11 @@ fn secrets_install_rotate_remove_and_never_leak() -> Result<()> {
             "secrets list".into(),
             legerctl(&tb, &["secrets", "list", "--json"])?.into_bytes(),
         ),
+        (
+            "metrics".into(),
+            tb.exec_ok(&["curl", "-sf", "http://127.0.0.1:9464/metrics"])?
+                .into_bytes(),
+        ),
     ];
     let root = PathBuf::from(tb.env_var("LEGER_TESTBED_ROOT"));
     for f in ["legerd.db", "legerd.db-wal", "legerd.db-shm"] {
