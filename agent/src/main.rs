@@ -198,11 +198,19 @@ async fn run(args: Args) -> Result<bool> {
     let listener = api::bind_socket(&paths.socket, settings.socket_group.as_deref())
         .with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (restore_tx, restore_rx) = mpsc::channel(4);
     let ctx = ApiContext {
         status: status_rx,
         store: Arc::clone(&store),
         reconcile: reconcile_tx,
         identity: Some(identity),
+        backups: Some(api::BackupsApi {
+            backups: legerd::backup::Backups::new(
+                paths.state_dir.join("backups"),
+                settings.backups.clone(),
+            ),
+            restore: restore_tx,
+        }),
     };
     let api_task = tokio::spawn(api::serve(listener, ctx, async move {
         let _ = api_stop_rx.await;
@@ -221,7 +229,8 @@ async fn run(args: Args) -> Result<bool> {
         trigger_rx,
         trigger_tx,
         status_tx,
-    );
+    )
+    .with_restores(restore_rx);
     let mut last_ok = true;
     let once = args.once;
     controller

@@ -84,6 +84,7 @@ async fn start(passes: u64) -> Server {
         store: Arc::new(Mutex::new(store)),
         reconcile: reconcile_tx,
         identity: None,
+        backups: None,
     };
     let (shutdown, shutdown_rx) = oneshot::channel();
     let task = tokio::spawn(serve(listener, ctx, async {

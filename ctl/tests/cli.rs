@@ -352,6 +352,7 @@ async fn cli_status_history_and_reconcile_talk_to_legerd() {
         ))),
         reconcile: reconcile_tx,
         identity: None,
+        backups: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {
@@ -424,6 +425,7 @@ async fn cli_secrets_set_list_rm_and_identity_never_show_values() {
         store: Arc::clone(&store),
         reconcile: reconcile_tx,
         identity: Some(Arc::clone(&identity)),
+        backups: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {
