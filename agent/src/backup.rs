@@ -110,8 +110,8 @@ pub enum BackupError {
         action: &'static str,
         /// The unit; empty for the reload.
         unit: String,
-        /// systemd's answer.
-        source: SystemdError,
+        /// systemd's answer (boxed: zbus errors are large and this path is rare).
+        source: Box<SystemdError>,
     },
     /// The files and volumes are back but some units did not start.
     #[error("restored {app} from {backup}, but units failed to start: {errors}")]
@@ -935,7 +935,7 @@ pub async fn restore<U: UnitManager>(
             .map_err(|source| BackupError::Systemd {
                 action: "stop",
                 unit: unit.clone(),
-                source,
+                source: Box::new(source),
             })?;
         response.stopped.push(unit.clone());
     }
@@ -985,7 +985,7 @@ pub async fn restore<U: UnitManager>(
         .map_err(|source| BackupError::Systemd {
             action: "reload",
             unit: String::new(),
-            source,
+            source: Box::new(source),
         })?;
 
     let mut start: Vec<(usize, String)> = manifest
