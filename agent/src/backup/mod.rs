@@ -21,22 +21,23 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use leger_api_types::{BackupInfo, RestoreRequest, RestoreResponse};
+use leger_api_types::BackupInfo;
 use leger_config::BackupSettings;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::process::Command;
-use tokio::sync::oneshot;
 
-use crate::apply::{remove_file, write_file};
-use crate::model::{ContentHash, QuadletKind, install_key};
+use crate::model::{ContentHash, QuadletKind};
 use crate::plan::{Action, Plan, WriteReason};
-use crate::store::{InventoryEntry, Store, StoreError, now_rfc3339};
-use crate::systemd::{SystemdError, UnitManager};
+use crate::store::{InventoryEntry, StoreError};
+use crate::systemd::SystemdError;
+
+mod podman;
+mod restore;
+
+pub use podman::PodmanVolumes;
+pub use restore::{RestoreJob, restore};
 
 /// The manifest's file name inside an app's backup folder.
 pub const MANIFEST: &str = "manifest.json";
@@ -373,7 +374,7 @@ pub fn backup_id(now: SystemTime, revision: &str) -> String {
     format!("{time}-{rev}")
 }
 
-fn check_name(what: &'static str, value: &str) -> Result<(), BackupError> {
+pub(super) fn check_name(what: &'static str, value: &str) -> Result<(), BackupError> {
     let ok = !value.is_empty()
         && !value.starts_with('.')
         && !value.contains('/')
@@ -388,105 +389,16 @@ fn check_name(what: &'static str, value: &str) -> Result<(), BackupError> {
     }
 }
 
-fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BackupError {
+pub(super) fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BackupError {
     let path = path.to_owned();
     move |source| BackupError::Io { what, path, source }
 }
 
-fn sha256_file(path: &Path) -> Result<(String, u64), BackupError> {
+pub(super) fn sha256_file(path: &Path) -> Result<(String, u64), BackupError> {
     let mut f = std::fs::File::open(path).map_err(io_err("read", path))?;
     let mut h = Sha256::new();
     let n = io::copy(&mut f, &mut h).map_err(io_err("read", path))?;
     Ok((hex::encode(h.finalize()), n))
-}
-
-/// The podman CLI for volumes. The CLI, like [`crate::secrets::podman`], so no
-/// `podman.socket` is needed and operators can run the same commands by hand.
-#[derive(Debug, Clone)]
-pub struct PodmanVolumes {
-    program: PathBuf,
-}
-
-impl Default for PodmanVolumes {
-    fn default() -> Self {
-        PodmanVolumes {
-            program: PathBuf::from("podman"),
-        }
-    }
-}
-
-impl PodmanVolumes {
-    async fn run(
-        &self,
-        what: &'static str,
-        volume: &str,
-        args: &[&str],
-    ) -> Result<std::process::Output, BackupError> {
-        Command::new(&self.program)
-            .arg("volume")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| BackupError::Podman {
-                what,
-                volume: volume.to_owned(),
-                reason: format!("cannot run {}: {e}", self.program.display()),
-            })
-    }
-
-    async fn check(
-        &self,
-        what: &'static str,
-        volume: &str,
-        args: &[&str],
-    ) -> Result<(), BackupError> {
-        let out = self.run(what, volume, args).await?;
-        if out.status.success() {
-            return Ok(());
-        }
-        Err(BackupError::Podman {
-            what,
-            volume: volume.to_owned(),
-            reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
-
-    /// True when the volume exists.
-    pub async fn exists(&self, volume: &str) -> Result<bool, BackupError> {
-        let out = self.run("exists", volume, &["exists", volume]).await?;
-        match out.status.code() {
-            Some(0) => Ok(true),
-            Some(1) => Ok(false),
-            _ => Err(BackupError::Podman {
-                what: "exists",
-                volume: volume.to_owned(),
-                reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            }),
-        }
-    }
-
-    /// Writes the volume's content as a tar archive to `file`.
-    pub async fn export(&self, volume: &str, file: &Path) -> Result<(), BackupError> {
-        let file = file.to_string_lossy();
-        self.check("export", volume, &["export", volume, "--output", &file])
-            .await
-    }
-
-    /// Unpacks a tar archive into the volume.
-    pub async fn import(&self, volume: &str, file: &Path) -> Result<(), BackupError> {
-        let file = file.to_string_lossy();
-        self.check("import", volume, &["import", volume, &file])
-            .await
-    }
-
-    /// Creates an empty volume.
-    pub async fn create(&self, volume: &str) -> Result<(), BackupError> {
-        self.check("create", volume, &["create", volume]).await
-    }
 }
 
 /// The backup folder and its settings.
@@ -494,7 +406,7 @@ impl PodmanVolumes {
 pub struct Backups {
     root: PathBuf,
     settings: BackupSettings,
-    podman: PodmanVolumes,
+    pub(super) podman: PodmanVolumes,
 }
 
 impl Backups {
@@ -760,7 +672,7 @@ fn mkdir(path: &Path) -> Result<(), BackupError> {
         .map_err(io_err("create", path))
 }
 
-fn read_manifest(dir: &Path) -> Result<Option<Manifest>, BackupError> {
+pub(super) fn read_manifest(dir: &Path) -> Result<Option<Manifest>, BackupError> {
     let path = dir.join(MANIFEST);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -836,205 +748,6 @@ fn current_files(
             })
         })
         .collect()
-}
-
-/// A restore request on its way to the controller loop, with the channel for the answer.
-#[derive(Debug)]
-pub struct RestoreJob {
-    /// What to restore.
-    pub request: RestoreRequest,
-    /// Where the outcome goes.
-    pub reply: oneshot::Sender<Result<RestoreResponse, BackupError>>,
-}
-
-fn rank(unit_file: &str) -> usize {
-    QuadletKind::from_file_name(unit_file).map_or(usize::MAX, QuadletKind::start_rank)
-}
-
-/// Restores `app` from a backup (the newest without `backup`). Must not run during a
-/// pass: the controller calls it between passes.
-pub async fn restore<U: UnitManager>(
-    backups: &Backups,
-    quadlet_dir: &Path,
-    units: &U,
-    store: &Mutex<Store>,
-    app: &str,
-    backup: Option<&str>,
-) -> Result<RestoreResponse, BackupError> {
-    let (id, dir, manifest) = backups.find(app, backup)?;
-    // Check every file before anything changes.
-    let mut contents = Vec::with_capacity(manifest.files.len());
-    for f in &manifest.files {
-        check_rel(&f.path)?;
-        let path = dir.join("files").join(&f.path);
-        let bytes = std::fs::read(&path).map_err(io_err("read", &path))?;
-        let got = ContentHash::of(&bytes).to_hex();
-        if got != f.sha256 {
-            return Err(BackupError::Corrupt {
-                path,
-                reason: format!("sha256 {got}, manifest says {}", f.sha256),
-            });
-        }
-        contents.push(bytes);
-    }
-    for v in &manifest.volumes {
-        check_name("volume", &v.name)?;
-        let path = dir.join("volumes").join(format!("{}.tar", v.name));
-        let p = path.clone();
-        let (got, _) = tokio::task::spawn_blocking(move || sha256_file(&p))
-            .await
-            .map_err(|e| BackupError::Io {
-                what: "hash",
-                path: path.clone(),
-                source: io::Error::other(e.to_string()),
-            })??;
-        if got != v.sha256 {
-            return Err(BackupError::Corrupt {
-                path,
-                reason: format!("sha256 {got}, manifest says {}", v.sha256),
-            });
-        }
-    }
-    let installed: Vec<InventoryEntry> = store
-        .lock()
-        .expect("store lock")
-        .inventory()?
-        .into_iter()
-        .filter(|e| e.app == app)
-        .collect();
-
-    // Stop: what runs now and what the backup had, dependents first.
-    let mut stop: Vec<(usize, String)> = installed
-        .iter()
-        .filter_map(|e| e.unit.clone().map(|u| (rank(&e.key), u)))
-        .chain(
-            manifest
-                .files
-                .iter()
-                .filter_map(|f| f.unit.clone().map(|u| (rank(&f.path), u))),
-        )
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    stop.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    stop.dedup_by(|a, b| a.1 == b.1);
-    let mut response = RestoreResponse {
-        app: app.to_owned(),
-        backup: id.clone(),
-        revision: manifest.revision.clone(),
-        stopped: Vec::new(),
-        volumes: Vec::new(),
-        files: Vec::new(),
-        removed: Vec::new(),
-        started: Vec::new(),
-    };
-    for (_, unit) in &stop {
-        units
-            .stop(unit)
-            .await
-            .map_err(|source| BackupError::Systemd {
-                action: "stop",
-                unit: unit.clone(),
-                source: Box::new(source),
-            })?;
-        response.stopped.push(unit.clone());
-    }
-
-    for v in &manifest.volumes {
-        if !backups.podman.exists(&v.name).await? {
-            backups.podman.create(&v.name).await?;
-        }
-        let archive = dir.join("volumes").join(format!("{}.tar", v.name));
-        backups.podman.import(&v.name, &archive).await?;
-        response.volumes.push(v.name.clone());
-    }
-
-    let keep: BTreeSet<String> = manifest
-        .files
-        .iter()
-        .map(|f| install_key(app, &f.path))
-        .collect();
-    for (f, bytes) in manifest.files.iter().zip(&contents) {
-        let key = install_key(app, &f.path);
-        let entry = InventoryEntry {
-            key: key.clone(),
-            app: app.to_owned(),
-            hash: ContentHash::of(bytes),
-            unit: f.unit.clone(),
-            revision: manifest.revision.clone(),
-            installed_at: now_rfc3339(),
-        };
-        // Inventory first, then the file: legerd never loses track of a file it wrote.
-        store.lock().expect("store lock").upsert_inventory(&entry)?;
-        write_file(quadlet_dir, &key, bytes)?;
-        response.files.push(f.path.clone());
-    }
-    for e in installed.iter().filter(|e| !keep.contains(&e.key)) {
-        // File first, then the inventory row.
-        remove_file(quadlet_dir, &e.key)?;
-        store.lock().expect("store lock").remove_inventory(&e.key)?;
-        response.removed.push(
-            e.key
-                .split_once('/')
-                .map_or(e.key.clone(), |(_, r)| r.to_owned()),
-        );
-    }
-    units
-        .reload()
-        .await
-        .map_err(|source| BackupError::Systemd {
-            action: "reload",
-            unit: String::new(),
-            source: Box::new(source),
-        })?;
-
-    let mut start: Vec<(usize, String)> = manifest
-        .files
-        .iter()
-        .filter_map(|f| f.unit.clone().map(|u| (rank(&f.path), u)))
-        .collect();
-    start.sort();
-    start.dedup_by(|a, b| a.1 == b.1);
-    let mut errors = Vec::new();
-    for (_, unit) in &start {
-        match units.start(unit).await {
-            Ok(()) => response.started.push(unit.clone()),
-            Err(e) => errors.push(format!("{unit}: {e}")),
-        }
-    }
-    tracing::info!(
-        app,
-        backup = %id,
-        revision = %manifest.revision,
-        volumes = response.volumes.len(),
-        files = response.files.len(),
-        "restored app from backup"
-    );
-    if !errors.is_empty() {
-        return Err(BackupError::StartFailed {
-            app: app.to_owned(),
-            backup: id,
-            errors: errors.join("; "),
-        });
-    }
-    Ok(response)
-}
-
-/// A manifest path must stay inside the app's folder.
-fn check_rel(rel: &str) -> Result<(), BackupError> {
-    let ok = !rel.is_empty()
-        && !rel.starts_with('/')
-        && rel
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..");
-    if ok {
-        Ok(())
-    } else {
-        Err(BackupError::InvalidName {
-            what: "file in the manifest",
-            value: rel.to_owned(),
-        })
-    }
 }
 
 #[cfg(test)]
@@ -1360,6 +1073,6 @@ mod tests {
         }
         let e = b.find("web", None).unwrap_err().to_string();
         assert!(e.contains("no backup of app web"), "{e}");
-        assert!(check_rel("../x").is_err() && check_rel("conf/a.env").is_ok());
+        assert!(restore::check_rel("../x").is_err() && restore::check_rel("conf/a.env").is_ok());
     }
 }
