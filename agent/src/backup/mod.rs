@@ -456,10 +456,12 @@ impl Backups {
                 })
                 .unwrap_or_default();
             let volumes = volumes_to_export(&files, what);
-            taken.push(
-                self.take_app(app, &revision, next, &files, &volumes, now)
-                    .await?,
-            );
+            if let Some(info) = self
+                .take_app(app, &revision, next, &files, &volumes, now)
+                .await?
+            {
+                taken.push(info);
+            }
         }
         if !taken.is_empty() {
             self.prune(now)?;
@@ -475,7 +477,7 @@ impl Backups {
         files: &[CurrentFile],
         volumes: &BTreeSet<String>,
         now: SystemTime,
-    ) -> Result<BackupInfo, BackupError> {
+    ) -> Result<Option<BackupInfo>, BackupError> {
         let base = backup_id(now, revision);
         let mut id = base.clone();
         let mut n = 1;
@@ -487,13 +489,20 @@ impl Backups {
         let result = self
             .write_app(&dir, app, revision, next, files, volumes, now)
             .await;
-        if result.is_err() {
+        // Nothing to keep (every file deleted by hand, no volume): no backup either.
+        let empty = result
+            .as_ref()
+            .is_ok_and(|m| m.files.is_empty() && m.volumes.is_empty());
+        if result.is_err() || empty {
             let _ = std::fs::remove_dir_all(&dir);
             let _ = std::fs::remove_dir(self.root.join(&id));
         }
         let manifest = result?;
+        if empty {
+            return Ok(None);
+        }
         tracing::info!(backup = %id, app, revision, volumes = manifest.volumes.len(), "backed up app before apply");
-        Ok(info(&id, &dir, &manifest))
+        Ok(Some(info(&id, &dir, &manifest)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -507,6 +516,7 @@ impl Backups {
         volumes: &BTreeSet<String>,
         now: SystemTime,
     ) -> Result<Manifest, BackupError> {
+        mkdir(dir)?;
         let mut manifest = Manifest {
             format: FORMAT,
             app: app.to_owned(),
@@ -1041,6 +1051,50 @@ mod tests {
             ids.len(),
             2,
             "old and interrupted folders are gone: {ids:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn backup_keeps_what_is_on_disk_and_skips_an_app_with_nothing_left() {
+        let t = tempfile::tempdir().unwrap();
+        let quadlets = t.path().join("quadlets");
+        std::fs::create_dir_all(quadlets.join("web")).unwrap();
+        std::fs::write(quadlets.join("web/web.env"), "A=2\n").unwrap();
+        let b = Backups::new(t.path().join("backups"), settings(10));
+        // web.container was deleted by hand; self-heal writes it back.
+        let only_deleted = vec![entry("web/web.container", Some("web.service"))];
+        let taken = b
+            .take(
+                &update_plan("web/web.container"),
+                &only_deleted,
+                &quadlets,
+                Some("r"),
+                "r",
+                at(0),
+            )
+            .await
+            .unwrap();
+        assert!(taken.is_empty(), "{taken:?}");
+        assert!(b.list(None).unwrap().is_empty());
+        let with_env = vec![
+            entry("web/web.container", Some("web.service")),
+            entry("web/web.env", None),
+        ];
+        let taken = b
+            .take(
+                &update_plan("web/web.container"),
+                &with_env,
+                &quadlets,
+                Some("r"),
+                "r",
+                at(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            taken[0].files,
+            ["web.env"],
+            "the hand edit as it is on disk"
         );
     }
 
