@@ -2,12 +2,13 @@
 //!
 //! A Unix socket rather than TCP because access control is then plain file permissions:
 //! the socket is mode 0660, owned by root and group `leger`, so only root and members of
-//! that group can read status or ask for a pass. Nothing here can change what runs; the
-//! only write is "please reconcile soon", which legerd would do on its own anyway.
+//! that group can read status, ask for a pass, or ask for a restore. Nothing here changes
+//! the host behind the reconcile loop's back: a restore is a request the loop runs
+//! between passes.
 //!
 //! **Architecture invariant:** handlers never block the runtime. Status comes from a
-//! `watch` channel, history from SQLite inside `spawn_blocking`, reconcile requests go
-//! through `try_send`.
+//! `watch` channel, history and backup lists from disk inside `spawn_blocking`,
+//! reconcile requests go through `try_send`, restores through a channel to the loop.
 
 use std::future::Future;
 use std::io;
@@ -24,14 +25,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use leger_api_types::{
-    ApiError, IdentityResponse, PassRecord, ReconcileResponse, SecretInfo, SecretSetResponse,
-    StatusDocument,
+    ApiError, BackupInfo, IdentityResponse, PassRecord, ReconcileResponse, RestoreRequest,
+    RestoreResponse, SecretInfo, SecretSetResponse, StatusDocument,
 };
 use leger_api_types::{RevisionInfo, StagedChange};
 use serde::Deserialize;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::backup::{BackupError, Backups, RestoreJob};
 use crate::revisions::RevisionStore;
 use crate::secrets::{NodeIdentity, SecretValue, validate_name};
 use crate::store::Store;
@@ -56,6 +58,17 @@ pub struct ApiContext {
     pub staged: watch::Receiver<Option<StagedChange>>,
     /// legerd's revision store, to say which revisions can be pinned.
     pub revisions: Option<RevisionStore>,
+    /// Backups and restores; `None` answers them with 503.
+    pub backups: Option<BackupsApi>,
+}
+
+/// What the backup endpoints need.
+#[derive(Debug, Clone)]
+pub struct BackupsApi {
+    /// The backup folder (`<state>/backups`), read for `GET /v1/backups`.
+    pub backups: Backups,
+    /// Restore requests to the controller loop, which runs them between passes.
+    pub restore: mpsc::Sender<RestoreJob>,
 }
 
 /// Binds the API socket at `path`, ready for [`serve`].
@@ -153,6 +166,8 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/v1/identity", get(identity))
         .route("/v1/secrets", get(list_secrets))
         .route("/v1/secrets/{name}", put(set_secret).delete(remove_secret))
+        .route("/v1/backups", get(list_backups))
+        .route("/v1/restore", post(restore))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(ctx)
@@ -435,10 +450,83 @@ async fn remove_secret(
     Ok(StatusCode::NO_CONTENT)
 }
 
+fn backups_of(ctx: &ApiContext) -> Result<&BackupsApi, ApiFailure> {
+    ctx.backups.as_ref().ok_or_else(|| {
+        ApiFailure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backups are not enabled in this legerd".to_owned(),
+        )
+    })
+}
+
+/// `?app=APP` on `/v1/backups`.
+#[derive(Debug, Deserialize)]
+struct BackupsQuery {
+    app: Option<String>,
+}
+
+async fn list_backups(
+    State(ctx): State<ApiContext>,
+    query: Result<Query<BackupsQuery>, QueryRejection>,
+) -> Result<Json<Vec<BackupInfo>>, ApiFailure> {
+    let Query(q) = query.map_err(|e| {
+        ApiFailure(
+            StatusCode::BAD_REQUEST,
+            format!("invalid query: {}", e.body_text()),
+        )
+    })?;
+    let backups = backups_of(&ctx)?.backups.clone();
+    let list = tokio::task::spawn_blocking(move || backups.list(q.app.as_deref()))
+        .await
+        .map_err(|e| {
+            ApiFailure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("backup list task failed: {e}"),
+            )
+        })?
+        .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(list))
+}
+
+/// `POST /v1/restore`: queued to the controller loop, answered when it is done.
+async fn restore(
+    State(ctx): State<ApiContext>,
+    body: Result<Json<RestoreRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<RestoreResponse>, ApiFailure> {
+    let Json(request) = body.map_err(|e| {
+        ApiFailure(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "invalid restore request: {}; send {{\"app\": \"APP\", \"backup\": \"ID\"}}",
+                e.body_text()
+            ),
+        )
+    })?;
+    let tx = backups_of(&ctx)?.restore.clone();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let gone = || {
+        ApiFailure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the reconcile loop is not running; check legerd's log in the journal".to_owned(),
+        )
+    };
+    tx.send(RestoreJob { request, reply })
+        .await
+        .map_err(|_| gone())?;
+    match answer.await.map_err(|_| gone())? {
+        Ok(r) => Ok(Json(r)),
+        Err(e @ BackupError::NotFound(_)) => Err(ApiFailure(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e @ BackupError::InvalidName { .. }) => {
+            Err(ApiFailure(StatusCode::BAD_REQUEST, e.to_string()))
+        }
+        Err(e) => Err(ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
 async fn not_found() -> ApiFailure {
     ApiFailure(
         StatusCode::NOT_FOUND,
-        "no such endpoint; see /v1/status, /v1/history, /v1/reconcile, /v1/identity, /v1/secrets"
+        "no such endpoint; see /v1/status, /v1/history, /v1/reconcile, /v1/identity, /v1/secrets, /v1/backups, /v1/restore"
             .to_owned(),
     )
 }
@@ -446,7 +534,7 @@ async fn not_found() -> ApiFailure {
 async fn method_not_allowed() -> ApiFailure {
     ApiFailure(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed: /v1/status and /v1/history take GET, /v1/reconcile takes POST"
+        "method not allowed: /v1/status, /v1/history and /v1/backups take GET, /v1/reconcile and /v1/restore take POST"
             .to_owned(),
     )
 }

@@ -257,7 +257,7 @@ fn unit_job(
     }
 }
 
-fn write_file(quadlet_dir: &Path, key: &str, bytes: &[u8]) -> Result<(), ApplyError> {
+pub(crate) fn write_file(quadlet_dir: &Path, key: &str, bytes: &[u8]) -> Result<(), ApplyError> {
     // A crash between the temporary file and the rename must leave no partial file
     // under a quadlet name: the temporary name ends in `.tmp`, and legerd removes such
     // leftovers when it starts.
@@ -277,7 +277,7 @@ fn write_file(quadlet_dir: &Path, key: &str, bytes: &[u8]) -> Result<(), ApplyEr
 }
 
 /// Removes a file and then any folders it leaves empty, up to the quadlet dir.
-fn remove_file(quadlet_dir: &Path, key: &str) -> Result<(), ApplyError> {
+pub(crate) fn remove_file(quadlet_dir: &Path, key: &str) -> Result<(), ApplyError> {
     let path = quadlet_dir.join(key);
     match std::fs::remove_file(&path) {
         Ok(()) => {}

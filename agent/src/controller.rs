@@ -18,6 +18,7 @@ use leger_api_types::{StagedChange, StatusDocument};
 use leger_config::Settings;
 
 use crate::backoff::Backoff;
+use crate::backup::RestoreJob;
 use crate::fswatch;
 use crate::reconciler::{PassResult, Reconciler};
 use crate::schedule::{Schedule, Trigger, jittered};
@@ -35,6 +36,8 @@ pub struct Controller<U> {
     /// Where the staged change is published, when the API serves it.
     staged: Option<tokio::sync::watch::Sender<Option<StagedChange>>>,
     dir_watch: Option<(PathBuf, RecommendedWatcher)>,
+    /// Restore requests from the API, run between passes.
+    restores: Option<mpsc::Receiver<RestoreJob>>,
 }
 
 /// Tells the service manager about progress. A no-op outside systemd.
@@ -59,12 +62,20 @@ impl<U: UnitManager + 'static> Controller<U> {
             status,
             dir_watch: None,
             staged: None,
+            restores: None,
         }
     }
 
     /// Publishes the staged change (for `GET /v1/staged`) after every pass.
     pub fn with_staged(mut self, staged: tokio::sync::watch::Sender<Option<StagedChange>>) -> Self {
         self.staged = Some(staged);
+        self
+    }
+
+    /// Serves restore requests (`POST /v1/restore`) from `rx`, one at a time between
+    /// passes: a restore that ran during an apply would fight it over the same files.
+    pub fn with_restores(mut self, rx: mpsc::Receiver<RestoreJob>) -> Self {
+        self.restores = Some(rx);
         self
     }
 
@@ -98,6 +109,15 @@ impl<U: UnitManager + 'static> Controller<U> {
                     schedule.on_trigger(&t, Instant::now(), debounce);
                     continue;
                 }
+                Some(job) = next_restore(&mut self.restores) => {
+                let span = tracing::info_span!("restore", app = %job.request.app);
+                let result = self.reconciler.restore(&job.request).instrument(span).await;
+                if let Err(e) = &result {
+                    tracing::error!(app = %job.request.app, error = %e, "restore failed");
+                }
+                let _ = job.reply.send(result);
+                continue;
+            }
                 () = sleep_until(due) => {}
             }
             let Some(labels) = schedule.take_due(Instant::now()) else {
@@ -224,6 +244,14 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// The next restore request; never resolves when there is no channel.
+async fn next_restore(rx: &mut Option<mpsc::Receiver<RestoreJob>>) -> Option<RestoreJob> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

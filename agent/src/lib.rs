@@ -7,6 +7,7 @@ pub mod api;
 pub mod apply;
 pub mod assemble;
 pub mod backoff;
+pub mod backup;
 pub mod controller;
 pub mod crashpoint;
 pub mod fswatch;

@@ -199,6 +199,7 @@ async fn run(args: Args) -> Result<bool> {
         .with_context(|| format!("cannot listen on {}", paths.socket.display()))?;
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (staged_tx, staged_rx) = watch::channel(None);
+    let (restore_tx, restore_rx) = mpsc::channel(4);
     let ctx = ApiContext {
         status: status_rx,
         store: Arc::clone(&store),
@@ -208,6 +209,13 @@ async fn run(args: Args) -> Result<bool> {
         revisions: Some(legerd::revisions::RevisionStore::new(
             paths.state_dir.join("revisions"),
         )),
+        backups: Some(api::BackupsApi {
+            backups: legerd::backup::Backups::new(
+                paths.state_dir.join("backups"),
+                settings.backups.clone(),
+            ),
+            restore: restore_tx,
+        }),
     };
     let api_task = tokio::spawn(api::serve(listener, ctx, async move {
         let _ = api_stop_rx.await;
@@ -227,7 +235,8 @@ async fn run(args: Args) -> Result<bool> {
         trigger_tx,
         status_tx,
     )
-    .with_staged(staged_tx);
+    .with_staged(staged_tx)
+    .with_restores(restore_rx);
     let mut last_ok = true;
     let once = args.once;
     controller

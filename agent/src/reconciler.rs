@@ -535,6 +535,10 @@ impl<U: UnitManager> Reconciler<U> {
                 actions = plan.actions.iter().map(|a| format!("(suspended) {a}")).collect();
                 return Ok(PassOutcome::Suspended);
             }
+            self.backups()
+                .take(&plan, &inventory, &self.settings.paths.quadlet_dir, self.applied_revision.as_deref(), &tree.revision, SystemTime::now())
+                .await
+                .map_err(|e| Failure::new(reason::BACKUP_FAILED, format!("backup before applying {} failed; nothing was changed: {e}", short(&tree.revision)), false))?;
             let target = ApplyTarget {
                 quadlet_dir: &self.settings.paths.quadlet_dir,
                 units: &*self.units,
@@ -765,6 +769,30 @@ impl<U: UnitManager> Reconciler<U> {
         {
             tracing::warn!(error = %e, "cannot prune the revision store");
         }
+    }
+
+    fn backups(&self) -> crate::backup::Backups {
+        crate::backup::Backups::new(
+            self.settings.paths.state_dir.join("backups"),
+            self.settings.backups.clone(),
+        )
+    }
+
+    /// Restores an app from one of its backups. The controller calls it between
+    /// passes, so a restore never races an apply.
+    pub async fn restore(
+        &mut self,
+        request: &leger_api_types::RestoreRequest,
+    ) -> Result<leger_api_types::RestoreResponse, crate::backup::BackupError> {
+        crate::backup::restore(
+            &self.backups(),
+            &self.settings.paths.quadlet_dir,
+            &*self.units,
+            &self.store,
+            &request.app,
+            request.backup.as_deref(),
+        )
+        .await
     }
 
     fn revision_store(&self) -> RevisionStore {

@@ -86,6 +86,7 @@ async fn start(passes: u64) -> Server {
         identity: None,
         staged: tokio::sync::watch::channel(None).1,
         revisions: None,
+        backups: None,
     };
     let (shutdown, shutdown_rx) = oneshot::channel();
     let task = tokio::spawn(serve(listener, ctx, async {

@@ -4,11 +4,13 @@
 //! `legerd` would refuse, and what keeps `legerctl status --json` in step with the
 //! agent that produced it.
 
+pub mod backups;
 pub mod desired;
 pub mod manifest;
 pub mod secrets;
 pub mod status;
 
+pub use backups::{BackupInfo, RestoreRequest, RestoreResponse};
 pub use desired::{
     DesiredState, DesiredStateError, DirSourceSpec, GitSourceSpec, ManifestSourceSpec,
     ManifestVersion, Policy, SecretSourceSpec, SecretsSpec, SourceSpec, UpdateMode,

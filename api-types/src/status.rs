@@ -145,6 +145,8 @@ pub mod reason {
     pub const SECRET_MISSING: &str = "SecretMissing";
     /// Resolving or writing Podman secrets failed.
     pub const SECRETS_FAILED: &str = "SecretsFailed";
+    /// The backup before an apply could not be written; nothing was changed.
+    pub const BACKUP_FAILED: &str = "BackupFailed";
 }
 
 /// One installed app.

@@ -148,6 +148,16 @@ pub struct HealthSettings {
     pub settle: Duration,
 }
 
+/// Backups legerd takes before an apply changes or removes an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSettings {
+    /// How many backups to keep per app; `0` takes none. The newest backup of an app is
+    /// kept whatever its age, so a restore is always possible after a removal.
+    pub keep: usize,
+    /// Older backups are removed (except each app's newest).
+    pub max_age: Duration,
+}
+
 /// Validated settings legerd runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -169,6 +179,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// The health gate.
     pub health: HealthSettings,
+    /// Backups before changes.
+    pub backups: BackupSettings,
 }
 
 /// One drop-in file. Every field is optional so a fragment says only what it changes.
@@ -199,6 +211,19 @@ pub struct Fragment {
     /// `[health]`.
     #[serde(default)]
     pub health: HealthFragment,
+    /// `[backups]`.
+    #[serde(default)]
+    pub backups: BackupsFragment,
+}
+
+/// `[backups]` in a fragment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupsFragment {
+    /// Backups kept per app; `0` switches backups off.
+    pub keep: Option<usize>,
+    /// e.g. `"30d"`.
+    pub max_age: Option<String>,
 }
 
 /// `[health]` in a fragment.
@@ -439,6 +464,10 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
             timeout: pick(base.health.timeout, over.health.timeout),
             settle: pick(base.health.settle, over.health.settle),
         },
+        backups: BackupsFragment {
+            keep: pick(base.backups.keep, over.backups.keep),
+            max_age: pick(base.backups.max_age, over.backups.max_age),
+        },
     }
 }
 
@@ -606,6 +635,14 @@ impl Settings {
             health: HealthSettings {
                 timeout: duration("health.timeout", f.health.timeout, Duration::from_secs(60))?,
                 settle: duration("health.settle", f.health.settle, Duration::from_secs(10))?,
+            },
+            backups: BackupSettings {
+                keep: f.backups.keep.unwrap_or(10),
+                max_age: duration(
+                    "backups.max_age",
+                    f.backups.max_age,
+                    Duration::from_secs(30 * 24 * 3600),
+                )?,
             },
         })
     }
@@ -782,6 +819,33 @@ mod tests {
             e.contains("metrics.listen") && e.contains("localhost"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn backups_default_to_ten_for_thirty_days_and_merge() {
+        let s = Settings::defaults(Mode::System, &Environment::default()).unwrap();
+        assert_eq!(s.backups.keep, 10);
+        assert_eq!(s.backups.max_age, Duration::from_secs(30 * 24 * 3600));
+        let t = tempfile::tempdir().unwrap();
+        write(
+            t.path(),
+            "10.toml",
+            "[backups]\nkeep = 3\nmax_age = \"7d\"\n",
+        );
+        write(t.path(), "20.toml", "[backups]\nkeep = 0\n");
+        let s = load(
+            Mode::System,
+            &[t.path().to_owned()],
+            &Environment::default(),
+        )
+        .unwrap();
+        assert_eq!(s.backups.keep, 0);
+        assert_eq!(s.backups.max_age, Duration::from_secs(7 * 24 * 3600));
+        let f: Fragment = toml::from_str("[backups]\nmax_age = \"a month\"\n").unwrap();
+        let e = Settings::from_fragment(Mode::System, f, &Environment::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backups.max_age"), "{e}");
     }
 
     #[test]

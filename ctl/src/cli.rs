@@ -213,6 +213,38 @@ Example:
     #[command(subcommand)]
     Secrets(SecretsCommand),
 
+    /// List the backups legerd took before changing or removing apps, newest first.
+    #[command(
+        after_help = "legerd backs an app up (its files and the named volumes of changing quadlets) before an apply changes or removes it.
+
+Examples:
+  legerctl backups
+  legerctl backups web --json"
+    )]
+    Backups {
+        /// Only this app's backups.
+        app: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Ask legerd to restore an app from a backup: stop its units, import its volumes,
+    /// put its files back, start its units.
+    #[command(
+        after_help = "Also pins the host to the backup's revision (policy.pin in desired.toml), or legerd would put the newer revision back at its next pass. `legerctl unpin` returns to following the source.
+
+Examples:
+  legerctl restore web                                  # the newest backup of web
+  legerctl restore web 20250304T050607Z-0123456789ab"
+    )]
+    Restore {
+        /// The app.
+        app: String,
+        /// The backup id from `legerctl backups` [default: the app's newest].
+        backup: Option<String>,
+    },
+
     /// Print this node's age recipient: encrypt `secrets/NAME.age` files to it.
     #[command(
         after_help = "Example:\n  printf %s \"$VALUE\" | age -r \"$(legerctl identity)\" -o secrets/db-pass.age"

@@ -40,6 +40,18 @@ impl Client {
         self.send(self.http.post(url(path)), path).await
     }
 
+    /// POSTs a JSON body to a path and returns the answer, waiting up to `timeout`
+    /// (a restore waits for the current pass and for volume imports).
+    pub async fn post_json(&self, path: &str, body: String, timeout: Duration) -> Result<String> {
+        let req = self
+            .http
+            .post(url(path))
+            .header("content-type", "application/json")
+            .timeout(timeout)
+            .body(body);
+        self.send(req, path).await
+    }
+
     /// PUTs a body to a path and returns the answer.
     pub async fn put(&self, path: &str, body: Vec<u8>) -> Result<String> {
         self.send(self.http.put(url(path)).body(body), path).await

@@ -10,12 +10,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use leger_api_types::{
-    DesiredState, DirSourceSpec, IdentityResponse, ManifestSourceSpec, PassRecord,
-    ReconcileResponse, RevisionInfo, SecretInfo, SecretSetResponse, SourceSpec, StagedChange,
-    StatusDocument,
+    BackupInfo, DesiredState, DirSourceSpec, IdentityResponse, ManifestSourceSpec, PassRecord,
+    ReconcileResponse, RestoreRequest, RestoreResponse, RevisionInfo, SecretInfo,
+    SecretSetResponse, SourceSpec, StagedChange, StatusDocument,
 };
 use leger_config::{Environment, Mode, Settings, default_dropin_dirs};
-use legerctl::{edit, logs, publish, render};
+use legerctl::{backups, edit, logs, publish, render};
 
 use crate::cli::{Cli, Command, SecretsCommand, SetDesired, SourceCommand};
 use crate::client::Client;
@@ -161,6 +161,17 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", r.recipient);
         }
         Command::Secrets(cmd) => secrets(&mut loc, cmd)?,
+        Command::Backups { app, json } => {
+            let body = block_on(loc.client()?.get(&backups_path(app.as_deref())))?;
+            if json {
+                println!("{}", body.trim_end());
+            } else {
+                let list: Vec<BackupInfo> =
+                    serde_json::from_str(&body).context("cannot read legerd's backup list")?;
+                print!("{}", backups::render(&list));
+            }
+        }
+        Command::Restore { app, backup } => restore(&mut loc, &app, backup.as_deref())?,
         Command::GetDesired => {
             let path = loc.desired_file()?;
             match read_optional(&path)? {
@@ -291,6 +302,91 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn backups_path(app: Option<&str>) -> String {
+    match app {
+        Some(a) => {
+            let encoded: String = a
+                .bytes()
+                .map(|b| match b {
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        char::from(b).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("/v1/backups?app={encoded}")
+        }
+        None => "/v1/backups".to_owned(),
+    }
+}
+
+/// How long `legerctl restore` waits: legerd finishes its current pass first, and
+/// importing a large volume takes a while.
+const RESTORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// Pins the backup's revision first, then asks for the restore by its id: pinning
+/// afterwards would leave a window in which a pass re-applies the newer revision, and
+/// naming the backup keeps a backup taken in between from being picked instead.
+fn restore(loc: &mut Locations, app: &str, id: Option<&str>) -> Result<()> {
+    let client = loc.client()?;
+    let body = block_on(client.get(&backups_path(Some(app))))?;
+    let list: Vec<BackupInfo> =
+        serde_json::from_str(&body).context("cannot read legerd's backup list")?;
+    let chosen = backups::choose(&list, app, id).map_err(anyhow::Error::msg)?;
+    let path = loc.desired_file()?;
+    match read_optional(&path)? {
+        Some(current) => {
+            let revision = chosen.revision.clone();
+            let (_, text) = edit::edit_policy(&current, move |p| p.pin = Some(revision)).with_context(|| {
+                format!(
+                    "cannot pin {} to the backup's revision; it is unchanged and nothing was restored",
+                    path.display()
+                )
+            })?;
+            if text != current {
+                write_desired(&path, &text)?;
+            }
+            println!(
+                "pinned the host to revision {} (policy.pin in {})",
+                chosen.revision,
+                path.display()
+            );
+        }
+        None => eprintln!(
+            "legerctl: no desired state at {}; restoring without a pin",
+            path.display()
+        ),
+    }
+    let request = serde_json::to_string(&RestoreRequest {
+        app: app.to_owned(),
+        backup: Some(chosen.id.clone()),
+    })
+    .expect("a restore request serializes");
+    let body = block_on(client.post_json("/v1/restore", request, RESTORE_TIMEOUT))?;
+    let r: RestoreResponse =
+        serde_json::from_str(&body).context("cannot read legerd's answer to restore")?;
+    println!(
+        "restored {} from backup {} (revision {})",
+        r.app, r.backup, r.revision
+    );
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    println!("  stopped: {}", list(&r.stopped));
+    println!("  volumes: {}", list(&r.volumes));
+    println!("  files:   {}", list(&r.files));
+    if !r.removed.is_empty() {
+        println!("  removed: {}", list(&r.removed));
+    }
+    println!("  started: {}", list(&r.started));
+    println!("`legerctl unpin` returns to following the source.");
     Ok(())
 }
 

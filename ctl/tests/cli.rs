@@ -356,6 +356,7 @@ async fn cli_status_history_and_reconcile_talk_to_legerd() {
         identity: None,
         staged: tokio::sync::watch::channel(None).1,
         revisions: None,
+        backups: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {
@@ -430,6 +431,7 @@ async fn cli_secrets_set_list_rm_and_identity_never_show_values() {
         identity: Some(Arc::clone(&identity)),
         staged: tokio::sync::watch::channel(None).1,
         revisions: None,
+        backups: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {
