@@ -12,7 +12,6 @@
 
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -79,47 +78,13 @@ pub struct BackupsApi {
 /// is given, that group, looked up in `/etc/group`. A group that does not exist is
 /// logged as a warning: the socket still works for root.
 pub fn bind_socket(path: &Path, group: Option<&str>) -> io::Result<UnixListener> {
+    let listener = crate::unix_socket::bind(path, "API socket", "paths.socket", 0o660)?;
     let ctx = |what: &str, e: io::Error| {
         io::Error::new(
             e.kind(),
             format!("cannot {what} for API socket {}: {e}", path.display()),
         )
     };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(|e| ctx("create the parent directory", e))?;
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!(
-                        "API socket {} is in use by another process; stop the other legerd first",
-                        path.display()
-                    ),
-                ));
-            }
-            std::fs::remove_file(path).map_err(|e| ctx("remove the stale socket", e))?;
-        }
-        Ok(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} exists and is not a socket; remove it or set paths.socket elsewhere",
-                    path.display()
-                ),
-            ));
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ctx("inspect the existing path", e)),
-    }
-    let listener = UnixListener::bind(path).map_err(|e| ctx("bind", e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(|e| ctx("set mode 0660", e))?;
     if let Some(group) = group {
         match lookup_group(group, Path::new("/etc/group"))? {
             Some(gid) => rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid)))

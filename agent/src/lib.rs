@@ -26,3 +26,4 @@ pub mod source;
 pub mod staged;
 pub mod store;
 pub mod systemd;
+pub mod unix_socket;

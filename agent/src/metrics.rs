@@ -29,7 +29,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -566,39 +565,7 @@ pub async fn start(
 /// Binds the metrics Unix socket, replacing a stale one. Mode 0666: the metrics hold
 /// nothing secret, and the TCP endpoint serves the same text to any local user anyway.
 fn bind_unix(path: &Path) -> io::Result<UnixListener> {
-    let ctx = |what: &str, e: io::Error| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot {what} for metrics socket {}: {e}", path.display()),
-        )
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(|e| ctx("create the parent directory", e))?;
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            std::fs::remove_file(path).map_err(|e| ctx("remove the stale socket", e))?
-        }
-        Ok(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} exists and is not a socket; remove it or set metrics.socket elsewhere",
-                    path.display()
-                ),
-            ));
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ctx("inspect the existing path", e)),
-    }
-    let listener = UnixListener::bind(path).map_err(|e| ctx("bind", e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-        .map_err(|e| ctx("set mode 0666", e))?;
-    Ok(listener)
+    crate::unix_socket::bind(path, "metrics socket", "metrics.socket", 0o666)
 }
 
 #[cfg(test)]
