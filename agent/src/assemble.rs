@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
+use leger_api_types::app_config::AppConfig;
 use leger_config::Limits;
 
 use crate::model::{App, AppFile, DesiredTree, QuadletKind, Snapshot, Unit, install_key};
@@ -76,7 +77,20 @@ pub fn assemble(snapshot: &Snapshot, limits: &Limits) -> Result<DesiredTree, Val
 
     let folders = group_by_folder(snapshot);
     let mut parsed: Vec<Parsed> = Vec::new();
+    let mut health = BTreeMap::new();
     for (app, files) in &folders {
+        if let Some((_, bytes)) = files.iter().find(|(rel, _)| *rel == APP_CONFIG) {
+            let path = install_key(app, APP_CONFIG);
+            match std::str::from_utf8(bytes)
+                .map_err(|_| "not valid UTF-8 text".to_owned())
+                .and_then(AppConfig::from_toml_str)
+            {
+                Ok(config) => {
+                    health.insert(app.to_string(), config.health);
+                }
+                Err(e) => diags.push(Diagnostic::new(&path, None, e)),
+            }
+        }
         let quadlets: Vec<(&str, &Arc<[u8]>)> = files
             .iter()
             .filter(|(rel, _)| is_quadlet_name(rel))
@@ -134,8 +148,17 @@ pub fn assemble(snapshot: &Snapshot, limits: &Limits) -> Result<DesiredTree, Val
     if !diags.is_empty() {
         return Err(ValidationErrors { diagnostics: diags });
     }
-    Ok(build_tree(snapshot, &parsed))
+    let mut tree = build_tree(snapshot, &parsed);
+    for (app, h) in health {
+        if let Some(a) = tree.apps.get_mut(&app) {
+            a.health = h;
+        }
+    }
+    Ok(tree)
 }
+
+/// An app's own settings file: read by legerd, never installed.
+const APP_CONFIG: &str = "leger.toml";
 
 /// A folder's files: (path inside the folder, bytes).
 type FolderFiles<'a> = Vec<(&'a str, &'a Arc<[u8]>)>;
@@ -293,6 +316,7 @@ fn build_tree(snapshot: &Snapshot, parsed: &[Parsed]) -> DesiredTree {
     let mut apps: BTreeMap<String, App> = BTreeMap::new();
     for p in parsed {
         let app = apps.entry(p.app.clone()).or_insert_with(|| App {
+            health: Default::default(),
             name: p.app.clone(),
             files: BTreeMap::new(),
             units: Vec::new(),
@@ -387,12 +411,42 @@ mod tests {
     const WEB: &str = "[Container]\nImage=localhost/web:1\nEnvironmentFile=web.env\nVolume=./conf:/etc/conf:ro\nVolume=data.volume:/data\nNetwork=net.network\nSecret=db-pass,type=env\n";
 
     #[test]
+    fn assemble_reads_leger_toml_and_refuses_a_bad_one() {
+        let tree = assemble(
+            &snapshot(&[
+                ("web/web.container", "[Container]\nImage=x\n"),
+                ("web/leger.toml", "[health]\nsettle = \"1s\"\n"),
+            ]),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(
+            tree.apps["web"].health.settle,
+            Some(std::time::Duration::from_secs(1))
+        );
+        assert!(
+            !tree.apps["web"].files.contains_key("leger.toml"),
+            "never installed"
+        );
+        let e = assemble(
+            &snapshot(&[
+                ("web/web.container", "[Container]\nImage=x\n"),
+                ("web/leger.toml", "[health]\nsetle = \"1s\"\n"),
+            ]),
+            &limits(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("web/leger.toml") && e.contains("setle"), "{e}");
+    }
+
+    #[test]
     fn assemble_installs_quadlets_and_companions_only() {
         let tree = assemble(
             &snapshot(&[
                 ("README.md", "# repo"),
                 ("web/README.md", "about web"),
-                ("web/leger.toml", "x = 1"),
+                ("web/leger.toml", "[health]\ntimeout = \"2m\"\n"),
                 ("web/web.container", WEB),
                 ("web/web.env", "A=1"),
                 ("web/conf/nginx.conf", "server {}"),

@@ -29,6 +29,8 @@ pub struct GateUnit {
     pub app: String,
     /// The container to ask podman about, when the quadlet sets `HealthCmd=`.
     pub health_container: Option<String>,
+    /// The app's `leger.toml` overrides of the timeout and settle time.
+    pub overrides: leger_api_types::app_config::AppHealth,
 }
 
 /// Why the gate failed.
@@ -60,10 +62,12 @@ pub fn units_to_gate(plan: &Plan, tree: &DesiredTree) -> Vec<GateUnit> {
         let health_container = (spec.kind == QuadletKind::Container)
             .then(|| health_container(tree, app, &spec.source_file))
             .flatten();
+        let overrides = tree.apps.get(app).map(|a| a.health).unwrap_or_default();
         out.push(GateUnit {
             unit: unit.clone(),
             app: app.clone(),
             health_container,
+            overrides,
         });
     }
     out
@@ -85,14 +89,24 @@ fn health_container(tree: &DesiredTree, app: &str, file: &str) -> Option<String>
 }
 
 /// Waits until every unit is up (and healthy), then watches them for `settle`.
+/// `timeout` and `settle` are legerd's defaults; a unit's app may override them.
 pub async fn gate<U: UnitManager>(
     units: &U,
     targets: &[GateUnit],
     timeout: Duration,
     settle: Duration,
 ) -> Result<(), GateFailure> {
-    let deadline = Instant::now() + timeout;
+    // An app's leger.toml may override both: each unit gets its own timeout, and
+    // the settle period is the longest any of them asks for.
+    let start = Instant::now();
+    let settle = targets
+        .iter()
+        .map(|t| t.overrides.settle.unwrap_or(settle))
+        .max()
+        .unwrap_or(settle);
     for t in targets {
+        let timeout = t.overrides.timeout.unwrap_or(timeout);
+        let deadline = start + timeout;
         loop {
             let state = units
                 .unit_state(&t.unit)
@@ -233,6 +247,7 @@ mod tests {
         };
         let app = App {
             name: "web".into(),
+            health: Default::default(),
             files,
             units: vec![unit],
         };
@@ -288,6 +303,7 @@ mod tests {
             unit: "web.service".into(),
             app: "web".into(),
             health_container: None,
+            overrides: Default::default(),
         }];
         m.set_state("web.service", state("active", "running"));
         assert_eq!(
@@ -316,10 +332,31 @@ mod tests {
             unit: "web.service".into(),
             app: "web".into(),
             health_container: None,
+            overrides: Default::default(),
         }];
         let e = gate(&m, &targets, Duration::from_millis(600), Duration::ZERO)
             .await
             .unwrap_err();
         assert!(e.reason.contains("not active within"), "{}", e.reason);
+    }
+
+    #[tokio::test]
+    async fn gate_honours_an_apps_timeout_override() {
+        let m = RecordingUnitManager::new();
+        m.set_state("db.service", state("activating", "start"));
+        let targets = [GateUnit {
+            unit: "db.service".into(),
+            app: "db".into(),
+            health_container: None,
+            overrides: leger_api_types::app_config::AppHealth {
+                timeout: Some(Duration::from_millis(300)),
+                settle: None,
+            },
+        }];
+        // legerd's default would wait an hour; the app's leger.toml says 300ms.
+        let e = gate(&m, &targets, Duration::from_secs(3600), Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(e.reason.contains("within 300ms"), "{}", e.reason);
     }
 }

@@ -110,6 +110,7 @@ mod tests {
                 "web".to_owned(),
                 App {
                     name: "web".into(),
+                    health: Default::default(),
                     files,
                     units: vec![],
                 },

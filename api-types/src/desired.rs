@@ -417,19 +417,21 @@ fn de_opt_git_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
     de_git_url(d).map(Some)
 }
 
-mod opt_duration_str {
+pub(crate) mod opt_duration_str {
     use std::time::Duration;
 
     use serde::{Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             Some(d) => super::duration_str::serialize(d, s),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         super::duration_str::deserialize(d).map(Some)
     }
 }

@@ -4,6 +4,7 @@
 //! `legerd` would refuse, and what keeps `legerctl status --json` in step with the
 //! agent that produced it.
 
+pub mod app_config;
 pub mod backups;
 pub mod desired;
 pub mod manifest;

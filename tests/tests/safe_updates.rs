@@ -204,3 +204,45 @@ fn changed_volume_or_network_restarts_exactly_its_dependents() -> Result<()> {
     assert!(history.contains("restart net-network.service"), "{history}");
     Ok(())
 }
+
+#[test]
+fn app_health_settle_from_leger_toml_is_honoured() -> Result<()> {
+    let tb = Testbed::boot("e2e-apphealth")?;
+    let fleet = Fleet::create(&tb, &[(WEB, &container("web", "web v1"))])?;
+    legerctl(
+        &tb,
+        &["set-desired", "git", &fleet.url_inside(), "--path", "apps"],
+    )?;
+    start_legerd(&tb)?;
+    wait_running(&tb, "web.service", "web")?;
+    let good = fleet.head()?;
+    wait_applied(&tb, &good)?;
+    // A container that dies after 5 s: legerd's configured settle (2 s in these tests)
+    // would call it healthy; the app's leger.toml asks for 12 s and catches it.
+    let dies_late = "[Container]\nContainerName=web\nImage=localhost/busybox:latest\nNetwork=none\n\
+                     Exec=/bin/sh -c 'echo up; sleep 5; echo dying; exit 1'\n";
+    fleet.commit(
+        &[
+            (WEB, dies_late),
+            ("apps/web/leger.toml", "[health]\nsettle = \"12s\"\n"),
+        ],
+        &[],
+        "dies after 5s",
+    )?;
+    reconcile(&tb)?;
+    wait_until(WAIT, "Ready=False RolledBack", || {
+        let doc = status(&tb)?;
+        Ok(condition(&doc, "Ready").is_some_and(|(s, r, _)| s == "False" && r == "RolledBack"))
+    })?;
+    let (_, _, message) = condition(&status(&tb)?, "Ready").unwrap();
+    assert!(
+        message.contains("did not stay up for 12s"),
+        "the app's settle applies: {message}"
+    );
+    assert!(
+        !tb.quadlet_dir_host().join("web/leger.toml").exists(),
+        "leger.toml is never installed"
+    );
+    assert_eq!(applied_revision(&tb)?, Some(good));
+    Ok(())
+}
