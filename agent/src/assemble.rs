@@ -77,7 +77,7 @@ pub fn assemble(snapshot: &Snapshot, limits: &Limits) -> Result<DesiredTree, Val
 
     let folders = group_by_folder(snapshot);
     let mut parsed: Vec<Parsed> = Vec::new();
-    let mut health = BTreeMap::new();
+    let mut configs: BTreeMap<String, AppConfig> = BTreeMap::new();
     for (app, files) in &folders {
         if let Some((_, bytes)) = files.iter().find(|(rel, _)| *rel == APP_CONFIG) {
             let path = install_key(app, APP_CONFIG);
@@ -86,7 +86,7 @@ pub fn assemble(snapshot: &Snapshot, limits: &Limits) -> Result<DesiredTree, Val
                 .and_then(AppConfig::from_toml_str)
             {
                 Ok(config) => {
-                    health.insert(app.to_string(), config.health);
+                    configs.insert(app.to_string(), config);
                 }
                 Err(e) => diags.push(Diagnostic::new(&path, None, e)),
             }
@@ -149,12 +149,50 @@ pub fn assemble(snapshot: &Snapshot, limits: &Limits) -> Result<DesiredTree, Val
         return Err(ValidationErrors { diagnostics: diags });
     }
     let mut tree = build_tree(snapshot, &parsed);
-    for (app, h) in health {
+    for (app, config) in configs {
         if let Some(a) = tree.apps.get_mut(&app) {
-            a.health = h;
+            a.config = config;
         }
     }
+    check_secret_names(&tree, &mut diags);
+    if !diags.is_empty() {
+        return Err(ValidationErrors { diagnostics: diags });
+    }
     Ok(tree)
+}
+
+/// A `leger.toml` secret mapping must name a secret the app uses, and two apps must
+/// not map one Podman secret to different source names (it holds one value).
+fn check_secret_names(tree: &DesiredTree, diags: &mut Vec<Diagnostic>) {
+    let mut seen: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+    for app in tree.apps.values() {
+        let file = install_key(&app.name, APP_CONFIG);
+        let used: BTreeSet<&str> = app
+            .units
+            .iter()
+            .flat_map(|u| u.secrets.iter().map(String::as_str))
+            .collect();
+        for (podman, source) in &app.config.secrets.names {
+            if !used.contains(podman.as_str()) {
+                diags.push(Diagnostic::new(
+                    &file,
+                    None,
+                    format!("[secrets.names] maps {podman:?}, but no quadlet of app {} has Secret={podman}", app.name),
+                ));
+            }
+            if let Some((other_app, other_source)) = seen.insert(podman, (&app.name, source))
+                && other_source != source
+            {
+                diags.push(Diagnostic::new(
+                    &file,
+                    None,
+                    format!(
+                        "[secrets.names] maps {podman:?} to {source:?}, but app {other_app} maps it to {other_source:?}: a Podman secret holds one value"
+                    ),
+                ));
+            }
+        }
+    }
 }
 
 /// An app's own settings file: read by legerd, never installed.
@@ -316,7 +354,7 @@ fn build_tree(snapshot: &Snapshot, parsed: &[Parsed]) -> DesiredTree {
     let mut apps: BTreeMap<String, App> = BTreeMap::new();
     for p in parsed {
         let app = apps.entry(p.app.clone()).or_insert_with(|| App {
-            health: Default::default(),
+            config: Default::default(),
             name: p.app.clone(),
             files: BTreeMap::new(),
             units: Vec::new(),
@@ -411,6 +449,45 @@ mod tests {
     const WEB: &str = "[Container]\nImage=localhost/web:1\nEnvironmentFile=web.env\nVolume=./conf:/etc/conf:ro\nVolume=data.volume:/data\nNetwork=net.network\nSecret=db-pass,type=env\n";
 
     #[test]
+    fn assemble_checks_leger_toml_secret_names() {
+        let q = "[Container]\nImage=x\nSecret=db-pass,type=env,target=P\n";
+        let tree = assemble(
+            &snapshot(&[
+                ("db/db.container", q),
+                ("db/leger.toml", "[secrets.names]\ndb-pass = \"team/db\"\n"),
+            ]),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(crate::secrets::source_names(&tree)["db-pass"], "team/db");
+        // A mapping for a secret the app does not use is a typo.
+        let e = assemble(
+            &snapshot(&[
+                ("db/db.container", q),
+                ("db/leger.toml", "[secrets.names]\ndb-pas = \"team/db\"\n"),
+            ]),
+            &limits(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("db/leger.toml") && e.contains("db-pas"), "{e}");
+        // Two apps may not map one Podman secret to different source names.
+        let q2 = "[Container]\nImage=x\nSecret=db-pass\n";
+        let e = assemble(
+            &snapshot(&[
+                ("a/a.container", q),
+                ("a/leger.toml", "[secrets.names]\ndb-pass = \"one\"\n"),
+                ("b/b.container", q2),
+                ("b/leger.toml", "[secrets.names]\ndb-pass = \"two\"\n"),
+            ]),
+            &limits(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("holds one value"), "{e}");
+    }
+
+    #[test]
     fn assemble_reads_leger_toml_and_refuses_a_bad_one() {
         let tree = assemble(
             &snapshot(&[
@@ -421,7 +498,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            tree.apps["web"].health.settle,
+            tree.apps["web"].config.health.settle,
             Some(std::time::Duration::from_secs(1))
         );
         assert!(

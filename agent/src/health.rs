@@ -62,7 +62,11 @@ pub fn units_to_gate(plan: &Plan, tree: &DesiredTree) -> Vec<GateUnit> {
         let health_container = (spec.kind == QuadletKind::Container)
             .then(|| health_container(tree, app, &spec.source_file))
             .flatten();
-        let overrides = tree.apps.get(app).map(|a| a.health).unwrap_or_default();
+        let overrides = tree
+            .apps
+            .get(app)
+            .map(|a| a.config.health)
+            .unwrap_or_default();
         out.push(GateUnit {
             unit: unit.clone(),
             app: app.clone(),
@@ -247,7 +251,7 @@ mod tests {
         };
         let app = App {
             name: "web".into(),
-            health: Default::default(),
+            config: Default::default(),
             files,
             units: vec![unit],
         };

@@ -69,8 +69,8 @@ pub struct App {
     pub files: BTreeMap<String, AppFile>,
     /// Units generated from the app's quadlets, in start order (dependencies first).
     pub units: Vec<Unit>,
-    /// Health gate overrides from the app's `leger.toml`.
-    pub health: leger_api_types::app_config::AppHealth,
+    /// The app's `leger.toml`: health gate overrides, secret name mapping.
+    pub config: leger_api_types::app_config::AppConfig,
 }
 
 /// One file to install.

@@ -466,7 +466,7 @@ mod tests {
         );
         App {
             name: name.into(),
-            health: Default::default(),
+            config: Default::default(),
             units: vec![unit(
                 &format!("{name}.service"),
                 QuadletKind::Container,
@@ -728,7 +728,7 @@ mod tests {
             );
             App {
                 name: "db".into(),
-                health: Default::default(),
+                config: Default::default(),
                 units: vec![
                     unit(
                         "data-volume.service",
@@ -906,7 +906,7 @@ mod tests {
             c.pod = Some("x-pod.service".into());
             App {
                 name: "p".into(),
-                health: Default::default(),
+                config: Default::default(),
                 units: vec![
                     unit("x-pod.service", QuadletKind::Pod, "p", "x.pod", &[]),
                     c,

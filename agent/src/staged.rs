@@ -110,7 +110,7 @@ mod tests {
                 "web".to_owned(),
                 App {
                     name: "web".into(),
-                    health: Default::default(),
+                    config: Default::default(),
                     files,
                     units: vec![],
                 },

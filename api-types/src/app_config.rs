@@ -15,6 +15,19 @@ pub struct AppConfig {
     /// Overrides of the health gate for this app's units.
     #[serde(default)]
     pub health: AppHealth,
+    /// How this app's Podman secrets are named at the secret sources.
+    #[serde(default)]
+    pub secrets: AppSecrets,
+}
+
+/// `[secrets]` in `leger.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSecrets {
+    /// Podman secret name (as in `Secret=`) → the name to look up at the sources, e.g.
+    /// `db-pass = "prod/db/password"`. Unmapped names are looked up as they are.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub names: std::collections::BTreeMap<String, String>,
 }
 
 /// `[health]` in `leger.toml`: each key overrides legerd's `[health]` config for the
@@ -55,6 +68,13 @@ mod tests {
         assert_eq!(c.health.timeout, Some(Duration::from_secs(120)));
         assert_eq!(c.health.settle, Some(Duration::from_secs(3)));
         assert_eq!(AppConfig::from_toml_str("").unwrap(), AppConfig::default());
+    }
+
+    #[test]
+    fn app_config_reads_secret_names() {
+        let c =
+            AppConfig::from_toml_str("[secrets.names]\ndb-pass = \"prod/db/password\"\n").unwrap();
+        assert_eq!(c.secrets.names["db-pass"], "prod/db/password");
     }
 
     #[test]

@@ -208,3 +208,33 @@ fn secrets_install_rotate_remove_and_never_leak() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn leger_toml_maps_a_secret_to_another_source_name() -> Result<()> {
+    let tb = Testbed::boot("e2e-secretmap")?;
+    let fleet = Fleet::create(
+        &tb,
+        &[
+            (DB, &db_container()),
+            // The source knows the value as team-db-password, the quadlet as db-pass.
+            (
+                "apps/db/leger.toml",
+                "[secrets.names]\ndb-pass = \"team-db-password\"\n",
+            ),
+        ],
+    )?;
+    legerctl(
+        &tb,
+        &["set-desired", "git", &fleet.url_inside(), "--path", "apps"],
+    )?;
+    start_legerd(&tb)?;
+    let value = random_value();
+    set_secret(&tb, "team-db-password", &value)?;
+    let want = format!("hash={}", sha256(&value)?);
+    wait_until(WAIT, "db prints the hash of the mapped secret", || {
+        Ok(db_hashes(&tb)?.contains(&want))
+    })?;
+    let list = legerctl(&tb, &["secrets", "list", "--json"])?;
+    assert!(!list.contains(&value), "never a value in secrets list");
+    Ok(())
+}

@@ -221,6 +221,15 @@ pub fn consumers(tree: &DesiredTree) -> BTreeMap<String, BTreeSet<String>> {
     out
 }
 
+/// Podman secret name → the name to look up at the sources, from the apps'
+/// `leger.toml`. `assemble` has already refused conflicting mappings.
+pub fn source_names(tree: &DesiredTree) -> BTreeMap<String, String> {
+    tree.apps
+        .values()
+        .flat_map(|a| a.config.secrets.names.clone())
+        .collect()
+}
+
 /// The decision for one pass, computed by [`decide`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecretPlan {
@@ -470,8 +479,11 @@ impl SecretsConverger {
         let in_podman = self.podman.list().await?;
         let mut resolutions = BTreeMap::new();
         let mut macs = BTreeMap::new();
+        let source_names = source_names(tree);
         for name in consumers.keys() {
-            let r = self.resolve(sources, name, store, age).await;
+            // An app's leger.toml may name the secret differently at the sources.
+            let source_name = source_names.get(name).map_or(name.as_str(), String::as_str);
+            let r = self.resolve(sources, source_name, store, age).await;
             if let Resolution::Found(f) = &r {
                 macs.insert(name.clone(), self.identity.mac(name, &f.value));
             }
