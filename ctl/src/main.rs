@@ -211,10 +211,7 @@ fn run(cli: Cli) -> Result<()> {
             let revision = match revision {
                 Some(r) => r,
                 None => {
-                    let client = loc.client()?;
-                    let status: StatusDocument =
-                        serde_json::from_str(&block_on(client.get("/v1/status"))?)
-                            .context("cannot read legerd's status")?;
+                    let status = fetch_status(&mut loc)?;
                     status.status.staged_revision.context(
                         "nothing is staged; name the revision to approve (see `legerctl revisions`)",
                     )?
@@ -241,10 +238,8 @@ fn run(cli: Cli) -> Result<()> {
             let revision = match revision {
                 Some(r) => r,
                 None => {
+                    let status = fetch_status(&mut loc)?;
                     let client = loc.client()?;
-                    let status: StatusDocument =
-                        serde_json::from_str(&block_on(client.get("/v1/status"))?)
-                            .context("cannot read legerd's status")?;
                     let current = status
                         .status
                         .applied_revision
@@ -582,6 +577,12 @@ fn set_suspend(path: &Path, suspend: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// legerd's status document.
+fn fetch_status(loc: &mut Locations) -> Result<StatusDocument> {
+    serde_json::from_str(&block_on(loc.client()?.get("/v1/status"))?)
+        .context("cannot read legerd's status")
 }
 
 /// GETs a list from legerd and prints it as JSON (as sent) or through `render`.

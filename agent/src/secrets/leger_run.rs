@@ -7,7 +7,6 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use zeroize::Zeroizing;
 
 use super::setec::{read_token, without_url};
 use super::{SecretError, SecretValue};
@@ -49,19 +48,7 @@ pub async fn get(
     if status == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);
     }
-    let bytes = Zeroizing::new(
-        resp.bytes()
-            .await
-            .map_err(|e| fail(format!("reading the answer failed: {}", without_url(&e))))?
-            .to_vec(),
-    );
-    if !status.is_success() {
-        let text = String::from_utf8_lossy(&bytes);
-        return Err(fail(format!(
-            "answered {status} for {name}: {}",
-            text.trim().chars().take(200).collect::<String>()
-        )));
-    }
+    let bytes = super::setec::read_answer(resp, name, fail).await?;
     let item = match serde_json::from_slice::<Answer>(&bytes) {
         Ok(Answer::Wrapped { data }) | Ok(Answer::Bare(data)) => data,
         Err(_) => {

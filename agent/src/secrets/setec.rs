@@ -89,20 +89,7 @@ pub async fn get(
     if status == reqwest::StatusCode::NOT_FOUND {
         return Ok(None);
     }
-    let bytes = Zeroizing::new(
-        resp.bytes()
-            .await
-            .map_err(|e| fail(format!("reading the answer failed: {}", without_url(&e))))?
-            .to_vec(),
-    );
-    if !status.is_success() {
-        // setec's error bodies are plain text about the request, never a value.
-        let text = String::from_utf8_lossy(&bytes);
-        return Err(fail(format!(
-            "answered {status} for {name}: {}",
-            text.trim().chars().take(200).collect::<String>()
-        )));
-    }
+    let bytes = read_answer(resp, name, fail).await?;
     let parsed: GetResponse = serde_json::from_slice(&bytes).map_err(|_| {
         fail(format!(
             "the answer for {name} is not {{\"Value\",\"Version\"}} JSON"
@@ -118,6 +105,31 @@ pub async fn get(
 }
 
 /// A reqwest error's text without the URL (which the error already names once).
+/// Reads a secret server's answer: the body, zeroized on drop, or for a non-success
+/// status an error quoting at most 200 characters of it. Error bodies of setec and
+/// leger.run describe the request, never a value.
+pub(super) async fn read_answer(
+    resp: reqwest::Response,
+    name: &str,
+    fail: impl Fn(String) -> SecretError,
+) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+    let status = resp.status();
+    let bytes = Zeroizing::new(
+        resp.bytes()
+            .await
+            .map_err(|e| fail(format!("reading the answer failed: {}", without_url(&e))))?
+            .to_vec(),
+    );
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&bytes);
+        return Err(fail(format!(
+            "answered {status} for {name}: {}",
+            text.trim().chars().take(200).collect::<String>()
+        )));
+    }
+    Ok(bytes)
+}
+
 pub(super) fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     if let Some(u) = e.url() {
