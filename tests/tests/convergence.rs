@@ -217,16 +217,7 @@ fn pinned_commit_ignores_pushes_until_moved() -> Result<()> {
     let second = fleet.commit(&[(WEB, &container("web", "web v2"))], &[], "v2")?;
     reconcile(&tb)?;
     // Wait for a pass that started after the push, then check nothing moved.
-    let before = status(&tb)?["status"]["lastPass"]["id"]
-        .as_i64()
-        .unwrap_or(0);
-    reconcile(&tb)?;
-    wait_until(WAIT, "a pass after the push", || {
-        Ok(status(&tb)?["status"]["lastPass"]["id"]
-            .as_i64()
-            .unwrap_or(0)
-            > before)
-    })?;
+    reconcile_and_wait_for_pass(&tb)?;
     assert_eq!(applied_revision(&tb)?, Some(first));
     assert_eq!(container_id(&tb, "web")?, Some(web1.clone()));
     legerctl(

@@ -19,15 +19,7 @@ fn crashing(name: &str) -> String {
 #[test]
 fn bad_revision_is_rolled_back_and_not_retried() -> Result<()> {
     let tb = Testbed::boot("e2e-rollback")?;
-    let fleet = Fleet::create(&tb, &[(WEB, &container("web", "web v1"))])?;
-    legerctl(
-        &tb,
-        &["set-desired", "git", &fleet.url_inside(), "--path", "apps"],
-    )?;
-    start_legerd(&tb)?;
-    wait_running(&tb, "web.service", "web")?;
-    let good = fleet.head()?;
-    wait_applied(&tb, &good)?;
+    let (fleet, good, _) = web_converged(&tb)?;
     let installed = tb.quadlet_dir_host().join("web/web.container");
     let good_text = std::fs::read_to_string(&installed)?;
 
@@ -70,16 +62,7 @@ fn bad_revision_is_rolled_back_and_not_retried() -> Result<()> {
     );
 
     // The next poll does not retry the bad revision.
-    let before = status(&tb)?["status"]["lastPass"]["id"]
-        .as_i64()
-        .unwrap_or(0);
-    reconcile(&tb)?;
-    wait_until(WAIT, "a pass after the rollback", || {
-        Ok(status(&tb)?["status"]["lastPass"]["id"]
-            .as_i64()
-            .unwrap_or(0)
-            > before)
-    })?;
+    reconcile_and_wait_for_pass(&tb)?;
     let doc = status(&tb)?;
     assert!(
         doc["status"]["lastPass"]["error"]
@@ -109,15 +92,7 @@ fn bad_revision_is_rolled_back_and_not_retried() -> Result<()> {
 #[test]
 fn missing_image_is_rolled_back() -> Result<()> {
     let tb = Testbed::boot("e2e-noimage")?;
-    let fleet = Fleet::create(&tb, &[(WEB, &container("web", "web v1"))])?;
-    legerctl(
-        &tb,
-        &["set-desired", "git", &fleet.url_inside(), "--path", "apps"],
-    )?;
-    start_legerd(&tb)?;
-    wait_running(&tb, "web.service", "web")?;
-    let good = fleet.head()?;
-    wait_applied(&tb, &good)?;
+    let (fleet, good, _) = web_converged(&tb)?;
     let text = container("web", "web v2")
         .replace("localhost/busybox:latest", "localhost/does-not-exist:1");
     fleet.commit(&[(WEB, &text)], &[], "missing image")?;
@@ -224,15 +199,7 @@ fn changed_volume_or_network_restarts_exactly_its_dependents() -> Result<()> {
 #[test]
 fn app_health_settle_from_leger_toml_is_honoured() -> Result<()> {
     let tb = Testbed::boot("e2e-apphealth")?;
-    let fleet = Fleet::create(&tb, &[(WEB, &container("web", "web v1"))])?;
-    legerctl(
-        &tb,
-        &["set-desired", "git", &fleet.url_inside(), "--path", "apps"],
-    )?;
-    start_legerd(&tb)?;
-    wait_running(&tb, "web.service", "web")?;
-    let good = fleet.head()?;
-    wait_applied(&tb, &good)?;
+    let (fleet, good, _) = web_converged(&tb)?;
     // A container that dies after 5 s: legerd's configured settle (2 s in these tests)
     // would call it healthy; the app's leger.toml asks for 12 s and catches it.
     let dies_late = "[Container]\nContainerName=web\nImage=localhost/busybox:latest\nNetwork=none\n\

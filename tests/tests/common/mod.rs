@@ -219,3 +219,36 @@ pub fn wait_applied(tb: &Testbed, rev: &str) -> Result<()> {
         Ok(applied_revision(tb)?.as_deref() == Some(rev))
     })
 }
+
+/// A fleet with one app `web` (`apps/web/web.container`, printing "web v1"), legerd
+/// started on it and converged. Returns the fleet, the applied revision and the id of
+/// the running web container.
+pub fn web_converged(tb: &Testbed) -> Result<(Fleet, String, String)> {
+    let fleet = Fleet::create(
+        tb,
+        &[("apps/web/web.container", &container("web", "web v1"))],
+    )?;
+    legerctl(
+        tb,
+        &["set-desired", "git", &fleet.url_inside(), "--path", "apps"],
+    )?;
+    start_legerd(tb)?;
+    let web = wait_running(tb, "web.service", "web")?;
+    let good = fleet.head()?;
+    wait_applied(tb, &good)?;
+    Ok((fleet, good, web))
+}
+
+/// Asks for a pass and waits until one that started after the request has finished.
+pub fn reconcile_and_wait_for_pass(tb: &Testbed) -> Result<()> {
+    let last_id = |tb: &Testbed| -> Result<i64> {
+        Ok(status(tb)?["status"]["lastPass"]["id"]
+            .as_i64()
+            .unwrap_or(0))
+    };
+    let before = last_id(tb)?;
+    reconcile(tb)?;
+    wait_until(WAIT, "a pass after the request", || {
+        Ok(last_id(tb)? > before)
+    })
+}
