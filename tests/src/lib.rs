@@ -54,7 +54,16 @@ impl Testbed {
     ///
     /// A machine left over under the same name (from a test that was killed) is taken
     /// down first, so a test never inherits another run's state.
+    ///
+    /// `LEGER_E2E_PREFIX`, when set, is put before every machine name, so two checkouts
+    /// (two developers' worktrees, or a developer and CI) can run the suite side by side
+    /// on one host without taking each other's machines down.
     pub fn boot(name: &str) -> Result<Testbed> {
+        let prefixed = format!(
+            "{}{name}",
+            std::env::var("LEGER_E2E_PREFIX").unwrap_or_default()
+        );
+        let name = prefixed.as_str();
         ensure_can_boot()?;
         let script = testbed_script()?;
         let target_profile_dir = target_profile_dir()?;
