@@ -3,11 +3,13 @@
 //! The binary (`main.rs`) is a thin shell over this library, so every stage can be
 //! tested without it. See ARCHITECTURE.md for the code map.
 
+pub mod activity;
 pub mod api;
 pub mod apply;
 pub mod assemble;
 pub mod backoff;
 pub mod backup;
+pub mod command;
 pub mod controller;
 pub mod crashpoint;
 pub mod fswatch;
@@ -17,6 +19,7 @@ pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod plan;
+pub mod podman;
 pub mod quadlet;
 pub mod reconciler;
 pub mod revisions;
