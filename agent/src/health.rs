@@ -113,6 +113,7 @@ pub async fn gate<U: UnitManager>(
         .map(|t| t.overrides.settle.unwrap_or(settle))
         .max()
         .unwrap_or(settle);
+    let _op = crate::activity::begin(format!("health gate of {} unit(s)", targets.len()));
     for t in targets {
         let timeout = t.overrides.timeout.unwrap_or(timeout);
         let deadline = start + timeout;

@@ -361,6 +361,7 @@ impl<U: UnitManager> Reconciler<U> {
             ActiveSource::Manifest(_) => "manifest",
         };
         let t0 = Instant::now();
+        let _op = crate::activity::begin(format!("fetch of the {kind} source"));
         let (source, result) = tokio::task::spawn_blocking(move || {
             let mut source = source;
             let result = match &mut source {
@@ -1156,4 +1157,61 @@ pub fn short(revision: &str) -> std::borrow::Cow<'_, str> {
     }
     let r = revision.strip_prefix("sha256:").unwrap_or(revision);
     r[..r.len().min(12)].into()
+}
+
+impl<U: UnitManager> Reconciler<U> {
+    /// Records a pass the controller abandoned because it ran past
+    /// `reconcile.pass_timeout`: a failed pass (reason `PassTimedOut`) whose message
+    /// names what it was stuck in, so status, history and the journal say which command
+    /// or call hung. Nothing is rolled back here: dropping the pass killed the command
+    /// it was running, and an interrupted apply left its intent record, so the next pass
+    /// (after backoff) finishes the job once the command answers again.
+    pub fn abandon_pass(
+        &mut self,
+        triggers: &[String],
+        started: SystemTime,
+        budget: Duration,
+        stuck: &str,
+    ) -> PassResult {
+        let failure = Failure::new(
+            reason::PASS_TIMED_OUT,
+            format!(
+                "pass abandoned after {} (reconcile.pass_timeout); it was stuck in {stuck}. It is retried with backoff",
+                humantime::format_duration(budget)
+            ),
+            false,
+        );
+        let revision = self.fetched_revision.clone();
+        journal::failed(revision.as_deref(), failure.reason, &failure.message);
+        self.on_failure(&failure);
+        let elapsed = started.elapsed().unwrap_or(budget);
+        let mut record = PassRecord {
+            id: 0,
+            started_at: humantime::format_rfc3339_seconds(started).to_string(),
+            finished_at: now_rfc3339(),
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            trigger: triggers.join(","),
+            revision,
+            outcome: PassOutcome::Failed,
+            actions: Vec::new(),
+            error: Some(failure.message),
+        };
+        if let Ok(id) = self.store.lock().expect("store lock").insert_pass(&record) {
+            record.id = id;
+        }
+        self.metrics.record_pass(&PassSummary {
+            outcome: record.outcome,
+            duration: elapsed,
+            finished: SystemTime::now(),
+            fetched_revision: self.fetched_revision.as_deref(),
+            applied_revision: self.applied_revision.as_deref(),
+            apps: &self.apps,
+            suspended: self.desired.as_ref().is_some_and(|d| d.policy.suspend),
+        });
+        self.last_pass = Some(record.clone());
+        PassResult {
+            record,
+            failure_cause: Some(reason::PASS_TIMED_OUT),
+        }
+    }
 }
