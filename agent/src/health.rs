@@ -118,10 +118,18 @@ pub async fn gate<U: UnitManager>(
         let timeout = t.overrides.timeout.unwrap_or(timeout);
         let deadline = start + timeout;
         loop {
-            let state = units
-                .unit_state(&t.unit)
-                .await
-                .map_err(|e| fail(t, format!("cannot read its state: {e}")))?;
+            // A read that fails (the bus restarting, systemd re-executing) says nothing
+            // about the revision: look again until the deadline, which a blip of a
+            // few hundred milliseconds never reaches.
+            let state = match units.unit_state(&t.unit).await {
+                Ok(state) => state,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(unit = %t.unit, error = %e, "cannot read the unit's state; looking again");
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+                Err(e) => return Err(fail(t, format!("cannot read its state: {e}"))),
+            };
             let up = match state.active_state.as_str() {
                 "active" => match &t.health_container {
                     None => true,
@@ -160,11 +168,18 @@ pub async fn gate<U: UnitManager>(
     }
     let settle_until = Instant::now() + settle;
     loop {
+        let last_round = Instant::now() >= settle_until;
         for t in targets {
-            let state = units
-                .unit_state(&t.unit)
-                .await
-                .map_err(|e| fail(t, format!("cannot read its state: {e}")))?;
+            // As above: an unreadable state is not a unit that went down, but the
+            // final round must read every unit.
+            let state = match units.unit_state(&t.unit).await {
+                Ok(state) => state,
+                Err(e) if !last_round => {
+                    tracing::debug!(unit = %t.unit, error = %e, "cannot read the unit's state; looking again");
+                    continue;
+                }
+                Err(e) => return Err(fail(t, format!("cannot read its state: {e}"))),
+            };
             if state.active_state != "active" && state.active_state != "reloading" {
                 return Err(fail(
                     t,
@@ -177,7 +192,7 @@ pub async fn gate<U: UnitManager>(
                 ));
             }
         }
-        if Instant::now() >= settle_until {
+        if last_round {
             return Ok(());
         }
         tokio::time::sleep(POLL.min(settle_until.saturating_duration_since(Instant::now()))).await;

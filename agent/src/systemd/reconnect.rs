@@ -49,7 +49,6 @@ impl DbusUnitManager {
                 LinkEvent::Closed => {
                     tracing::warn!(bus = %self.target, "lost the connection to the bus; reconnecting");
                     if let Err(e) = self.reconnect(give_up).await {
-                        tracing::error!("{e}");
                         return e;
                     }
                 }
@@ -95,7 +94,7 @@ impl DbusUnitManager {
                     if elapsed >= give_up {
                         return Err(SystemdError::BusLost {
                             target: self.target.clone(),
-                            after: elapsed,
+                            after: Duration::from_secs(elapsed.as_secs()),
                             last_error: e.to_string(),
                         });
                     }
