@@ -141,7 +141,7 @@ pub enum SecretError {
         source: std::io::Error,
     },
     /// podman failed.
-    #[error("podman secret {what} {name} failed: {reason}")]
+    #[error("podman secret {what}{}{name} failed: {reason}", if name.is_empty() { "" } else { " " })]
     Podman {
         /// The verb.
         what: &'static str,
