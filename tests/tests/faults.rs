@@ -327,3 +327,56 @@ fn bus_gone_for_good_makes_legerd_exit_non_zero() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// A legerd whose pass is wedged where the pass budget cannot reach it (a thread
+/// blocked inside the pass, made with the test-only `LEGERD_WEDGE_AT`) stops pinging
+/// the watchdog, and systemd restarts it.
+#[test]
+fn wedged_legerd_is_restarted_by_the_watchdog() -> Result<()> {
+    let tb = Testbed::boot("e2e-watchdog")?;
+    let (fleet, _, _) = web_converged(&tb)?;
+    configure(
+        &tb,
+        "[reconcile]\npass_timeout = \"20s\"\ncommand_timeout = \"5s\"\n\
+         [systemd]\njob_timeout = \"10s\"\ncall_timeout = \"5s\"\n\
+         [quadlet]\ngenerator_timeout = \"5s\"\n\
+         [health]\ntimeout = \"8s\"\nsettle = \"1s\"\n",
+    )?;
+    write_inside(
+        &tb,
+        "/etc/systemd/system/legerd.service.d/60-wedge.conf",
+        "[Service]\nEnvironment=LEGERD_WEDGE_AT=after-write\nWatchdogSec=10s\n",
+        0o644,
+    )?;
+    tb.exec_ok(&["systemctl", "daemon-reload"])?;
+    // Nothing to write at start: the first pass completes and READY=1 arms the watchdog.
+    tb.exec_ok(&["systemctl", "restart", "legerd.service"])?;
+    let pid = legerd_pid(&tb)?;
+    fleet.commit(
+        &[("apps/web/web.container", &container("web", "web v2"))],
+        &[],
+        "v2",
+    )?;
+    reconcile(&tb)?;
+    // Budget 20 s + 30 s slack, then up to WatchdogSec: about a minute.
+    wait_until(
+        std::time::Duration::from_secs(240),
+        "systemd's watchdog restarts legerd",
+        || {
+            let logs = tb.unit_logs("legerd.service")?;
+            let restarts: u32 = tb
+                .exec_ok(&["systemctl", "show", "-P", "NRestarts", "legerd.service"])?
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            Ok(logs.contains("Watchdog timeout") && restarts >= 1)
+        },
+    )?;
+    let logs = tb.unit_logs("legerd.service")?;
+    assert!(
+        logs.contains("no longer pinging the watchdog"),
+        "legerd did not say why it stopped pinging:\n{logs}"
+    );
+    assert_ne!(legerd_pid(&tb)?, pid);
+    Ok(())
+}
