@@ -401,6 +401,54 @@ mod tests {
         assert_eq!(status_line("nothing", false, None), "nothing");
     }
 
+    fn reconciling_message(doc: &StatusDocument) -> String {
+        doc.status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Reconciling")
+            .map(|c| c.message.clone())
+            .unwrap_or_default()
+    }
+
+    /// A pass that never finishes is given up at its budget, the error names what it
+    /// was waiting on, and meanwhile the published status says so.
+    #[tokio::test]
+    async fn run_within_budget_abandons_a_stuck_pass_naming_its_operation() {
+        use leger_api_types::{AgentStatus, Condition, ConditionStatus, StatusSpec};
+        let doc = StatusDocument::new(
+            StatusSpec::default(),
+            AgentStatus {
+                conditions: vec![Condition {
+                    type_: "Reconciling".into(),
+                    status: ConditionStatus::True,
+                    reason: "Progressing".into(),
+                    message: "reconcile pass in progress".into(),
+                    last_transition_time: String::new(),
+                }],
+                ..AgentStatus::default()
+            },
+        );
+        let (tx, rx) = tokio::sync::watch::channel(doc);
+        let stuck = async {
+            let _op = activity::begin("`budget-test hang`");
+            std::future::pending::<PassResult>().await
+        };
+        let budget = PROGRESS_REFRESH * 2 + Duration::from_millis(500);
+        let err = run_within_budget(stuck, budget, &tx).await.unwrap_err();
+        assert!(err.contains("`budget-test hang` (running "), "{err}");
+        let message = reconciling_message(&rx.borrow());
+        assert!(
+            message.contains("waiting on") && message.contains("`budget-test hang`"),
+            "{message}"
+        );
+        // Dropping the pass unregistered its operation.
+        assert!(
+            !activity::all()
+                .iter()
+                .any(|o| o.label == "`budget-test hang`")
+        );
+    }
+
     #[test]
     fn making_progress_while_idle_or_within_the_limit() {
         let now = Instant::now();
