@@ -285,7 +285,9 @@ impl Runner {
                     .is_err()
                 {
                     group.kill();
-                    let _ = child.wait().await;
+                    // Bounded too: a process stuck in the kernel (D state) cannot die
+                    // yet; tokio reaps it whenever it does.
+                    let _ = tokio::time::timeout(self.kill_grace, child.wait()).await;
                 }
                 // Helpers left in the group after the leader exited go too.
                 group.kill();
@@ -322,7 +324,8 @@ impl Runner {
             group.terminate();
             if wait_until(child, Instant::now() + self.kill_grace).is_none() {
                 group.kill();
-                let _ = child.wait();
+                // Bounded too: a process stuck in the kernel (D state) cannot die yet.
+                let _ = wait_until(child, Instant::now() + self.kill_grace);
             }
             group.kill();
             group.disarm();
