@@ -165,3 +165,97 @@ async fn unit_events_report_a_unit_stopped_from_inside() -> Result<()> {
     assert_eq!(states.last(), Some(&"inactive"), "{seen:?}");
     Ok(())
 }
+
+/// After a restart of the machine's bus (which closes legerd's connection), the
+/// supervisor reconnects, the forwarded event stream is subscribed again (and says so),
+/// unit events arrive on the new connection, and calls work again; after a
+/// daemon-reexec, the same on the old connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbus_unit_manager_survives_a_bus_restart_and_daemon_reexec() -> Result<()> {
+    let tb = Testbed::boot("sdbus-reconnect")?;
+    write_container(&tb, "watched", LONG_RUNNING, "Restart=no")?;
+    let units = std::sync::Arc::new(connect(&tb).await?);
+    units.reload().await?;
+    units.start("watched.service").await?;
+
+    let supervisor = {
+        let units = std::sync::Arc::clone(&units);
+        tokio::spawn(async move { units.supervise(TIMEOUT).await })
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let resubscribed = tx.clone();
+    {
+        let units = std::sync::Arc::clone(&units);
+        tokio::spawn(async move {
+            units
+                .forward_unit_events(
+                    move |e| {
+                        let _ = tx.send(Some(e));
+                    },
+                    move || {
+                        let _ = resubscribed.send(None);
+                    },
+                )
+                .await;
+        });
+    }
+
+    tb.exec_ok(&["systemctl", "restart", "dbus.service"])?;
+    // `None` marks "subscribed again on a new connection".
+    tokio::time::timeout(TIMEOUT, async {
+        while let Some(item) = rx.recv().await {
+            if item.is_none() {
+                return;
+            }
+        }
+    })
+    .await
+    .context("the event stream was not subscribed again after the bus restart")?;
+
+    tb.exec_ok(&["systemctl", "stop", "watched.service"])?;
+    tokio::time::timeout(TIMEOUT, async {
+        while let Some(item) = rx.recv().await {
+            if let Some(e) = item
+                && e.unit == "watched.service"
+                && e.active_state == "inactive"
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .context("no inactive event for watched.service on the new connection")?;
+    assert_eq!(
+        units.unit_state("watched.service").await?.active_state,
+        "inactive"
+    );
+    units.start("watched.service").await?;
+
+    // daemon-reexec keeps the bus: systemd comes back under its name and is asked to
+    // send signals again; the stream is subscribed again too.
+    tb.exec_ok(&["systemctl", "daemon-reexec"])?;
+    tokio::time::timeout(TIMEOUT, async {
+        while let Some(item) = rx.recv().await {
+            if item.is_none() {
+                return;
+            }
+        }
+    })
+    .await
+    .context("the event stream was not subscribed again after daemon-reexec")?;
+    tb.exec_ok(&["systemctl", "stop", "watched.service"])?;
+    tokio::time::timeout(TIMEOUT, async {
+        while let Some(item) = rx.recv().await {
+            if let Some(e) = item
+                && e.unit == "watched.service"
+                && e.active_state == "inactive"
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .context("no inactive event for watched.service after daemon-reexec")?;
+    assert!(!supervisor.is_finished(), "the supervisor gave up");
+    Ok(())
+}
