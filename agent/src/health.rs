@@ -418,6 +418,30 @@ mod tests {
         assert!(e.reason.contains("within 300ms"), "{}", e.reason);
     }
 
+    /// A bus blip (reads failing for a moment) is not a failed unit; reads that keep
+    /// failing until the deadline are.
+    #[tokio::test]
+    async fn gate_looks_again_when_a_unit_state_cannot_be_read() {
+        let m = RecordingUnitManager::new();
+        m.set_state("web.service", state("active", "running"));
+        let targets = [GateUnit {
+            unit: "web.service".into(),
+            app: "web".into(),
+            health_container: None,
+            overrides: Default::default(),
+        }];
+        m.fail_state_reads("web.service", 2);
+        let p = RecordingPodman::new();
+        gate(&m, &p, &targets, Duration::from_secs(60), Duration::ZERO)
+            .await
+            .unwrap();
+        m.fail_state_reads("web.service", u32::MAX);
+        let e = gate(&m, &p, &targets, Duration::from_millis(600), Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(e.reason.contains("cannot read its state"), "{}", e.reason);
+    }
+
     #[tokio::test]
     async fn gate_with_nothing_started_returns_at_once() {
         let m = RecordingUnitManager::new();
