@@ -242,9 +242,9 @@ const WATCHDOG_SLACK: Duration = Duration::from_secs(30);
 /// How often the Reconciling condition is refreshed with what a running pass waits on.
 const PROGRESS_REFRESH: Duration = Duration::from_secs(2);
 
-/// Runs `pass` for at most `budget`. Meanwhile the published status says what the
-/// pass is waiting on (so `legerctl status` names a hung command before the budget is
-/// up). On timeout the pass is dropped, which kills any command it was running, and
+/// Runs `pass` for at most `budget`. Meanwhile the published status (and systemd's
+/// STATUS= line) says what the pass is waiting on, so `legerctl status` names a hung
+/// command before the budget is up. On timeout the pass is dropped, which kills any command it was running, and
 /// the error describes what it was stuck in.
 async fn run_within_budget<F: Future<Output = PassResult>>(
     pass: F,
@@ -265,6 +265,10 @@ async fn run_within_budget<F: Future<Output = PassResult>>(
             _ = refresh.tick() => {
                 let waiting = describe_stuck(&activity::all());
                 status.send_modify(|doc| note_waiting(doc, &waiting));
+                // `systemctl status legerd` says it too, until the pass ends.
+                notify(&[sd_notify::NotifyState::Status(&format!(
+                    "reconciling · waiting on {waiting}"
+                ))]);
             }
         }
     }

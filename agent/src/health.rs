@@ -118,18 +118,7 @@ pub async fn gate<U: UnitManager>(
         let timeout = t.overrides.timeout.unwrap_or(timeout);
         let deadline = start + timeout;
         loop {
-            // A read that fails (the bus restarting, systemd re-executing) says nothing
-            // about the revision: look again until the deadline, which a blip of a
-            // few hundred milliseconds never reaches.
-            let state = match units.unit_state(&t.unit).await {
-                Ok(state) => state,
-                Err(e) if Instant::now() < deadline => {
-                    tracing::debug!(unit = %t.unit, error = %e, "cannot read the unit's state; looking again");
-                    tokio::time::sleep(POLL).await;
-                    continue;
-                }
-                Err(e) => return Err(fail(t, format!("cannot read its state: {e}"))),
-            };
+            let state = read_state(units, t, deadline).await?;
             let up = match state.active_state.as_str() {
                 "active" => match &t.health_container {
                     None => true,
@@ -168,18 +157,8 @@ pub async fn gate<U: UnitManager>(
     }
     let settle_until = Instant::now() + settle;
     loop {
-        let last_round = Instant::now() >= settle_until;
         for t in targets {
-            // As above: an unreadable state is not a unit that went down, but the
-            // final round must read every unit.
-            let state = match units.unit_state(&t.unit).await {
-                Ok(state) => state,
-                Err(e) if !last_round => {
-                    tracing::debug!(unit = %t.unit, error = %e, "cannot read the unit's state; looking again");
-                    continue;
-                }
-                Err(e) => return Err(fail(t, format!("cannot read its state: {e}"))),
-            };
+            let state = read_state(units, t, settle_until).await?;
             if state.active_state != "active" && state.active_state != "reloading" {
                 return Err(fail(
                     t,
@@ -192,10 +171,31 @@ pub async fn gate<U: UnitManager>(
                 ));
             }
         }
-        if last_round {
+        if Instant::now() >= settle_until {
             return Ok(());
         }
         tokio::time::sleep(POLL.min(settle_until.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+/// Reads `t`'s state, looking again every [`POLL`] while the read fails and `until`
+/// has not passed. A failed read (the bus restarting, systemd re-executing) says nothing
+/// about the revision, and a blip of a few hundred milliseconds must not roll a good
+/// revision back; a unit still unreadable at `until` fails the gate.
+async fn read_state<U: UnitManager>(
+    units: &U,
+    t: &GateUnit,
+    until: Instant,
+) -> Result<crate::model::UnitState, GateFailure> {
+    loop {
+        match units.unit_state(&t.unit).await {
+            Ok(state) => return Ok(state),
+            Err(e) if Instant::now() < until => {
+                tracing::debug!(unit = %t.unit, error = %e, "cannot read the unit's state; looking again");
+                tokio::time::sleep(POLL).await;
+            }
+            Err(e) => return Err(fail(t, format!("cannot read its state: {e}"))),
+        }
     }
 }
 
@@ -416,6 +416,30 @@ mod tests {
         .await
         .unwrap_err();
         assert!(e.reason.contains("within 300ms"), "{}", e.reason);
+    }
+
+    /// A bus blip (reads failing for a moment) is not a failed unit; reads that keep
+    /// failing until the deadline are.
+    #[tokio::test]
+    async fn gate_looks_again_when_a_unit_state_cannot_be_read() {
+        let m = RecordingUnitManager::new();
+        m.set_state("web.service", state("active", "running"));
+        let targets = [GateUnit {
+            unit: "web.service".into(),
+            app: "web".into(),
+            health_container: None,
+            overrides: Default::default(),
+        }];
+        m.fail_state_reads("web.service", 2);
+        let p = RecordingPodman::new();
+        gate(&m, &p, &targets, Duration::from_secs(60), Duration::ZERO)
+            .await
+            .unwrap();
+        m.fail_state_reads("web.service", u32::MAX);
+        let e = gate(&m, &p, &targets, Duration::from_millis(600), Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(e.reason.contains("cannot read its state"), "{}", e.reason);
     }
 
     #[tokio::test]

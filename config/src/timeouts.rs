@@ -143,4 +143,47 @@ mod tests {
         let e = t.validate(JOB, GATE).unwrap_err().to_string();
         assert!(e.contains("systemd.call_timeout"), "{e}");
     }
+
+    fn settings(text: &str) -> Result<crate::Settings, ConfigError> {
+        let fragment: crate::Fragment = toml::from_str(text).unwrap();
+        crate::Settings::from_fragment(
+            crate::Mode::System,
+            fragment,
+            &crate::Environment::default(),
+        )
+    }
+
+    #[test]
+    fn timeouts_are_read_from_their_sections() {
+        let s = settings(
+            "[reconcile]\npass_timeout = \"45m\"\ncommand_timeout = \"2m\"\n\
+             [quadlet]\ngenerator_timeout = \"20s\"\n\
+             [systemd]\ncall_timeout = \"10s\"\nbus_give_up = \"1m\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.timeouts,
+            Timeouts {
+                pass: Duration::from_secs(45 * 60),
+                command: Duration::from_secs(120),
+                generator: Duration::from_secs(20),
+                call: Duration::from_secs(10),
+                bus_give_up: Duration::from_secs(60),
+            }
+        );
+        assert_eq!(settings("").unwrap().timeouts, Timeouts::default());
+    }
+
+    #[test]
+    fn timeouts_refuse_a_bad_duration_naming_the_key() {
+        let e = settings("[systemd]\nbus_give_up = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("systemd.bus_give_up"), "{e}");
+        // A pass budget the health gate alone would use up.
+        let e = settings("[reconcile]\npass_timeout = \"15m\"\n[health]\ntimeout = \"20m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("health.timeout + health.settle"), "{e}");
+    }
 }

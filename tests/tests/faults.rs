@@ -210,6 +210,12 @@ fn pass_over_budget_is_abandoned_naming_what_it_waited_on() -> Result<()> {
         Ok(condition(&doc, "Reconciling")
             .is_some_and(|(s, _, m)| s == "True" && m.contains("fetch of the git source")))
     })?;
+    // And so does `systemctl status legerd`.
+    wait_until(WAIT, "STATUS= names the stuck fetch", || {
+        Ok(tb
+            .exec_ok(&["systemctl", "show", "-P", "StatusText", "legerd.service"])?
+            .contains("waiting on fetch of the git source"))
+    })?;
     let msg = wait_ready_reason(
         &tb,
         "PassTimedOut",

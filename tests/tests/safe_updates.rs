@@ -43,13 +43,24 @@ fn bad_revision_is_rolled_back_and_not_retried() -> Result<()> {
     // Reported as a rollback, never as success.
     let history = legerctl(&tb, &["history", "--json"])?;
     let passes: serde_json::Value = serde_json::from_str(&history)?;
-    let rolled = passes
+    // legerd's own rollback writes come back as a drift trigger, so a pass refusing the
+    // bad revision may already follow the rollback: look at every pass on it.
+    let on_bad: Vec<&serde_json::Value> = passes
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["revision"] == bad.as_str())
-        .expect("a pass on the bad revision");
-    assert_eq!(rolled["outcome"], "rolled_back", "{rolled:#}");
+        .filter(|p| p["revision"] == bad.as_str())
+        .collect();
+    assert!(
+        on_bad.iter().any(|p| p["outcome"] == "rolled_back"),
+        "{on_bad:#?}"
+    );
+    assert!(
+        on_bad
+            .iter()
+            .all(|p| p["outcome"] == "rolled_back" || p["outcome"] == "failed"),
+        "a pass on the bad revision was reported as success: {on_bad:#?}"
+    );
     let events = tb.exec_ok(&[
         "journalctl",
         "-o",

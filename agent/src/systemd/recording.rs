@@ -29,6 +29,9 @@ pub enum Call {
 /// Records calls in order; `unit_state` answers from a table the test fills.
 #[derive(Debug, Default)]
 pub struct RecordingUnitManager {
+    /// How many more `unit_state` reads of a unit fail, as reads on a bus that is
+    /// restarting do: a configured answer, like `states`.
+    failing_reads: Mutex<BTreeMap<String, u32>>,
     /// Every call so far, oldest first.
     calls: Mutex<Vec<Call>>,
     /// What `unit_state` returns per unit; [`UnitState::unknown`] for the rest.
@@ -59,6 +62,11 @@ impl RecordingUnitManager {
             .filter(|c| !matches!(c, Call::UnitState(_)))
             .cloned()
             .collect()
+    }
+
+    /// Makes the next `n` `unit_state(unit)` reads fail (with a D-Bus I/O error).
+    pub fn fail_state_reads(&self, unit: &str, n: u32) {
+        lock(&self.failing_reads).insert(unit.to_owned(), n);
     }
 
     /// Returns the calls so far and forgets them, to check one reconcile at a time.
@@ -101,6 +109,18 @@ impl UnitManager for RecordingUnitManager {
 
     async fn unit_state(&self, unit: &str) -> Result<UnitState, SystemdError> {
         self.record(Call::UnitState(unit.to_owned()));
+        if let Some(left) = lock(&self.failing_reads).get_mut(unit)
+            && *left > 0
+        {
+            *left -= 1;
+            return Err(SystemdError::Call {
+                method: "GetUnit",
+                unit: unit.to_owned(),
+                source: zbus::Error::InputOutput(std::sync::Arc::new(std::io::Error::from(
+                    std::io::ErrorKind::BrokenPipe,
+                ))),
+            });
+        }
         Ok(lock(&self.states)
             .get(unit)
             .cloned()
