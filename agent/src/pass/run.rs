@@ -190,6 +190,8 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         let target = Target { tree, age_files };
         let outcome = self.converge(desired, &mode, &target, w).await?;
         if let Some(r) = refused {
+            // History names the refused revision, as the pass was about it.
+            w.revision = Some(r.revision.clone());
             return Err(refusal(&r, self.state.applied_revision.as_deref()));
         }
         if staged_mode && self.state.staged.is_some() && outcome == PassOutcome::Noop {
@@ -262,7 +264,6 @@ impl<U: UnitManager> Pass<'_, '_, U> {
             });
         }
         record::good(self.host, self.state, tree).await;
-        self.state.unrelated_failures = c.unrelated;
         if self
             .state
             .staged
@@ -273,10 +274,26 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         }
         if c.changed {
             journal::applied(&tree.revision, &w.actions);
-            Ok(PassOutcome::Applied)
-        } else {
-            Ok(PassOutcome::Noop)
         }
+        if !c.unrelated.is_empty() {
+            // The revision is good (its own units passed), but units it did not change
+            // are failing: report them, and retry with backoff rather than at once, so a
+            // crash-looping unit cannot drive a restart storm.
+            return Err(Failure::new(
+                reason::UNIT_FAILED,
+                format!(
+                    "revision {} is applied, but units it did not change are failing: {}",
+                    Revision(&tree.revision),
+                    c.unrelated.join("; ")
+                ),
+                false,
+            ));
+        }
+        Ok(if c.changed {
+            PassOutcome::Applied
+        } else {
+            PassOutcome::Noop
+        })
     }
 
     fn context<'c>(&'c mut self, desired: &'c DesiredState) -> Context<'c, 'c, U>
