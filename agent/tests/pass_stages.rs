@@ -568,3 +568,49 @@ async fn pass_restore_goes_through_converge_and_history() {
     assert_eq!(history[0].trigger, "restore");
     assert_eq!(intent::load(&bed.store).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn pass_run_to_completion_unit_is_healthy_and_not_drift() {
+    let mut bed = Bed::new();
+    let job = "[Container]\nImage=localhost/busybox:latest\nExec=echo migrated\n";
+    bed.units.set_state_after_job("web.service", active());
+    bed.units
+        .set_state_after_job("migrate.service", state("inactive", "dead"));
+    bed.source(&[("web/web.container", WEB), ("web/migrate.container", job)]);
+    let r = bed.pass().await;
+    // The gate accepts a unit that ran and exited 0.
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    assert!(
+        bed.units
+            .actions()
+            .contains(&Call::Start("migrate.service".into()))
+    );
+    let ready = bed.reconciler.status(None);
+    let ready = ready.condition("Ready").unwrap();
+    assert_eq!(
+        ready.status,
+        leger_api_types::ConditionStatus::True,
+        "{ready:?}"
+    );
+
+    // It is not started again on the next passes: it is done, not drift.
+    for _ in 0..2 {
+        let r = bed.pass().await;
+        assert_eq!(r.record.outcome, PassOutcome::Noop, "{:?}", r.record);
+        assert!(bed.units.actions().is_empty(), "{:?}", bed.units.actions());
+    }
+    // A change to its file runs it again.
+    let job2 = "[Container]\nImage=localhost/busybox:latest\nExec=echo migrated twice\n";
+    bed.source(&[("web/web.container", WEB), ("web/migrate.container", job2)]);
+    let r = bed.pass().await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    assert_eq!(
+        bed.units.actions(),
+        [Call::Reload, Call::Start("migrate.service".into())]
+    );
+    // A failure is drift again: self-heal starts it.
+    bed.units
+        .set_state("migrate.service", state("failed", "failed"));
+    bed.pass().await;
+    assert_eq!(bed.units.actions(), [Call::Start("migrate.service".into())]);
+}

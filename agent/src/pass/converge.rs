@@ -27,7 +27,7 @@ use super::intent::{self, Intent, Phase};
 use super::observe::{Observation, observe};
 use super::restore::RestoreSpec;
 use super::secrets::{self as secrets_stage, AgeFiles};
-use super::{Failure, Gate, Host, HostState, backup, blocking};
+use super::{Failure, Gate, Host, HostState, backup, blocking, completed};
 use crate::apply::{ApplyReport, ApplyTarget, apply};
 use crate::crashpoint;
 use crate::health::GateFailure;
@@ -169,6 +169,10 @@ pub async fn converge<U: UnitManager>(
         intent: _,
         regate,
     } = observe(host, tree, mode.scope()).await?;
+    let memory = completed::load(host.store)
+        .await
+        .map_err(|e| Failure::new(reason::APPLY_FAILED, e.to_string(), false))?;
+    completed::fill(&mut observed, tree, &memory);
 
     let prepared = secrets_stage::prepare(
         host,
@@ -342,8 +346,11 @@ async fn apply_and_check<U: UnitManager>(
             .map_err(|e| apply_failed(tree, e))?;
     }
     crashpoint::hit("before-gate");
-    let Verdict { blamed, unrelated } =
-        health::check(host, plan, tree, &report, &blame, regate).await;
+    let Verdict {
+        blamed,
+        unrelated,
+        completed: finished,
+    } = health::check(host, plan, tree, &report, &blame, regate).await;
     crashpoint::hit("after-gate");
     converged.unrelated = unrelated;
     if let Some(failure) = blamed {
@@ -351,6 +358,12 @@ async fn apply_and_check<U: UnitManager>(
             failure,
             actions: converged.actions,
         });
+    }
+    if restore.is_none() {
+        match completed::remember(host.store, tree, &finished).await {
+            Ok(known) => cx.state.completed_units = known,
+            Err(e) => tracing::warn!(error = %e, "cannot remember units that ran to completion"),
+        }
     }
     if restore.is_none()
         && let Some(s) = cx.secrets.as_deref()
