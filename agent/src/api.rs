@@ -280,17 +280,11 @@ async fn retry_revision(
         let s = store
             .lock()
             .map_err(|_| "the store lock is poisoned; restart legerd".to_owned())?;
-        match s.revision_state(&rev).map_err(|e| e.to_string())? {
-            Some(crate::store::RevisionState::Failed) => s
-                .record_revision(
-                    &rev,
-                    crate::store::RevisionState::Fetched,
-                    Some("its earlier health gate failure was forgotten by an operator (--force)"),
-                )
-                .map(|_| true)
-                .map_err(|e| e.to_string()),
-            _ => Ok(false),
-        }
+        s.forget_failure(
+            &rev,
+            "its earlier health gate failure was forgotten by an operator (--force)",
+        )
+        .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| {

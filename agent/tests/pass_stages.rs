@@ -393,12 +393,12 @@ async fn pass_finishes_an_apply_interrupted_by_a_crash() {
     let r = bed.pass().await;
     let second = revision(&r);
     assert_eq!(r.record.outcome, PassOutcome::Applied);
-    // Rewind the records to the crash: the store says `first` is applied, and the
-    // intent record lists web.service, phase applying.
+    // Rewind the records to the crash: the store says `first` is applied (recorded
+    // last), and the intent record lists web.service, phase applying.
     bed.store
         .lock()
         .unwrap()
-        .record_revision(&second, RevisionState::Fetched, None)
+        .record_revision(&first, RevisionState::Applied, None)
         .unwrap();
     intent::save(
         &bed.store,
@@ -413,7 +413,6 @@ async fn pass_finishes_an_apply_interrupted_by_a_crash() {
     )
     .await
     .unwrap();
-    let _ = first;
     let mut restarted = Bed {
         reconciler: Reconciler::new(
             legerd::testkit::settings_in(bed._dir.path()),
@@ -446,13 +445,11 @@ async fn pass_reruns_a_gate_a_crash_cut_short() {
     let second = revision(&bed.pass().await);
     // Rewind to a crash inside the gate: applied is still `first`, the intent record
     // is in phase gating. web never comes up (the gate times out after 5s).
-    {
-        let s = bed.store.lock().unwrap();
-        s.record_revision(&second, RevisionState::Fetched, None)
-            .unwrap();
-        s.record_revision(&first, RevisionState::Applied, None)
-            .unwrap();
-    }
+    bed.store
+        .lock()
+        .unwrap()
+        .record_revision(&first, RevisionState::Applied, None)
+        .unwrap();
     intent::save(
         &bed.store,
         &Intent {
@@ -593,7 +590,9 @@ async fn pass_run_to_completion_unit_is_healthy_and_not_drift() {
         "{ready:?}"
     );
 
-    // It is not started again on the next passes: it is done, not drift.
+    // It is not started again on the next passes: it is done, not drift; not even a
+    // reload when systemd garbage-collected the finished unit.
+    bed.units.set_state("migrate.service", UnitState::unknown());
     for _ in 0..2 {
         let r = bed.pass().await;
         assert_eq!(r.record.outcome, PassOutcome::Noop, "{:?}", r.record);
