@@ -613,3 +613,58 @@ async fn pass_run_to_completion_unit_is_healthy_and_not_drift() {
     bed.pass().await;
     assert_eq!(bed.units.actions(), [Call::Start("migrate.service".into())]);
 }
+
+#[tokio::test]
+async fn pass_converges_secrets_through_the_podman_seam_and_counts_them() {
+    let mut bed = Bed::new();
+    let state_dir = bed.quadlets.parent().unwrap().join("state");
+    let identity = Arc::new(legerd::secrets::NodeIdentity::load_or_create(&state_dir).unwrap());
+    let value = legerd::secrets::SecretValue::from(b"s3cret".to_vec());
+    let ciphertext = identity.encrypt(&value).unwrap();
+    bed.store
+        .lock()
+        .unwrap()
+        .put_local_secret("db-pass", &ciphertext)
+        .unwrap();
+    let metrics = Arc::new(legerd::metrics::Metrics::new(false));
+    let podman: Arc<dyn legerd::podman::Podman> = bed.podman.clone();
+    bed.reconciler = Reconciler::new(
+        legerd::testkit::settings_in(bed._dir.path()),
+        Arc::clone(&bed.units),
+        Arc::clone(&bed.store),
+    )
+    .with_podman(Arc::clone(&podman))
+    .with_metrics(Arc::clone(&metrics))
+    .with_secrets(legerd::secrets::SecretsConverger::new(identity, podman));
+    bed.units.set_state_after_job("web.service", active());
+    let web =
+        "[Container]\nImage=localhost/busybox:latest\nSecret=db-pass,type=env,target=DB_PASS\n";
+    bed.source(&[("web/web.container", web)]);
+    let r = bed.pass().await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    assert!(
+        bed.podman.calls().contains(&PodmanCall::SecretCreate {
+            name: "db-pass".into(),
+            replace: false
+        }),
+        "{:?}",
+        bed.podman.calls()
+    );
+    assert!(
+        r.record
+            .actions
+            .contains(&"create secret db-pass".to_owned())
+    );
+    assert_eq!(
+        bed.units.actions(),
+        [Call::Reload, Call::Start("web.service".into())]
+    );
+    let text = metrics.render();
+    assert!(
+        text.lines().any(|l| l == "legerd_secrets_synced_total 1"),
+        "{text}"
+    );
+    // Never the value: not in history, not in metrics.
+    assert!(!format!("{:?}", r.record).contains("s3cret"));
+    assert!(!text.contains("s3cret"));
+}
