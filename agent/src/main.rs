@@ -173,7 +173,7 @@ async fn run(args: Args) -> Result<bool> {
             Arc::clone(&identity),
             podman,
         ));
-    let (status_tx, status_rx) = watch::channel(reconciler.status());
+    let (status_tx, status_rx) = watch::channel(reconciler.status(None));
 
     // Unit events: a managed unit that left `active` is possible drift. The stream is
     // subscribed again after every reconnect, and a reconnect asks for a pass, since

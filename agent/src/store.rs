@@ -17,7 +17,7 @@ use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use leger_api_types::{PassOutcome, PassRecord};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -251,10 +251,7 @@ pub struct Store {
     path: PathBuf,
 }
 
-/// The current time as RFC 3339 (UTC, seconds), the format every timestamp in the store uses.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
+pub use crate::clock::now_rfc3339;
 
 impl Store {
     /// Opens (or creates) the database at `path` and migrates it to [`SCHEMA_VERSION`].
@@ -562,6 +559,21 @@ impl Store {
             .execute(sql, params![revision, state.as_str(), error, now])
             .map_err(self.err("record revision"))?;
         Ok(())
+    }
+
+    /// Forgets that `revision` failed its health gate (an operator's `--force`): it
+    /// becomes `fetched` again, so legerd may apply it once more. Returns false when it
+    /// was not marked failed.
+    pub fn forget_failure(&self, revision: &str, note: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE revisions SET state = 'fetched', error = ?2, updated_at = ?3
+                 WHERE revision = ?1 AND state = 'failed'",
+                params![revision, note, now_rfc3339()],
+            )
+            .map_err(self.err("forget a failure"))?;
+        Ok(n > 0)
     }
 
     /// The revision most recently recorded as applied: what the host runs.

@@ -43,8 +43,8 @@ fn bad_revision_is_rolled_back_and_not_retried() -> Result<()> {
     // Reported as a rollback, never as success.
     let history = legerctl(&tb, &["history", "--json"])?;
     let passes: serde_json::Value = serde_json::from_str(&history)?;
-    // legerd's own rollback writes come back as a drift trigger, so a pass refusing the
-    // bad revision may already follow the rollback: look at every pass on it.
+    // Later passes (drift triggers from the rollback's own writes) may already have
+    // recorded the held revision as failed: look at every pass on the bad revision.
     let on_bad: Vec<&serde_json::Value> = passes
         .as_array()
         .unwrap()
@@ -53,13 +53,11 @@ fn bad_revision_is_rolled_back_and_not_retried() -> Result<()> {
         .collect();
     assert!(
         on_bad.iter().any(|p| p["outcome"] == "rolled_back"),
-        "{on_bad:#?}"
+        "{passes:#}"
     );
     assert!(
-        on_bad
-            .iter()
-            .all(|p| p["outcome"] == "rolled_back" || p["outcome"] == "failed"),
-        "a pass on the bad revision was reported as success: {on_bad:#?}"
+        on_bad.iter().all(|p| p["outcome"] != "applied"),
+        "{passes:#}"
     );
     let events = tb.exec_ok(&[
         "journalctl",
