@@ -12,6 +12,7 @@ pub mod controller;
 pub mod crashpoint;
 pub mod fswatch;
 pub mod health;
+pub mod host_podman;
 pub mod journal;
 pub mod metrics;
 pub mod model;

@@ -108,6 +108,8 @@ pub struct Reconciler<U> {
     pinned_revision: Option<String>,
     /// Units waiting for a missing secret, for the Ready condition.
     secrets_blocked: Option<String>,
+    /// The host's podman: which quadlet keys a revision may use.
+    podman: crate::host_podman::HostPodman,
 }
 
 fn now_rfc3339() -> String {
@@ -148,6 +150,7 @@ impl<U: UnitManager> Reconciler<U> {
             source: None,
             validated: Vec::new(),
             rejected: HashMap::new(),
+            podman: crate::host_podman::HostPodman::detect("podman"),
             fetched_revision: None,
             applied_revision,
             managed_units: Arc::default(),
@@ -366,6 +369,11 @@ impl<U: UnitManager> Reconciler<U> {
 
     /// Validates a snapshot, reusing the last result for an unchanged revision.
     fn validate(&mut self, snapshot: &Snapshot) -> Result<Arc<DesiredTree>, Failure> {
+        if self.podman.refresh() {
+            // Another podman accepts other keys: judge every revision again.
+            self.validated.clear();
+            self.rejected.clear();
+        }
         if let Some(tree) = self
             .validated
             .iter()
@@ -376,7 +384,7 @@ impl<U: UnitManager> Reconciler<U> {
         if let Some(e) = self.rejected.get(&snapshot.revision) {
             return Err(Failure::new(reason::VALIDATION_FAILED, e.clone(), true));
         }
-        let result = assemble(snapshot, &self.settings.limits)
+        let result = assemble(snapshot, &self.settings.limits, &self.validation_target())
             .map_err(|e| e.to_string())
             .and_then(|tree| self.dry_run(&tree).map(|()| tree));
         let store = Arc::clone(&self.store);
@@ -411,6 +419,23 @@ impl<U: UnitManager> Reconciler<U> {
                 Err(Failure::new(reason::VALIDATION_FAILED, message, true))
             }
         }
+    }
+
+    /// What revisions are validated against here: the host's podman and the quadlets
+    /// installed outside leger.
+    fn validation_target(&self) -> crate::quadlet::Target {
+        let managed: BTreeSet<String> = self
+            .store
+            .lock()
+            .expect("store lock")
+            .inventory()
+            .map(|inv| inv.into_iter().map(|e| e.key).collect())
+            .unwrap_or_default();
+        let user = self.settings.mode == leger_config::Mode::User;
+        let quadlet_dir = &self.settings.paths.quadlet_dir;
+        let dirs = crate::host_podman::quadlet_dirs(quadlet_dir, user);
+        let installed = crate::host_podman::installed_quadlets(&dirs, quadlet_dir, &managed);
+        crate::host_podman::host_target(&self.podman, installed)
     }
 
     /// Runs podman's generator in dry-run mode over the tree staged in a scratch dir.
@@ -808,7 +833,8 @@ impl<U: UnitManager> Reconciler<U> {
     ) -> Result<crate::apply::ApplyReport, String> {
         let tree = match self.revision_store().load(revision) {
             Ok(Some(snapshot)) => {
-                assemble(&snapshot, &self.settings.limits).map_err(|e| e.to_string())?
+                assemble(&snapshot, &self.settings.limits, &self.validation_target())
+                    .map_err(|e| e.to_string())?
             }
             Ok(None) => return Err("it is not in the revision store".to_owned()),
             Err(e) => return Err(e.to_string()),
@@ -1085,6 +1111,7 @@ impl<U: UnitManager> Reconciler<U> {
                 desired_state_error: self.desired_error.clone(),
                 staged_revision: self.staged.as_ref().map(|s| s.revision.clone()),
                 pinned_revision: self.pinned_revision.clone(),
+                podman: Some(self.podman.status()),
             },
         )
     }

@@ -117,7 +117,12 @@ impl Host {
         let mut source = GitSource::new(spec, &state_dir, bench_limits());
         let first = source.fetch(None).expect("first fetch");
         assert!(first.stats.received_pack, "the first fetch clones");
-        let tree = assemble(&first.snapshot, &bench_limits()).expect("fixture validates");
+        let tree = assemble(
+            &first.snapshot,
+            &bench_limits(),
+            &leger_benches::bench_target(),
+        )
+        .expect("fixture validates");
         assert_eq!(tree.apps.len(), n);
 
         let quadlet_dir = root.path().join("quadlets");
@@ -169,7 +174,8 @@ impl Host {
     /// One reconcile pass, without the apply (a no-op has nothing to apply).
     fn pass(&mut self) -> Plan {
         let snapshot = self.fetch();
-        let tree = assemble(&snapshot, &bench_limits()).expect("assemble");
+        let tree =
+            assemble(&snapshot, &bench_limits(), &leger_benches::bench_target()).expect("assemble");
         self.observe_and_plan(&tree)
     }
 
@@ -198,7 +204,8 @@ fn bench_pass(c: &mut Criterion) {
         group.measurement_time(Duration::from_secs(if n >= 1_000 { 5 } else { 2 }));
         let mut host = Host::new(n);
         let snapshot = host.fetch();
-        let tree = assemble(&snapshot, &bench_limits()).expect("assemble");
+        let tree =
+            assemble(&snapshot, &bench_limits(), &leger_benches::bench_target()).expect("assemble");
         let inventory = host.store.inventory().expect("read inventory");
         let observed = host
             .runtime
@@ -220,7 +227,14 @@ fn bench_pass(c: &mut Criterion) {
             })
         });
         group.bench_function(BenchmarkId::new("stage_assemble", n), |b| {
-            b.iter(|| assemble(black_box(&snapshot), &bench_limits()).expect("assemble"))
+            b.iter(|| {
+                assemble(
+                    black_box(&snapshot),
+                    &bench_limits(),
+                    &leger_benches::bench_target(),
+                )
+                .expect("assemble")
+            })
         });
         group.bench_function(BenchmarkId::new("stage_inventory", n), |b| {
             b.iter(|| host.store.inventory().expect("read inventory"))

@@ -312,6 +312,7 @@ fn status_doc() -> StatusDocument {
             desired_state_error: None,
             staged_revision: None,
             pinned_revision: None,
+            podman: None,
         },
     )
 }
