@@ -111,27 +111,24 @@ fn split_bundles(snapshot: &Snapshot) -> (Snapshot, Origins, Vec<Diagnostic>) {
             continue;
         }
         files.remove(path);
-        match bundle::split(path, bytes) {
-            Ok(parts) => {
-                for part in parts {
-                    let key = install_key(app, &part.name);
-                    if snapshot.files.contains_key(&key) || origins.0.contains_key(&key) {
-                        let other = origins.0.get(&key).map_or(key.clone(), |(b, _)| b.clone());
-                        diags.push(Diagnostic::new(
-                            path,
-                            Some(part.first_line),
-                            format!(
-                                "{} is also defined by {other}: a name may be used once per app folder, so rename one",
-                                part.name
-                            ),
-                        ));
-                        continue;
-                    }
-                    files.insert(key.clone(), Arc::from(part.text.as_bytes()));
-                    origins.0.insert(key, (path.clone(), part));
-                }
+        let (parts, errors) = bundle::split(path, bytes);
+        diags.extend(errors);
+        for part in parts {
+            let key = install_key(app, &part.name);
+            if snapshot.files.contains_key(&key) || origins.0.contains_key(&key) {
+                let other = origins.0.get(&key).map_or(key.clone(), |(b, _)| b.clone());
+                diags.push(Diagnostic::new(
+                    path,
+                    Some(part.first_line),
+                    format!(
+                        "{} is also defined by {other}: a name may be used once per app folder, so rename one",
+                        part.name
+                    ),
+                ));
+                continue;
             }
-            Err(e) => diags.extend(e),
+            files.insert(key.clone(), Arc::from(part.text.as_bytes()));
+            origins.0.insert(key, (path.clone(), part));
         }
     }
     let expanded = Snapshot {
@@ -873,6 +870,95 @@ mod tests {
         )
         .unwrap();
         assert!(tree.apps.is_empty());
+    }
+
+    #[test]
+    fn assemble_splits_bundles_into_installed_quadlets() {
+        let bundle = "# FileName=web\n[Container]\nImage=x\nVolume=data.volume:/d\n---\n# FileName=data\n[Volume]\n";
+        let tree = assemble(
+            &snapshot(&[("web/site.quadlets", bundle)]),
+            &limits(),
+            &target(),
+        )
+        .unwrap();
+        let web = &tree.apps["web"];
+        assert_eq!(
+            web.files.keys().cloned().collect::<BTreeSet<_>>(),
+            keys(&["data.volume", "web.container"])
+        );
+        assert_eq!(
+            &*web.files["data.volume"].content,
+            b"# FileName=data\n[Volume]\n"
+        );
+        assert_eq!(
+            web.units[1].depends_on_files,
+            keys(&["web/data.volume", "web/web.container"])
+        );
+    }
+
+    #[test]
+    fn assemble_points_bundle_errors_at_the_bundle_line() {
+        let errs = errors(&[
+            (
+                "web/site.quadlets",
+                "# FileName=web\n[Container]\nImage=x\nPublishPrt=80\n---\n# FileName=../../etc/x\n[Volume]\n---\n# FileName=db\n[Volume]\n",
+            ),
+            ("web/db.volume", "[Volume]\n"),
+        ]);
+        assert_eq!(
+            errs,
+            vec![
+                "web/site.quadlets:6: FileName=../../etc/x escapes the app folder: a bundle's quadlets stay in its folder, so use a plain name",
+                "web/site.quadlets:9: db.volume is also defined by web/db.volume: a name may be used once per app folder, so rename one",
+                "web/site.quadlets:4: web.container: unknown key 'PublishPrt' in [Container]: no podman release's quadlet supports it; did you mean 'PublishPort'?",
+            ]
+        );
+        // A duplicate with a plain file of the folder, once the bundle parses.
+        let errs = errors(&[
+            ("web/site.quadlets", "# FileName=db\n[Volume]\n"),
+            ("web/db.volume", "[Volume]\n"),
+        ]);
+        assert_eq!(
+            errs,
+            vec![
+                "web/site.quadlets:1: db.volume is also defined by web/db.volume: a name may be used once per app folder, so rename one"
+            ]
+        );
+    }
+
+    #[test]
+    fn assemble_refuses_app_folders_named_like_quadlets() {
+        let errs = errors(&[("web.container/web.container", "[Container]\nImage=x\n")]);
+        assert_eq!(
+            errs,
+            vec![
+                "web.container: 'web.container' is not a valid app name: it ends in a quadlet extension, which podman refuses for an application folder; rename the folder"
+            ]
+        );
+        assert!(
+            assemble(
+                &snapshot(&[("web.v2/web.container", "[Container]\nImage=x\n")]),
+                &limits(),
+                &target()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn assemble_refuses_references_to_quadlets_nowhere() {
+        // host.volume is installed on the host (see target()); gone.network is not.
+        let errs = errors(&[(
+            "web/web.container",
+            "[Container]\nImage=x\nVolume=host.volume:/h\nNetwork=gone.network\nPod=p.pod\n",
+        )]);
+        assert_eq!(
+            errs,
+            vec![
+                "web/web.container:4: Network=gone.network: gone.network is neither in the revision nor installed on this host: add it to the revision or fix the name",
+                "web/web.container:5: Pod=p.pod: p.pod is neither in the revision nor installed on this host: add it to the revision or fix the name",
+            ]
+        );
     }
 
     #[test]

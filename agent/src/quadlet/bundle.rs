@@ -34,8 +34,9 @@ pub fn is_bundle(name: &str) -> bool {
 }
 
 /// Splits the bundle `file` (its path, for diagnostics) into its quadlets. Every
-/// problem is reported, at the bundle's line.
-pub fn split(file: &str, bytes: &[u8]) -> Result<Vec<BundlePart>, Vec<Diagnostic>> {
+/// problem is reported, at the bundle's line, next to the parts that did split, so
+/// those are checked too and one push can fix everything.
+pub fn split(file: &str, bytes: &[u8]) -> (Vec<BundlePart>, Vec<Diagnostic>) {
     let mut errors = Vec::new();
     let mut parts: Vec<BundlePart> = Vec::new();
     for (first_line, raw) in sections(bytes) {
@@ -114,11 +115,7 @@ pub fn split(file: &str, bytes: &[u8]) -> Result<Vec<BundlePart>, Vec<Diagnostic
             first_line,
         });
     }
-    if errors.is_empty() {
-        Ok(parts)
-    } else {
-        Err(errors)
-    }
+    (parts, errors)
 }
 
 /// Why a `FileName=` value cannot name a file in the app folder, if it cannot.
@@ -174,7 +171,8 @@ mod tests {
     #[test]
     fn split_takes_names_and_kinds_from_each_section() {
         let text = "# FileName=web\n[Container]\nImage=x\nVolume=data.volume:/d\n---\n# FileName=data\n[Volume]\n";
-        let parts = split("app/site.quadlets", text.as_bytes()).unwrap();
+        let (parts, errors) = split("app/site.quadlets", text.as_bytes());
+        assert_eq!(errors, vec![]);
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[0].name, "web.container");
         assert_eq!(parts[0].first_line, 1);
@@ -186,7 +184,7 @@ mod tests {
     #[test]
     fn split_refuses_escapes_duplicates_and_missing_names() {
         let text = "# FileName=../etc/evil\n[Container]\nImage=x\n---\n[Volume]\n---\n# FileName=a\n[Volume]\n---\n# FileName=a\n[Volume]\n---\n# FileName=b.container\n[Container]\n";
-        let e = shown(split("app/x.quadlets", text.as_bytes()).unwrap_err());
+        let e = shown(split("app/x.quadlets", text.as_bytes()).1);
         assert_eq!(
             e,
             vec![
@@ -203,7 +201,7 @@ mod tests {
         let mut bytes =
             b"# FileName=a\n[Volume]\n---\n\n---\n# FileName=b\n[Volume]\nLabel=".to_vec();
         bytes.extend([0xff, 0xfe, b'\n']);
-        let e = shown(split("app/x.quadlets", &bytes).unwrap_err());
+        let e = shown(split("app/x.quadlets", &bytes).1);
         assert_eq!(
             e,
             vec![

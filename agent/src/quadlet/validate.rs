@@ -256,6 +256,47 @@ mod tests {
     }
 
     #[test]
+    fn validate_names_both_versions_for_a_newer_key() {
+        let text = "[Container]\nImage=x\nReloadCmd=/bin/true\n";
+        let d = check("a/w.container", text);
+        assert_eq!(
+            d,
+            vec![Diagnostic::new(
+                "a/w.container",
+                Some(3),
+                "ReloadCmd= in [Container] needs podman ≥ 5.5; this host runs 5.4.2: upgrade podman or remove the key"
+            )]
+        );
+        assert_eq!(check_for("5.8.6", "a/w.container", text), vec![]);
+        // [Pod] Label= arrived in 5.6.
+        let d = check_for("5.5.2", "a/p.pod", "[Pod]\nLabel=a=b\n");
+        assert!(
+            d[0].message
+                .contains("needs podman ≥ 5.6; this host runs 5.5.2"),
+            "{}",
+            d[0]
+        );
+    }
+
+    #[test]
+    fn validate_artifacts_only_where_podman_has_them() {
+        let text = "[Artifact]\nArtifact=quay.io/x/y:1\n";
+        let d = check("a/model.artifact", text);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            d[0].message,
+            "a .artifact file needs podman ≥ 5.7; this host runs 5.4.2: upgrade podman or remove the file"
+        );
+        assert_eq!(check_for("5.7.0", "a/model.artifact", text), vec![]);
+        let d = check_for("5.7.0", "a/model.artifact", "[Artifact]\nQuiet=true\n");
+        assert!(
+            d[0].message.contains("no Artifact= in [Artifact]"),
+            "{}",
+            d[0]
+        );
+    }
+
+    #[test]
     fn edit_distance_counts_edits() {
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("", "abc"), 3);
