@@ -221,7 +221,7 @@ fn assemble_expanded(
     }
 
     check_duplicates(&parsed, &mut diags);
-    check_quadlet_references(&parsed, &target.installed, &mut diags);
+    check_quadlet_references(&parsed, target, &mut diags);
     let mut oversized = BTreeSet::new();
     for p in &mut parsed {
         p.companions = companions(p, snapshot, limits, &mut oversized, &mut diags);
@@ -326,12 +326,18 @@ fn app_name_problem(name: &str) -> Option<String> {
 /// A `Pod=`, `Network=`, `Volume=`, `Image=` or `Mount=` naming a quadlet that is
 /// neither in the tree nor installed on the host: the generator would refuse the unit
 /// ("requested Quadlet source ... was not found").
-fn check_quadlet_references(parsed: &[Parsed], installed: &Installed, diags: &mut Vec<Diagnostic>) {
+///
+/// `[Unit]` dependencies (`After=db.container`) count from podman 5.5 on: older
+/// generators pass an unknown one through unchanged.
+fn check_quadlet_references(parsed: &[Parsed], target: &Target, diags: &mut Vec<Diagnostic>) {
     let in_tree: BTreeSet<&str> = parsed.iter().map(|p| p.q.name.as_str()).collect();
+    let installed = &target.installed;
+    let unit_deps_checked = target.keys.version() >= quadlet::PodmanVersion::new(5, 5, 0, None);
     for p in parsed {
         for r in &p.refs.quadlet_refs {
             let name = r.path.as_str();
-            if in_tree.contains(name) {
+            let unit_dep = quadlet::references::UNIT_DEPENDENCY_KEYS.contains(&r.key.as_str());
+            if in_tree.contains(name) || (unit_dep && !unit_deps_checked) {
                 continue;
             }
             let message = match installed {
@@ -958,6 +964,25 @@ mod tests {
                 "web/web.container:4: Network=gone.network: gone.network is neither in the revision nor installed on this host: add it to the revision or fix the name",
                 "web/web.container:5: Pod=p.pod: p.pod is neither in the revision nor installed on this host: add it to the revision or fix the name",
             ]
+        );
+    }
+
+    #[test]
+    fn assemble_checks_unit_dependencies_from_podman_5_5() {
+        let files = [(
+            "web/web.container",
+            "[Unit]\nAfter=db.container\n[Container]\nImage=x\n",
+        )];
+        // 5.4.2's generator passes an unknown dependency through.
+        assert!(assemble(&snapshot(&files), &limits(), &target()).is_ok());
+        let v = crate::quadlet::PodmanVersion::new(5, 5, 0, None);
+        let keys = crate::quadlet::KeyTable::for_version(v, crate::quadlet::Basis::Host).unwrap();
+        let e = assemble(&snapshot(&files), &limits(), &Target::offline(keys))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("web/web.container:2: After=db.container: db.container is not in the tree"),
+            "{e}"
         );
     }
 

@@ -87,7 +87,10 @@ fn podman_quadlet_rm_of_a_managed_file_is_healed_on_sid() -> Result<()> {
     let list = tb.exec_ok(&["podman", "quadlet", "list"])?;
     assert!(list.contains("web.container"), "{list}");
     let removed = tb.exec_ok(&["podman", "quadlet", "rm", "--force", "web.container"])?;
-    assert!(removed.contains("web.container"), "podman quadlet rm said: {removed}");
+    assert!(
+        removed.contains("web.container"),
+        "podman quadlet rm said: {removed}"
+    );
     // legerd may restore it within milliseconds, so its absence is not asserted here;
     // the drift pass below is the proof it was gone.
     wait_until(WAIT, "removed quadlet restored", || {

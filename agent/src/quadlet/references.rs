@@ -46,7 +46,7 @@ pub struct FileRef {
 }
 
 /// `[Unit]` keys whose quadlet-file values quadlet translates to unit names.
-const UNIT_DEPENDENCY_KEYS: [&str; 15] = [
+pub(crate) const UNIT_DEPENDENCY_KEYS: [&str; 15] = [
     "After",
     "Before",
     "BindsTo",
@@ -75,6 +75,12 @@ pub fn references(q: &QuadletFile) -> References {
             for word in e.value.split_whitespace() {
                 if QuadletKind::from_file_name(word).is_some() {
                     r.ordering.insert(word.to_string());
+                    // Quadlet must translate it to a unit name, so it must exist too.
+                    r.quadlet_refs.push(FileRef {
+                        path: word.to_string(),
+                        key: key.to_string(),
+                        line: e.line,
+                    });
                 }
             }
         }

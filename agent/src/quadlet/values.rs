@@ -25,6 +25,67 @@ pub fn check(q: &QuadletFile) -> Vec<Diagnostic> {
                     "Group= without User= (the generator says \"invalid Group set without User\"): add User= or remove Group=".into(),
                 );
             }
+            if q.get(main, "ReloadCmd").is_some() && q.get(main, "ReloadSignal").is_some() {
+                push(
+                    line("ReloadSignal"),
+                    "ReloadCmd= and ReloadSignal= exclude each other: keep one of them".into(),
+                );
+            }
+            for e in q.get_all(main, "Pod") {
+                if !e.value.is_empty() && !e.value.ends_with(".pod") {
+                    push(
+                        Some(e.line),
+                        format!(
+                            "Pod={} is not a .pod quadlet: quadlet joins only pods it makes, so name a .pod file",
+                            e.value
+                        ),
+                    );
+                }
+            }
+            for e in q.get_all(main, "Mount") {
+                for mount in super::references::split_args(&e.value) {
+                    if let Some(kind) = mount_without_source(&mount) {
+                        push(
+                            Some(e.line),
+                            format!(
+                                "Mount={mount}: a {kind} mount needs source= (or src=): add it"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        QuadletKind::Build => {
+            if !set("File") && !set("SetWorkingDirectory") {
+                push(
+                    None,
+                    "no File= or SetWorkingDirectory= in [Build]: podman needs one to know what to build".into(),
+                );
+            }
+            if let Some(file) = q.get_all(main, "File").last()
+                && !set("SetWorkingDirectory")
+                && is_relative_path(&file.value)
+            {
+                push(
+                    Some(file.line),
+                    format!(
+                        "File={} is relative, which podman resolves only with SetWorkingDirectory=: add SetWorkingDirectory=unit (the quadlet's folder) or use an absolute path",
+                        file.value
+                    ),
+                );
+            }
+        }
+        QuadletKind::Kube => {
+            if q.get_all(main, "RemapUsers")
+                .last()
+                .is_some_and(|e| e.value == "manual")
+            {
+                push(
+                    line("RemapUsers"),
+                    "RemapUsers=manual is not supported in a .kube file: use auto or keep-id"
+                        .into(),
+                );
+            }
         }
         QuadletKind::Network => {
             let (subnets, gateways, ranges) = (count("Subnet"), count("Gateway"), count("IPRange"));
@@ -95,6 +156,34 @@ pub fn check(q: &QuadletFile) -> Vec<Diagnostic> {
     out
 }
 
+/// A path podman resolves against a build context: not absolute, not a URL, not
+/// starting with a systemd specifier (`%h/...`).
+fn is_relative_path(path: &str) -> bool {
+    let specifier = path.starts_with('%') && !path.starts_with("%%");
+    let url = path.starts_with("http://")
+        || path.starts_with("https://")
+        || path.starts_with("git://")
+        || path.starts_with("github.com/");
+    !path.is_empty() && !path.starts_with('/') && !specifier && !url
+}
+
+/// The type of a `--mount` value that needs a source and has none. Without `type=`
+/// podman means a volume, which may be anonymous.
+fn mount_without_source(mount: &str) -> Option<String> {
+    let mut kind = "volume";
+    let mut has_source = false;
+    for token in mount.split(',') {
+        let (k, v) = token.split_once('=').unwrap_or((token, ""));
+        match k.trim() {
+            "type" => kind = v.trim(),
+            "source" | "src" => has_source |= !v.trim().is_empty(),
+            _ => {}
+        }
+    }
+    let needs = matches!(kind, "bind" | "glob" | "image" | "artifact");
+    (needs && !has_source).then(|| kind.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +249,35 @@ mod tests {
         let d = check_text("a/v.volume", "[Volume]\nDriver=image\n");
         assert!(d[0].contains("Driver=image needs Image="), "{d:?}");
         assert!(check_text("a/v.volume", "[Volume]\nDriver=image\nImage=x.image\n").is_empty());
+    }
+
+    #[test]
+    fn check_follows_generator_refusals_seen_in_podman_tests() {
+        let d = check_text(
+            "a/w.container",
+            "[Container]\nImage=x\nReloadCmd=/bin/true\nReloadSignal=SIGHUP\nPod=test-pod\nMount=type=image,destination=/p,ro\n",
+        );
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert!(d[0].contains(":4: ReloadCmd= and ReloadSignal= exclude each other"));
+        assert!(d[1].contains(":5: Pod=test-pod is not a .pod quadlet"));
+        assert!(
+            d[2].contains(":6: Mount=type=image,destination=/p,ro: a image mount needs source=")
+        );
+        assert!(
+            check_text(
+                "a/w.container",
+                "[Container]\nImage=x\nMount=type=tmpfs,destination=/t\nMount=destination=/anon\n"
+            )
+            .is_empty()
+        );
+        assert!(
+            check_text("a/b.build", "[Build]\nImageTag=x\n")[0]
+                .contains("no File= or SetWorkingDirectory=")
+        );
+        assert!(
+            check_text("a/k.kube", "[Kube]\nYaml=k.yml\nRemapUsers=manual\n")[0]
+                .contains("RemapUsers=manual")
+        );
     }
 
     #[test]
