@@ -20,6 +20,7 @@ pub mod observe;
 pub mod plan;
 pub mod quadlet;
 pub mod reconciler;
+pub mod resource_changes;
 pub mod revisions;
 pub mod schedule;
 pub mod secrets;
