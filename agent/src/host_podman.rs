@@ -8,8 +8,9 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use crate::command::{CommandLine, Runner};
 
 use crate::model::QuadletKind;
 use crate::quadlet::{Basis, Installed, KeyTable, PodmanVersion, Target};
@@ -122,14 +123,15 @@ fn describe(detection: &Detection) -> String {
     }
 }
 
+/// How long `podman --version` may take: it reads no storage, so anything longer is
+/// a hung podman, and validation goes on with the fallback.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn run_version(program: &Path) -> Detection {
-    let output = Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output();
+    let output =
+        Runner::new(VERSION_TIMEOUT).run_blocking(&CommandLine::new(program).arg("--version"));
     let text = match output {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Ok(out) if out.status.success() => out.stdout_text(),
         Ok(out) => {
             return Detection::Fallback {
                 reason: format!("`{} --version` failed ({})", program.display(), out.status),
@@ -137,7 +139,7 @@ fn run_version(program: &Path) -> Detection {
         }
         Err(e) => {
             return Detection::Fallback {
-                reason: format!("cannot run `{} --version`: {e}", program.display()),
+                reason: e.to_string(),
             };
         }
     };

@@ -3,11 +3,14 @@
 //! The binary (`main.rs`) is a thin shell over this library, so every stage can be
 //! tested without it. See ARCHITECTURE.md for the code map.
 
+pub mod activity;
 pub mod api;
 pub mod apply;
 pub mod assemble;
 pub mod backoff;
 pub mod backup;
+pub mod clock;
+pub mod command;
 pub mod controller;
 pub mod crashpoint;
 pub mod fswatch;
@@ -17,7 +20,9 @@ pub mod journal;
 pub mod metrics;
 pub mod model;
 pub mod observe;
+pub mod pass;
 pub mod plan;
+pub mod podman;
 pub mod quadlet;
 pub mod reconciler;
 pub mod resource_changes;
@@ -26,6 +31,8 @@ pub mod schedule;
 pub mod secrets;
 pub mod source;
 pub mod staged;
+pub mod status;
 pub mod store;
 pub mod systemd;
+pub mod testkit;
 pub mod unix_socket;
