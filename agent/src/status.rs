@@ -211,6 +211,7 @@ pub fn project(view: &StatusView<'_>, previous: Option<&StatusDocument>) -> Stat
             staged_revision: state.staged.as_ref().map(|s| s.revision.clone()),
             pinned_revision: state.pinned_revision.clone(),
             podman: view.podman.cloned(),
+            unhealable_drift: state.resource_drift.values().cloned().collect(),
         },
     )
 }

@@ -69,6 +69,10 @@ pub struct AgentStatus {
     /// The host's podman, as validation sees it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub podman: Option<PodmanStatus>,
+    /// Changes legerd did not make because they would lose data (a changed `.volume`
+    /// podman keeps as it was), one message each, saying what to do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unhealable_drift: Vec<String>,
 }
 
 /// The podman legerd validates revisions for.

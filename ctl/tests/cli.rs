@@ -313,6 +313,7 @@ fn status_doc() -> StatusDocument {
             staged_revision: None,
             pinned_revision: None,
             podman: None,
+            unhealable_drift: Vec::new(),
         },
     )
 }
