@@ -309,7 +309,7 @@ mod tests {
         std::fs::write(q.join("hand/shared.network"), "").unwrap();
         std::fs::write(q.join("hand/README"), "").unwrap();
         let managed = BTreeSet::from(["web/web.container".to_string()]);
-        let found = installed_quadlets(&[q.clone()], &q, &managed);
+        let found = installed_quadlets(std::slice::from_ref(&q), &q, &managed);
         assert_eq!(found, BTreeSet::from(["shared.network".to_string()]));
     }
 }

@@ -75,17 +75,15 @@ pub fn check(q: &QuadletFile) -> Vec<Diagnostic> {
                 );
             }
         }
-        QuadletKind::Kube => {
+        QuadletKind::Kube
             if q.get_all(main, "RemapUsers")
                 .last()
-                .is_some_and(|e| e.value == "manual")
-            {
-                push(
-                    line("RemapUsers"),
-                    "RemapUsers=manual is not supported in a .kube file: use auto or keep-id"
-                        .into(),
-                );
-            }
+                .is_some_and(|e| e.value == "manual") =>
+        {
+            push(
+                line("RemapUsers"),
+                "RemapUsers=manual is not supported in a .kube file: use auto or keep-id".into(),
+            );
         }
         QuadletKind::Network => {
             let (subnets, gateways, ranges) = (count("Subnet"), count("Gateway"), count("IPRange"));
