@@ -1,7 +1,8 @@
 //! legerd on two podman releases: trixie's 5.4.2 and sid's 5.8 (`LEGER_TESTBED_SUITE`).
 //! The same revision, using a key podman added in 5.5, converges on the newer podman
-//! and is refused on 5.4.2 with both versions named; podman's own `podman quadlet rm`
-//! of a managed file is drift that legerd restores.
+//! and is refused on 5.4.2 with both versions named; a `.quadlets` bundle converges
+//! on 5.4.2; podman's own `podman quadlet rm` of a managed file is drift that legerd
+//! restores.
 
 mod common;
 
@@ -61,10 +62,22 @@ fn post_5_4_key_converges_on_sid_and_is_refused_on_trixie() -> Result<()> {
         );
         assert_eq!(applied_revision(&tb)?, None);
         assert!(!tb.quadlet_dir_host().join("web").exists());
-        // Without the key, the next revision converges there too.
-        let rev = fleet.commit(&[(WEB, &container("web", "web v1"))], &[], "no reload")?;
+        // Without the key, the next revision converges there too, here as a
+        // `.quadlets` bundle, which legerd splits itself (5.4.2 predates bundles).
+        let bundle = format!(
+            "# FileName=web\n{}---\n# FileName=data\n[Volume]\n",
+            container("web", "web v1")
+        );
+        let rev = fleet.commit(
+            &[("apps/web/site.quadlets", &bundle)],
+            &[WEB],
+            "bundle, no reload",
+        )?;
         legerctl(&tb, &["reconcile"])?;
         wait_applied(&tb, &rev)?;
+        wait_running(&tb, "web.service", "web")?;
+        assert!(tb.quadlet_dir_host().join("web/data.volume").exists());
+        assert!(!tb.quadlet_dir_host().join("web/site.quadlets").exists());
         let doc = status(&tb)?;
         assert_eq!(doc["status"]["podman"]["version"], "5.4.2");
     }

@@ -10,7 +10,7 @@ use leger_e2e::{AGENT_DIR_INSIDE, Testbed, wait_until};
 #[test]
 fn testbed_boot_mounts_share_and_agent_dirs_and_runs_services() -> Result<()> {
     let tb = Testbed::boot("harness-self")?;
-    assert_eq!(tb.exec_ok(&["hostname"])?.trim(), "harness-self");
+    assert_eq!(tb.exec_ok(&["hostname"])?.trim(), tb.name());
 
     // Share dir: read-write both ways.
     fs::write(tb.share_dir_host().join("from-host"), "hello")?;
