@@ -300,6 +300,30 @@ mod tests {
     }
 
     #[test]
+    fn status_says_when_the_version_is_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = HostPodman::detect(dir.path().join("no-podman"));
+        let st = missing.status();
+        assert_eq!(st.version, None);
+        assert_eq!(st.key_tables, KeyTable::newest().release().tag);
+        let why = st.fallback.unwrap();
+        assert!(why.contains("no-podman"), "{why}");
+        assert!(
+            why.contains("relying on the quadlet generator's dry run"),
+            "{why}"
+        );
+
+        let podman = dir.path().join("podman");
+        std::fs::write(&podman, "#!/bin/sh\necho 'podman version 5.4.2'\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&podman, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let st = HostPodman::detect(&podman).status();
+        assert_eq!(st.version.as_deref(), Some("5.4.2"));
+        assert_eq!(st.key_tables, "v5.4.2");
+        assert_eq!(st.fallback, None);
+    }
+
+    #[test]
     fn installed_quadlets_leaves_out_leger_files() {
         let dir = tempfile::tempdir().unwrap();
         let q = dir.path().join("q");
