@@ -173,6 +173,7 @@ pub async fn converge<U: UnitManager>(
         .await
         .map_err(|e| Failure::new(reason::APPLY_FAILED, e.to_string(), false))?;
     completed::fill(&mut observed, tree, &memory);
+    crashpoint::hit("after-observe");
 
     let prepared = secrets_stage::prepare(
         host,
@@ -207,6 +208,7 @@ pub async fn converge<U: UnitManager>(
 
     let plan = plan(tree, &observed, policy)
         .map_err(|e| Failure::new(reason::PLAN_REFUSED, e.to_string(), true))?;
+    crashpoint::hit("after-plan");
     for d in &plan.drift {
         journal::drift(&tree.revision, d);
         let (kind, target, detail) = (d.kind.as_str(), d.target.clone(), d.detail.clone());
@@ -346,6 +348,7 @@ async fn apply_and_check<U: UnitManager>(
         });
         state.extend(resources.drift.into_iter().map(|d| (d.file, d.message)));
     }
+    crashpoint::hit("before-apply");
     let applied = apply(plan, tree, &apply_target)
         .await
         .map_err(|e| apply_failed(tree, e))?;
@@ -354,6 +357,7 @@ async fn apply_and_check<U: UnitManager>(
     report.unit_failures.extend(applied.unit_failures);
     converged.actions.extend(report.done.iter().cloned());
     converged.changed = work;
+    crashpoint::hit("after-apply");
 
     if work || !regate.is_empty() {
         record.phase = Phase::Gating;
