@@ -12,6 +12,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 # Build the rootfs cache once up front, so parallel tests don't all wait on its lock.
 contrib/testbed/testbed.sh prepare
+# The podman-version tests also boot Debian sid (podman 5.8): its own cache.
+LEGER_TESTBED_SUITE=sid contrib/testbed/testbed.sh prepare
 # The e2e tests run the built binaries inside the test bed.
 cargo build --workspace --bins --locked
 exec cargo nextest run --workspace --locked --no-fail-fast "$@"

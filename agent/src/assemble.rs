@@ -17,7 +17,8 @@ use leger_api_types::app_config::AppConfig;
 use leger_config::Limits;
 
 use crate::model::{App, AppFile, DesiredTree, QuadletKind, Snapshot, Unit, install_key};
-use crate::quadlet::{self, Diagnostic, QuadletFile, References};
+use crate::quadlet::bundle::{self, BundlePart};
+use crate::quadlet::{self, Diagnostic, Installed, QuadletFile, References, Target};
 
 /// A revision that cannot be installed, with every reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,13 +56,94 @@ struct Parsed {
     companions: BTreeSet<String>,
 }
 
-/// Validates `snapshot` and builds the tree legerd will converge to.
+/// Validates `snapshot` for `target` (the podman that will run it and the quadlets
+/// its host already has) and builds the tree legerd will converge to.
 ///
-/// An app is a top-level folder holding at least one quadlet directly in it; top-level
-/// files, folders starting with `.` and folders without a quadlet are not apps. A
-/// referenced `.volume`/`.network`/... that is not in the tree is allowed: it may be an
-/// unmanaged quadlet on the host, and simply adds no file dependency.
-pub fn assemble(snapshot: &Snapshot, limits: &Limits) -> Result<DesiredTree, ValidationErrors> {
+/// An app is a top-level folder holding at least one quadlet (or `.quadlets` bundle)
+/// directly in it; top-level files, folders starting with `.` and folders without a
+/// quadlet are not apps. A referenced `.volume`/`.network`/... must be in the tree or
+/// installed on the host outside leger; then it simply adds no file dependency.
+pub fn assemble(
+    snapshot: &Snapshot,
+    limits: &Limits,
+    target: &Target,
+) -> Result<DesiredTree, ValidationErrors> {
+    let (expanded, origins, mut diags) = split_bundles(snapshot);
+    match assemble_expanded(&expanded, limits, target) {
+        Ok(tree) if diags.is_empty() => Ok(tree),
+        Ok(_) => Err(ValidationErrors { diagnostics: diags }),
+        Err(e) => {
+            diags.extend(e.diagnostics.into_iter().map(|d| origins.locate(d)));
+            Err(ValidationErrors { diagnostics: diags })
+        }
+    }
+}
+
+/// Where the quadlets taken out of bundles came from, by install key.
+#[derive(Default)]
+struct Origins(BTreeMap<String, (String, BundlePart)>);
+
+impl Origins {
+    /// Points a diagnostic about a bundle's quadlet at the bundle's line.
+    fn locate(&self, d: Diagnostic) -> Diagnostic {
+        match self.0.get(&d.file) {
+            Some((bundle, part)) => Diagnostic::new(
+                bundle,
+                Some(d.line.map_or(part.first_line, |l| part.first_line + l - 1)),
+                format!("{}: {}", part.name, d.message),
+            ),
+            None => d,
+        }
+    }
+}
+
+/// Replaces each `.quadlets` bundle directly in an app folder by the quadlets it
+/// holds. A part whose name another file of the folder already has is refused.
+fn split_bundles(snapshot: &Snapshot) -> (Snapshot, Origins, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let mut origins = Origins::default();
+    let mut files = snapshot.files.clone();
+    for (path, bytes) in &snapshot.files {
+        let Some((app, rel)) = path.split_once('/') else {
+            continue;
+        };
+        if app.starts_with('.') || rel.contains('/') || !bundle::is_bundle(rel) {
+            continue;
+        }
+        files.remove(path);
+        let (parts, errors) = bundle::split(path, bytes);
+        diags.extend(errors);
+        for part in parts {
+            let key = install_key(app, &part.name);
+            if snapshot.files.contains_key(&key) || origins.0.contains_key(&key) {
+                let other = origins.0.get(&key).map_or(key.clone(), |(b, _)| b.clone());
+                diags.push(Diagnostic::new(
+                    path,
+                    Some(part.first_line),
+                    format!(
+                        "{} is also defined by {other}: a name may be used once per app folder, so rename one",
+                        part.name
+                    ),
+                ));
+                continue;
+            }
+            files.insert(key.clone(), Arc::from(part.text.as_bytes()));
+            origins.0.insert(key, (path.clone(), part));
+        }
+    }
+    let expanded = Snapshot {
+        revision: snapshot.revision.clone(),
+        files,
+    };
+    (expanded, origins, diags)
+}
+
+/// [`assemble`] once bundles are split.
+fn assemble_expanded(
+    snapshot: &Snapshot,
+    limits: &Limits,
+    target: &Target,
+) -> Result<DesiredTree, ValidationErrors> {
     let mut diags = Vec::new();
     if snapshot.files.len() > limits.max_files {
         diags.push(Diagnostic::new(
@@ -91,20 +173,19 @@ pub fn assemble(snapshot: &Snapshot, limits: &Limits) -> Result<DesiredTree, Val
                 Err(e) => diags.push(Diagnostic::new(&path, None, e)),
             }
         }
+        let has_bundle = files
+            .iter()
+            .any(|(rel, _)| !rel.contains('/') && bundle::is_bundle(rel));
         let quadlets: Vec<(&str, &Arc<[u8]>)> = files
             .iter()
             .filter(|(rel, _)| is_quadlet_name(rel))
             .map(|(rel, bytes)| (*rel, *bytes))
             .collect();
-        if quadlets.is_empty() {
+        if quadlets.is_empty() && !has_bundle {
             continue;
         }
-        if !is_valid_app_name(app) {
-            diags.push(Diagnostic::new(
-                *app,
-                None,
-                format!("'{app}' is not a valid app name: use letters, digits, '_', '.' and '-', starting with a letter or digit"),
-            ));
+        if let Some(problem) = app_name_problem(app) {
+            diags.push(Diagnostic::new(*app, None, problem));
         }
         for (rel, bytes) in quadlets {
             let path = install_key(app, rel);
@@ -127,7 +208,7 @@ pub fn assemble(snapshot: &Snapshot, limits: &Limits) -> Result<DesiredTree, Val
                     continue;
                 }
             };
-            diags.extend(quadlet::validate(&q));
+            diags.extend(quadlet::validate(&q, &target.keys));
             let refs = quadlet::references(&q);
             parsed.push(Parsed {
                 app: app.to_string(),
@@ -140,6 +221,7 @@ pub fn assemble(snapshot: &Snapshot, limits: &Limits) -> Result<DesiredTree, Val
     }
 
     check_duplicates(&parsed, &mut diags);
+    check_quadlet_references(&parsed, target, &mut diags);
     let mut oversized = BTreeSet::new();
     for p in &mut parsed {
         p.companions = companions(p, snapshot, limits, &mut oversized, &mut diags);
@@ -221,10 +303,57 @@ fn is_quadlet_name(rel: &str) -> bool {
     !rel.contains('/') && !rel.starts_with('.') && QuadletKind::from_file_name(rel).is_some()
 }
 
-fn is_valid_app_name(name: &str) -> bool {
+/// Why `name` cannot be an app folder, if it cannot. Beyond leger's own character
+/// rules, podman 6 refuses an application named like a quadlet (`web.container`):
+/// `podman quadlet list` would take the folder for a file.
+fn app_name_problem(name: &str) -> Option<String> {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    let chars_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !chars_ok {
+        return Some(format!(
+            "'{name}' is not a valid app name: use letters, digits, '_', '.' and '-', starting with a letter or digit"
+        ));
+    }
+    if QuadletKind::from_file_name(name).is_some() || bundle::is_bundle(name) {
+        return Some(format!(
+            "'{name}' is not a valid app name: it ends in a quadlet extension, which podman refuses for an application folder; rename the folder"
+        ));
+    }
+    None
+}
+
+/// A `Pod=`, `Network=`, `Volume=`, `Image=` or `Mount=` naming a quadlet that is
+/// neither in the tree nor installed on the host: the generator would refuse the unit
+/// ("requested Quadlet source ... was not found").
+///
+/// `[Unit]` dependencies (`After=db.container`) count from podman 5.5 on: older
+/// generators pass an unknown one through unchanged.
+fn check_quadlet_references(parsed: &[Parsed], target: &Target, diags: &mut Vec<Diagnostic>) {
+    let in_tree: BTreeSet<&str> = parsed.iter().map(|p| p.q.name.as_str()).collect();
+    let installed = &target.installed;
+    let unit_deps_checked = target.keys.version() >= quadlet::PodmanVersion::new(5, 5, 0, None);
+    for p in parsed {
+        for r in &p.refs.quadlet_refs {
+            let name = r.path.as_str();
+            let unit_dep = quadlet::references::UNIT_DEPENDENCY_KEYS.contains(&r.key.as_str());
+            if in_tree.contains(name) || (unit_dep && !unit_deps_checked) {
+                continue;
+            }
+            let message = match installed {
+                Installed::Host(names) if names.contains(name) => continue,
+                Installed::Host(_) => format!(
+                    "{}={name}: {name} is neither in the revision nor installed on this host: add it to the revision or fix the name",
+                    r.key
+                ),
+                Installed::Offline => format!(
+                    "{}={name}: {name} is not in the tree: add it, or if the host has it installed outside leger, check on the host instead (legerd also looks at installed quadlets)",
+                    r.key
+                ),
+            };
+            diags.push(Diagnostic::new(&p.q.file, Some(r.line), message));
+        }
+    }
 }
 
 fn check_size(path: &str, bytes: &[u8], limits: &Limits) -> Option<Diagnostic> {
@@ -416,6 +545,15 @@ fn own_files(p: &Parsed) -> BTreeSet<String> {
 mod tests {
     use super::*;
 
+    fn target() -> Target {
+        let v = crate::quadlet::PodmanVersion::new(5, 4, 2, None);
+        let keys = crate::quadlet::KeyTable::for_version(v, crate::quadlet::Basis::Host).unwrap();
+        Target {
+            keys,
+            installed: Installed::Host(["host.volume".to_string()].into()),
+        }
+    }
+
     fn limits() -> Limits {
         Limits {
             max_file_size: 1 << 20,
@@ -438,7 +576,7 @@ mod tests {
     }
 
     fn errors(files: &[(&str, &str)]) -> Vec<String> {
-        assemble(&snapshot(files), &limits())
+        assemble(&snapshot(files), &limits(), &target())
             .unwrap_err()
             .diagnostics
             .iter()
@@ -457,6 +595,7 @@ mod tests {
                 ("db/leger.toml", "[secrets.names]\ndb-pass = \"team/db\"\n"),
             ]),
             &limits(),
+            &target(),
         )
         .unwrap();
         assert_eq!(crate::secrets::source_names(&tree)["db-pass"], "team/db");
@@ -467,6 +606,7 @@ mod tests {
                 ("db/leger.toml", "[secrets.names]\ndb-pas = \"team/db\"\n"),
             ]),
             &limits(),
+            &target(),
         )
         .unwrap_err()
         .to_string();
@@ -481,6 +621,7 @@ mod tests {
                 ("b/leger.toml", "[secrets.names]\ndb-pass = \"two\"\n"),
             ]),
             &limits(),
+            &target(),
         )
         .unwrap_err()
         .to_string();
@@ -495,6 +636,7 @@ mod tests {
                 ("web/leger.toml", "[health]\nsettle = \"1s\"\n"),
             ]),
             &limits(),
+            &target(),
         )
         .unwrap();
         assert_eq!(
@@ -511,6 +653,7 @@ mod tests {
                 ("web/leger.toml", "[health]\nsetle = \"1s\"\n"),
             ]),
             &limits(),
+            &target(),
         )
         .unwrap_err()
         .to_string();
@@ -535,6 +678,7 @@ mod tests {
                 ("shared/net.network", "[Network]\n"),
             ]),
             &limits(),
+            &target(),
         )
         .unwrap();
         assert_eq!(tree.revision, "rev-1");
@@ -585,6 +729,7 @@ mod tests {
                 ),
             ]),
             &limits(),
+            &target(),
         )
         .unwrap();
         let web = &tree.apps["web"].units[0];
@@ -606,6 +751,7 @@ mod tests {
                 ("a/p.pod", "[Pod]\n"),
             ]),
             &limits(),
+            &target(),
         )
         .unwrap();
         let names: Vec<_> = tree.apps["a"]
@@ -691,6 +837,7 @@ mod tests {
                 max_file_size: 1000,
                 max_files: 5,
             },
+            &target(),
         )
         .unwrap_err();
         let shown = err.to_string();
@@ -725,9 +872,118 @@ mod tests {
                 ("notes.container", "[Container]\nImage=x\n"),
             ]),
             &limits(),
+            &target(),
         )
         .unwrap();
         assert!(tree.apps.is_empty());
+    }
+
+    #[test]
+    fn assemble_splits_bundles_into_installed_quadlets() {
+        let bundle = "# FileName=web\n[Container]\nImage=x\nVolume=data.volume:/d\n---\n# FileName=data\n[Volume]\n";
+        let tree = assemble(
+            &snapshot(&[("web/site.quadlets", bundle)]),
+            &limits(),
+            &target(),
+        )
+        .unwrap();
+        let web = &tree.apps["web"];
+        assert_eq!(
+            web.files.keys().cloned().collect::<BTreeSet<_>>(),
+            keys(&["data.volume", "web.container"])
+        );
+        assert_eq!(
+            &*web.files["data.volume"].content,
+            b"# FileName=data\n[Volume]\n"
+        );
+        assert_eq!(
+            web.units[1].depends_on_files,
+            keys(&["web/data.volume", "web/web.container"])
+        );
+    }
+
+    #[test]
+    fn assemble_points_bundle_errors_at_the_bundle_line() {
+        let errs = errors(&[
+            (
+                "web/site.quadlets",
+                "# FileName=web\n[Container]\nImage=x\nPublishPrt=80\n---\n# FileName=../../etc/x\n[Volume]\n---\n# FileName=db\n[Volume]\n",
+            ),
+            ("web/db.volume", "[Volume]\n"),
+        ]);
+        assert_eq!(
+            errs,
+            vec![
+                "web/site.quadlets:6: FileName=../../etc/x escapes the app folder: a bundle's quadlets stay in its folder, so use a plain name",
+                "web/site.quadlets:9: db.volume is also defined by web/db.volume: a name may be used once per app folder, so rename one",
+                "web/site.quadlets:4: web.container: unknown key 'PublishPrt' in [Container]: no podman release's quadlet supports it; did you mean 'PublishPort'?",
+            ]
+        );
+        // A duplicate with a plain file of the folder, once the bundle parses.
+        let errs = errors(&[
+            ("web/site.quadlets", "# FileName=db\n[Volume]\n"),
+            ("web/db.volume", "[Volume]\n"),
+        ]);
+        assert_eq!(
+            errs,
+            vec![
+                "web/site.quadlets:1: db.volume is also defined by web/db.volume: a name may be used once per app folder, so rename one"
+            ]
+        );
+    }
+
+    #[test]
+    fn assemble_refuses_app_folders_named_like_quadlets() {
+        let errs = errors(&[("web.container/web.container", "[Container]\nImage=x\n")]);
+        assert_eq!(
+            errs,
+            vec![
+                "web.container: 'web.container' is not a valid app name: it ends in a quadlet extension, which podman refuses for an application folder; rename the folder"
+            ]
+        );
+        assert!(
+            assemble(
+                &snapshot(&[("web.v2/web.container", "[Container]\nImage=x\n")]),
+                &limits(),
+                &target()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn assemble_refuses_references_to_quadlets_nowhere() {
+        // host.volume is installed on the host (see target()); gone.network is not.
+        let errs = errors(&[(
+            "web/web.container",
+            "[Container]\nImage=x\nVolume=host.volume:/h\nNetwork=gone.network\nPod=p.pod\n",
+        )]);
+        assert_eq!(
+            errs,
+            vec![
+                "web/web.container:4: Network=gone.network: gone.network is neither in the revision nor installed on this host: add it to the revision or fix the name",
+                "web/web.container:5: Pod=p.pod: p.pod is neither in the revision nor installed on this host: add it to the revision or fix the name",
+            ]
+        );
+    }
+
+    #[test]
+    fn assemble_checks_unit_dependencies_from_podman_5_5() {
+        let files = [(
+            "web/web.container",
+            "[Unit]\nAfter=db.container\n[Container]\nImage=x\n",
+        )];
+        // 5.4.2's generator passes an unknown dependency through.
+        assert!(assemble(&snapshot(&files), &limits(), &target()).is_ok());
+        let v = crate::quadlet::PodmanVersion::new(5, 5, 0, None);
+        let keys = crate::quadlet::KeyTable::for_version(v, crate::quadlet::Basis::Host).unwrap();
+        let e = assemble(&snapshot(&files), &limits(), &Target::offline(keys))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("web/web.container:2: After=db.container: db.container is not in the tree"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -24,6 +24,22 @@ pub const MESSAGE_ID_DRIFT: &str = "075f71dfa2064dffb43f4f33dd543800";
 /// `MESSAGE_ID` of "secret rotated" (secrets issue).
 pub const MESSAGE_ID_SECRET_ROTATED: &str = "cf8abde6214d4b5483af05bd9cee82f8";
 
+/// `MESSAGE_ID` of "drift that cannot be healed" (a changed volume podman keeps).
+pub const MESSAGE_ID_UNHEALABLE_DRIFT: &str = "5b0a7f3c9e2d4c61a8d3f4e2b7c9a016";
+
+/// A change legerd cannot make without losing data: a changed `.volume` whose app does
+/// not allow recreating the volume.
+pub fn unhealable_drift(revision: &str, file: &str, message: &str) {
+    let app = file.split('/').next().unwrap_or_default();
+    tracing::warn!(
+        message_id = MESSAGE_ID_UNHEALABLE_DRIFT,
+        leger_revision = revision,
+        leger_app = app,
+        target = file,
+        "drift that cannot be healed: {message}"
+    );
+}
+
 /// A revision was applied.
 pub fn applied(revision: &str, actions: &[String]) {
     tracing::info!(

@@ -108,13 +108,16 @@ pub enum QuadletKind {
     Image,
     /// `.build`
     Build,
+    /// `.artifact` (podman 5.7+): pulls an OCI artifact.
+    Artifact,
 }
 
 impl QuadletKind {
     /// Every kind, in start order: what others depend on comes first.
-    pub const ALL: [QuadletKind; 7] = [
+    pub const ALL: [QuadletKind; 8] = [
         QuadletKind::Network,
         QuadletKind::Volume,
+        QuadletKind::Artifact,
         QuadletKind::Image,
         QuadletKind::Build,
         QuadletKind::Pod,
@@ -133,6 +136,7 @@ impl QuadletKind {
             "kube" => QuadletKind::Kube,
             "image" => QuadletKind::Image,
             "build" => QuadletKind::Build,
+            "artifact" => QuadletKind::Artifact,
             _ => return None,
         })
     }
@@ -147,6 +151,7 @@ impl QuadletKind {
             QuadletKind::Kube => "kube",
             QuadletKind::Image => "image",
             QuadletKind::Build => "build",
+            QuadletKind::Artifact => "artifact",
         }
     }
 
@@ -160,6 +165,7 @@ impl QuadletKind {
             QuadletKind::Kube => "Kube",
             QuadletKind::Image => "Image",
             QuadletKind::Build => "Build",
+            QuadletKind::Artifact => "Artifact",
         }
     }
 

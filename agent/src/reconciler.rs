@@ -158,12 +158,14 @@ impl<U: UnitManager> Reconciler<U> {
 
     /// The status document as of now, projected from the state.
     pub fn status(&self, previous: Option<&StatusDocument>) -> StatusDocument {
+        let podman = self.validator.podman_status();
         status::project(
             &StatusView {
                 mode: self.settings.mode.as_str(),
                 desired: self.desired.as_ref(),
                 desired_error: self.desired_error.as_deref(),
                 state: &self.state,
+                podman: podman.as_ref(),
             },
             previous,
         )

@@ -23,6 +23,8 @@ pub struct StatusView<'a> {
     pub desired_error: Option<&'a str>,
     /// The host as the passes left it.
     pub state: &'a HostState,
+    /// The host's podman as validation sees it, once detected.
+    pub podman: Option<&'a leger_api_types::status::PodmanStatus>,
 }
 
 fn condition(
@@ -208,6 +210,8 @@ pub fn project(view: &StatusView<'_>, previous: Option<&StatusDocument>) -> Stat
             desired_state_error: view.desired_error.map(str::to_owned),
             staged_revision: state.staged.as_ref().map(|s| s.revision.clone()),
             pinned_revision: state.pinned_revision.clone(),
+            podman: view.podman.cloned(),
+            unhealable_drift: state.resource_drift.values().cloned().collect(),
         },
     )
 }

@@ -18,6 +18,20 @@ pub struct AppConfig {
     /// How this app's Podman secrets are named at the secret sources.
     #[serde(default)]
     pub secrets: AppSecrets,
+    /// What legerd may do to this app's named volumes.
+    #[serde(default)]
+    pub volumes: AppVolumes,
+}
+
+/// `[volumes]` in `leger.toml`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppVolumes {
+    /// Recreate a volume whose `.volume` quadlet changed, after backing it up. Off by
+    /// default: podman keeps an existing volume as it is, and recreating it loses its
+    /// data unless restored, so legerd only reports the difference as drift.
+    #[serde(default)]
+    pub recreate_on_change: bool,
 }
 
 /// `[secrets]` in `leger.toml`.
@@ -68,6 +82,14 @@ mod tests {
         assert_eq!(c.health.timeout, Some(Duration::from_secs(120)));
         assert_eq!(c.health.settle, Some(Duration::from_secs(3)));
         assert_eq!(AppConfig::from_toml_str("").unwrap(), AppConfig::default());
+    }
+
+    #[test]
+    fn app_config_reads_volume_recreation() {
+        let c = AppConfig::from_toml_str("[volumes]\nrecreate_on_change = true\n").unwrap();
+        assert!(c.volumes.recreate_on_change);
+        assert!(!AppConfig::default().volumes.recreate_on_change);
+        assert!(AppConfig::from_toml_str("[volumes]\nrecreate = true\n").is_err());
     }
 
     #[test]

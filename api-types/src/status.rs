@@ -66,6 +66,27 @@ pub struct AgentStatus {
     /// The revision `policy.pin` holds the host at, if any.
     #[serde(default)]
     pub pinned_revision: Option<String>,
+    /// The host's podman, as validation sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub podman: Option<PodmanStatus>,
+    /// Changes legerd did not make because they would lose data (a changed `.volume`
+    /// podman keeps as it was), one message each, saying what to do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unhealable_drift: Vec<String>,
+}
+
+/// The podman legerd validates revisions for.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodmanStatus {
+    /// The version `podman --version` gave, when legerd could use it.
+    pub version: Option<String>,
+    /// The podman release whose quadlet key tables validate revisions (`v5.4.2`).
+    pub key_tables: String,
+    /// Set when the version could not be used: why, and that the quadlet generator's
+    /// dry run has the final word on keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// A Kubernetes-style condition.

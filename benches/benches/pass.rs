@@ -207,9 +207,18 @@ fn bench_pass(c: &mut Criterion) {
             })
         });
         group.bench_function(BenchmarkId::new("stage_validate_uncached", n), |b| {
-            b.iter(|| validate::check(black_box(&snapshot), &settings).expect("valid"))
+            b.iter(|| {
+                validate::check(
+                    black_box(&snapshot),
+                    &settings,
+                    &leger_benches::bench_target(),
+                )
+                .expect("valid")
+            })
         });
-        let tree = Arc::new(validate::check(&snapshot, &settings).expect("valid"));
+        let tree = Arc::new(
+            validate::check(&snapshot, &settings, &leger_benches::bench_target()).expect("valid"),
+        );
         group.bench_function(BenchmarkId::new("stage_observe", n), |b| {
             b.iter(|| {
                 let o = host

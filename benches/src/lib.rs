@@ -121,12 +121,17 @@ pub fn snapshot(n: usize, changed: Option<usize>) -> Snapshot {
     }
 }
 
+/// What the bench apps are validated for: the newest podman, offline.
+pub fn bench_target() -> legerd::quadlet::Target {
+    legerd::quadlet::Target::offline(legerd::quadlet::KeyTable::newest())
+}
+
 /// The validated tree of a source with `n` apps, built by the real assembler.
 ///
 /// # Panics
 /// When the generated apps do not validate: the fixture itself is broken then.
 pub fn desired(n: usize, changed: Option<usize>) -> DesiredTree {
-    match assemble(&snapshot(n, changed), &bench_limits()) {
+    match assemble(&snapshot(n, changed), &bench_limits(), &bench_target()) {
         Ok(tree) => tree,
         Err(e) => panic!("the bench fixture does not validate: {e}"),
     }

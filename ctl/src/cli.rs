@@ -203,6 +203,28 @@ Example:
         sign: Option<PathBuf>,
     },
 
+    /// Check a folder of apps offline, the way legerd checks a revision.
+    #[command(
+        after_help = "Needs no legerd, no root and no podman. Uses exactly legerd's validation, for the podman given with --podman, else the podman installed here, else the newest podman release legerd knows (the output says which).
+Exits 0 when the tree is valid and 1 when it is not; problems print as file:line: message.
+
+Examples:
+  legerctl validate
+  legerctl validate --podman 5.4 ./apps
+  legerctl validate --json ./apps | jq '.errors[]'"
+    )]
+    Validate {
+        /// The folder with one sub-folder per app (the one `publish` takes).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Validate for this podman release (X.Y or X.Y.Z, 4.4 or newer).
+        #[arg(long, value_name = "X.Y", value_parser = legerctl::validate::parse_podman_arg)]
+        podman: Option<legerd::quadlet::PodmanVersion>,
+        /// Print the report as JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Create a minisign key pair for signing manifests: OUT.key and OUT.pub.
     #[command(
         after_help = "The secret key is written unencrypted (mode 0600) so CI can use it; keep it in a secret store. Put the printed public key in desired.toml's public_keys.

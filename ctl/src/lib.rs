@@ -12,3 +12,4 @@ pub mod failed;
 pub mod logs;
 pub mod publish;
 pub mod render;
+pub mod validate;

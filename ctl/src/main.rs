@@ -286,6 +286,7 @@ fn run(cli: Cli) -> Result<()> {
             out_dir,
             sign,
         } => run_publish(&mut loc, &apps_dir, &out_dir, sign.as_deref())?,
+        Command::Validate { dir, podman, json } => run_validate(&mut loc, &dir, podman, json)?,
         Command::Keygen { out } => {
             let k = publish::keygen(&out)?;
             println!(
@@ -512,6 +513,37 @@ fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
     Ok(())
 }
 
+/// Prints the report and exits 1 when the tree is invalid.
+fn run_validate(
+    loc: &mut Locations,
+    dir: &Path,
+    podman: Option<legerd::quadlet::PodmanVersion>,
+    json: bool,
+) -> Result<()> {
+    let keys = legerctl::validate::key_table(podman, Path::new("podman"));
+    let report = legerctl::validate::validate(dir, keys, &local_limits(loc))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", legerctl::validate::render(&report));
+    }
+    if !report.valid {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The host's limits when its config is readable, so the tree fits what legerd accepts.
+fn local_limits(loc: &mut Locations) -> leger_config::Limits {
+    match loc.settings() {
+        Ok(s) => s.limits.clone(),
+        Err(_) => leger_config::Limits {
+            max_file_size: 1024 * 1024,
+            max_files: 10_000,
+        },
+    }
+}
+
 fn run_publish(
     loc: &mut Locations,
     apps_dir: &Path,
@@ -519,15 +551,16 @@ fn run_publish(
     sign: Option<&Path>,
 ) -> Result<()> {
     let key = sign.map(publish::load_secret_key).transpose()?;
-    // The host's limits when its config is readable, so the tree fits what legerd accepts.
-    let limits = match loc.settings() {
-        Ok(s) => s.limits.clone(),
-        Err(_) => leger_config::Limits {
-            max_file_size: 1024 * 1024,
-            max_files: 10_000,
-        },
-    };
-    let p = publish::publish(apps_dir, out_dir, key.as_ref(), &generated_at()?, &limits)?;
+    let limits = local_limits(loc);
+    let keys = legerctl::validate::key_table(None, Path::new("podman"));
+    let p = publish::publish(
+        apps_dir,
+        out_dir,
+        key.as_ref(),
+        &generated_at()?,
+        &limits,
+        keys,
+    )?;
     println!(
         "published v{} to {}: {} apps ({}), {} files, {}",
         p.version,

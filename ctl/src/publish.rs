@@ -116,6 +116,7 @@ pub fn publish(
     key: Option<&minisign::SecretKey>,
     generated_at: &str,
     limits: &Limits,
+    keys: legerd::quadlet::KeyTable,
 ) -> Result<Published, PublishError> {
     let abs = std::path::absolute(apps_dir).map_err(io("resolving", apps_dir))?;
     let snapshot = DirSource::new(DirSourceSpec { path: abs.clone() }, limits.clone())
@@ -124,7 +125,8 @@ pub fn publish(
             dir: abs.clone(),
             reason: e.to_string(),
         })?;
-    let tree = assemble(&snapshot, limits).map_err(|e| PublishError::Invalid {
+    let target = legerd::quadlet::Target::offline(keys);
+    let tree = assemble(&snapshot, limits, &target).map_err(|e| PublishError::Invalid {
         dir: abs.clone(),
         reason: e.to_string(),
     })?;

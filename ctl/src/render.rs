@@ -56,11 +56,25 @@ pub fn render_status(doc: &StatusDocument) -> String {
             st.agent_version, st.mode
         );
     }
+    if let Some(p) = &st.podman {
+        match (&p.version, &p.fallback) {
+            (Some(v), _) => {
+                let _ = writeln!(out, "Podman:     {v} (quadlet keys of {})", p.key_tables);
+            }
+            (None, Some(why)) => {
+                let _ = writeln!(out, "Podman:     unknown: {why}");
+            }
+            (None, None) => {}
+        }
+    }
     if let Some(e) = &st.desired_state_error {
         let _ = writeln!(
             out,
             "Desired state error: {e}\n  (the last good desired state stays in force)"
         );
+    }
+    for d in &st.unhealable_drift {
+        let _ = writeln!(out, "Not applied: {d}");
     }
 
     let _ = writeln!(out, "\nConditions:");
@@ -390,6 +404,8 @@ mod tests {
                 desired_state_error: Some("invalid desired state: unknown field `purge`".into()),
                 staged_revision: None,
                 pinned_revision: None,
+                podman: None,
+                unhealable_drift: Vec::new(),
             },
         )
     }

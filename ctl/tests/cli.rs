@@ -312,6 +312,8 @@ fn status_doc() -> StatusDocument {
             desired_state_error: None,
             staged_revision: None,
             pinned_revision: None,
+            podman: None,
+            unhealable_drift: Vec::new(),
         },
     )
 }

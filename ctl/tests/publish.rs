@@ -37,6 +37,7 @@ fn publish_writes_a_tree_legerd_verifies() {
         Some(&sk),
         "2026-01-01T00:00:00Z",
         &limits(),
+        legerd::quadlet::KeyTable::newest(),
     )
     .unwrap();
     assert_eq!(p.version, 1);
@@ -68,8 +69,24 @@ fn publish_writes_a_tree_legerd_verifies() {
 fn publish_is_deterministic_apart_from_generated_at() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    publish(&examples(), &a, None, "2026-01-01T00:00:00Z", &limits()).unwrap();
-    publish(&examples(), &b, None, "2026-01-01T00:00:00Z", &limits()).unwrap();
+    publish(
+        &examples(),
+        &a,
+        None,
+        "2026-01-01T00:00:00Z",
+        &limits(),
+        legerd::quadlet::KeyTable::newest(),
+    )
+    .unwrap();
+    publish(
+        &examples(),
+        &b,
+        None,
+        "2026-01-01T00:00:00Z",
+        &limits(),
+        legerd::quadlet::KeyTable::newest(),
+    )
+    .unwrap();
     for rel in [
         "latest.json",
         "v1/manifest.json",
@@ -82,7 +99,15 @@ fn publish_is_deterministic_apart_from_generated_at() {
         );
     }
     let c = tmp.path().join("c");
-    publish(&examples(), &c, None, "2027-01-01T00:00:00Z", &limits()).unwrap();
+    publish(
+        &examples(),
+        &c,
+        None,
+        "2027-01-01T00:00:00Z",
+        &limits(),
+        legerd::quadlet::KeyTable::newest(),
+    )
+    .unwrap();
     let (_, ma) = read_manifest(&a.join("v1"));
     let (_, mc) = read_manifest(&c.join("v1"));
     assert_ne!(ma.generated_at, mc.generated_at);
@@ -95,9 +120,25 @@ fn publish_adds_a_version_and_keeps_the_old_ones() {
     let apps = tmp.path().join("apps");
     copy_dir(&examples(), &apps);
     let out = tmp.path().join("out");
-    publish(&apps, &out, None, "t1", &limits()).unwrap();
+    publish(
+        &apps,
+        &out,
+        None,
+        "t1",
+        &limits(),
+        legerd::quadlet::KeyTable::newest(),
+    )
+    .unwrap();
     std::fs::write(apps.join("hello/hello.env"), "GREETING=v2\n").unwrap();
-    let p = publish(&apps, &out, None, "t2", &limits()).unwrap();
+    let p = publish(
+        &apps,
+        &out,
+        None,
+        "t2",
+        &limits(),
+        legerd::quadlet::KeyTable::newest(),
+    )
+    .unwrap();
     assert_eq!(p.version, 2);
     assert!(out.join("v1/manifest.json").exists());
     assert_eq!(
@@ -126,7 +167,15 @@ fn publish_refuses_apps_legerd_would_refuse() {
     )
     .unwrap();
     let out = tmp.path().join("out");
-    let e = publish(&apps, &out, None, "t", &limits()).unwrap_err();
+    let e = publish(
+        &apps,
+        &out,
+        None,
+        "t",
+        &limits(),
+        legerd::quadlet::KeyTable::newest(),
+    )
+    .unwrap_err();
     assert!(matches!(e, PublishError::Invalid { .. }), "{e}");
     assert!(e.to_string().contains("web"), "{e}");
     assert!(!out.join("latest.json").exists());

@@ -59,6 +59,14 @@ impl Testbed {
     /// (two developers' worktrees, or a developer and CI) can run the suite side by side
     /// on one host without taking each other's machines down.
     pub fn boot(name: &str) -> Result<Testbed> {
+        Testbed::boot_suite(name, None)
+    }
+
+    /// Boots like [`Testbed::boot`], from the root filesystem of Debian `suite`
+    /// (`LEGER_TESTBED_SUITE`): `Some("sid")` gives a newer podman (5.8) and systemd
+    /// than trixie's 5.4.2, for tests of version-dependent behaviour. Each suite has its
+    /// own cached rootfs, so flavours boot side by side. `None` is the default suite.
+    pub fn boot_suite(name: &str, suite: Option<&str>) -> Result<Testbed> {
         let prefixed = format!(
             "{}{name}",
             std::env::var("LEGER_E2E_PREFIX").unwrap_or_default()
@@ -77,7 +85,15 @@ impl Testbed {
             .context("cannot create a share dir under /var/tmp")?;
 
         // Down first: a stale machine of this name would keep its old share dir.
-        let down = script_command(&script, name).arg("down").output()?;
+        let command = |arg: &str| {
+            let mut c = script_command(&script, name);
+            if let Some(suite) = suite {
+                c.env("LEGER_TESTBED_SUITE", suite);
+            }
+            c.arg(arg);
+            c
+        };
+        let down = command("down").output()?;
         if !down.status.success() {
             bail!(
                 "testbed.sh down {name} (clearing a stale machine) failed: {}",
@@ -85,8 +101,7 @@ impl Testbed {
             );
         }
 
-        let up = script_command(&script, name)
-            .arg("up")
+        let up = command("up")
             .env("LEGER_TESTBED_SHARE_DIR", share_dir.path())
             .env("LEGER_TESTBED_AGENT_DIR", &target_profile_dir)
             .output()

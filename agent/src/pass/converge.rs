@@ -332,6 +332,22 @@ async fn apply_and_check<U: UnitManager>(
         converged.stopped = stopped;
         converged.volumes = volumes;
     }
+    if restore.is_none() {
+        let resources = super::resources::run(host, tree, plan).await?;
+        converged.actions.extend(resources.actions);
+        let state = &mut cx.state.resource_drift;
+        state.retain(|file, _| {
+            let (app, rel) = file.split_once('/').unwrap_or_default();
+            tree.apps
+                .get(app)
+                .is_some_and(|a| a.files.contains_key(rel))
+                && !plan
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, Action::WriteFile { key, .. } if key == file))
+        });
+        state.extend(resources.drift.into_iter().map(|d| (d.file, d.message)));
+    }
     crashpoint::hit("before-apply");
     let applied = apply(plan, tree, &apply_target)
         .await

@@ -46,6 +46,7 @@ pub mod health;
 pub mod intent;
 pub mod observe;
 pub mod record;
+pub mod resources;
 pub mod restore;
 pub mod retry;
 pub mod run;

@@ -476,9 +476,14 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         w.revision = Some(backup.manifest.revision.clone());
         let snapshot = backup.snapshot.clone();
         let settings = host.settings.clone();
-        let tree = blocking::run(move || validate::check(&snapshot, &settings))
-            .await
-            .map_err(|e| fail(format!("the backup's files do not validate: {e}")))?;
+        let keys = self.validator.keys();
+        let store = Arc::clone(host.store);
+        let tree = blocking::run(move || {
+            let target = validate::host_target(keys, &settings, &store);
+            validate::check(&snapshot, &settings, &target)
+        })
+        .await
+        .map_err(|e| fail(format!("the backup's files do not validate: {e}")))?;
         let Some(desired) = desired else {
             return Err(fail(
                 "there is no desired state; set it with `legerctl set-desired`".to_owned(),

@@ -31,6 +31,9 @@ pub struct HostState {
     pub secrets_blocked: Option<String>,
     /// Units that ran to completion under their current files: inactive, not down.
     pub completed_units: BTreeSet<String>,
+    /// Changes legerd cannot make without losing data (a changed `.volume`), by
+    /// quadlet install key, until the file changes again or leaves the tree.
+    pub resource_drift: std::collections::BTreeMap<String, String>,
     /// A pass is running now.
     pub reconciling: bool,
     /// The set of managed unit names, shared with the unit event filter.

@@ -5,27 +5,62 @@
 //! alternates between the staged revision and the one the host holds) and every
 //! rejection, so a rejected revision is not re-checked on every poll.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use leger_api_types::status::reason;
 use leger_config::Settings;
 
 use super::{Failure, Host, blocking};
 use crate::assemble::assemble;
+use crate::host_podman::{self, HostPodman};
 use crate::model::{DesiredTree, Revision, Snapshot};
+use crate::quadlet::Target;
 use crate::quadlet::generator::{self, DryRunError, GeneratorUnavailable};
 use crate::store::RevisionState;
+use crate::store::Store;
 
 /// The validation cache.
 #[derive(Debug, Default)]
 pub struct Validator {
     validated: Vec<Arc<DesiredTree>>,
     rejected: HashMap<String, String>,
+    /// The host's podman, detected at the first validation and again whenever its
+    /// binary changes: the key tables revisions are checked against.
+    podman: Option<HostPodman>,
 }
 
 impl Validator {
+    /// Detects podman on first use, or again when its binary changed. Another podman
+    /// accepts other keys, so every cached verdict is dropped then.
+    fn detect_podman(&mut self) -> &HostPodman {
+        match &mut self.podman {
+            Some(p) => {
+                if p.refresh() {
+                    self.validated.clear();
+                    self.rejected.clear();
+                }
+            }
+            None => {
+                let p = HostPodman::detect("podman");
+                tracing::info!(podman = %p.describe(), "podman detected");
+                self.podman = Some(p);
+            }
+        }
+        self.podman.as_ref().expect("set above")
+    }
+
+    /// The podman section of status, once podman was detected.
+    pub fn podman_status(&self) -> Option<leger_api_types::status::PodmanStatus> {
+        self.podman.as_ref().map(HostPodman::status)
+    }
+
+    /// The key tables of the host's podman now.
+    pub fn keys(&mut self) -> crate::quadlet::KeyTable {
+        self.detect_podman().keys()
+    }
+
     /// Forgets everything: the source changed.
     pub fn reset(&mut self) {
         self.validated.clear();
@@ -53,8 +88,11 @@ impl Validator {
         let revision = snapshot.revision.clone();
         let settings = host.settings.clone();
         let revisions = host.revision_store();
+        let keys = self.detect_podman().keys();
+        let store = Arc::clone(host.store);
         let result = blocking::run(move || {
-            let tree = match assemble(&snapshot, &settings.limits) {
+            let target = host_target(keys, &settings, &store);
+            let tree = match assemble(&snapshot, &settings.limits, &target) {
                 Ok(tree) => tree,
                 Err(e) => return Ok(Err(e.to_string())),
             };
@@ -105,10 +143,39 @@ impl Validator {
     }
 }
 
-/// Assembles and dry-runs a snapshot without caching or recording it (a restore's
-/// one-app tree goes through here). Blocking.
-pub fn check(snapshot: &Snapshot, settings: &Settings) -> Result<DesiredTree, String> {
-    let tree = assemble(snapshot, &settings.limits).map_err(|e| e.to_string())?;
+/// The host's podman keys and the quadlets installed outside leger's files. Blocking.
+pub(super) fn host_target(
+    keys: crate::quadlet::KeyTable,
+    settings: &Settings,
+    store: &Arc<Mutex<Store>>,
+) -> Target {
+    let managed: BTreeSet<String> = store
+        .lock()
+        .expect("store lock")
+        .inventory()
+        .map(|inv| inv.into_iter().map(|e| e.key).collect())
+        .unwrap_or_default();
+    let user = settings.mode == leger_config::Mode::User;
+    let quadlet_dir = &settings.paths.quadlet_dir;
+    let dirs = host_podman::quadlet_dirs(quadlet_dir, user);
+    Target {
+        keys,
+        installed: crate::quadlet::Installed::Host(host_podman::installed_quadlets(
+            &dirs,
+            quadlet_dir,
+            &managed,
+        )),
+    }
+}
+
+/// Assembles and dry-runs a snapshot for `target` without caching or recording it (a
+/// restore's one-app tree goes through here). Blocking.
+pub fn check(
+    snapshot: &Snapshot,
+    settings: &Settings,
+    target: &Target,
+) -> Result<DesiredTree, String> {
+    let tree = assemble(snapshot, &settings.limits, target).map_err(|e| e.to_string())?;
     match dry_run(&tree, settings) {
         Ok(()) => Ok(tree),
         Err(DryRunError::Refused(diags)) => Err(refused(&diags)),

@@ -301,6 +301,110 @@ converting \"missingvol.container\": requested Quadlet source missing.volume was
         );
     }
 
+    /// The generators of the test bed's root filesystems (trixie's 5.4.2, sid's
+    /// 5.8.x), which run on the host too, and `LEGER_QUADLET_GENERATOR`.
+    fn testbed_generators() -> Vec<PathBuf> {
+        let dir = std::env::var_os("LEGER_TESTBED_DIR")
+            .map_or_else(|| PathBuf::from("/var/tmp/leger-testbed"), PathBuf::from);
+        let mut out: Vec<PathBuf> = ["base-trixie", "base-sid"]
+            .iter()
+            .map(|b| dir.join(b).join("usr/libexec/podman/quadlet"))
+            .collect();
+        out.extend(std::env::var_os("LEGER_QUADLET_GENERATOR").map(PathBuf::from));
+        out.retain(|p| p.exists());
+        out
+    }
+
+    /// The generator probe: one file per (section, key) that any podman release
+    /// knows, run through the real generator. The keys it does not refuse with
+    /// "unsupported key" must be exactly the table legerd uses for its version.
+    #[test]
+    fn key_tables_equal_what_the_real_generators_accept() {
+        use crate::model::QuadletKind;
+        use crate::quadlet::{Basis, KeyTable, PodmanVersion, Support};
+        let generators = testbed_generators();
+        if generators.is_empty() {
+            eprintln!("skipped: no test-bed generator; run contrib/testbed/testbed.sh prepare");
+            return;
+        }
+        for generator in generators {
+            let out = std::process::Command::new(&generator)
+                .arg("-version")
+                .output()
+                .unwrap();
+            let version = PodmanVersion::parse(String::from_utf8_lossy(&out.stdout).trim())
+                .expect("the generator prints its version");
+            let table = KeyTable::for_version(version, Basis::Host).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let mut probes = Vec::new();
+            for kind in QuadletKind::ALL {
+                if table.section(kind.section()) != Support::Yes {
+                    continue;
+                }
+                let main = kind.section();
+                let mut sections: Vec<&str> = vec![main];
+                if kind == QuadletKind::Container {
+                    sections.push("Quadlet");
+                }
+                for section in sections {
+                    for key in KeyTable::all_keys(section) {
+                        let name = format!("p{}.{}", probes.len(), kind.extension());
+                        // The keys a kind cannot do without come first: some
+                        // generators refuse a file lacking them before they look
+                        // at unknown keys.
+                        let required = match kind {
+                            QuadletKind::Container | QuadletKind::Image => "Image=probe\n",
+                            QuadletKind::Kube => "Yaml=probe.yml\n",
+                            QuadletKind::Build => "ImageTag=probe\n",
+                            QuadletKind::Artifact => "Artifact=probe\n",
+                            _ => "",
+                        };
+                        let text = if section == main {
+                            format!("[{main}]\n{required}{key}=probe\n")
+                        } else {
+                            format!("[{main}]\n{required}[{section}]\n{key}=probe\n")
+                        };
+                        std::fs::write(dir.path().join(&name), text).unwrap();
+                        probes.push((name, section, key));
+                    }
+                }
+            }
+            let stderr = std::process::Command::new(&generator)
+                .args(["-dryrun", "-no-kmsg-log"])
+                .env("QUADLET_UNIT_DIRS", dir.path())
+                .output()
+                .unwrap()
+                .stderr;
+            let stderr = String::from_utf8_lossy(&stderr);
+            let mut disagree = Vec::new();
+            for (name, section, key) in &probes {
+                let refused = stderr.contains(&format!(
+                    "converting \"{name}\": unsupported key '{key}' in group '{section}'"
+                ));
+                if refused == table.is_known(section, key) {
+                    disagree.push(format!(
+                        "[{section}] {key}: generator {}, table {}",
+                        if refused { "refuses" } else { "accepts" },
+                        if refused { "accepts" } else { "refuses" }
+                    ));
+                }
+            }
+            assert!(
+                disagree.is_empty(),
+                "{} (podman {version}, table {}) disagrees:\n{}",
+                generator.display(),
+                table.release().tag,
+                disagree.join("\n")
+            );
+            eprintln!(
+                "{}: podman {version}, {} probes agree with table {}",
+                generator.display(),
+                probes.len(),
+                table.release().tag
+            );
+        }
+    }
+
     #[test]
     fn dry_run_without_generator_is_ok() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! Quadlet files: parsing with line numbers, the key tables of podman 5.4, unit names,
+//! Quadlet files: parsing with line numbers, the key tables of every podman release, unit names,
 //! and the references a quadlet makes to other files.
 //!
 //! legerd checks quadlets itself, before anything is installed, so that a bad revision
@@ -12,15 +12,23 @@
 
 use std::fmt;
 
+pub mod bundle;
 pub mod generator;
 pub mod ini;
 pub mod keys;
+mod podman_tables;
 pub mod references;
+pub mod target;
 mod validate;
+mod values;
+pub mod version;
 
 pub use ini::{Entry, QuadletFile, Section, parse};
+pub use keys::{Basis, KeyTable, Support};
 pub use references::{FileRef, References, references};
+pub use target::{Installed, Target};
 pub use validate::validate;
+pub use version::{PodmanVersion, VersionError};
 
 /// One problem found in a quadlet or in the tree, pointing at the file (and line) to
 /// fix. Shown as `file:line: message`.

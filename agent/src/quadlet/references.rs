@@ -21,6 +21,9 @@ pub struct References {
     /// volumes, networks, pods, images, builds, a container whose network it joins.
     /// A change to one of them changes what this unit runs with.
     pub quadlets: BTreeSet<String>,
+    /// The same references with where each was written (`path` is the quadlet's base
+    /// name), so a reference to a quadlet that exists nowhere can be reported there.
+    pub quadlet_refs: Vec<FileRef>,
     /// Quadlet files named in `[Unit]` dependency keys (`After=db.container`). They
     /// order units but do not change what this one runs, so they are kept apart.
     pub ordering: BTreeSet<String>,
@@ -43,7 +46,7 @@ pub struct FileRef {
 }
 
 /// `[Unit]` keys whose quadlet-file values quadlet translates to unit names.
-const UNIT_DEPENDENCY_KEYS: [&str; 15] = [
+pub(crate) const UNIT_DEPENDENCY_KEYS: [&str; 15] = [
     "After",
     "Before",
     "BindsTo",
@@ -72,6 +75,12 @@ pub fn references(q: &QuadletFile) -> References {
             for word in e.value.split_whitespace() {
                 if QuadletKind::from_file_name(word).is_some() {
                     r.ordering.insert(word.to_string());
+                    // Quadlet must translate it to a unit name, so it must exist too.
+                    r.quadlet_refs.push(FileRef {
+                        path: word.to_string(),
+                        key: key.to_string(),
+                        line: e.line,
+                    });
                 }
             }
         }
@@ -79,24 +88,24 @@ pub fn references(q: &QuadletFile) -> References {
 
     for e in q.get_all(main, "Image") {
         if has_ext(&e.value, &["image", "build"]) {
-            r.quadlets.insert(e.value.clone());
+            push_quadlet(&mut r, &e.value, "Image", e.line);
         }
     }
     for e in q.get_all(main, "Network") {
         let name = e.value.split(':').next().unwrap_or_default();
         if has_ext(name, &["network", "container"]) {
-            r.quadlets.insert(name.to_string());
+            push_quadlet(&mut r, name, "Network", e.line);
         }
     }
     for e in q.get_all(main, "Pod") {
         if has_ext(&e.value, &["pod"]) {
-            r.quadlets.insert(e.value.clone());
+            push_quadlet(&mut r, &e.value, "Pod", e.line);
         }
     }
     for e in q.get_all(main, "Volume") {
         let parts: Vec<&str> = e.value.splitn(3, ':').collect();
         if parts.len() >= 2 {
-            storage_source(&mut r, parts[0], &["volume"], "Volume", e.line);
+            storage_source(&mut r, parts[0], &["volume", "artifact"], "Volume", e.line);
         }
     }
     for e in q.get_all(main, "Mount") {
@@ -167,8 +176,17 @@ fn storage_source(r: &mut References, source: &str, exts: &[&str], key: &str, li
     if source.starts_with('.') {
         push_file(r, source, key, line);
     } else if has_ext(source, exts) {
-        r.quadlets.insert(source.to_string());
+        push_quadlet(r, source, key, line);
     }
+}
+
+fn push_quadlet(r: &mut References, name: &str, key: &str, line: u32) {
+    r.quadlets.insert(name.to_string());
+    r.quadlet_refs.push(FileRef {
+        path: name.to_string(),
+        key: key.to_string(),
+        line,
+    });
 }
 
 fn mount_source(r: &mut References, mount: &str, line: u32) {
@@ -182,11 +200,12 @@ fn mount_source(r: &mut References, mount: &str, line: u32) {
             _ => {}
         }
     }
-    let resolves = mount_type.is_none_or(|t| matches!(t, "volume" | "bind" | "glob" | "image"));
+    let resolves =
+        mount_type.is_none_or(|t| matches!(t, "volume" | "bind" | "glob" | "image" | "artifact"));
     if let (true, Some(source)) = (resolves, source)
         && !source.is_empty()
     {
-        storage_source(r, source, &["volume", "image"], "Mount", line);
+        storage_source(r, source, &["volume", "image", "artifact"], "Mount", line);
     }
 }
 

@@ -1,39 +1,51 @@
-//! Checks a parsed quadlet against what podman 5.4's generator accepts: the sections a
-//! kind may hold, the keys of its main section and the keys it cannot do without.
+//! Checks a parsed quadlet against what the target podman's generator accepts: the
+//! sections a kind may hold, the keys of its main section, the keys it cannot do
+//! without, and the value checks the generator makes ([`super::values`]).
 
 use crate::model::QuadletKind;
 
-use super::keys::{QUADLET_SECTION_KEYS, is_known, main_section_keys};
+use super::keys::{KeyTable, Support};
 use super::{Diagnostic, QuadletFile};
 
 /// Sections systemd owns; their keys are systemd's to check, not ours.
 const SYSTEMD_SECTIONS: [&str; 3] = ["Unit", "Service", "Install"];
 
-/// Validates sections, main-section keys and required keys. Returns every problem
-/// found; an empty list means the file is fine as far as legerd can tell.
-pub fn validate(q: &QuadletFile) -> Vec<Diagnostic> {
+/// Validates sections, main-section keys, required keys and values for the podman
+/// `table` stands for. Returns every problem found; an empty list means the file is
+/// fine as far as legerd can tell.
+pub fn validate(q: &QuadletFile, table: &KeyTable) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let main = q.kind.section();
+    let ext = q.kind.extension();
+    match table.section(main) {
+        Support::Yes => {}
+        Support::Newer(v) => {
+            out.push(Diagnostic::new(
+                &q.file,
+                None,
+                format!(
+                    "a .{ext} file needs podman ≥ {}; {}: upgrade podman or remove the file",
+                    v.short(),
+                    table.running()
+                ),
+            ));
+            return out;
+        }
+        Support::Removed(_) | Support::Never => {
+            out.push(Diagnostic::new(
+                &q.file,
+                None,
+                format!("podman {} does not know .{ext} files", table.version()),
+            ));
+            return out;
+        }
+    }
     for section in &q.sections {
         let name = section.name.as_str();
-        if name == main {
+        if name == main || name == "Quadlet" {
             for e in &section.entries {
-                if !is_known(q.kind, &e.key) {
-                    out.push(Diagnostic::new(
-                        &q.file,
-                        Some(e.line),
-                        unknown_key_message(&e.key, name, main_section_keys(q.kind)),
-                    ));
-                }
-            }
-        } else if name == "Quadlet" {
-            for e in &section.entries {
-                if !QUADLET_SECTION_KEYS.contains(&e.key.as_str()) {
-                    out.push(Diagnostic::new(
-                        &q.file,
-                        Some(e.line),
-                        unknown_key_message(&e.key, name, QUADLET_SECTION_KEYS),
-                    ));
+                if let Some(message) = key_message(table, name, &e.key) {
+                    out.push(Diagnostic::new(&q.file, Some(e.line), message));
                 }
             }
         } else if !(SYSTEMD_SECTIONS.contains(&name) || name.starts_with("X-")) {
@@ -41,14 +53,39 @@ pub fn validate(q: &QuadletFile) -> Vec<Diagnostic> {
                 &q.file,
                 Some(section.line),
                 format!(
-                    "unknown section [{name}]: a .{} file may hold [{main}], [Unit], [Service], [Install], [Quadlet] and X-* sections",
-                    q.kind.extension()
+                    "unknown section [{name}]: a .{ext} file may hold [{main}], [Unit], [Service], [Install], [Quadlet] and X-* sections"
                 ),
             ));
         }
     }
     out.extend(required_keys(q));
+    out.extend(super::values::check(q));
     out
+}
+
+/// Why `key` is refused in `[section]`, or `None` when the target podman accepts it.
+fn key_message(table: &KeyTable, section: &str, key: &str) -> Option<String> {
+    match table.key(section, key) {
+        Support::Yes => None,
+        Support::Newer(v) => Some(format!(
+            "{key}= in [{section}] needs podman ≥ {}; {}: upgrade podman or remove the key",
+            v.short(),
+            table.running()
+        )),
+        Support::Removed(v) => Some(format!(
+            "{key}= in [{section}] was removed after podman {v}; {}: remove the key",
+            table.running()
+        )),
+        Support::Never => {
+            let mut msg = format!(
+                "unknown key '{key}' in [{section}]: no podman release's quadlet supports it"
+            );
+            if let Some(best) = closest(key, &KeyTable::all_keys(section)) {
+                msg.push_str(&format!("; did you mean '{best}'?"));
+            }
+            Some(msg)
+        }
+    }
 }
 
 fn has_value(q: &QuadletFile, key: &str) -> bool {
@@ -81,17 +118,9 @@ fn required_keys(q: &QuadletFile) -> Vec<Diagnostic> {
         QuadletKind::Kube if !has_value(q, "Yaml") => vec![missing("Yaml=")],
         QuadletKind::Image if !has_value(q, "Image") => vec![missing("Image=")],
         QuadletKind::Build if !has_value(q, "ImageTag") => vec![missing("ImageTag=")],
+        QuadletKind::Artifact if !has_value(q, "Artifact") => vec![missing("Artifact=")],
         _ => vec![],
     }
-}
-
-fn unknown_key_message(key: &str, section: &str, known: &[&str]) -> String {
-    let mut msg =
-        format!("unknown key '{key}' in [{section}]: podman 5.4's quadlet does not support it");
-    if let Some(best) = closest(key, known) {
-        msg.push_str(&format!("; did you mean '{best}'?"));
-    }
-    msg
 }
 
 /// The known key closest to `key`, when it is close enough to be a likely typo:
@@ -128,7 +157,13 @@ mod tests {
     use crate::quadlet::parse;
 
     fn check(file: &str, text: &str) -> Vec<Diagnostic> {
-        validate(&parse(file, text).unwrap())
+        check_for("5.4.2", file, text)
+    }
+
+    fn check_for(version: &str, file: &str, text: &str) -> Vec<Diagnostic> {
+        let v = crate::quadlet::PodmanVersion::parse(version).unwrap();
+        let table = KeyTable::for_version(v, crate::quadlet::Basis::Host).unwrap();
+        validate(&parse(file, text).unwrap(), &table)
     }
 
     #[test]
@@ -218,6 +253,47 @@ mod tests {
         // An empty value does not count.
         assert_eq!(check("a/i.image", "[Image]\nImage=\n").len(), 1);
         assert_eq!(check("a/n.network", ""), vec![]);
+    }
+
+    #[test]
+    fn validate_names_both_versions_for_a_newer_key() {
+        let text = "[Container]\nImage=x\nReloadCmd=/bin/true\n";
+        let d = check("a/w.container", text);
+        assert_eq!(
+            d,
+            vec![Diagnostic::new(
+                "a/w.container",
+                Some(3),
+                "ReloadCmd= in [Container] needs podman ≥ 5.5; this host runs 5.4.2: upgrade podman or remove the key"
+            )]
+        );
+        assert_eq!(check_for("5.8.6", "a/w.container", text), vec![]);
+        // [Pod] Label= arrived in 5.6.
+        let d = check_for("5.5.2", "a/p.pod", "[Pod]\nLabel=a=b\n");
+        assert!(
+            d[0].message
+                .contains("needs podman ≥ 5.6; this host runs 5.5.2"),
+            "{}",
+            d[0]
+        );
+    }
+
+    #[test]
+    fn validate_artifacts_only_where_podman_has_them() {
+        let text = "[Artifact]\nArtifact=quay.io/x/y:1\n";
+        let d = check("a/model.artifact", text);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            d[0].message,
+            "a .artifact file needs podman ≥ 5.7; this host runs 5.4.2: upgrade podman or remove the file"
+        );
+        assert_eq!(check_for("5.7.0", "a/model.artifact", text), vec![]);
+        let d = check_for("5.7.0", "a/model.artifact", "[Artifact]\nQuiet=true\n");
+        assert!(
+            d[0].message.contains("no Artifact= in [Artifact]"),
+            "{}",
+            d[0]
+        );
     }
 
     #[test]

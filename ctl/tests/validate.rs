@@ -1,0 +1,148 @@
+//! `legerctl validate` as a user runs it: the binary on a folder of apps, with no
+//! legerd, no root and (unless a test puts one on PATH) no podman.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs legerctl validate in `dir` with `path` as the only PATH.
+fn validate(dir: &Path, path: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_legerctl"))
+        .current_dir(dir)
+        .env("PATH", path)
+        .env_remove("LEGER_SOCKET")
+        .env_remove("LEGER_DESIRED_FILE")
+        .arg("validate")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn write(root: &Path, files: &[(&str, &str)]) {
+    for (path, text) in files {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const RELOAD: &str = "[Container]\nImage=localhost/web:1\nReloadCmd=/bin/true\n";
+
+#[test]
+fn validate_follows_the_chosen_podman() {
+    let tmp = tempfile::tempdir().unwrap();
+    let apps = tmp.path().join("apps");
+    let empty = tmp.path().join("bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    write(&apps, &[("web/web.container", RELOAD)]);
+
+    let o = validate(&apps, &empty, &["--podman", "5.4"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    assert_eq!(
+        out(&o),
+        "web/web.container:3: ReloadCmd= in [Container] needs podman ≥ 5.5; validating for podman 5.4: upgrade podman or remove the key\ninvalid: 1 problem to fix; validated for podman 5.4 (--podman)\n"
+    );
+
+    let o = validate(&apps, &empty, &["--podman", "5.5"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    assert_eq!(
+        out(&o),
+        "valid: 1 app (web); validated for podman 5.5 (--podman)\n"
+    );
+
+    // No podman on PATH: the newest known release, said so.
+    let o = validate(&tmp.path().join("apps"), &empty, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    assert!(
+        out(&o).contains("the newest release legerd knows (no podman here"),
+        "{}",
+        out(&o)
+    );
+}
+
+#[test]
+fn validate_uses_the_local_podman_and_prints_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // Only `podman --version` is faked: it is all validate asks podman.
+    let podman = bin.join("podman");
+    std::fs::write(&podman, "#!/bin/sh\necho 'podman version 5.4.2'\n").unwrap();
+    std::fs::set_permissions(&podman, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write(
+        tmp.path(),
+        &[
+            ("apps/web/web.container", RELOAD),
+            (
+                "apps/web/site.quadlets",
+                "# FileName=db\n[Container]\nImage=x\nGroup=10\n",
+            ),
+        ],
+    );
+    let o = validate(tmp.path(), &bin, &["--json", "apps"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["podman"]["version"], "5.4.2");
+    assert_eq!(v["podman"]["basis"], "local");
+    assert_eq!(v["podman"]["keyTables"], "v5.4.2");
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors[0]["file"], "web/site.quadlets");
+    assert_eq!(errors[0]["line"], 4);
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("db.container: Group= without User="),
+        "{errors:?}"
+    );
+    assert_eq!(errors[1]["file"], "web/web.container");
+    assert!(
+        errors[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("this host runs 5.4.2"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn validate_refuses_bad_podman_versions_as_usage() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (arg, says) in [
+        ("3.0", "quadlet arrived in podman 4.4"),
+        ("banana", "'banana' is not a podman version"),
+    ] {
+        let o = validate(tmp.path(), tmp.path(), &["--podman", arg]);
+        assert_eq!(o.status.code(), Some(2), "{arg}: {}", err(&o));
+        assert!(err(&o).contains(says), "{arg}: {}", err(&o));
+    }
+}
+
+#[test]
+fn validate_reports_a_missing_reference_with_a_hint() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        &[(
+            "web/web.container",
+            "[Container]\nImage=x\nNetwork=shared.network\n",
+        )],
+    );
+    let o = validate(tmp.path(), tmp.path(), &["--podman", "5.4.2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        out(&o).starts_with("web/web.container:3: Network=shared.network: shared.network is not in the tree: add it, or if the host has it installed outside leger, check on the host instead"),
+        "{}",
+        out(&o)
+    );
+}

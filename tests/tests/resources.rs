@@ -1,0 +1,103 @@
+//! Changes podman does not apply by itself. A changed `.network` really changes the
+//! network (legerd stops its users, removes it, and the restart creates it again); a
+//! changed `.volume` is reported as drift that cannot be healed, unless the app's
+//! leger.toml lets legerd recreate it after a backup.
+
+mod common;
+
+use anyhow::Result;
+use leger_e2e::{Testbed, wait_until};
+
+use common::{Fleet, WAIT, legerctl, reconcile, start_legerd, status, wait_applied, wait_running};
+
+fn web() -> String {
+    "[Container]\nContainerName=web\nImage=localhost/busybox:latest\nNetwork=front.network\nVolume=data.volume:/data\n\
+     Exec=/bin/sh -c 'trap \"exit 0\" TERM; while :; do sleep 2 & wait $!; done'\n"
+        .to_owned()
+}
+
+fn labels(tb: &Testbed, what: &str, name: &str) -> Result<String> {
+    tb.exec_ok(&["podman", what, "inspect", "--format", "{{.Labels}}", name])
+}
+
+#[test]
+fn changed_network_takes_effect_and_changed_volume_is_reported() -> Result<()> {
+    let tb = Testbed::boot("e2e-resources")?;
+    let fleet = Fleet::create(
+        &tb,
+        &[
+            ("apps/web/web.container", &web()),
+            ("apps/web/front.network", "[Network]\nLabel=v=1\n"),
+            ("apps/web/data.volume", "[Volume]\nLabel=v=1\n"),
+        ],
+    )?;
+    legerctl(
+        &tb,
+        &["set-desired", "git", &fleet.url_inside(), "--path", "apps"],
+    )?;
+    start_legerd(&tb)?;
+    wait_running(&tb, "web.service", "web")?;
+    assert!(labels(&tb, "network", "systemd-front")?.contains("v:1"));
+    assert!(labels(&tb, "volume", "systemd-data")?.contains("v:1"));
+
+    let rev = fleet.commit(
+        &[
+            ("apps/web/front.network", "[Network]\nLabel=v=2\n"),
+            ("apps/web/data.volume", "[Volume]\nLabel=v=2\n"),
+        ],
+        &[],
+        "labels v2",
+    )?;
+    reconcile(&tb)?;
+    wait_applied(&tb, &rev)?;
+    wait_running(&tb, "web.service", "web")?;
+    let net = labels(&tb, "network", "systemd-front")?;
+    assert!(net.contains("v:2"), "the network was recreated: {net}");
+    // The volume keeps its data and its old label, and status says so.
+    assert!(labels(&tb, "volume", "systemd-data")?.contains("v:1"));
+    let doc = status(&tb)?;
+    let drift = doc["status"]["unhealableDrift"].to_string();
+    assert!(
+        drift
+            .contains("web/data.volume changed, but podman keeps the existing volume systemd-data"),
+        "{drift}"
+    );
+    let shown = legerctl(&tb, &["status"])?;
+    assert!(
+        shown.contains("Not applied: web/data.volume changed"),
+        "{shown}"
+    );
+    let journal = tb.exec_ok(&[
+        "journalctl",
+        "-o",
+        "cat",
+        "MESSAGE_ID=5b0a7f3c9e2d4c61a8d3f4e2b7c9a016",
+    ])?;
+    assert!(journal.contains("systemd-data"), "{journal}");
+    let history = legerctl(&tb, &["history", "-n", "5"])?;
+    assert!(history.contains("applied"), "{history}");
+
+    // Allowed by leger.toml: backed up, removed, created again with the new label.
+    let rev = fleet.commit(
+        &[
+            ("apps/web/data.volume", "[Volume]\nLabel=v=3\n"),
+            (
+                "apps/web/leger.toml",
+                "[volumes]\nrecreate_on_change = true\n",
+            ),
+        ],
+        &[],
+        "volume v3, recreation allowed",
+    )?;
+    reconcile(&tb)?;
+    wait_applied(&tb, &rev)?;
+    wait_running(&tb, "web.service", "web")?;
+    wait_until(WAIT, "volume recreated with v:3", || {
+        Ok(labels(&tb, "volume", "systemd-data")?.contains("v:3"))
+    })?;
+    let doc = status(&tb)?;
+    assert!(doc["status"]["unhealableDrift"].is_null(), "{doc}");
+    let backups = legerctl(&tb, &["backups", "web"])?;
+    assert!(!backups.trim().is_empty(), "a backup came first: {backups}");
+    Ok(())
+}
