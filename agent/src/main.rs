@@ -216,6 +216,10 @@ async fn run(args: Args) -> Result<bool> {
             ),
             restore: restore_tx,
         }),
+        access: legerd::access::AccessPolicy::from_settings(
+            settings.socket_group.as_deref(),
+            settings.admin_group.as_deref(),
+        ),
     };
     let api_task = tokio::spawn(api::serve(listener, ctx, async move {
         let _ = api_stop_rx.await;

@@ -287,6 +287,9 @@ impl<U: UnitManager> Reconciler<U> {
         if self.desired_text.as_deref() == Some(text.as_str()) && !from_store {
             return false;
         }
+        if !from_store {
+            self.audit_desired_change(&text);
+        }
         match DesiredState::from_toml_str(&text) {
             Ok(d) => {
                 self.desired_error = None;
@@ -318,6 +321,25 @@ impl<U: UnitManager> Reconciler<U> {
                 tracing::error!(path = %path.display(), error = %e, "desired.toml is invalid");
                 false
             }
+        }
+    }
+
+    /// The audit event of a desired.toml legerd has not seen before: compared with the
+    /// text of the last pass, or at start with the last good text in the store, so a
+    /// restart does not log an unchanged file again.
+    fn audit_desired_change(&self, text: &str) {
+        let before = match &self.desired_text {
+            Some(t) => Some(t.clone()),
+            None => self
+                .store
+                .lock()
+                .expect("store lock")
+                .meta(META_LAST_GOOD_DESIRED)
+                .ok()
+                .flatten(),
+        };
+        if before.as_deref() != Some(text) {
+            crate::journal::desired_changed(&self.settings.paths.desired_file, before.as_deref(), text);
         }
     }
 

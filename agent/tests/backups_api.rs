@@ -148,6 +148,7 @@ async fn fixture() -> Fixture {
             backups,
             restore: restore_tx,
         }),
+        access: legerd::access::AccessPolicy::owner_only(),
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     tokio::spawn(serve(listener, ctx, async {

@@ -165,8 +165,12 @@ pub struct Settings {
     pub mode: Mode,
     /// Resolved paths.
     pub paths: Paths,
-    /// Group that may use the socket (mode 0660); `None` keeps the owner's group.
+    /// Group that may use the socket (mode 0660) and read over it; `None` keeps the
+    /// owner's group.
     pub socket_group: Option<String>,
+    /// Group whose members may also change things over the socket (secrets, restores,
+    /// reconcile); `None` leaves that to root and legerd's own user.
+    pub admin_group: Option<String>,
     /// A D-Bus address to use instead of the mode's default bus.
     pub bus_address: Option<String>,
     /// Loop tuning.
@@ -254,8 +258,10 @@ pub struct PathsFragment {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiFragment {
-    /// Group given access to the socket; `""` disables the chown.
+    /// Group given access to the socket and read rights; `""` disables the chown.
     pub socket_group: Option<String>,
+    /// Group given write rights (secrets, restore, reconcile); `""` leaves them to root.
+    pub admin_group: Option<String>,
 }
 
 /// `[systemd]` in a fragment.
@@ -430,6 +436,7 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
         },
         api: ApiFragment {
             socket_group: pick(base.api.socket_group, over.api.socket_group),
+            admin_group: pick(base.api.admin_group, over.api.admin_group),
         },
         systemd: SystemdFragment {
             bus_address: pick(base.systemd.bus_address, over.systemd.bus_address),
@@ -568,6 +575,12 @@ impl Settings {
             (Mode::System, None) => Some("leger".to_owned()),
             (Mode::User, None) => None,
         };
+        let admin_group = match (mode, f.api.admin_group) {
+            (_, Some(g)) if g.is_empty() => None,
+            (_, Some(g)) => Some(g),
+            (Mode::System, None) => Some("leger-admin".to_owned()),
+            (Mode::User, None) => None,
+        };
         let jitter = f.reconcile.jitter.unwrap_or(0.1);
         if !(0.0..=1.0).contains(&jitter) {
             return Err(ConfigError::Value {
@@ -621,6 +634,7 @@ impl Settings {
             mode,
             paths,
             socket_group,
+            admin_group,
             bus_address: f.systemd.bus_address,
             reconcile,
             limits,
@@ -703,6 +717,7 @@ mod tests {
         assert_eq!(s.paths.state_dir, PathBuf::from("/var/lib/leger"));
         assert_eq!(s.paths.socket, PathBuf::from("/run/leger/legerd.sock"));
         assert_eq!(s.socket_group.as_deref(), Some("leger"));
+        assert_eq!(s.admin_group.as_deref(), Some("leger-admin"));
         assert_eq!(s.limits.max_file_size, 1024 * 1024);
     }
 
@@ -731,6 +746,7 @@ mod tests {
             PathBuf::from("/run/user/1000/leger/legerd.sock")
         );
         assert_eq!(s.socket_group, None);
+        assert_eq!(s.admin_group, None);
     }
 
     #[test]
