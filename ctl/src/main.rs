@@ -2,6 +2,7 @@
 
 mod cli;
 mod client;
+mod desired_file;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -619,24 +620,11 @@ fn edit_policy(path: &Path, change: impl FnOnce(&mut leger_api_types::Policy)) -
 }
 
 fn write_desired(path: &Path, text: &str) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    leger_config::fs::write_atomic(path, text.as_bytes(), 0o644).with_context(|| {
-        format!(
-            "cannot write {}; writing the system desired state needs root",
-            path.display()
-        )
-    })
+    desired_file::write(path, text)
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
+    desired_file::read_optional(path)
 }
 
 fn read_input(file: &Path) -> Result<String> {

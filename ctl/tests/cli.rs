@@ -131,7 +131,8 @@ fn cli_set_desired_git_writes_a_valid_file() {
             .permissions()
             .mode()
             & 0o777,
-        0o644
+        0o640,
+        "desired.toml is not world-readable"
     );
 }
 
