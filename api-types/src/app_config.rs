@@ -51,10 +51,33 @@ pub struct AppHealth {
     pub settle: Option<Duration>,
 }
 
+/// The longest health timeout or settle time an app may ask for. A huge value (or one
+/// that overflows a clock) would stall every pass behind one app.
+pub const MAX_HEALTH_WAIT: Duration = Duration::from_secs(6 * 3600);
+
+fn humantime_like(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
 impl AppConfig {
     /// Parses `leger.toml`; the error names the key and line.
     pub fn from_toml_str(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+        let c: AppConfig = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        for (key, value) in [
+            ("health.timeout", c.health.timeout),
+            ("health.settle", c.health.settle),
+        ] {
+            if let Some(d) = value
+                && d > MAX_HEALTH_WAIT
+            {
+                return Err(format!(
+                    "{key} = {:?} is longer than the most legerd waits ({}h); a pass would hold every other change back that long",
+                    humantime_like(d),
+                    MAX_HEALTH_WAIT.as_secs() / 3600
+                ));
+            }
+        }
+        Ok(c)
     }
 }
 
@@ -75,6 +98,19 @@ mod tests {
         let c =
             AppConfig::from_toml_str("[secrets.names]\ndb-pass = \"prod/db/password\"\n").unwrap();
         assert_eq!(c.secrets.names["db-pass"], "prod/db/password");
+    }
+
+    #[test]
+    fn app_config_refuses_huge_numbers() {
+        for text in [
+            "[health]\ntimeout = \"99999999999d\"\n",
+            "[health]\nsettle = \"7h\"\n",
+            "[health]\ntimeout = 340282366920938463463374607431768211456\n",
+            "[health]\ntimeout = \"99999999999999999999999999s\"\n",
+        ] {
+            let e = AppConfig::from_toml_str(text).unwrap_err();
+            assert!(e.contains("timeout") || e.contains("settle") || e.contains("number"), "{text}: {e}");
+        }
     }
 
     #[test]
