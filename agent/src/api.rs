@@ -609,6 +609,9 @@ async fn restore_request(
     match answer.await.map_err(|_| gone())? {
         Ok(r) => Ok(Json(r)),
         Err(e @ BackupError::NotFound(_)) => Err(ApiFailure(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e @ (BackupError::RevisionGone { .. } | BackupError::Corrupt { .. })) => {
+            Err(ApiFailure(StatusCode::CONFLICT, e.to_string()))
+        }
         Err(e @ BackupError::InvalidName { .. }) => {
             Err(ApiFailure(StatusCode::BAD_REQUEST, e.to_string()))
         }

@@ -813,6 +813,7 @@ impl<U: UnitManager> Reconciler<U> {
             &self.store,
             &request.app,
             request.backup.as_deref(),
+            Some(&self.revision_store()),
         )
         .await
     }

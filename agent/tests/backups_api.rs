@@ -42,6 +42,7 @@ struct Fixture {
     quadlets: PathBuf,
     store: Arc<Mutex<Store>>,
     units: Arc<RecordingUnitManager>,
+    revisions: legerd::revisions::RevisionStore,
     client: reqwest::Client,
     _stop: oneshot::Sender<()>,
 }
@@ -108,12 +109,25 @@ async fn fixture() -> Fixture {
 
     // The controller's part: run restores one at a time.
     let units = Arc::new(RecordingUnitManager::new());
+    // rev1 is in legerd's revision store, as it is after legerd applied it.
+    let revisions = legerd::revisions::RevisionStore::new(dir.path().join("state/revisions"));
+    revisions
+        .save(&legerd::model::Snapshot {
+            revision: "rev1".into(),
+            files: [(
+                "web/web.container".to_owned(),
+                std::sync::Arc::from(WEB_V1.as_bytes()),
+            )]
+            .into(),
+        })
+        .unwrap();
     let (restore_tx, mut restore_rx) = mpsc::channel::<RestoreJob>(4);
-    let (b, q, s, u) = (
+    let (b, q, s, u, r) = (
         backups.clone(),
         quadlets.clone(),
         Arc::clone(&store),
         Arc::clone(&units),
+        revisions.clone(),
     );
     tokio::spawn(async move {
         while let Some(job) = restore_rx.recv().await {
@@ -124,6 +138,7 @@ async fn fixture() -> Fixture {
                 &s,
                 &job.request.app,
                 job.request.backup.as_deref(),
+                Some(&r),
             )
             .await;
             let _ = job.reply.send(r);
@@ -164,6 +179,7 @@ async fn fixture() -> Fixture {
         quadlets,
         store,
         units,
+        revisions,
         client,
         _stop: stop,
     }
@@ -250,12 +266,27 @@ async fn api_restore_answers_unknown_and_bad_requests() {
     let resp = f.restore(r#"{"app":"db"}"#).await;
     assert_eq!(resp.status().as_u16(), 404);
     let e = resp.json::<ApiError>().await.unwrap().error;
-    assert!(e.contains("no backup of app db"), "{e}");
+    assert!(e.contains("there is no app db"), "{e}");
     let resp = f.restore(r#"{"app":"web","backup":"../x"}"#).await;
     assert_eq!(resp.status().as_u16(), 400);
     let resp = f.restore(r#"{"ap":"web"}"#).await;
     assert_eq!(resp.status().as_u16(), 400);
     let e = resp.json::<ApiError>().await.unwrap().error;
     assert!(e.contains("invalid restore request"), "{e}");
+    assert!(f.units.actions().is_empty(), "nothing was touched");
+}
+
+#[tokio::test]
+async fn api_restore_refuses_a_revision_no_longer_stored_before_touching_anything() {
+    let f = fixture().await;
+    std::fs::remove_dir_all(f._dir.path().join("state/revisions")).unwrap();
+    assert!(!f.revisions.contains("rev1"));
+    let resp = f.restore(r#"{"app":"web"}"#).await;
+    assert_eq!(resp.status().as_u16(), 409);
+    let e = resp.json::<ApiError>().await.unwrap().error;
+    assert!(
+        e.contains("rev1") && e.contains("legerctl revisions"),
+        "{e}"
+    );
     assert!(f.units.actions().is_empty(), "nothing was touched");
 }

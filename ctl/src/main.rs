@@ -332,6 +332,21 @@ fn restore(loc: &mut Locations, app: &str, id: Option<&str>) -> Result<()> {
     let list: Vec<BackupInfo> =
         serde_json::from_str(&body).context("cannot read legerd's backup list")?;
     let chosen = backups::choose(&list, app, id).map_err(anyhow::Error::msg)?;
+    // Checked before the pin: pinning to a revision legerd no longer stores would
+    // leave the host unable to converge at all.
+    let body = block_on(client.get(&format!("/v1/revisions?limit={}", 1000)))?;
+    let revisions: Vec<leger_api_types::RevisionInfo> =
+        serde_json::from_str(&body).context("cannot read legerd's revision list")?;
+    if !revisions
+        .iter()
+        .any(|r| r.revision == chosen.revision && r.stored)
+    {
+        bail!(
+            "backup {} is of revision {}, which is no longer in legerd's revision store; nothing was pinned or restored. See `legerctl revisions` for the revisions kept, and pick a newer backup from `legerctl backups {app}`",
+            chosen.id,
+            chosen.revision
+        );
+    }
     let path = loc.desired_file()?;
     match read_optional(&path)? {
         Some(current) => {
@@ -345,8 +360,10 @@ fn restore(loc: &mut Locations, app: &str, id: Option<&str>) -> Result<()> {
             if text != current {
                 write_desired(&path, &text)?;
             }
+            // policy.pin is host-wide: a per-app pin would need the pass to converge
+            // apps from different revisions, which it does not do.
             println!(
-                "pinned the host to revision {} (policy.pin in {})",
+                "pinned the whole host, not only {app}, to revision {} (policy.pin in {}); every app stays at that revision until `legerctl unpin`",
                 chosen.revision,
                 path.display()
             );

@@ -13,10 +13,13 @@
 //! exported when its own `.volume` quadlet or a quadlet that mounts it is updated,
 //! removed, stopped or restarted: exactly the changes that can alter or orphan its data.
 //!
-//! A restore runs in the controller loop between passes (never during one): stop the
-//! app's units, import the volumes (creating a volume that is gone), write the files
-//! with the inventory updated first (the invariant of [`crate::apply`]), one reload,
-//! start the units.
+//! A restore runs in the controller loop between passes (never during one): check the
+//! app exists, the backup's sha256s and that its revision is still stored; stop the
+//! app's units, remove the volumes, write the files with the inventory updated first
+//! (the invariant of [`crate::apply`]), one reload, start the `.volume` units (which
+//! make the volumes again, empty, with their quadlet's options), import each volume,
+//! start the rest. Removing first makes the restore point-in-time: `podman volume
+//! import` merges into what is there.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -90,6 +93,16 @@ pub enum BackupError {
     /// No backup matches the request.
     #[error("{0}")]
     NotFound(String),
+    /// The backup's revision is no longer in legerd's revision store.
+    #[error(
+        "backup {backup} is of revision {revision}, which is no longer in legerd's revision store, so the host could not be pinned to it; see `legerctl revisions` for the revisions kept, and pick a newer backup with `legerctl backups`"
+    )]
+    RevisionGone {
+        /// The backup id.
+        backup: String,
+        /// Its revision.
+        revision: String,
+    },
     /// An app or backup name that is not a plain folder name.
     #[error("invalid {what} {value:?}: use the name `legerctl backups` shows")]
     InvalidName {

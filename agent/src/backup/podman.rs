@@ -1,4 +1,4 @@
-//! `podman volume` through the CLI: exists, export, import, create.
+//! `podman volume` through the CLI: exists, export, import, create, rm.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -88,6 +88,12 @@ impl PodmanVolumes {
         let file = file.to_string_lossy();
         self.check("import", volume, &["import", volume, &file])
             .await
+    }
+
+    /// Removes a volume and its data. Fails while a container uses it, which is what
+    /// a restore wants: it never pulls a volume from under a running container.
+    pub async fn remove(&self, volume: &str) -> Result<(), BackupError> {
+        self.check("rm", volume, &["rm", volume]).await
     }
 
     /// Creates an empty volume.

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use super::{BackupError, Backups, check_name, io_err, sha256_file};
 use crate::apply::{remove_file, write_file};
 use crate::model::{ContentHash, QuadletKind, install_key};
+use crate::revisions::RevisionStore;
 use crate::store::{InventoryEntry, Store, now_rfc3339};
 use crate::systemd::UnitManager;
 
@@ -36,8 +37,32 @@ pub async fn restore<U: UnitManager>(
     store: &Mutex<Store>,
     app: &str,
     backup: Option<&str>,
+    revisions: Option<&RevisionStore>,
 ) -> Result<RestoreResponse, BackupError> {
+    check_name("app", app)?;
+    let installed_now = store
+        .lock()
+        .expect("store lock")
+        .inventory()?
+        .iter()
+        .any(|e| e.app == app);
+    if !installed_now && backups.list(Some(app))?.is_empty() {
+        return Err(BackupError::NotFound(format!(
+            "there is no app {app}: it is not installed and has no backup; `legerctl status` lists the apps, `legerctl backups` the backups"
+        )));
+    }
     let (id, dir, manifest) = backups.find(app, backup)?;
+    // The host is pinned to the backup's revision for the restore to stick; a revision
+    // legerd no longer stores could not be converged to, so refuse before anything
+    // changes.
+    if let Some(r) = revisions
+        && !r.contains(&manifest.revision)
+    {
+        return Err(BackupError::RevisionGone {
+            backup: id,
+            revision: manifest.revision,
+        });
+    }
     // Check every file before anything changes.
     let mut contents = Vec::with_capacity(manifest.files.len());
     for f in &manifest.files {
@@ -116,13 +141,14 @@ pub async fn restore<U: UnitManager>(
         response.stopped.push(unit.clone());
     }
 
+    // Point in time: `podman volume import` unpacks over what is there, so a file
+    // written after the backup would survive it and a database would come back as a mix
+    // of two times. Each volume is removed now (its containers are stopped) and made
+    // again empty below, before the import.
     for v in &manifest.volumes {
-        if !backups.podman.exists(&v.name).await? {
-            backups.podman.create(&v.name).await?;
+        if backups.podman.exists(&v.name).await? {
+            backups.podman.remove(&v.name).await?;
         }
-        let archive = dir.join("volumes").join(format!("{}.tar", v.name));
-        backups.podman.import(&v.name, &archive).await?;
-        response.volumes.push(v.name.clone());
     }
 
     let keep: BTreeSet<String> = manifest
@@ -172,19 +198,35 @@ pub async fn restore<U: UnitManager>(
     start.sort();
     start.dedup_by(|a, b| a.1 == b.1);
     let mut errors = Vec::new();
+    // The `.volume` units first: they make the volumes again with the quadlet's own
+    // options (driver, labels); a volume no quadlet makes is created plain, as podman
+    // would on first use. Then the data goes in, then everything else starts.
+    let volume_rank = QuadletKind::Volume.start_rank();
+    for (_, unit) in start.iter().filter(|(r, _)| *r == volume_rank) {
+        if let Err(e) = units.start(unit).await {
+            errors.push(format!("{unit}: {e}"));
+        }
+    }
+    for v in &manifest.volumes {
+        if !backups.podman.exists(&v.name).await? {
+            backups.podman.create(&v.name).await?;
+        }
+        let archive = dir.join("volumes").join(format!("{}.tar", v.name));
+        backups.podman.import(&v.name, &archive).await?;
+        response.volumes.push(v.name.clone());
+    }
     for (_, unit) in &start {
         match units.start(unit).await {
             Ok(()) => response.started.push(unit.clone()),
             Err(e) => errors.push(format!("{unit}: {e}")),
         }
     }
-    tracing::info!(
+    crate::journal::restored(
         app,
-        backup = %id,
-        revision = %manifest.revision,
-        volumes = response.volumes.len(),
-        files = response.files.len(),
-        "restored app from backup"
+        &id,
+        &manifest.revision,
+        response.volumes.len(),
+        response.files.len(),
     );
     if !errors.is_empty() {
         return Err(BackupError::StartFailed {
