@@ -4,11 +4,13 @@
 //! tested without it. See ARCHITECTURE.md for the code map.
 
 pub mod access;
+pub mod activity;
 pub mod api;
 pub mod apply;
 pub mod assemble;
 pub mod backoff;
 pub mod backup;
+pub mod command;
 pub mod controller;
 pub mod crashpoint;
 pub mod fswatch;
@@ -18,6 +20,7 @@ pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod plan;
+pub mod podman;
 pub mod quadlet;
 pub mod reconciler;
 pub mod revisions;

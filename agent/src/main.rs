@@ -149,11 +149,16 @@ async fn run(args: Args) -> Result<bool> {
         legerd::secrets::NodeIdentity::load_or_create(&paths.state_dir)
             .context("cannot load the node identity for secrets")?,
     );
+    // One podman seam for the whole pass: secrets, volumes, health, journal reads.
+    let podman: Arc<dyn legerd::podman::Podman> = Arc::new(legerd::podman::CliPodman::new(
+        legerd::command::Runner::new(settings.timeouts.command),
+    ));
     let reconciler = Reconciler::new(settings.clone(), Arc::clone(&units), Arc::clone(&store))
         .with_metrics(metrics)
+        .with_podman(Arc::clone(&podman))
         .with_secrets(legerd::secrets::SecretsConverger::new(
             Arc::clone(&identity),
-            legerd::secrets::podman::Podman::default(),
+            podman,
         ));
     let (status_tx, status_rx) = watch::channel(reconciler.status());
 

@@ -27,7 +27,7 @@ use crate::metrics::{Metrics, PassSummary};
 use crate::model::{DesiredTree, Snapshot};
 use crate::observe::observe;
 use crate::plan::{PlanPolicy, plan};
-use crate::quadlet::generator;
+use crate::quadlet::generator::{self, DryRunError};
 use crate::revisions::RevisionStore;
 use crate::source::SourceError;
 use crate::source::dir::DirSource;
@@ -108,6 +108,9 @@ pub struct Reconciler<U> {
     pinned_revision: Option<String>,
     /// Units waiting for a missing secret, for the Ready condition.
     secrets_blocked: Option<String>,
+    /// Every podman and journal call of a pass (backups, the health gate's container
+    /// health, a failed unit's last log lines) goes through this seam.
+    podman: Arc<dyn crate::podman::Podman>,
 }
 
 fn now_rfc3339() -> String {
@@ -138,7 +141,11 @@ impl<U: UnitManager> Reconciler<U> {
             .last_applied_revision()
             .ok()
             .flatten();
+        let podman = Arc::new(crate::podman::CliPodman::new(crate::command::Runner::new(
+            settings.timeouts.command,
+        )));
         Reconciler {
+            podman,
             settings,
             units,
             store,
@@ -184,6 +191,13 @@ impl<U: UnitManager> Reconciler<U> {
     /// Converges Podman secrets too. Without it, `Secret=` lines are left to the operator.
     pub fn with_secrets(mut self, secrets: crate::secrets::SecretsConverger) -> Self {
         self.secrets = Some(secrets);
+        self
+    }
+
+    /// Runs podman and journal calls through `podman` (shared with the secrets
+    /// converger in legerd; a recording double in tests).
+    pub fn with_podman(mut self, podman: Arc<dyn crate::podman::Podman>) -> Self {
+        self.podman = podman;
         self
     }
 
@@ -398,9 +412,30 @@ impl<U: UnitManager> Reconciler<U> {
         if let Some(e) = self.rejected.get(&snapshot.revision) {
             return Err(Failure::new(reason::VALIDATION_FAILED, e.clone(), true));
         }
-        let result = assemble(snapshot, &self.settings.limits)
-            .map_err(|e| e.to_string())
-            .and_then(|tree| self.dry_run(&tree).map(|()| tree));
+        let result = match assemble(snapshot, &self.settings.limits) {
+            Ok(tree) => match self.dry_run(&tree) {
+                Ok(()) => Ok(tree),
+                Err(DryRunError::Refused(diags)) => {
+                    let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
+                    Err(format!(
+                        "podman's quadlet generator refused it:\n{}",
+                        lines.join("\n")
+                    ))
+                }
+                // No verdict is not a rejection: retry the pass, do not remember it.
+                Err(DryRunError::Unavailable(e)) => {
+                    return Err(Failure::new(
+                        reason::VALIDATOR_UNAVAILABLE,
+                        format!(
+                            "revision {} is not validated yet: {e}",
+                            short(&snapshot.revision)
+                        ),
+                        false,
+                    ));
+                }
+            },
+            Err(e) => Err(e.to_string()),
+        };
         let store = Arc::clone(&self.store);
         match result {
             Ok(tree) => {
@@ -436,36 +471,41 @@ impl<U: UnitManager> Reconciler<U> {
     }
 
     /// Runs podman's generator in dry-run mode over the tree staged in a scratch dir.
-    fn dry_run(&self, tree: &DesiredTree) -> Result<(), String> {
+    fn dry_run(&self, tree: &DesiredTree) -> Result<(), DryRunError> {
         if !self.settings.quadlet.generator_dry_run || !self.settings.quadlet.generator.exists() {
             return Ok(());
         }
+        let unavailable = |m: String| DryRunError::Unavailable(generator::GeneratorUnavailable(m));
         let staging = self.settings.paths.state_dir.join("staging");
         std::fs::create_dir_all(&staging)
-            .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+            .map_err(|e| unavailable(format!("cannot create {}: {e}", staging.display())))?;
         let dir = tempfile::Builder::new()
             .prefix("dryrun-")
             .tempdir_in(&staging)
-            .map_err(|e| format!("cannot create a staging dir in {}: {e}", staging.display()))?;
+            .map_err(|e| {
+                unavailable(format!(
+                    "cannot create a staging dir in {}: {e}",
+                    staging.display()
+                ))
+            })?;
         for app in tree.apps.values() {
             for (rel, file) in &app.files {
                 let path = dir.path().join(&app.name).join(rel);
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent)
-                        .map_err(|e| format!("staging {}: {e}", path.display()))?;
+                        .map_err(|e| unavailable(format!("staging {}: {e}", path.display())))?;
                 }
                 std::fs::write(&path, &file.content)
-                    .map_err(|e| format!("staging {}: {e}", path.display()))?;
+                    .map_err(|e| unavailable(format!("staging {}: {e}", path.display())))?;
             }
         }
         let user = self.settings.mode == leger_config::Mode::User;
-        generator::dry_run(&self.settings.quadlet.generator, dir.path(), user).map_err(|diags| {
-            let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
-            format!(
-                "podman's quadlet generator refused it:\n{}",
-                lines.join("\n")
-            )
-        })
+        generator::dry_run(
+            &self.settings.quadlet.generator,
+            dir.path(),
+            user,
+            self.settings.timeouts.generator,
+        )
     }
 
     /// Runs one pass. `triggers` only label the pass; the work is the same for all.
@@ -586,7 +626,7 @@ impl<U: UnitManager> Reconciler<U> {
                 None => {
                     let targets = health::units_to_gate(&plan, &tree);
                     let h = &self.settings.health;
-                    health::gate(&*self.units, &targets, h.timeout, h.settle).await
+                    health::gate(&*self.units, &*self.podman, &targets, h.timeout, h.settle).await
                 }
             };
             let is_new_revision = self.applied_revision.as_deref() != Some(tree.revision.as_str());
@@ -798,6 +838,7 @@ impl<U: UnitManager> Reconciler<U> {
             self.settings.paths.state_dir.join("backups"),
             self.settings.backups.clone(),
         )
+        .with_podman(Arc::clone(&self.podman))
     }
 
     /// Restores an app from one of its backups. The controller calls it between
@@ -880,7 +921,7 @@ impl<U: UnitManager> Reconciler<U> {
         actions: &mut Vec<String>,
     ) -> Failure {
         let user = self.settings.mode == leger_config::Mode::User;
-        let tail = health::last_journal_lines(&g.unit, user, 8).await;
+        let tail = health::last_journal_lines(&*self.podman, &g.unit, user, 8).await;
         let mut message = format!("{} of app {} {}", g.unit, g.app, g.reason);
         if !tail.is_empty() {
             message.push_str(&format!("; last log lines:\n{tail}"));
