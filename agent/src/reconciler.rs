@@ -598,6 +598,7 @@ impl<U: UnitManager> Reconciler<U> {
                 return Ok(PassOutcome::Suspended);
             }
             self.backups()
+                .with_policies(crate::backup::policies_of(&tree))
                 .take(&plan, &inventory, &self.settings.paths.quadlet_dir, self.applied_revision.as_deref(), &tree.revision, SystemTime::now())
                 .await
                 .map_err(|e| Failure::new(reason::BACKUP_FAILED, format!("backup before applying {} failed; nothing was changed: {e}", short(&tree.revision)), false))?;
@@ -839,6 +840,7 @@ impl<U: UnitManager> Reconciler<U> {
             self.settings.backups.clone(),
         )
         .with_podman(Arc::clone(&self.podman))
+        .with_metrics(Arc::clone(&self.metrics))
     }
 
     /// Restores an app from one of its backups. The controller calls it between

@@ -58,6 +58,8 @@ async fn fixture() -> Fixture {
         BackupSettings {
             keep: 10,
             max_age: Duration::from_secs(3600),
+            max_bytes: None,
+            min_free: None,
         },
     );
     // rev1 of app web is installed; rev2 is about to change web.container.

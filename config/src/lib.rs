@@ -162,7 +162,50 @@ pub struct BackupSettings {
     pub keep: usize,
     /// Older backups are removed (except each app's newest).
     pub max_age: Duration,
+    /// The most bytes all backups together may take; `None` sets no cap.
+    pub max_bytes: Option<u64>,
+    /// Free bytes that must be left on the state filesystem after a backup; `None`
+    /// checks nothing.
+    pub min_free: Option<u64>,
 }
+
+/// A size in desired units: an integer of bytes, or a string with a binary suffix
+/// (`"512M"`, `"10G"`, `"1T"`, also `"10GiB"`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    /// Bytes.
+    Bytes(u64),
+    /// `"10G"`.
+    Text(String),
+}
+
+/// Parses a [`SizeValue`]; the error says what is accepted.
+pub fn parse_size(key: &str, v: &SizeValue) -> Result<u64, ConfigError> {
+    let text = match v {
+        SizeValue::Bytes(n) => return Ok(*n),
+        SizeValue::Text(t) => t.trim(),
+    };
+    let bad = || ConfigError::Value {
+        key: key.to_owned(),
+        message: format!("{text:?} is not a size; use bytes (1000000) or a number with K, M, G or T (\"10G\")"),
+    };
+    let upper = text.to_ascii_uppercase();
+    let digits = upper.trim_end_matches("IB").trim_end_matches('B');
+    let (number, shift) = match digits.chars().last() {
+        Some('K') => (&digits[..digits.len() - 1], 10),
+        Some('M') => (&digits[..digits.len() - 1], 20),
+        Some('G') => (&digits[..digits.len() - 1], 30),
+        Some('T') => (&digits[..digits.len() - 1], 40),
+        _ => (digits, 0),
+    };
+    let n: u64 = number.trim().parse().map_err(|_| bad())?;
+    n.checked_mul(1u64 << shift).ok_or_else(bad)
+}
+
+/// Free space a backup must leave on the state filesystem by default: 1 GiB, so a
+/// backup never fills the disk the SQLite database and the journal share.
+pub const DEFAULT_MIN_FREE: u64 = 1 << 30;
 
 /// Validated settings legerd runs with.
 #[derive(Debug, Clone, PartialEq)]
@@ -236,6 +279,10 @@ pub struct BackupsFragment {
     pub keep: Option<usize>,
     /// e.g. `"30d"`.
     pub max_age: Option<String>,
+    /// e.g. `"20G"` or bytes.
+    pub max_bytes: Option<SizeValue>,
+    /// e.g. `"2G"` or bytes.
+    pub min_free: Option<SizeValue>,
 }
 
 /// `[health]` in a fragment.
@@ -503,6 +550,8 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
         backups: BackupsFragment {
             keep: pick(base.backups.keep, over.backups.keep),
             max_age: pick(base.backups.max_age, over.backups.max_age),
+            max_bytes: pick(base.backups.max_bytes, over.backups.max_bytes),
+            min_free: pick(base.backups.min_free, over.backups.min_free),
         },
     }
 }
@@ -715,6 +764,16 @@ impl Settings {
                     f.backups.max_age,
                     Duration::from_secs(30 * 24 * 3600),
                 )?,
+                max_bytes: f
+                    .backups
+                    .max_bytes
+                    .as_ref()
+                    .map(|v| parse_size("backups.max_bytes", v))
+                    .transpose()?,
+                min_free: match &f.backups.min_free {
+                    Some(v) => Some(parse_size("backups.min_free", v)?),
+                    None => Some(DEFAULT_MIN_FREE),
+                },
             },
             timeouts,
         })
@@ -956,4 +1015,19 @@ mod tests {
             .to_string();
         assert!(e.contains("reconcile.debounce"), "{e}");
     }
+
+    #[test]
+    fn backup_budget_sizes_parse_with_suffixes_and_name_the_key() {
+        let v = |t: &str| SizeValue::Text(t.into());
+        assert_eq!(parse_size("k", &SizeValue::Bytes(5)).unwrap(), 5);
+        assert_eq!(parse_size("k", &v("512M")).unwrap(), 512 << 20);
+        assert_eq!(parse_size("k", &v("10GiB")).unwrap(), 10 << 30);
+        assert_eq!(parse_size("k", &v("2t")).unwrap(), 2 << 40);
+        let e = parse_size("backups.max_bytes", &v("lots")).unwrap_err().to_string();
+        assert!(e.contains("backups.max_bytes") && e.contains("10G"), "{e}");
+        assert!(parse_size("k", &v("99999999999T")).is_err(), "overflow");
+        let s = Settings::defaults(Mode::System, &Environment::default()).unwrap();
+        assert_eq!((s.backups.max_bytes, s.backups.min_free), (None, Some(DEFAULT_MIN_FREE)));
+    }
+
 }

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use leger_api_types::BackupInfo;
+use leger_api_types::app_config::BackupFailure;
 use leger_config::BackupSettings;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -36,6 +37,7 @@ use crate::plan::{Action, Plan, WriteReason};
 use crate::store::{InventoryEntry, StoreError};
 use crate::systemd::SystemdError;
 
+pub mod budget;
 mod podman;
 mod restore;
 
@@ -93,6 +95,16 @@ pub enum BackupError {
     /// No backup matches the request.
     #[error("{0}")]
     NotFound(String),
+    /// The backup does not fit the budget even after evicting older backups.
+    #[error(
+        "no room to back up app {app}: {detail}, even after removing the backups of other revisions oldest first. Free space on the state filesystem, raise [backups] max_bytes or lower min_free, or let the app update without a backup with backup_failure = \"warn\" in its leger.toml"
+    )]
+    Budget {
+        /// The app.
+        app: String,
+        /// Which limit, by how much.
+        detail: String,
+    },
     /// The backup's revision is no longer in legerd's revision store.
     #[error(
         "backup {backup} is of revision {revision}, which is no longer in legerd's revision store, so the host could not be pinned to it; see `legerctl revisions` for the revisions kept, and pick a newer backup with `legerctl backups`"
@@ -414,12 +426,51 @@ pub(super) fn sha256_file(path: &Path) -> Result<(String, u64), BackupError> {
     Ok((hex::encode(h.finalize()), n))
 }
 
+/// What one app's `leger.toml` asks of its backups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppBackupPolicy {
+    /// Export its volumes (`backup_volumes`).
+    pub volumes: bool,
+    /// What a failed backup does to its update (`backup_failure`).
+    pub failure: BackupFailure,
+}
+
+impl Default for AppBackupPolicy {
+    fn default() -> Self {
+        AppBackupPolicy {
+            volumes: true,
+            failure: BackupFailure::Refuse,
+        }
+    }
+}
+
+/// The backup policy of every app of a tree; an app not in it (one being removed) gets
+/// the default.
+pub fn policies_of(tree: &crate::model::DesiredTree) -> BTreeMap<String, AppBackupPolicy> {
+    tree.apps
+        .iter()
+        .map(|(name, app)| {
+            (
+                name.clone(),
+                AppBackupPolicy {
+                    volumes: app.config.backup_volumes,
+                    failure: app.config.backup_failure,
+                },
+            )
+        })
+        .collect()
+}
+
 /// The backup folder and its settings.
 #[derive(Debug, Clone)]
 pub struct Backups {
     root: PathBuf,
     settings: BackupSettings,
     pub(super) podman: PodmanVolumes,
+    /// Per-app choices from `leger.toml`.
+    policies: BTreeMap<String, AppBackupPolicy>,
+    /// Where outcomes and the folder's size are reported, when set.
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl Backups {
@@ -429,6 +480,101 @@ impl Backups {
             root,
             settings,
             podman: PodmanVolumes::default(),
+            policies: BTreeMap::new(),
+            metrics: None,
+        }
+    }
+
+    /// Applies each app's `leger.toml` choices (volumes or not, refuse or warn).
+    pub fn with_policies(mut self, policies: BTreeMap<String, AppBackupPolicy>) -> Self {
+        self.policies = policies;
+        self
+    }
+
+    /// Reports `legerd_backups_total` and `legerd_backup_bytes` into `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn record(&self, outcome: &'static str) {
+        if let Some(m) = &self.metrics {
+            m.record_backup(outcome);
+        }
+    }
+
+    /// Reports the folder's size now.
+    pub fn report_size(&self) {
+        if let Some(m) = &self.metrics {
+            m.set_backup_bytes(dir_size(&self.root));
+        }
+    }
+
+    /// Removes backups a crash left without a `manifest.json`; legerd calls it at start.
+    /// Returns how many app folders went.
+    pub fn remove_interrupted(&self) -> Result<usize, BackupError> {
+        let mut removed = 0;
+        for (id, app, dir) in self.app_dirs()? {
+            if matches!(read_manifest(&dir), Ok(None)) {
+                std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+                let _ = std::fs::remove_dir(self.root.join(&id));
+                tracing::info!(backup = %id, app = %app, "removed an interrupted backup");
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Makes room for `needed` more bytes within the budget, evicting complete backups
+    /// of other revisions than `saving`, oldest first, never one in `protected`.
+    fn ensure_room(
+        &self,
+        app: &str,
+        needed: u64,
+        saving: &str,
+        protected: &[(String, String)],
+    ) -> Result<(), BackupError> {
+        if self.settings.max_bytes.is_none() && self.settings.min_free.is_none() {
+            return Ok(());
+        }
+        loop {
+            let usage = budget::Usage {
+                used: dir_size(&self.root),
+                free: budget::free_bytes(&self.root).map_err(io_err("measure", &self.root))?,
+            };
+            let Err(detail) = budget::fits(&self.settings, usage, needed) else {
+                return Ok(());
+            };
+            let candidates: Vec<budget::Candidate> = self
+                .app_dirs()?
+                .into_iter()
+                .filter_map(|(id, app, dir)| {
+                    let m = read_manifest(&dir).ok()??;
+                    Some(budget::Candidate {
+                        id,
+                        app,
+                        revision: m.revision,
+                        created: humantime::parse_rfc3339(&m.created)
+                            .unwrap_or(SystemTime::UNIX_EPOCH),
+                    })
+                })
+                .collect();
+            let Some(victim) = budget::next_eviction(&candidates, saving, protected) else {
+                return Err(BackupError::Budget {
+                    app: app.to_owned(),
+                    detail,
+                });
+            };
+            let dir = self.root.join(&victim.id).join(&victim.app);
+            std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+            let _ = std::fs::remove_dir(self.root.join(&victim.id));
+            tracing::warn!(
+                backup = %victim.id,
+                app = %victim.app,
+                revision = %victim.revision,
+                "removed an old backup to stay within the backup budget ({detail})"
+            );
+            self.record("evicted");
         }
     }
 
@@ -475,20 +621,46 @@ impl Backups {
                         .map(|f| f.entry.revision.clone())
                 })
                 .unwrap_or_default();
-            let volumes = volumes_to_export(&files, what);
-            if let Some(info) = self
-                .take_app(app, &revision, next, &files, &volumes, now)
-                .await?
+            let policy = self.policies.get(app).copied().unwrap_or_default();
+            let volumes = if policy.volumes {
+                volumes_to_export(&files, what)
+            } else {
+                BTreeSet::new()
+            };
+            let protected: Vec<(String, String)> =
+                taken.iter().map(|i: &BackupInfo| (i.id.clone(), i.app.clone())).collect();
+            match self
+                .take_app(app, &revision, next, &files, &volumes, now, &protected)
+                .await
             {
-                taken.push(info);
+                Ok(Some(info)) => {
+                    self.record("taken");
+                    taken.push(info);
+                }
+                Ok(None) => {}
+                Err(e) if policy.failure == BackupFailure::Warn => {
+                    self.record("skipped");
+                    tracing::warn!(
+                        app,
+                        error = %e,
+                        "backup failed; the app's leger.toml says backup_failure = \"warn\", so it is updated without one"
+                    );
+                }
+                Err(e) => {
+                    self.record("failed");
+                    self.report_size();
+                    return Err(e);
+                }
             }
         }
         if !taken.is_empty() {
             self.prune(now)?;
         }
+        self.report_size();
         Ok(taken)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn take_app(
         &self,
         app: &str,
@@ -497,6 +669,7 @@ impl Backups {
         files: &[CurrentFile],
         volumes: &BTreeSet<String>,
         now: SystemTime,
+        protected: &[(String, String)],
     ) -> Result<Option<BackupInfo>, BackupError> {
         let base = backup_id(now, revision);
         let mut id = base.clone();
@@ -506,8 +679,18 @@ impl Backups {
             id = format!("{base}.{n}");
         }
         let dir = self.root.join(&id).join(app);
+        // Before anything is written: the files, and each volume at the size its last
+        // backup had (its real size is checked again right after its export).
+        let mut protected = protected.to_vec();
+        protected.push((id.clone(), app.to_owned()));
+        let estimate = files
+            .iter()
+            .filter_map(|f| f.content.as_ref().map(|c| c.len() as u64))
+            .sum::<u64>()
+            + self.last_volume_sizes(volumes);
+        self.ensure_room(app, estimate, revision, &protected)?;
         let result = self
-            .write_app(&dir, app, revision, next, files, volumes, now)
+            .write_app(&dir, app, revision, next, files, volumes, now, &protected)
             .await;
         // Nothing to keep (every file deleted by hand, no volume): no backup either.
         let empty = result
@@ -535,6 +718,7 @@ impl Backups {
         files: &[CurrentFile],
         volumes: &BTreeSet<String>,
         now: SystemTime,
+        protected: &[(String, String)],
     ) -> Result<Manifest, BackupError> {
         mkdir(dir)?;
         let mut manifest = Manifest {
@@ -581,11 +765,37 @@ impl Backups {
                 sha256,
                 size,
             });
+            // The archive is on disk now, so the budget sees its real size.
+            self.ensure_room(app, 0, revision, protected)?;
         }
         let path = dir.join(MANIFEST);
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
         leger_config::fs::write_atomic(&path, &json, 0o600).map_err(io_err("write", &path))?;
         Ok(manifest)
+    }
+
+    /// The size each of `volumes` had in its newest backup: the estimate of its next
+    /// export before it runs.
+    fn last_volume_sizes(&self, volumes: &BTreeSet<String>) -> u64 {
+        if volumes.is_empty() {
+            return 0;
+        }
+        let mut newest: BTreeMap<&str, (SystemTime, u64)> = BTreeMap::new();
+        let dirs = self.app_dirs().unwrap_or_default();
+        let manifests: Vec<Manifest> = dirs
+            .iter()
+            .filter_map(|(_, _, dir)| read_manifest(dir).ok().flatten())
+            .collect();
+        for m in &manifests {
+            let t = humantime::parse_rfc3339(&m.created).unwrap_or(SystemTime::UNIX_EPOCH);
+            for v in m.volumes.iter().filter(|v| volumes.contains(&v.name)) {
+                let e = newest.entry(v.name.as_str()).or_insert((t, v.size));
+                if t > e.0 {
+                    *e = (t, v.size);
+                }
+            }
+        }
+        newest.values().map(|(_, size)| size).sum()
     }
 
     /// Every complete backup, newest first; `app` narrows the list to one app.
@@ -959,6 +1169,8 @@ mod tests {
         BackupSettings {
             keep,
             max_age: Duration::from_secs(30 * 24 * 3600),
+            max_bytes: None,
+            min_free: None,
         }
     }
 
@@ -1116,6 +1328,72 @@ mod tests {
             ["web.env"],
             "the hand edit as it is on disk"
         );
+    }
+
+    #[tokio::test]
+    async fn backup_budget_evicts_other_revisions_then_refuses_or_warns() {
+        let t = tempfile::tempdir().unwrap();
+        let quadlets = t.path().join("quadlets");
+        std::fs::create_dir_all(quadlets.join("web")).unwrap();
+        let body = vec![b'#'; 4000];
+        std::fs::write(quadlets.join("web/web.container"), &body).unwrap();
+        let inventory = vec![entry("web/web.container", Some("web.service"))];
+        let plan = update_plan("web/web.container");
+        let mut s = settings(10);
+        // Room for two backups of 4000 bytes and their manifests, not three.
+        s.max_bytes = Some(9_500);
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(false));
+        let b = Backups::new(t.path().join("backups"), s.clone()).with_metrics(metrics.clone());
+        for (i, rev) in ["r1", "r2", "r3"].iter().enumerate() {
+            b.take(&plan, &inventory, &quadlets, Some(rev), "n", at(i as u64 * 10))
+                .await
+                .unwrap();
+        }
+        let revs: Vec<String> = b.list(None).unwrap().into_iter().map(|i| i.revision).collect();
+        assert_eq!(revs, ["r3", "r2"], "the oldest other revision went first");
+        let text = metrics.render();
+        assert!(text.contains("legerd_backups_total{outcome=\"evicted\"} 1"), "{text}");
+        assert!(text.contains("legerd_backups_total{outcome=\"taken\"} 3"), "{text}");
+        assert!(!text.contains("legerd_backup_bytes 0\n"), "{text}");
+
+        // Too big for the budget even when empty: refused, nothing left behind.
+        s.max_bytes = Some(1000);
+        let b = Backups::new(t.path().join("small"), s.clone());
+        let e = b
+            .take(&plan, &inventory, &quadlets, Some("r1"), "n", at(0))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BackupError::Budget { .. }), "{e}");
+        assert!(e.to_string().contains("max_bytes = 1000") && e.to_string().contains("backup_failure"), "{e}");
+        assert!(b.list(None).unwrap().is_empty());
+        // The app said warn: no backup, no error.
+        let warn = Backups::new(t.path().join("small"), s).with_policies(
+            [(
+                "web".to_owned(),
+                AppBackupPolicy {
+                    volumes: true,
+                    failure: BackupFailure::Warn,
+                },
+            )]
+            .into(),
+        );
+        let taken = warn
+            .take(&plan, &inventory, &quadlets, Some("r1"), "n", at(0))
+            .await
+            .unwrap();
+        assert!(taken.is_empty());
+    }
+
+    #[test]
+    fn interrupted_backups_are_removed_at_start() {
+        let t = tempfile::tempdir().unwrap();
+        let b = Backups::new(t.path().to_owned(), settings(10));
+        std::fs::create_dir_all(t.path().join("20250101T000000Z-x/web/files")).unwrap();
+        std::fs::create_dir_all(t.path().join("20250102T000000Z-y/db")).unwrap();
+        std::fs::write(t.path().join("20250102T000000Z-y/db/manifest.json"), b"{}").unwrap();
+        assert_eq!(b.remove_interrupted().unwrap(), 1);
+        assert!(!t.path().join("20250101T000000Z-x").exists());
+        assert!(t.path().join("20250102T000000Z-y/db").exists(), "a complete (even unreadable) one stays");
     }
 
     #[tokio::test]
