@@ -597,9 +597,13 @@ impl<U: UnitManager> Reconciler<U> {
                 actions = plan.actions.iter().map(|a| format!("(suspended) {a}")).collect();
                 return Ok(PassOutcome::Suspended);
             }
-            self.backups()
-                .with_policies(crate::backup::policies_of(&tree))
-                .take(&plan, &inventory, &self.settings.paths.quadlet_dir, self.applied_revision.as_deref(), &tree.revision, SystemTime::now())
+            // The units writing to exported volumes stop right before the export; the
+            // apply below restarts them (one disruption).
+            crate::backup::quiesce::take_quiesced(
+                &self.backups().with_policies(crate::backup::policies_of(&tree)),
+                &*self.units,
+                &plan, &inventory, &self.settings.paths.quadlet_dir, self.applied_revision.as_deref(), &tree.revision, SystemTime::now(),
+            )
                 .await
                 .map_err(|e| Failure::new(reason::BACKUP_FAILED, format!("backup before applying {} failed; nothing was changed: {e}", short(&tree.revision)), false))?;
             let target = ApplyTarget {

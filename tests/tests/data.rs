@@ -164,6 +164,73 @@ fn data_restore_is_point_in_time_with_a_consistent_sqlite_database() -> Result<(
     Ok(())
 }
 
+/// A container whose python3 writes to the database without pause: a row and a commit
+/// every few milliseconds, for as long as it runs.
+fn busy_db(description: &str) -> String {
+    format!(
+        "[Unit]\nDescription={description}\n\n[Container]\nContainerName=db\nImage=localhost/busybox:latest\nNetwork=none\n\
+         Volume=db.volume:/data\nVolume=/usr:/usr:ro\n\
+         Exec=/usr/lib64/ld-linux-x86-64.so.2 /usr/bin/python3 -c \"import sqlite3,itertools,time; c=sqlite3.connect('/data/app.db'); \
+         c.execute('create table if not exists t (id integer primary key, body text)'); \
+         [(c.execute('insert into t(body) values (?)', ('x'*500,)), c.commit(), time.sleep(0.003)) for i in itertools.count()]\"\n"
+    )
+}
+
+#[test]
+fn data_export_is_quiesced_inside_the_applys_own_restart() -> Result<()> {
+    let tb = Testbed::boot("e2e-data-quiesce")?;
+    let fleet = Fleet::create(
+        &tb,
+        &[
+            (DB_VOLUME, "[Volume]\n"),
+            (DB_CONTAINER, &busy_db("e2e busy db v1")),
+            (OTHER, &container("other", "other v1")),
+        ],
+    )?;
+    legerctl(
+        &tb,
+        &["set-desired", "git", &fleet.url_inside(), "--path", "apps"],
+    )?;
+    start_legerd(&tb)?;
+    wait_running(&tb, "db.service", "db")?;
+    wait_until(WAIT, "the writer has written rows", || {
+        Ok(check_db(&tb).map(|(n, _)| n > 200).unwrap_or(false))
+    })?;
+    let started = |tb: &Testbed| -> Result<usize> {
+        Ok(tb
+            .unit_logs("db.service")?
+            .lines()
+            .filter(|l| l.starts_with("Started db.service"))
+            .count())
+    };
+    assert_eq!(started(&tb)?, 1);
+
+    let v2 = fleet.commit(&[(DB_CONTAINER, &busy_db("e2e busy db v2"))], &[], "db v2")?;
+    reconcile(&tb)?;
+    wait_applied(&tb, &v2)?;
+    wait_running(&tb, "db.service", "db")?;
+    let legerd_log = tb.unit_logs("legerd.service")?;
+    let stop = legerd_log
+        .find("stopped for a consistent volume export")
+        .expect("db.service was stopped for the export");
+    let export = legerd_log
+        .find("backed up app before apply")
+        .expect("the backup was taken");
+    assert!(stop < export, "stopped before the export:\n{legerd_log}");
+    assert_eq!(started(&tb)?, 2, "the apply's restart is the only disruption");
+
+    // The quiesced archive restores to a consistent database.
+    let list: serde_json::Value =
+        serde_json::from_str(&legerctl(&tb, &["backups", "db", "--json"])?)?;
+    let id = list[0]["id"].as_str().unwrap().to_owned();
+    legerctl(&tb, &["restore", "db", &id])?;
+    wait_running(&tb, "db.service", "db")?;
+    let (rows, check) = check_db(&tb)?;
+    assert!(rows > 200, "{rows}");
+    assert_eq!(check, "ok");
+    Ok(())
+}
+
 #[test]
 fn data_backup_budget_refuses_an_apply_and_the_app_keeps_running() -> Result<()> {
     let tb = Testbed::boot("e2e-data-budget")?;

@@ -39,6 +39,7 @@ use crate::systemd::SystemdError;
 
 pub mod budget;
 mod podman;
+pub mod quiesce;
 mod restore;
 
 pub use podman::PodmanVolumes;
@@ -251,7 +252,7 @@ pub struct CurrentFile {
 }
 
 impl CurrentFile {
-    fn rel(&self) -> &str {
+    pub(super) fn rel(&self) -> &str {
         self.entry
             .key
             .split_once('/')
@@ -967,7 +968,7 @@ fn info(id: &str, dir: &Path, m: &Manifest) -> BackupInfo {
 }
 
 /// The app's inventory rows with their bytes on disk.
-fn current_files(
+pub(super) fn current_files(
     inventory: &[InventoryEntry],
     app: &str,
     quadlet_dir: &Path,
