@@ -299,6 +299,9 @@ mod tests {
             MESSAGE_ID_ROLLED_BACK,
             MESSAGE_ID_DRIFT,
             MESSAGE_ID_SECRET_ROTATED,
+            MESSAGE_ID_API_CHANGE,
+            MESSAGE_ID_DESIRED_CHANGED,
+            MESSAGE_ID_RESTORED,
         ] {
             assert!(doc.contains(id), "{id} is missing from docs/journal.md");
         }

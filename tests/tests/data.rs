@@ -256,7 +256,16 @@ fn data_backup_budget_refuses_an_apply_and_the_app_keeps_running() -> Result<()>
     let (_, _, message) = condition(&doc, "Ready").unwrap();
     assert!(message.contains("max_bytes") && message.contains("db"), "{message}");
     assert_eq!(applied_revision(&tb)?.as_deref(), Some(v1.as_str()));
-    assert_eq!(container_id(&tb, "db")?.as_deref(), Some(db_id.as_str()));
+    // The export that broke the budget ran with db stopped (quiesced); the refusal
+    // started it again, on the old revision.
+    let after = wait_running(&tb, "db.service", "db")?;
+    let _ = db_id;
+    assert_eq!(check_db(&tb)?, (2000, "ok".to_owned()), "its data is untouched");
+    assert_eq!(
+        tb.exec_ok(&["systemctl", "show", "-P", "Description", "db.service"])?.trim(),
+        "e2e db v1"
+    );
+    let _ = after;
     assert_eq!(
         legerctl(&tb, &["backups"])?.trim(),
         "no backups",
