@@ -79,7 +79,9 @@ impl Caller {
         let cred = stream.peer_cred().ok()?;
         let pid = cred.pid();
         let groups = pid
-            .and_then(|p| std::fs::read_to_string(Path::new("/proc").join(p.to_string()).join("status")).ok())
+            .and_then(|p| {
+                std::fs::read_to_string(Path::new("/proc").join(p.to_string()).join("status")).ok()
+            })
             .map(|text| groups_from_proc_status(&text, cred.uid()))
             .unwrap_or_default();
         Some(Caller {
@@ -95,13 +97,11 @@ impl Caller {
 /// still names `uid` (real or effective); otherwise none (the pid was reused).
 pub fn groups_from_proc_status(text: &str, uid: u32) -> Vec<u32> {
     let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|rest| {
-                rest.split_whitespace()
-                    .filter_map(|n| n.parse::<u32>().ok())
-                    .collect::<Vec<_>>()
-            })
+        text.lines().find_map(|l| l.strip_prefix(name)).map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|n| n.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
     };
     let same_process = field("Uid:").is_some_and(|ids| ids.iter().take(2).any(|u| *u == uid));
     if !same_process {
@@ -184,12 +184,7 @@ impl AccessPolicy {
         if caller.uid == 0 || caller.uid == self.owner_uid {
             return Ok(());
         }
-        let held: BTreeSet<u32> = caller
-            .groups
-            .iter()
-            .copied()
-            .chain([caller.gid])
-            .collect();
+        let held: BTreeSet<u32> = caller.groups.iter().copied().chain([caller.gid]).collect();
         let member = |g: &Option<Group>| {
             g.as_ref()
                 .and_then(|g| g.gid)
@@ -266,7 +261,10 @@ mod tests {
         let reader = caller(1000, 1000, &[900]);
         assert!(p.check(&reader, Role::Read).is_ok());
         let e = p.check(&reader, Role::Write).unwrap_err().to_string();
-        assert!(e.contains("group leger-admin") && e.contains("uid 1000"), "{e}");
+        assert!(
+            e.contains("group leger-admin") && e.contains("uid 1000"),
+            "{e}"
+        );
     }
 
     #[test]

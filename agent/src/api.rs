@@ -24,9 +24,9 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::serve::IncomingStream;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use leger_api_types::{
     ApiError, BackupInfo, IdentityResponse, PassRecord, ReconcileResponse, RestoreRequest,
@@ -181,11 +181,7 @@ pub fn route_and_target(path: &str) -> (String, String) {
 
 /// Checks every request against the caller's credentials, and writes the audit event of
 /// every write request (allowed or refused).
-async fn authorize(
-    State(ctx): State<ApiContext>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn authorize(State(ctx): State<ApiContext>, request: Request, next: Next) -> Response {
     let role = Role::of(request.method());
     let (route, path) = route_and_target(request.uri().path());
     let endpoint = format!("{} {route}", request.method());
@@ -235,7 +231,7 @@ pub async fn serve(
         router(ctx).into_make_service_with_connect_info::<Peer>(),
     )
     .with_graceful_shutdown(shutdown)
-        .await?;
+    .await?;
     // Remove the socket so `legerctl` reports "not running" rather than "refused".
     if let Some(path) = path {
         let _ = std::fs::remove_file(path);

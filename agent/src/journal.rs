@@ -40,7 +40,9 @@ pub fn api_change(
     outcome: &str,
     status: u16,
 ) {
-    let pid = caller.pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+    let pid = caller
+        .pid
+        .map_or_else(|| "unknown".to_owned(), |p| p.to_string());
     let groups = caller
         .groups
         .iter()
@@ -115,9 +117,10 @@ pub fn desired_changed(path: &std::path::Path, before: Option<&str>, after: &str
         || "unknown".to_owned(),
         |m| format!("{}:{}", m.uid(), m.gid()),
     );
-    let mode = meta
-        .as_ref()
-        .map_or_else(|| "unknown".to_owned(), |m| format!("{:o}", m.mode() & 0o7777));
+    let mode = meta.as_ref().map_or_else(
+        || "unknown".to_owned(),
+        |m| format!("{:o}", m.mode() & 0o7777),
+    );
     let changed = match before {
         Some(b) => changed_tables(b, after),
         None => "first seen".to_owned(),

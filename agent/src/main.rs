@@ -104,11 +104,9 @@ async fn run(args: Args) -> Result<bool> {
     // A crash mid-write can leave a temporary file behind; it is legerd's by its name.
     // A backup without its manifest.json was cut off by a crash: it can never be
     // restored and only takes space in the budget.
-    if let Err(e) = legerd::backup::Backups::new(
-        paths.state_dir.join("backups"),
-        settings.backups.clone(),
-    )
-    .remove_interrupted()
+    if let Err(e) =
+        legerd::backup::Backups::new(paths.state_dir.join("backups"), settings.backups.clone())
+            .remove_interrupted()
     {
         tracing::warn!(error = %e, "cannot remove interrupted backups");
     }

@@ -397,7 +397,8 @@ impl Metrics {
 
     /// What the backup folder takes now.
     pub fn set_backup_bytes(&self, bytes: u64) {
-        self.backup_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.backup_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// One source fetch. `kind` is `git` or `dir`.

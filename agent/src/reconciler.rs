@@ -353,7 +353,11 @@ impl<U: UnitManager> Reconciler<U> {
                 .flatten(),
         };
         if before.as_deref() != Some(text) {
-            crate::journal::desired_changed(&self.settings.paths.desired_file, before.as_deref(), text);
+            crate::journal::desired_changed(
+                &self.settings.paths.desired_file,
+                before.as_deref(),
+                text,
+            );
         }
     }
 

@@ -316,7 +316,15 @@ fn curl_as(socket: &Path, groups: &[u32], method: &str, path: &str) -> (u16, Str
         cmd.args(["--groups", &list.join(",")]);
     }
     let out = cmd
-        .args(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--unix-socket"])
+        .args([
+            "curl",
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--unix-socket",
+        ])
         .arg(socket)
         .args(["-X", method, "--data-binary", "v"])
         .arg(format!("http://legerd{path}"))

@@ -152,10 +152,17 @@ mod tests {
 
     #[test]
     fn app_config_reads_backup_choices() {
-        let c = AppConfig::from_toml_str("backup_failure = \"warn\"\nbackup_volumes = false\n").unwrap();
-        assert_eq!((c.backup_failure, c.backup_volumes), (BackupFailure::Warn, false));
+        let c = AppConfig::from_toml_str("backup_failure = \"warn\"\nbackup_volumes = false\n")
+            .unwrap();
+        assert_eq!(
+            (c.backup_failure, c.backup_volumes),
+            (BackupFailure::Warn, false)
+        );
         let d = AppConfig::from_toml_str("").unwrap();
-        assert_eq!((d.backup_failure, d.backup_volumes), (BackupFailure::Refuse, true));
+        assert_eq!(
+            (d.backup_failure, d.backup_volumes),
+            (BackupFailure::Refuse, true)
+        );
         let e = AppConfig::from_toml_str("backup_failure = \"ignore\"\n").unwrap_err();
         assert!(e.contains("backup_failure") || e.contains("refuse"), "{e}");
     }
@@ -169,7 +176,10 @@ mod tests {
             "[health]\ntimeout = \"99999999999999999999999999s\"\n",
         ] {
             let e = AppConfig::from_toml_str(text).unwrap_err();
-            assert!(e.contains("timeout") || e.contains("settle") || e.contains("number"), "{text}: {e}");
+            assert!(
+                e.contains("timeout") || e.contains("settle") || e.contains("number"),
+                "{text}: {e}"
+            );
         }
     }
 

@@ -1130,14 +1130,22 @@ suspend = false
             let text = format!("[source]\nkind = \"git\"\nurl = \"{url}\"\n");
             let e = DesiredState::from_toml_str(&text).unwrap_err().to_string();
             assert!(e.contains("credentials_file"), "{e}");
-            assert!(!e.contains("planted-token"), "the error never repeats it: {e}");
+            assert!(
+                !e.contains("planted-token"),
+                "the error never repeats it: {e}"
+            );
         }
         let d = DesiredState::from_toml_str(
             "[source]\nkind = \"git\"\nurl = \"https://git.example/r.git\"\ncredentials_file = \"/etc/leger/git-credentials\"\n",
         )
         .unwrap();
-        let SourceSpec::Git(g) = &d.source else { panic!() };
-        assert_eq!(g.credentials_file.as_deref(), Some(Path::new("/etc/leger/git-credentials")));
+        let SourceSpec::Git(g) = &d.source else {
+            panic!()
+        };
+        assert_eq!(
+            g.credentials_file.as_deref(),
+            Some(Path::new("/etc/leger/git-credentials"))
+        );
         let again = DesiredState::from_toml_str(&d.to_toml_string()).unwrap();
         assert_eq!(again, d, "round trip");
         let e = DesiredState::from_toml_str(
@@ -1147,5 +1155,4 @@ suspend = false
         .to_string();
         assert!(e.contains("credentials_file"), "{e}");
     }
-
 }

@@ -188,7 +188,9 @@ pub fn parse_size(key: &str, v: &SizeValue) -> Result<u64, ConfigError> {
     };
     let bad = || ConfigError::Value {
         key: key.to_owned(),
-        message: format!("{text:?} is not a size; use bytes (1000000) or a number with K, M, G or T (\"10G\")"),
+        message: format!(
+            "{text:?} is not a size; use bytes (1000000) or a number with K, M, G or T (\"10G\")"
+        ),
     };
     let upper = text.to_ascii_uppercase();
     let digits = upper.trim_end_matches("IB").trim_end_matches('B');
@@ -1023,11 +1025,15 @@ mod tests {
         assert_eq!(parse_size("k", &v("512M")).unwrap(), 512 << 20);
         assert_eq!(parse_size("k", &v("10GiB")).unwrap(), 10 << 30);
         assert_eq!(parse_size("k", &v("2t")).unwrap(), 2 << 40);
-        let e = parse_size("backups.max_bytes", &v("lots")).unwrap_err().to_string();
+        let e = parse_size("backups.max_bytes", &v("lots"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("backups.max_bytes") && e.contains("10G"), "{e}");
         assert!(parse_size("k", &v("99999999999T")).is_err(), "overflow");
         let s = Settings::defaults(Mode::System, &Environment::default()).unwrap();
-        assert_eq!((s.backups.max_bytes, s.backups.min_free), (None, Some(DEFAULT_MIN_FREE)));
+        assert_eq!(
+            (s.backups.max_bytes, s.backups.min_free),
+            (None, Some(DEFAULT_MIN_FREE))
+        );
     }
-
 }

@@ -167,7 +167,13 @@ fn access_roles_on_every_endpoint_with_audit_events() -> Result<()> {
     // An admin is allowed on every one of them.
     let (code, text) = curl_as(&tb, "bob", "POST", "/v1/reconcile", None)?;
     assert_eq!(code, 200, "{text}");
-    let (code, text) = curl_as(&tb, "bob", "PUT", "/v1/secrets/db-pass", Some("@/tmp/secret"))?;
+    let (code, text) = curl_as(
+        &tb,
+        "bob",
+        "PUT",
+        "/v1/secrets/db-pass",
+        Some("@/tmp/secret"),
+    )?;
     assert_eq!(code, 200, "{text}");
     let (code, text) = curl_as(&tb, "bob", "DELETE", "/v1/secrets/db-pass", None)?;
     assert_eq!(code, 204, "{text}");
@@ -182,14 +188,12 @@ fn access_roles_on_every_endpoint_with_audit_events() -> Result<()> {
     assert_eq!(code, 404, "{text}");
     assert!(text.contains("there is no app no-such-app"), "{text}");
     // Hostile: a body over the limit is refused before it is buffered; legerd lives on.
-    tb.exec_ok(&["sh", "-c", "head -c 600000 /dev/zero | tr '\\0' x > /tmp/big"])?;
-    let (code, text) = curl_as(
-        &tb,
-        "bob",
-        "PUT",
-        "/v1/secrets/big",
-        Some("@/tmp/big"),
-    )?;
+    tb.exec_ok(&[
+        "sh",
+        "-c",
+        "head -c 600000 /dev/zero | tr '\\0' x > /tmp/big",
+    ])?;
+    let (code, text) = curl_as(&tb, "bob", "PUT", "/v1/secrets/big", Some("@/tmp/big"))?;
     assert_eq!(code, 413, "{text}");
     assert!(text.contains("at most 512000 bytes"), "{text}");
     assert_eq!(active_state(&tb, "legerd.service")?, "active");
@@ -233,7 +237,9 @@ fn access_roles_on_every_endpoint_with_audit_events() -> Result<()> {
     assert_eq!(field(set, "LEGER_TARGET"), "db-pass");
     let restore = events
         .iter()
-        .find(|e| field(e, "LEGER_CALLER_UID") == bob && field(e, "LEGER_ENDPOINT") == "POST /v1/restore")
+        .find(|e| {
+            field(e, "LEGER_CALLER_UID") == bob && field(e, "LEGER_ENDPOINT") == "POST /v1/restore"
+        })
         .context("no event for bob's restore")?;
     assert_eq!(field(restore, "LEGER_TARGET"), "no-such-app");
     assert_eq!(field(restore, "LEGER_OUTCOME"), "failed");
@@ -285,9 +291,7 @@ fn access_planted_token_is_nowhere() -> Result<()> {
     assert!(!err.contains(TOKEN), "{err}");
 
     // legerd refuses the same url written by hand, and keeps the good revision.
-    let desired = format!(
-        "[source]\nkind = \"git\"\nurl = \"{with_token}\"\npath = \"apps\"\n"
-    );
+    let desired = format!("[source]\nkind = \"git\"\nurl = \"{with_token}\"\npath = \"apps\"\n");
     let root = std::path::PathBuf::from(tb.env_var("LEGER_TESTBED_ROOT"));
     std::fs::write(root.join("etc/leger/desired.toml"), &desired)?;
     wait_until(WAIT, "legerd reports the refused desired state", || {
@@ -305,9 +309,11 @@ fn access_planted_token_is_nowhere() -> Result<()> {
         "[source]\nkind = \"git\"\nurl = \"http://127.0.0.1:9/fleet.git\"\npath = \"apps\"\ncredentials_file = \"/etc/leger/git-credentials\"\n"
     );
     std::fs::write(root.join("etc/leger/desired.toml"), &desired)?;
-    wait_until(WAIT, "a pass against the source with a credentials file", || {
-        Ok(status(&tb)?.to_string().contains("127.0.0.1:9"))
-    })?;
+    wait_until(
+        WAIT,
+        "a pass against the source with a credentials file",
+        || Ok(status(&tb)?.to_string().contains("127.0.0.1:9")),
+    )?;
     reconcile_and_wait_for_pass(&tb)?;
 
     // Search everything legerd reports for the token.

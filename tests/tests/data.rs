@@ -109,7 +109,10 @@ fn data_restore_is_point_in_time_with_a_consistent_sqlite_database() -> Result<(
 
     // Writes after the backup: more rows, and a newer file.
     insert_rows(&tb, 500, 900)?;
-    python_in_db(&tb, "open('/data/newer.txt', 'w').write('after the backup')")?;
+    python_in_db(
+        &tb,
+        "open('/data/newer.txt', 'w').write('after the backup')",
+    )?;
     assert_eq!(check_db(&tb)?.0, 900);
 
     // A tampered manifest is refused before anything is touched, naming the file.
@@ -147,10 +150,7 @@ fn data_restore_is_point_in_time_with_a_consistent_sqlite_database() -> Result<(
         (500, "ok".to_owned()),
         "the rows written after the backup are gone and the database is consistent"
     );
-    let newer = python_in_db(
-        &tb,
-        "import os\nprint(os.path.exists('/data/newer.txt'))",
-    )?;
+    let newer = python_in_db(&tb, "import os\nprint(os.path.exists('/data/newer.txt'))")?;
     assert_eq!(newer, "False", "a file newer than the backup is gone");
     let journal = tb.exec_ok(&[
         "journalctl",
@@ -160,7 +160,10 @@ fn data_restore_is_point_in_time_with_a_consistent_sqlite_database() -> Result<(
         "cat",
         "MESSAGE_ID=c5c552498efb421c91bd4eedc9dfbc02",
     ])?;
-    assert!(journal.contains(&format!("restored app db from backup {id}")), "{journal}");
+    assert!(
+        journal.contains(&format!("restored app db from backup {id}")),
+        "{journal}"
+    );
     Ok(())
 }
 
@@ -217,7 +220,11 @@ fn data_export_is_quiesced_inside_the_applys_own_restart() -> Result<()> {
         .find("backed up app before apply")
         .expect("the backup was taken");
     assert!(stop < export, "stopped before the export:\n{legerd_log}");
-    assert_eq!(started(&tb)?, 2, "the apply's restart is the only disruption");
+    assert_eq!(
+        started(&tb)?,
+        2,
+        "the apply's restart is the only disruption"
+    );
 
     // The quiesced archive restores to a consistent database.
     let list: serde_json::Value =
@@ -254,15 +261,23 @@ fn data_backup_budget_refuses_an_apply_and_the_app_keeps_running() -> Result<()>
     })?;
     let doc = status(&tb)?;
     let (_, _, message) = condition(&doc, "Ready").unwrap();
-    assert!(message.contains("max_bytes") && message.contains("db"), "{message}");
+    assert!(
+        message.contains("max_bytes") && message.contains("db"),
+        "{message}"
+    );
     assert_eq!(applied_revision(&tb)?.as_deref(), Some(v1.as_str()));
     // The export that broke the budget ran with db stopped (quiesced); the refusal
     // started it again, on the old revision.
     let after = wait_running(&tb, "db.service", "db")?;
     let _ = db_id;
-    assert_eq!(check_db(&tb)?, (2000, "ok".to_owned()), "its data is untouched");
     assert_eq!(
-        tb.exec_ok(&["systemctl", "show", "-P", "Description", "db.service"])?.trim(),
+        check_db(&tb)?,
+        (2000, "ok".to_owned()),
+        "its data is untouched"
+    );
+    assert_eq!(
+        tb.exec_ok(&["systemctl", "show", "-P", "Description", "db.service"])?
+            .trim(),
         "e2e db v1"
     );
     let _ = after;
@@ -292,7 +307,8 @@ fn data_hostile_quadlet_and_leger_toml_are_refused_whole() -> Result<()> {
         ),
         (
             "apps/web/web.container",
-            container("web", "web v2").replace("Network=none", "Network=none\nEnvironment=A=\u{1b}[2J"),
+            container("web", "web v2")
+                .replace("Network=none", "Network=none\nEnvironment=A=\u{1b}[2J"),
             "U+001B",
         ),
         (

@@ -65,7 +65,11 @@ pub fn next_eviction<'a>(
     candidates
         .iter()
         .filter(|c| c.revision != saving)
-        .filter(|c| !protected.iter().any(|(id, app)| *id == c.id && *app == c.app))
+        .filter(|c| {
+            !protected
+                .iter()
+                .any(|(id, app)| *id == c.id && *app == c.app)
+        })
         .min_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)))
 }
 
@@ -96,7 +100,10 @@ mod tests {
 
     #[test]
     fn budget_fits_checks_both_limits() {
-        let u = Usage { used: 700, free: 10_000 };
+        let u = Usage {
+            used: 700,
+            free: 10_000,
+        };
         assert!(fits(&settings(Some(1000), None), u, 300).is_ok());
         let e = fits(&settings(Some(1000), None), u, 301).unwrap_err();
         assert!(e.contains("max_bytes = 1000"), "{e}");

@@ -628,8 +628,10 @@ impl Backups {
             } else {
                 BTreeSet::new()
             };
-            let protected: Vec<(String, String)> =
-                taken.iter().map(|i: &BackupInfo| (i.id.clone(), i.app.clone())).collect();
+            let protected: Vec<(String, String)> = taken
+                .iter()
+                .map(|i: &BackupInfo| (i.id.clone(), i.app.clone()))
+                .collect();
             match self
                 .take_app(app, &revision, next, &files, &volumes, now, &protected)
                 .await
@@ -1346,15 +1348,33 @@ mod tests {
         let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(false));
         let b = Backups::new(t.path().join("backups"), s.clone()).with_metrics(metrics.clone());
         for (i, rev) in ["r1", "r2", "r3"].iter().enumerate() {
-            b.take(&plan, &inventory, &quadlets, Some(rev), "n", at(i as u64 * 10))
-                .await
-                .unwrap();
+            b.take(
+                &plan,
+                &inventory,
+                &quadlets,
+                Some(rev),
+                "n",
+                at(i as u64 * 10),
+            )
+            .await
+            .unwrap();
         }
-        let revs: Vec<String> = b.list(None).unwrap().into_iter().map(|i| i.revision).collect();
+        let revs: Vec<String> = b
+            .list(None)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.revision)
+            .collect();
         assert_eq!(revs, ["r3", "r2"], "the oldest other revision went first");
         let text = metrics.render();
-        assert!(text.contains("legerd_backups_total{outcome=\"evicted\"} 1"), "{text}");
-        assert!(text.contains("legerd_backups_total{outcome=\"taken\"} 3"), "{text}");
+        assert!(
+            text.contains("legerd_backups_total{outcome=\"evicted\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("legerd_backups_total{outcome=\"taken\"} 3"),
+            "{text}"
+        );
         assert!(!text.contains("legerd_backup_bytes 0\n"), "{text}");
 
         // Too big for the budget even when empty: refused, nothing left behind.
@@ -1365,7 +1385,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, BackupError::Budget { .. }), "{e}");
-        assert!(e.to_string().contains("max_bytes = 1000") && e.to_string().contains("backup_failure"), "{e}");
+        assert!(
+            e.to_string().contains("max_bytes = 1000") && e.to_string().contains("backup_failure"),
+            "{e}"
+        );
         assert!(b.list(None).unwrap().is_empty());
         // The app said warn: no backup, no error.
         let warn = Backups::new(t.path().join("small"), s).with_policies(
@@ -1394,7 +1417,10 @@ mod tests {
         std::fs::write(t.path().join("20250102T000000Z-y/db/manifest.json"), b"{}").unwrap();
         assert_eq!(b.remove_interrupted().unwrap(), 1);
         assert!(!t.path().join("20250101T000000Z-x").exists());
-        assert!(t.path().join("20250102T000000Z-y/db").exists(), "a complete (even unreadable) one stays");
+        assert!(
+            t.path().join("20250102T000000Z-y/db").exists(),
+            "a complete (even unreadable) one stays"
+        );
     }
 
     #[tokio::test]

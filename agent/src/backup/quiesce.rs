@@ -18,7 +18,9 @@ use std::time::SystemTime;
 
 use leger_api_types::BackupInfo;
 
-use super::{Affected, BackupError, Backups, CurrentFile, affected_apps, current_files, volumes_to_export};
+use super::{
+    Affected, BackupError, Backups, CurrentFile, affected_apps, current_files, volumes_to_export,
+};
 use crate::model::QuadletKind;
 use crate::plan::{Action, Plan};
 use crate::store::InventoryEntry;
@@ -49,7 +51,10 @@ pub fn users_of(files: &[CurrentFile], volumes: &BTreeSet<String>) -> Vec<String
             keys: [f.entry.key.clone()].into(),
             units: BTreeSet::new(),
         };
-        if volumes_to_export(files, &one).iter().any(|v| volumes.contains(v)) {
+        if volumes_to_export(files, &one)
+            .iter()
+            .any(|v| volumes.contains(v))
+        {
             out.push((kind.start_rank(), unit.clone()));
         }
     }
@@ -115,7 +120,14 @@ pub async fn take_quiesced<U: UnitManager>(
     let q = quiesce_plan(
         plan,
         |app| current_files(inventory, app, quadlet_dir).unwrap_or_default(),
-        |app| backups.policies.get(app).copied().unwrap_or_default().volumes,
+        |app| {
+            backups
+                .policies
+                .get(app)
+                .copied()
+                .unwrap_or_default()
+                .volumes
+        },
     );
     let mut stopped = Vec::new();
     let mut result = Ok(Vec::new());
@@ -142,7 +154,10 @@ pub async fn take_quiesced<U: UnitManager>(
     }
     // On failure nothing else happens in this pass: start everything stopped here.
     let restart: Vec<&String> = if result.is_ok() {
-        stopped.iter().filter(|u| q.start_after.contains(u)).collect()
+        stopped
+            .iter()
+            .filter(|u| q.start_after.contains(u))
+            .collect()
     } else {
         stopped.iter().rev().collect()
     };
@@ -188,7 +203,11 @@ mod tests {
                 "reader.service",
                 "[Container]\nImage=busybox\nVolume=data.volume:/d:ro\n",
             ),
-            file("app/web.container", "web.service", "[Container]\nImage=busybox\n"),
+            file(
+                "app/web.container",
+                "web.service",
+                "[Container]\nImage=busybox\n",
+            ),
         ]
     }
 
@@ -215,21 +234,32 @@ mod tests {
             },
         ]);
         let q = quiesce_plan(&p, |_| files(), |_| true);
-        assert_eq!(q.stop, ["db.service", "reader.service"], "web mounts nothing");
+        assert_eq!(
+            q.stop,
+            ["db.service", "reader.service"],
+            "web mounts nothing"
+        );
         assert_eq!(
             q.start_after,
             ["reader.service"],
             "db is restarted by the apply anyway; reader is not"
         );
         let none = quiesce_plan(&p, |_| files(), |_| false);
-        assert_eq!(none, Quiesce::default(), "backup_volumes = false stops nothing");
+        assert_eq!(
+            none,
+            Quiesce::default(),
+            "backup_volumes = false stops nothing"
+        );
         let web_only = plan(vec![Action::WriteFile {
             key: "app/web.container".into(),
             app: "app".into(),
             hash: ContentHash::of(b"v2"),
             reason: WriteReason::Update,
         }]);
-        assert_eq!(quiesce_plan(&web_only, |_| files(), |_| true), Quiesce::default());
+        assert_eq!(
+            quiesce_plan(&web_only, |_| files(), |_| true),
+            Quiesce::default()
+        );
     }
 
     #[tokio::test]
@@ -270,9 +300,18 @@ mod tests {
                 app: "app".into(),
             },
         ]);
-        let taken = take_quiesced(&backups, &units, &p, &inventory, &quadlets, Some("r1"), "r2", SystemTime::now())
-            .await
-            .unwrap();
+        let taken = take_quiesced(
+            &backups,
+            &units,
+            &p,
+            &inventory,
+            &quadlets,
+            Some("r1"),
+            "r2",
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
         assert_eq!(taken.len(), 1);
         assert_eq!(
             units.calls(),

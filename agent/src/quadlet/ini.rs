@@ -240,7 +240,10 @@ mod tests {
     fn parse_refuses_nul_and_control_characters_with_line_and_column() {
         for (text, code) in [
             ("[Container]\nImage=busybox\nEnvironment=A=x\0y\n", "U+0000"),
-            ("[Container]\nImage=busybox\nEnvironment=A=\u{1b}[31m\n", "U+001B"),
+            (
+                "[Container]\nImage=busybox\nEnvironment=A=\u{1b}[31m\n",
+                "U+001B",
+            ),
         ] {
             let e = parse("web/web.container", text).unwrap_err();
             assert_eq!(e.len(), 1, "{e:?}");

@@ -460,9 +460,10 @@ pub const TOKEN_USER: &str = "x-access-token";
 /// alone (sent as the password of [`TOKEN_USER`]). Read at every fetch, so a rotated
 /// token needs no restart. The error names the file, never its content.
 pub fn read_credentials(path: &std::path::Path) -> Result<gix::sec::identity::Account, String> {
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-        format!("cannot read credentials_file {}: {e}", path.display())
-    })?);
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read credentials_file {}: {e}", path.display()))?,
+    );
     let line = text.lines().next().unwrap_or_default().trim();
     if line.is_empty() {
         return Err(format!(
@@ -540,10 +541,16 @@ mod tests {
         let f = t.path().join("creds");
         std::fs::write(&f, "bob:s3cr@t:x\n").unwrap();
         let a = read_credentials(&f).unwrap();
-        assert_eq!((a.username.as_str(), a.password.as_str()), ("bob", "s3cr@t:x"));
+        assert_eq!(
+            (a.username.as_str(), a.password.as_str()),
+            ("bob", "s3cr@t:x")
+        );
         std::fs::write(&f, "ghp_TOKEN\n").unwrap();
         let a = read_credentials(&f).unwrap();
-        assert_eq!((a.username.as_str(), a.password.as_str()), (TOKEN_USER, "ghp_TOKEN"));
+        assert_eq!(
+            (a.username.as_str(), a.password.as_str()),
+            (TOKEN_USER, "ghp_TOKEN")
+        );
         std::fs::write(&f, "\n").unwrap();
         assert!(read_credentials(&f).unwrap_err().contains("empty"));
         let e = read_credentials(&t.path().join("none")).unwrap_err();
