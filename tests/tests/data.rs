@@ -267,8 +267,34 @@ fn data_backup_budget_refuses_an_apply_and_the_app_keeps_running() -> Result<()>
     );
     assert_eq!(applied_revision(&tb)?.as_deref(), Some(v1.as_str()));
     // The export that broke the budget ran with db stopped (quiesced); the refusal
-    // started it again, on the old revision.
+    // started it again, on the old revision. Retried passes are refused by the budget
+    // check before anything stops: db is not restarted again.
+    let started = |tb: &Testbed| -> Result<usize> {
+        Ok(tb
+            .unit_logs("db.service")?
+            .lines()
+            .filter(|l| l.starts_with("Started db.service"))
+            .count())
+    };
+    let failed_passes = |tb: &Testbed| -> Result<usize> {
+        let h: serde_json::Value = serde_json::from_str(&legerctl(tb, &["history", "--json"])?)?;
+        Ok(h.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|p| p["error"].as_str().is_some_and(|e| e.contains("no room")))
+                    .count()
+            })
+            .unwrap_or(0))
+    };
+    wait_until(WAIT, "two more refused passes", || {
+        Ok(failed_passes(&tb)? >= 3)
+    })?;
     let after = wait_running(&tb, "db.service", "db")?;
+    assert_eq!(
+        started(&tb)?,
+        2,
+        "started at install, and once more after the first, quiesced, refusal"
+    );
     let _ = db_id;
     assert_eq!(
         check_db(&tb)?,

@@ -613,15 +613,7 @@ impl Backups {
             if files.is_empty() {
                 continue;
             }
-            let revision = current
-                .map(str::to_owned)
-                .or_else(|| {
-                    files
-                        .iter()
-                        .max_by(|a, b| a.entry.installed_at.cmp(&b.entry.installed_at))
-                        .map(|f| f.entry.revision.clone())
-                })
-                .unwrap_or_default();
+            let revision = app_revision(current, &files);
             let policy = self.policies.get(app).copied().unwrap_or_default();
             let volumes = if policy.volumes {
                 volumes_to_export(&files, what)
@@ -763,6 +755,7 @@ impl Backups {
                     path: path.clone(),
                     source: io::Error::other(e.to_string()),
                 })??;
+            self.record_measured_size(v, size);
             manifest.volumes.push(ManifestVolume {
                 name: v.clone(),
                 sha256,
@@ -783,7 +776,11 @@ impl Backups {
         if volumes.is_empty() {
             return 0;
         }
-        let mut newest: BTreeMap<&str, (SystemTime, u64)> = BTreeMap::new();
+        let measured = self.measured_sizes();
+        let mut newest: BTreeMap<&str, (SystemTime, u64)> = volumes
+            .iter()
+            .filter_map(|v| Some((v.as_str(), (SystemTime::now(), *measured.get(v)?))))
+            .collect();
         let dirs = self.app_dirs().unwrap_or_default();
         let manifests: Vec<Manifest> = dirs
             .iter()
@@ -799,6 +796,68 @@ impl Backups {
             }
         }
         newest.values().map(|(_, size)| size).sum()
+    }
+
+    /// The archive size of each volume's last export, kept even when its backup failed
+    /// (`.volume-sizes.json`), so the next attempt is refused before any unit stops.
+    fn measured_sizes(&self) -> BTreeMap<String, u64> {
+        std::fs::read(self.root.join(SIZES_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn record_measured_size(&self, volume: &str, size: u64) {
+        let mut sizes = self.measured_sizes();
+        sizes.insert(volume.to_owned(), size);
+        let json = serde_json::to_vec(&sizes).expect("sizes serialize");
+        if let Err(e) = mkdir(&self.root) {
+            tracing::warn!(error = %e, "cannot record a volume's export size");
+            return;
+        }
+        if let Err(e) = leger_config::fs::write_atomic(&self.root.join(SIZES_FILE), &json, 0o600) {
+            tracing::warn!(error = %e, "cannot record a volume's export size");
+        }
+    }
+
+    /// The budget check a backup would make first, before any unit is stopped for it:
+    /// an app whose `leger.toml` says `refuse` and whose files plus last known volume
+    /// sizes do not fit fails here, so a retried pass never stops the app again.
+    pub fn precheck(
+        &self,
+        plan: &Plan,
+        inventory: &[InventoryEntry],
+        quadlet_dir: &Path,
+        current: Option<&str>,
+    ) -> Result<(), BackupError> {
+        if self.settings.keep == 0 {
+            return Ok(());
+        }
+        for (app, what) in &affected_apps(plan) {
+            let policy = self.policies.get(app).copied().unwrap_or_default();
+            if policy.failure == BackupFailure::Warn {
+                continue;
+            }
+            let files = current_files(inventory, app, quadlet_dir)?;
+            if files.is_empty() {
+                continue;
+            }
+            let volumes = if policy.volumes {
+                volumes_to_export(&files, what)
+            } else {
+                BTreeSet::new()
+            };
+            let estimate = files
+                .iter()
+                .filter_map(|f| f.content.as_ref().map(|c| c.len() as u64))
+                .sum::<u64>()
+                + self.last_volume_sizes(&volumes);
+            if let Err(e) = self.ensure_room(app, estimate, &app_revision(current, &files), &[]) {
+                self.record("failed");
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Every complete backup, newest first; `app` narrows the list to one app.
@@ -904,6 +963,23 @@ impl Backups {
             ))),
         }
     }
+}
+
+/// Where the last export size of each volume is kept, in the backup folder.
+const SIZES_FILE: &str = ".volume-sizes.json";
+
+/// The revision an app's backup saves: the one the host is at, or for an app whose
+/// files came from different passes, the newest of theirs.
+fn app_revision(current: Option<&str>, files: &[CurrentFile]) -> String {
+    current
+        .map(str::to_owned)
+        .or_else(|| {
+            files
+                .iter()
+                .max_by(|a, b| a.entry.installed_at.cmp(&b.entry.installed_at))
+                .map(|f| f.entry.revision.clone())
+        })
+        .unwrap_or_default()
 }
 
 fn mkdir(path: &Path) -> Result<(), BackupError> {
@@ -1390,6 +1466,17 @@ mod tests {
             "{e}"
         );
         assert!(b.list(None).unwrap().is_empty());
+        // The same refusal comes from the precheck, before any unit would stop.
+        let e = b
+            .precheck(&plan, &inventory, &quadlets, Some("r1"))
+            .unwrap_err();
+        assert!(matches!(e, BackupError::Budget { .. }), "{e}");
+        // A volume's measured export size counts in the next estimate.
+        b.record_measured_size("systemd-data", 123);
+        assert_eq!(
+            b.last_volume_sizes(&["systemd-data".to_owned()].into()),
+            123
+        );
         // The app said warn: no backup, no error.
         let warn = Backups::new(t.path().join("small"), s).with_policies(
             [(

@@ -7,7 +7,10 @@
 //! stop is simply moved in front of the export. A unit the plan does not touch (it
 //! mounts a volume whose `.volume` quadlet changed but is not restarted with it) is
 //! started again right after the export. If the backup fails, every unit stopped here
-//! is started again, so a refused apply leaves the app running as it was.
+//! is started again, so a refused apply leaves the app running as it was. The budget is
+//! checked before anything stops ([`Backups::precheck`], with each volume at its last
+//! measured export size), so only a volume that outgrew its last export can cost one
+//! stop and start before a refusal, and a retried pass never stops the app again.
 //!
 //! [`quiesce_plan`] is the pure decision; [`take_quiesced`] runs it around
 //! [`Backups::take`].
@@ -117,6 +120,8 @@ pub async fn take_quiesced<U: UnitManager>(
     if backups.settings.keep == 0 {
         return Ok(Vec::new());
     }
+    // A backup that cannot fit is refused before anything stops.
+    backups.precheck(plan, inventory, quadlet_dir, current)?;
     let q = quiesce_plan(
         plan,
         |app| current_files(inventory, app, quadlet_dir).unwrap_or_default(),
