@@ -313,8 +313,14 @@ fn data_backup_budget_refuses_an_apply_and_the_app_keeps_running() -> Result<()>
         "no partial backup is left"
     );
     let metrics = tb.exec_ok(&["curl", "-sf", "http://127.0.0.1:9464/metrics"])?;
+    let failed: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("legerd_backups_total{outcome=\"failed\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(failed >= 3.0, "one refusal per pass: {metrics}");
     assert!(
-        metrics.contains("legerd_backups_total{outcome=\"failed\"} 1"),
+        metrics.contains("legerd_backups_total{outcome=\"taken\"} 0"),
         "{metrics}"
     );
     let _ = v2;
