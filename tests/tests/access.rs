@@ -305,10 +305,8 @@ fn access_planted_token_is_nowhere() -> Result<()> {
         "-c",
         &format!("umask 077; echo {TOKEN} > /etc/leger/git-credentials"),
     ])?;
-    let desired = format!(
-        "[source]\nkind = \"git\"\nurl = \"http://127.0.0.1:9/fleet.git\"\npath = \"apps\"\ncredentials_file = \"/etc/leger/git-credentials\"\n"
-    );
-    std::fs::write(root.join("etc/leger/desired.toml"), &desired)?;
+    let desired = "[source]\nkind = \"git\"\nurl = \"http://127.0.0.1:9/fleet.git\"\npath = \"apps\"\ncredentials_file = \"/etc/leger/git-credentials\"\n";
+    std::fs::write(root.join("etc/leger/desired.toml"), desired)?;
     wait_until(
         WAIT,
         "a pass against the source with a credentials file",
