@@ -217,7 +217,7 @@ impl Runner {
         stdin: Option<&[u8]>,
     ) -> Result<Output, CommandError> {
         let command = cmd.display();
-        let _op = activity::begin(command.clone());
+        let _op = activity::begin(format!("`{command}`"));
         let mut std_cmd = cmd.std_command();
         std_cmd.stdin(if stdin.is_some() {
             Stdio::piped()
@@ -303,7 +303,7 @@ impl Runner {
     /// task): the same limit and the same kill, with threads instead of a runtime.
     pub fn run_blocking(&self, cmd: &CommandLine) -> Result<Output, CommandError> {
         let command = cmd.display();
-        let _op = activity::begin(command.clone());
+        let _op = activity::begin(format!("`{command}`"));
         let deadline = Instant::now() + self.timeout;
         let mut std_cmd = cmd.std_command();
         std_cmd.stdin(Stdio::null());

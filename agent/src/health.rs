@@ -46,35 +46,30 @@ pub struct GateFailure {
 
 /// The units a plan starts or restarts, with what the gate needs to know about them.
 pub fn units_to_gate(plan: &Plan, tree: &DesiredTree) -> Vec<GateUnit> {
-    let mut out = Vec::new();
-    for action in &plan.actions {
-        let (Action::StartUnit { unit, app, .. } | Action::RestartUnit { unit, app }) = action
-        else {
-            continue;
-        };
-        let Some(spec) = tree
-            .apps
-            .get(app)
-            .and_then(|a| a.units.iter().find(|u| &u.name == unit))
-        else {
-            continue;
-        };
-        let health_container = (spec.kind == QuadletKind::Container)
-            .then(|| health_container(tree, app, &spec.source_file))
-            .flatten();
-        let overrides = tree
-            .apps
-            .get(app)
-            .map(|a| a.config.health)
-            .unwrap_or_default();
-        out.push(GateUnit {
-            unit: unit.clone(),
-            app: app.clone(),
-            health_container,
-            overrides,
-        });
-    }
-    out
+    plan.actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::StartUnit { unit, app, .. } | Action::RestartUnit { unit, app } => {
+                gate_unit(tree, app, unit)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// What the gate needs to know about `unit` of `app`; `None` when the tree lacks it.
+pub fn gate_unit(tree: &DesiredTree, app: &str, unit: &str) -> Option<GateUnit> {
+    let a = tree.apps.get(app)?;
+    let spec = a.units.iter().find(|u| u.name == unit)?;
+    let health_container = (spec.kind == QuadletKind::Container)
+        .then(|| health_container(tree, app, &spec.source_file))
+        .flatten();
+    Some(GateUnit {
+        unit: unit.to_owned(),
+        app: app.to_owned(),
+        health_container,
+        overrides: a.config.health,
+    })
 }
 
 /// The container name of a `.container` quadlet that sets `HealthCmd=`.
@@ -113,6 +108,7 @@ pub async fn gate<U: UnitManager>(
         .map(|t| t.overrides.settle.unwrap_or(settle))
         .max()
         .unwrap_or(settle);
+    let _op = crate::activity::begin(format!("health gate of {} unit(s)", targets.len()));
     for t in targets {
         let timeout = t.overrides.timeout.unwrap_or(timeout);
         let deadline = start + timeout;
@@ -133,9 +129,13 @@ pub async fn gate<U: UnitManager>(
                     },
                 },
                 "failed" => return Err(fail(t, format!("unit failed ({})", state.sub_state))),
+                // Its start job succeeded and it is at rest: it ran to completion and
+                // exited 0 (a migration, a one-shot job). That is a pass.
+                _ if state.has_completed() => true,
                 _ => false,
             };
             if up {
+                crate::crashpoint::hit("gate-unit-up");
                 break;
             }
             if Instant::now() >= deadline {
@@ -164,7 +164,10 @@ pub async fn gate<U: UnitManager>(
                 .unit_state(&t.unit)
                 .await
                 .map_err(|e| fail(t, format!("cannot read its state: {e}")))?;
-            if state.active_state != "active" && state.active_state != "reloading" {
+            if state.active_state != "active"
+                && state.active_state != "reloading"
+                && !state.has_completed()
+            {
                 return Err(fail(
                     t,
                     format!(
@@ -177,6 +180,7 @@ pub async fn gate<U: UnitManager>(
             }
         }
         if Instant::now() >= settle_until {
+            crate::crashpoint::hit("gate-settled");
             return Ok(());
         }
         tokio::time::sleep(POLL.min(settle_until.saturating_duration_since(Instant::now()))).await;

@@ -350,7 +350,10 @@ pub fn plan(
                 continue;
             }
             let state = observed.units.get(&unit.name);
-            let up = state.is_some_and(|s| s.is_up());
+            // A unit that ran to completion under its current files is done, not down.
+            let up = state.is_some_and(|s| {
+                s.is_up() || (s.has_completed() && observed.completed.contains(&unit.name))
+            });
             if state.is_some_and(|s| s.load_state == "not-found") {
                 // Files are in place but the generator never ran for them (a crash
                 // between write and reload): a reload is needed before any start.

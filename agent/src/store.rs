@@ -17,7 +17,7 @@ use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use leger_api_types::{PassOutcome, PassRecord};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -251,10 +251,7 @@ pub struct Store {
     path: PathBuf,
 }
 
-/// The current time as RFC 3339 (UTC, seconds), the format every timestamp in the store uses.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
+pub use crate::clock::now_rfc3339;
 
 impl Store {
     /// Opens (or creates) the database at `path` and migrates it to [`SCHEMA_VERSION`].
@@ -317,8 +314,14 @@ impl Store {
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %self.path.display(), journal_mode = %mode, "SQLite refused WAL mode");
         }
+        // FULL, not WAL's usual NORMAL: NORMAL may lose the last commits on a power cut
+        // (they sit in the WAL until a checkpoint syncs it). The inventory row must be
+        // on disk before its file is renamed into the quadlet dir, and the intent record
+        // before the first unit job, or a host that loses power mid-apply would hold a
+        // file legerd does not know it wrote. FULL syncs the WAL at every commit: one
+        // fsync per transaction, a few per file legerd installs.
         self.conn
-            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(self.err("set pragmas"))
     }
 
@@ -863,4 +866,21 @@ fn parse_outcome(s: &str) -> Option<PassOutcome> {
     ]
     .into_iter()
     .find(|o| o.as_str() == s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every commit reaches the disk before the call returns: 2 is FULL.
+    #[test]
+    fn store_syncs_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("legerd.db")).unwrap();
+        let level: i64 = store
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(level, 2);
+    }
 }

@@ -209,7 +209,7 @@ async fn runner_registers_the_running_command() {
         loop {
             if legerd::activity::all()
                 .iter()
-                .any(|o| o.label == "sleep 3599.5")
+                .any(|o| o.label == "`sleep 3599.5`")
             {
                 return;
             }
@@ -225,6 +225,6 @@ async fn runner_registers_the_running_command() {
     assert!(
         !legerd::activity::all()
             .iter()
-            .any(|o| o.label == "sleep 3599.5")
+            .any(|o| o.label == "`sleep 3599.5`")
     );
 }

@@ -13,13 +13,11 @@
 //! exported when its own `.volume` quadlet or a quadlet that mounts it is updated,
 //! removed, stopped or restarted: exactly the changes that can alter or orphan its data.
 //!
-//! A restore runs in the controller loop between passes (never during one): check the
-//! app exists, the backup's sha256s and that its revision is still stored; stop the
-//! app's units, remove the volumes, write the files with the inventory updated first
-//! (the invariant of [`crate::apply`]), one reload, start the `.volume` units (which
-//! make the volumes again, empty, with their quadlet's options), import each volume,
-//! start the rest. Removing first makes the restore point-in-time: `podman volume
-//! import` merges into what is there.
+//! A restore runs in the controller loop between passes (never during one) through the
+//! pass's converge stage in restore mode: this module finds and verifies the backup and
+//! imports its volumes, each removed and made again empty first, so a restore is
+//! point-in-time (`podman volume import` alone merges into what is there);
+//! [`crate::pass::restore`] does the rest.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -43,7 +41,7 @@ pub mod quiesce;
 mod restore;
 
 pub use podman::PodmanVolumes;
-pub use restore::{RestoreJob, restore};
+pub use restore::{RestoreJob, VerifiedBackup};
 
 /// The manifest's file name inside an app's backup folder.
 pub const MANIFEST: &str = "manifest.json";
@@ -139,6 +137,16 @@ pub enum BackupError {
         unit: String,
         /// systemd's answer (boxed: zbus errors are large and this path is rare).
         source: Box<SystemdError>,
+    },
+    /// The restored revision did not converge (validation, apply or health gate).
+    #[error("restore of {app} from {backup} failed: {message}")]
+    Converge {
+        /// The app.
+        app: String,
+        /// The backup id.
+        backup: String,
+        /// What failed, from the converge stage.
+        message: String,
     },
     /// The files and volumes are back but some units did not start.
     #[error("restored {app} from {backup}, but units failed to start: {errors}")]
@@ -387,7 +395,8 @@ pub fn backup_id(now: SystemTime, revision: &str) -> String {
         .chars()
         .filter(|c| *c != '-' && *c != ':')
         .collect();
-    let rev: String = crate::reconciler::short(revision)
+    let rev: String = crate::model::Revision(revision)
+        .short()
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '@' || c == '.' {
@@ -470,8 +479,9 @@ pub struct Backups {
     pub(super) podman: PodmanVolumes,
     /// Per-app choices from `leger.toml`.
     policies: BTreeMap<String, AppBackupPolicy>,
-    /// Where outcomes and the folder's size are reported, when set.
-    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// Outcomes counted since the last [`Backups::drain_outcomes`], shared by clones;
+    /// the pass reports them into `legerd_backups_total`.
+    outcomes: std::sync::Arc<std::sync::Mutex<BTreeMap<&'static str, u64>>>,
 }
 
 impl Backups {
@@ -482,7 +492,7 @@ impl Backups {
             settings,
             podman: PodmanVolumes::default(),
             policies: BTreeMap::new(),
-            metrics: None,
+            outcomes: Default::default(),
         }
     }
 
@@ -492,23 +502,34 @@ impl Backups {
         self
     }
 
-    /// Reports `legerd_backups_total` and `legerd_backup_bytes` into `metrics`.
-    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
-        self.metrics = Some(metrics);
-        self
-    }
-
     fn record(&self, outcome: &'static str) {
-        if let Some(m) = &self.metrics {
-            m.record_backup(outcome);
-        }
+        *self
+            .outcomes
+            .lock()
+            .expect("outcomes lock")
+            .entry(outcome)
+            .or_default() += 1;
     }
 
-    /// Reports the folder's size now.
-    pub fn report_size(&self) {
-        if let Some(m) = &self.metrics {
-            m.set_backup_bytes(dir_size(&self.root));
+    /// The outcomes counted since the last call (`taken`, `failed`, `skipped`,
+    /// `evicted`, see [`crate::metrics::BACKUP_OUTCOMES`]), reset to zero.
+    pub fn drain_outcomes(&self) -> BTreeMap<&'static str, u64> {
+        std::mem::take(&mut *self.outcomes.lock().expect("outcomes lock"))
+    }
+
+    /// Reports the outcomes counted so far and the folder's size into `metrics`.
+    pub fn report(&self, metrics: &crate::metrics::Metrics) {
+        for (outcome, n) in self.drain_outcomes() {
+            for _ in 0..n {
+                metrics.record_backup(outcome);
+            }
         }
+        metrics.set_backup_bytes(self.size());
+    }
+
+    /// What all backups take on disk now.
+    pub fn size(&self) -> u64 {
+        dir_size(&self.root)
     }
 
     /// Removes backups a crash left without a `manifest.json`; legerd calls it at start.
@@ -643,7 +664,6 @@ impl Backups {
                 }
                 Err(e) => {
                     self.record("failed");
-                    self.report_size();
                     return Err(e);
                 }
             }
@@ -651,7 +671,6 @@ impl Backups {
         if !taken.is_empty() {
             self.prune(now)?;
         }
-        self.report_size();
         Ok(taken)
     }
 
@@ -1421,8 +1440,8 @@ mod tests {
         let mut s = settings(10);
         // Room for two backups of 4000 bytes and their manifests, not three.
         s.max_bytes = Some(9_500);
-        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(false));
-        let b = Backups::new(t.path().join("backups"), s.clone()).with_metrics(metrics.clone());
+        let metrics = crate::metrics::Metrics::new(false);
+        let b = Backups::new(t.path().join("backups"), s.clone());
         for (i, rev) in ["r1", "r2", "r3"].iter().enumerate() {
             b.take(
                 &plan,
@@ -1435,6 +1454,7 @@ mod tests {
             .await
             .unwrap();
         }
+        b.report(&metrics);
         let revs: Vec<String> = b
             .list(None)
             .unwrap()
