@@ -476,13 +476,20 @@ fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
                     path: sub,
                     interval,
                     allow_rewrite,
-                } => edit::git_source(
+                    credentials_file,
+                } => match edit::git_source(
                     &url,
                     reference.as_deref(),
                     sub.as_deref(),
                     interval,
                     allow_rewrite,
-                ),
+                ) {
+                    leger_api_types::SourceSpec::Git(mut g) => {
+                        g.credentials_file = credentials_file;
+                        leger_api_types::SourceSpec::Git(g)
+                    }
+                    other => other,
+                },
                 SourceCommand::Manifest {
                     url,
                     version,

@@ -517,3 +517,34 @@ async fn cli_secrets_set_list_rm_and_identity_never_show_values() {
         .unwrap()
         .unwrap();
 }
+
+#[test]
+fn cli_set_desired_git_takes_a_credentials_file_and_refuses_a_url_with_credentials() {
+    let env = Env::new();
+    let o = env.run(&[
+        "set-desired",
+        "git",
+        "https://bob:planted-token@git.example.org/fleet.git",
+    ]);
+    assert_code(&o, 1);
+    let err = stderr(&o);
+    assert!(err.contains("credentials_file"), "{err}");
+    assert!(!err.contains("planted-token"), "never echoed: {err}");
+    assert!(!env.desired().exists(), "nothing was written");
+    let o = env.run(&[
+        "set-desired",
+        "git",
+        "https://git.example.org/fleet.git",
+        "--credentials-file",
+        "/etc/leger/git-credentials",
+    ]);
+    assert_code(&o, 0);
+    let d = DesiredState::from_toml_str(&env.read_desired()).unwrap();
+    let SourceSpec::Git(g) = d.source else {
+        panic!("git source expected")
+    };
+    assert_eq!(
+        g.credentials_file.as_deref(),
+        Some(std::path::Path::new("/etc/leger/git-credentials"))
+    );
+}
