@@ -1,10 +1,12 @@
 //! legerd's local API: HTTP/JSON on a Unix socket, for `legerctl`.
 //!
-//! A Unix socket rather than TCP because access control is then plain file permissions:
-//! the socket is mode 0660, owned by root and group `leger`, so only root and members of
-//! that group can read status, ask for a pass, or ask for a restore. Nothing here changes
-//! the host behind the reconcile loop's back: a restore is a request the loop runs
-//! between passes.
+//! A Unix socket rather than TCP because the kernel then tells who is calling: the
+//! socket is mode 0660, owned by root and group `leger`, and every request is also
+//! checked against the caller's `SO_PEERCRED` credentials ([`crate::access`]): reading
+//! needs group `leger`, changing anything group `leger-admin`. Every change is a journal
+//! event with the caller's uid, gid and pid ([`crate::journal::api_change`]). Nothing here
+//! changes the host behind the reconcile loop's back: a restore is a request the loop
+//! runs between passes.
 //!
 //! **Architecture invariant:** handlers never block the runtime. Status comes from a
 //! `watch` channel, history and backup lists from disk inside `spawn_blocking`,
@@ -17,11 +19,14 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::Path as UrlPath;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use leger_api_types::{
     ApiError, BackupInfo, IdentityResponse, PassRecord, ReconcileResponse, RestoreRequest,
@@ -32,6 +37,7 @@ use serde::Deserialize;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::access::{AccessPolicy, Caller, Role};
 use crate::backup::{BackupError, Backups, RestoreJob};
 use crate::revisions::RevisionStore;
 use crate::secrets::{NodeIdentity, SecretValue, validate_name};
@@ -41,6 +47,10 @@ use crate::store::Store;
 pub const DEFAULT_HISTORY_LIMIT: usize = 20;
 /// The largest `?limit=` accepted, so one request cannot make legerd read the whole table.
 pub const MAX_HISTORY_LIMIT: usize = 1000;
+/// The largest request body accepted, in bytes. The only bodies are a secret value and a
+/// small JSON document; podman refuses secrets over 512,000 bytes, so a larger body is a
+/// mistake or an attack, refused before it is buffered whole.
+pub const MAX_BODY_BYTES: usize = 512_000;
 
 /// What the handlers need from the rest of legerd.
 #[derive(Debug, Clone)]
@@ -59,7 +69,24 @@ pub struct ApiContext {
     pub revisions: Option<RevisionStore>,
     /// Backups and restores; `None` answers them with 503.
     pub backups: Option<BackupsApi>,
+    /// Who may read and who may write, checked on every request.
+    pub access: AccessPolicy,
 }
+
+/// The credentials of the connection a request came on, taken when it was accepted.
+#[derive(Debug, Clone)]
+pub struct Peer(pub Option<Caller>);
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        Peer(Caller::of_stream(stream.io()))
+    }
+}
+
+/// What a write request acted on, when the URL does not say it (a restore's app and
+/// backup are in its body). Handlers put it on the response; the audit event reads it.
+#[derive(Debug, Clone)]
+pub struct AuditTarget(pub String);
 
 /// What the backup endpoints need.
 #[derive(Debug, Clone)]
@@ -136,7 +163,60 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/v1/restore", post(restore))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), authorize))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(ctx)
+}
+
+/// The route of a request path and the target it names: `/v1/secrets/db-pass` is route
+/// `/v1/secrets/{name}` on target `db-pass`; `/v1/reconcile` has no target (`-`).
+pub fn route_and_target(path: &str) -> (String, String) {
+    let parts: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
+    match parts.as_slice() {
+        [v, resource, rest] if !rest.is_empty() => {
+            (format!("/{v}/{resource}/{{name}}"), (*rest).to_owned())
+        }
+        _ => (path.to_owned(), "-".to_owned()),
+    }
+}
+
+/// Checks every request against the caller's credentials, and writes the audit event of
+/// every write request (allowed or refused).
+async fn authorize(State(ctx): State<ApiContext>, request: Request, next: Next) -> Response {
+    let role = Role::of(request.method());
+    let (route, path) = route_and_target(request.uri().path());
+    let endpoint = format!("{} {route}", request.method());
+    // Absent when the router is served without connect info: refused like a missing
+    // credential, never let through.
+    let caller = request
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .and_then(|ConnectInfo(Peer(c))| c.clone());
+    let Some(caller) = caller else {
+        tracing::warn!(endpoint, "refused a request without peer credentials");
+        return ApiFailure(
+            StatusCode::FORBIDDEN,
+            "permission denied: legerd could not read the caller's credentials".to_owned(),
+        )
+        .into_response();
+    };
+    if let Err(denied) = ctx.access.check(&caller, role) {
+        if role == Role::Write {
+            crate::journal::api_change(&caller, &endpoint, &path, "denied", 403);
+        }
+        return ApiFailure(StatusCode::FORBIDDEN, denied.0).into_response();
+    }
+    let response = next.run(request).await;
+    if role == Role::Write {
+        let target = response
+            .extensions()
+            .get::<AuditTarget>()
+            .map_or(path, |t| t.0.clone());
+        let status = response.status();
+        let outcome = if status.is_success() { "ok" } else { "failed" };
+        crate::journal::api_change(&caller, &endpoint, &target, outcome, status.as_u16());
+    }
+    response
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then lets requests in
@@ -147,9 +227,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let path = listener.local_addr()?.as_pathname().map(Path::to_path_buf);
-    axum::serve(listener, router(ctx))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(
+        listener,
+        router(ctx).into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     // Remove the socket so `legerctl` reports "not running" rather than "refused".
     if let Some(path) = path {
         let _ = std::fs::remove_file(path);
@@ -394,6 +477,18 @@ async fn list_secrets(State(ctx): State<ApiContext>) -> Result<Json<Vec<SecretIn
     Ok(Json(list))
 }
 
+/// Moves a request body into a [`SecretValue`] and overwrites the body's buffer with
+/// zeros when this is its only owner (hyper hands over the collected body whole), so the
+/// plaintext is not left in freed memory.
+pub fn take_secret(body: Bytes) -> SecretValue {
+    use zeroize::Zeroize;
+    let value = SecretValue::from(body.to_vec());
+    if let Ok(mut owned) = body.try_into_mut() {
+        owned.as_mut().zeroize();
+    }
+    value
+}
+
 fn check_name(name: &str) -> Result<(), ApiFailure> {
     validate_name(name).map_err(|e| ApiFailure(StatusCode::BAD_REQUEST, e.to_string()))
 }
@@ -403,19 +498,28 @@ fn check_name(name: &str) -> Result<(), ApiFailure> {
 async fn set_secret(
     State(ctx): State<ApiContext>,
     UrlPath(name): UrlPath<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SecretSetResponse>, ApiFailure> {
+    let body = body.map_err(|e| {
+        ApiFailure(
+            e.status(),
+            format!(
+                "cannot read the secret value: {}; a value is at most {MAX_BODY_BYTES} bytes",
+                e.body_text()
+            ),
+        )
+    })?;
+    // Copied into a zeroizing buffer at once; the request's own buffer is wiped too.
+    let value = take_secret(body);
     check_name(&name)?;
     let id = identity_of(&ctx)?;
-    if body.is_empty() {
+    if value.expose().is_empty() {
         return Err(ApiFailure(
             StatusCode::BAD_REQUEST,
             "the value is empty; pipe it on stdin: `printf %s VALUE | legerctl secrets set NAME`"
                 .to_owned(),
         ));
     }
-    let value = SecretValue::from(body.to_vec());
-    drop(body);
     let ciphertext = id
         .encrypt(&value)
         .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -494,10 +598,30 @@ async fn list_backups(
 async fn restore(
     State(ctx): State<ApiContext>,
     body: Result<Json<RestoreRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let target = body.as_ref().ok().map(|Json(r)| match &r.backup {
+        Some(b) => format!("{}@{b}", r.app),
+        None => r.app.clone(),
+    });
+    let mut response = restore_request(ctx, body).await.into_response();
+    if let Some(t) = target {
+        response.extensions_mut().insert(AuditTarget(t));
+    }
+    response
+}
+
+async fn restore_request(
+    ctx: ApiContext,
+    body: Result<Json<RestoreRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<RestoreResponse>, ApiFailure> {
     let Json(request) = body.map_err(|e| {
+        let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            e.status()
+        } else {
+            StatusCode::BAD_REQUEST
+        };
         ApiFailure(
-            StatusCode::BAD_REQUEST,
+            status,
             format!(
                 "invalid restore request: {}; send {{\"app\": \"APP\", \"backup\": \"ID\"}}",
                 e.body_text()
@@ -518,6 +642,9 @@ async fn restore(
     match answer.await.map_err(|_| gone())? {
         Ok(r) => Ok(Json(r)),
         Err(e @ BackupError::NotFound(_)) => Err(ApiFailure(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e @ (BackupError::RevisionGone { .. } | BackupError::Corrupt { .. })) => {
+            Err(ApiFailure(StatusCode::CONFLICT, e.to_string()))
+        }
         Err(e @ BackupError::InvalidName { .. }) => {
             Err(ApiFailure(StatusCode::BAD_REQUEST, e.to_string()))
         }

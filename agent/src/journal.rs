@@ -40,6 +40,138 @@ pub fn unhealable_drift(revision: &str, file: &str, message: &str) {
     );
 }
 
+/// `MESSAGE_ID` of "change over the API socket" (allowed or refused).
+pub const MESSAGE_ID_API_CHANGE: &str = "c40f43cc2a3f4ffc9c5e39f095e331d1";
+/// `MESSAGE_ID` of "desired.toml changed on disk".
+pub const MESSAGE_ID_DESIRED_CHANGED: &str = "5fac4724b38349069135c267c216804e";
+/// `MESSAGE_ID` of "app restored from a backup".
+pub const MESSAGE_ID_RESTORED: &str = "c5c552498efb421c91bd4eedc9dfbc02";
+
+/// A write request on the API socket: who (the kernel's `SO_PEERCRED`), what endpoint,
+/// on what target (a secret's *name*, an app, never a value), and how it ended:
+/// `ok`, `failed` or `denied`.
+pub fn api_change(
+    caller: &crate::access::Caller,
+    endpoint: &str,
+    target: &str,
+    outcome: &str,
+    status: u16,
+) {
+    let pid = caller
+        .pid
+        .map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+    let groups = caller
+        .groups
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = format!(
+        "API {endpoint} on {target} by uid {} gid {} pid {pid}: {outcome} ({status})",
+        caller.uid, caller.gid
+    );
+    if outcome == "ok" {
+        tracing::info!(
+            message_id = MESSAGE_ID_API_CHANGE,
+            leger_caller_uid = caller.uid,
+            leger_caller_gid = caller.gid,
+            leger_caller_pid = pid.as_str(),
+            leger_caller_groups = groups.as_str(),
+            leger_endpoint = endpoint,
+            leger_target = target,
+            leger_outcome = outcome,
+            http_status = status,
+            "{message}"
+        );
+    } else {
+        tracing::warn!(
+            message_id = MESSAGE_ID_API_CHANGE,
+            leger_caller_uid = caller.uid,
+            leger_caller_gid = caller.gid,
+            leger_caller_pid = pid.as_str(),
+            leger_caller_groups = groups.as_str(),
+            leger_endpoint = endpoint,
+            leger_target = target,
+            leger_outcome = outcome,
+            http_status = status,
+            "{message}"
+        );
+    }
+}
+
+/// The top-level tables of two desired.toml texts that differ (`source`, `policy`,
+/// `secrets`), or `whole file` when either does not parse as TOML.
+pub fn changed_tables(before: &str, after: &str) -> String {
+    let parse = |t: &str| t.parse::<toml::Table>().ok();
+    match (parse(before), parse(after)) {
+        (Some(b), Some(a)) => {
+            let keys: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+            let changed: Vec<&str> = keys
+                .into_iter()
+                .filter(|k| b.get(*k) != a.get(*k))
+                .map(String::as_str)
+                .collect();
+            if changed.is_empty() {
+                "formatting only".to_owned()
+            } else {
+                changed.join(", ")
+            }
+        }
+        _ => "whole file".to_owned(),
+    }
+}
+
+/// legerd noticed a new desired.toml. There is no caller to name (an editor, legerctl,
+/// config management all write the file), so the event says "file changed on disk" and
+/// carries the file's owner and mode (an atomic write leaves the writer as owner), the
+/// tables that changed and the sha256 of the new text; never the text, which could
+/// carry a URL someone should not have put there.
+pub fn desired_changed(path: &std::path::Path, before: Option<&str>, after: &str) {
+    use sha2::Digest;
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok();
+    let owner = meta.as_ref().map_or_else(
+        || "unknown".to_owned(),
+        |m| format!("{}:{}", m.uid(), m.gid()),
+    );
+    let mode = meta.as_ref().map_or_else(
+        || "unknown".to_owned(),
+        |m| format!("{:o}", m.mode() & 0o7777),
+    );
+    let changed = match before {
+        Some(b) => changed_tables(b, after),
+        None => "first seen".to_owned(),
+    };
+    let digest = hex::encode(sha2::Sha256::digest(after.as_bytes()));
+    tracing::info!(
+        message_id = MESSAGE_ID_DESIRED_CHANGED,
+        leger_caller = "file changed on disk",
+        leger_endpoint = "desired.toml",
+        leger_target = %path.display(),
+        leger_file_owner = owner.as_str(),
+        leger_file_mode = mode.as_str(),
+        leger_changed = changed.as_str(),
+        sha256 = digest.as_str(),
+        "desired.toml changed on disk ({changed}); file owner {owner}, mode {mode}"
+    );
+}
+
+/// An app was restored from a backup over the API.
+pub fn restored(app: &str, backup: &str, revision: &str, volumes: usize, files: usize) {
+    tracing::info!(
+        message_id = MESSAGE_ID_RESTORED,
+        leger_app = app,
+        leger_revision = revision,
+        leger_action = "restore",
+        leger_outcome = "ok",
+        backup,
+        volumes,
+        files,
+        "restored app {app} from backup {backup} (revision {})",
+        Revision(revision)
+    );
+}
+
 /// A revision was applied.
 pub fn applied(revision: &str, actions: &[String]) {
     tracing::info!(
@@ -160,6 +292,20 @@ pub fn drift(revision: &str, d: &Drift) {
 }
 
 #[cfg(test)]
+mod audit_tests {
+    use super::changed_tables;
+
+    #[test]
+    fn changed_tables_names_the_tables_that_differ() {
+        let a = "[source]\nkind = \"git\"\nurl = \"https://x/r.git\"\n[policy]\nsuspend = false\n";
+        let b = "[source]\nkind = \"git\"\nurl = \"https://x/r.git\"\n[policy]\nsuspend = true\n";
+        assert_eq!(changed_tables(a, b), "policy");
+        assert_eq!(changed_tables(a, a), "formatting only");
+        assert_eq!(changed_tables(a, "not toml ["), "whole file");
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -173,6 +319,9 @@ mod tests {
             MESSAGE_ID_ROLLED_BACK,
             MESSAGE_ID_DRIFT,
             MESSAGE_ID_SECRET_ROTATED,
+            MESSAGE_ID_API_CHANGE,
+            MESSAGE_ID_DESIRED_CHANGED,
+            MESSAGE_ID_RESTORED,
         ] {
             assert!(doc.contains(id), "{id} is missing from docs/journal.md");
         }

@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) is a thin shell over this library, so every stage can be
 //! tested without it. See ARCHITECTURE.md for the code map.
 
+pub mod access;
 pub mod activity;
 pub mod api;
 pub mod apply;

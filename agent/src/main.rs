@@ -101,6 +101,14 @@ async fn run(args: Args) -> Result<bool> {
         mkdir(parent, 0o755)?;
     }
     // A crash mid-write can leave a temporary file behind; it is legerd's by its name.
+    // A backup without its manifest.json was cut off by a crash: it can never be
+    // restored and only takes space in the budget.
+    if let Err(e) =
+        legerd::backup::Backups::new(paths.state_dir.join("backups"), settings.backups.clone())
+            .remove_interrupted()
+    {
+        tracing::warn!(error = %e, "cannot remove interrupted backups");
+    }
     match leger_config::fs::remove_stale_temp_files(&paths.quadlet_dir) {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
@@ -240,6 +248,10 @@ async fn run(args: Args) -> Result<bool> {
             ),
             restore: restore_tx,
         }),
+        access: legerd::access::AccessPolicy::from_settings(
+            settings.socket_group.as_deref(),
+            settings.admin_group.as_deref(),
+        ),
     };
     let api_task = tokio::spawn(api::serve(listener, ctx, async move {
         let _ = api_stop_rx.await;

@@ -48,6 +48,11 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// change nothing, and `legerd_suspended` says why.
 pub const RECONCILE_OUTCOMES: [&str; 4] = ["applied", "noop", "failed", "rolled_back"];
 
+/// `legerd_backups_total{outcome}` values: a backup written, one that failed (and
+/// refused the apply), one skipped because the app said `backup_failure = "warn"`, and
+/// an old one evicted to stay within `[backups] max_bytes` and `min_free`.
+pub const BACKUP_OUTCOMES: [&str; 4] = ["taken", "failed", "skipped", "evicted"];
+
 /// `legerd_units{state}` values: systemd's ActiveState, plus `unknown` (could not be
 /// read) and `other` (a state newer than this list), so the label stays bounded.
 pub const UNIT_STATES: [&str; 10] = [
@@ -170,6 +175,10 @@ pub struct Metrics {
     apps: Gauge,
     /// `legerd_app_units{app,state}`, only with `metrics.per_app_labels`.
     app_units: Option<InfoGauge<AppStateLabels>>,
+    /// `legerd_backups_total{outcome}`.
+    backups_total: Family<OutcomeLabels, Counter>,
+    /// `legerd_backup_bytes`: what all backups take on disk now.
+    backup_bytes: Gauge,
 }
 
 /// A gauge family whose label sets are replaced as a whole (the current revision, the
@@ -339,6 +348,22 @@ impl Metrics {
             g
         });
 
+        let backups_total = Family::<OutcomeLabels, Counter>::default();
+        for outcome in BACKUP_OUTCOMES {
+            backups_total.get_or_create_owned(&OutcomeLabels { outcome });
+        }
+        registry.register(
+            "backups",
+            "App backups before applies by outcome (taken, failed, skipped, evicted)",
+            backups_total.clone(),
+        );
+        let backup_bytes = Gauge::default();
+        registry.register(
+            "backup_bytes",
+            "Bytes all backups take on the state filesystem",
+            backup_bytes.clone(),
+        );
+
         Metrics {
             registry,
             reconcile_total,
@@ -357,7 +382,23 @@ impl Metrics {
             suspended,
             apps,
             app_units,
+            backups_total,
+            backup_bytes,
         }
+    }
+
+    /// One app backup ended with `outcome`, one of [`BACKUP_OUTCOMES`].
+    pub fn record_backup(&self, outcome: &'static str) {
+        debug_assert!(BACKUP_OUTCOMES.contains(&outcome));
+        self.backups_total
+            .get_or_create_owned(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// What the backup folder takes now.
+    pub fn set_backup_bytes(&self, bytes: u64) {
+        self.backup_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// One source fetch. `kind` is `git` or `dir`.
@@ -663,6 +704,8 @@ mod tests {
             "legerd_secrets_synced_total",
             "legerd_suspended",
             "legerd_apps",
+            "legerd_backups_total",
+            "legerd_backup_bytes",
         ] {
             assert!(names.contains(want), "{want} missing from {names:?}");
         }

@@ -280,6 +280,29 @@ impl<U: UnitManager> Reconciler<U> {
 
     /// Reads desired.toml. A broken or missing file keeps the last good state in force
     /// and is reported; returns true when the desired state changed.
+    /// The audit event of a desired.toml legerd has not seen before: compared with the
+    /// text of the last pass, or at start with the last good text in the store, so a
+    /// restart does not log an unchanged file again.
+    fn audit_desired_change(&self, text: &str) {
+        let before = match &self.desired_text {
+            Some(t) => Some(t.clone()),
+            None => self
+                .store
+                .lock()
+                .expect("store lock")
+                .meta(META_LAST_GOOD_DESIRED)
+                .ok()
+                .flatten(),
+        };
+        if before.as_deref() != Some(text) {
+            crate::journal::desired_changed(
+                &self.settings.paths.desired_file,
+                before.as_deref(),
+                text,
+            );
+        }
+    }
+
     fn load_desired(&mut self) -> bool {
         let path = &self.settings.paths.desired_file;
         let text = match std::fs::read_to_string(path) {
@@ -316,6 +339,9 @@ impl<U: UnitManager> Reconciler<U> {
         };
         if self.desired_text.as_deref() == Some(text.as_str()) && !from_store {
             return false;
+        }
+        if !from_store {
+            self.audit_desired_change(&text);
         }
         match DesiredState::from_toml_str(&text) {
             Ok(d) => {

@@ -70,6 +70,10 @@ fn pass(n: u64) -> PassRecord {
 }
 
 async fn start(passes: u64) -> Server {
+    start_with(passes, legerd::access::AccessPolicy::owner_only()).await
+}
+
+async fn start_with(passes: u64, access: legerd::access::AccessPolicy) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("run/leger/legerd.sock");
     let store = Store::open(&dir.path().join("state/legerd.db")).unwrap();
@@ -95,6 +99,7 @@ async fn start(passes: u64) -> Server {
         staged: tokio::sync::watch::channel(None).1,
         revisions: None,
         backups: None,
+        access,
     };
     let (shutdown, shutdown_rx) = oneshot::channel();
     let task = tokio::spawn(serve(listener, ctx, async {
@@ -319,4 +324,137 @@ async fn api_retry_forgets_a_failed_revision_once() {
     assert!(e.contains("not marked failed"), "{e}");
     let e = api_error(s.post("/v1/revisions/nope/retry").await, 409).await;
     assert!(e.contains("nope"), "{e}");
+}
+
+/// Group ids that exist nowhere else on a test machine; the policy names them directly.
+const READERS: u32 = 64242;
+const ADMINS: u32 = 64243;
+const NOBODY: &str = "65534";
+
+/// One request as another user: `setpriv` sets the real uid, gid and supplementary
+/// groups of a real `curl`, so the kernel's `SO_PEERCRED` and `/proc/<pid>/status` are
+/// what legerd checks, as in production.
+fn curl_as(socket: &Path, groups: &[u32], method: &str, path: &str) -> (u16, String) {
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid", NOBODY, "--regid", NOBODY]);
+    if groups.is_empty() {
+        cmd.arg("--clear-groups");
+    } else {
+        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+        cmd.args(["--groups", &list.join(",")]);
+    }
+    let out = cmd
+        .args([
+            "curl",
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "--unix-socket",
+        ])
+        .arg(socket)
+        .args(["-X", method, "--data-binary", "v"])
+        .arg(format!("http://legerd{path}"))
+        .output()
+        .expect("setpriv and curl run");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn open_to_everyone(socket: &Path) {
+    // The socket's own 0660 is the first gate; this test is about the second one.
+    let mut p = socket.to_path_buf();
+    while let Some(parent) = p.parent() {
+        let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755));
+        if parent == Path::new("/tmp") || parent.parent().is_none() {
+            break;
+        }
+        p = parent.to_path_buf();
+    }
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+}
+
+#[tokio::test]
+async fn api_roles_follow_the_callers_groups() {
+    if rustix::process::geteuid().as_raw() != 0 {
+        eprintln!("skipped: needs root to run curl as another user");
+        return;
+    }
+    let group = |name: &str, gid| {
+        Some(legerd::access::Group {
+            name: name.into(),
+            gid: Some(gid),
+        })
+    };
+    let mut s = start_with(
+        1,
+        legerd::access::AccessPolicy {
+            owner_uid: 0,
+            readers: group("leger", READERS),
+            admins: group("leger-admin", ADMINS),
+        },
+    )
+    .await;
+    open_to_everyone(&s.socket);
+    let socket = s.socket.clone();
+    let run = move |groups: Vec<u32>, method: &'static str, path: &'static str| {
+        let socket = socket.clone();
+        tokio::task::spawn_blocking(move || curl_as(&socket, &groups, method, path))
+    };
+    let reads = ["/v1/status", "/v1/history", "/v1/revisions"];
+    let writes = [
+        ("POST", "/v1/reconcile"),
+        ("PUT", "/v1/secrets/db-pass"),
+        ("DELETE", "/v1/secrets/db-pass"),
+        ("POST", "/v1/restore"),
+    ];
+    for path in reads {
+        let (code, body) = run(vec![READERS], "GET", path).await.unwrap();
+        assert_eq!(code, 200, "reader GET {path}: {body}");
+        let (code, body) = run(vec![], "GET", path).await.unwrap();
+        assert_eq!(code, 403, "stranger GET {path}: {body}");
+        assert!(body.contains("group leger "), "{body}");
+    }
+    for (method, path) in writes {
+        let (code, body) = run(vec![READERS], method, path).await.unwrap();
+        assert_eq!(code, 403, "reader {method} {path}: {body}");
+        assert!(body.contains("group leger-admin"), "{body}");
+        let (code, body) = run(vec![READERS, ADMINS], method, path).await.unwrap();
+        assert_ne!(code, 403, "admin {method} {path}: {body}");
+    }
+    // The admin's reconcile got through to the loop.
+    let mut rx = s.reconcile_rx.take().unwrap();
+    assert!(rx.try_recv().is_ok(), "the admin's reconcile was queued");
+    // Root (this process) needs no group.
+    assert_eq!(s.post("/v1/reconcile").await.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn api_refuses_a_body_over_its_limit() {
+    let s = start(0).await;
+    let big = vec![b'x'; legerd::api::MAX_BODY_BYTES + 1];
+    let resp = s
+        .client
+        .put("http://legerd/v1/secrets/big")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    let e = api_error(resp, 413).await;
+    assert!(e.contains("at most 512000 bytes"), "{e}");
+}
+
+#[test]
+fn route_and_target_split_the_name_off() {
+    use legerd::api::route_and_target;
+    assert_eq!(
+        route_and_target("/v1/secrets/db-pass"),
+        ("/v1/secrets/{name}".to_owned(), "db-pass".to_owned())
+    );
+    assert_eq!(
+        route_and_target("/v1/reconcile"),
+        ("/v1/reconcile".to_owned(), "-".to_owned())
+    );
 }

@@ -44,6 +44,7 @@ struct Fixture {
     quadlets: PathBuf,
     store: Arc<Mutex<Store>>,
     units: Arc<RecordingUnitManager>,
+    revisions_dir: PathBuf,
     client: reqwest::Client,
     _stop: oneshot::Sender<()>,
 }
@@ -66,6 +67,8 @@ async fn fixture() -> Fixture {
         BackupSettings {
             keep: 10,
             max_age: Duration::from_secs(3600),
+            max_bytes: None,
+            min_free: None,
         },
     );
     // rev1 of app web is installed; rev2 is about to change web.container.
@@ -127,6 +130,18 @@ async fn fixture() -> Fixture {
             sub_state: "running".into(),
         },
     );
+    // rev1 is in legerd's revision store, as it is after legerd applied it.
+    legerd::revisions::RevisionStore::new(settings.paths.state_dir.join("revisions"))
+        .save(&legerd::model::Snapshot {
+            revision: "rev1".into(),
+            files: [(
+                "web/web.container".to_owned(),
+                std::sync::Arc::from(WEB_V1.as_bytes()),
+            )]
+            .into(),
+        })
+        .unwrap();
+    let revisions_dir = settings.paths.state_dir.join("revisions");
     let (restore_tx, mut restore_rx) = mpsc::channel::<RestoreJob>(4);
     let mut reconciler = Reconciler::new(settings, Arc::clone(&units), Arc::clone(&store));
     tokio::spawn(async move {
@@ -154,6 +169,7 @@ async fn fixture() -> Fixture {
             backups,
             restore: restore_tx,
         }),
+        access: legerd::access::AccessPolicy::owner_only(),
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     tokio::spawn(serve(listener, ctx, async {
@@ -169,6 +185,7 @@ async fn fixture() -> Fixture {
         quadlets,
         store,
         units,
+        revisions_dir,
         client,
         _stop: stop,
     }
@@ -255,12 +272,26 @@ async fn api_restore_answers_unknown_and_bad_requests() {
     let resp = f.restore(r#"{"app":"db"}"#).await;
     assert_eq!(resp.status().as_u16(), 404);
     let e = resp.json::<ApiError>().await.unwrap().error;
-    assert!(e.contains("no backup of app db"), "{e}");
+    assert!(e.contains("there is no app db"), "{e}");
     let resp = f.restore(r#"{"app":"web","backup":"../x"}"#).await;
     assert_eq!(resp.status().as_u16(), 400);
     let resp = f.restore(r#"{"ap":"web"}"#).await;
     assert_eq!(resp.status().as_u16(), 400);
     let e = resp.json::<ApiError>().await.unwrap().error;
     assert!(e.contains("invalid restore request"), "{e}");
+    assert!(f.units.actions().is_empty(), "nothing was touched");
+}
+
+#[tokio::test]
+async fn api_restore_refuses_a_revision_no_longer_stored_before_touching_anything() {
+    let f = fixture().await;
+    std::fs::remove_dir_all(&f.revisions_dir).unwrap();
+    let resp = f.restore(r#"{"app":"web"}"#).await;
+    assert_eq!(resp.status().as_u16(), 409);
+    let e = resp.json::<ApiError>().await.unwrap().error;
+    assert!(
+        e.contains("rev1") && e.contains("legerctl revisions"),
+        "{e}"
+    );
     assert!(f.units.actions().is_empty(), "nothing was touched");
 }

@@ -384,8 +384,11 @@ fn git_source_over_http_auth_failure_is_an_auth_error() {
     assert!(e.to_string().contains("requires credentials"), "{e}");
     assert_eq!(e.reason(), reason::SOURCE_UNAVAILABLE);
 
-    let wrong = server.url_with_credentials("fleet", "wrong-password", "fleet.git");
-    let mut bad = GitSource::new(spec(&wrong, "main", None), t.path(), limits());
+    let creds = t.path().join("git-credentials");
+    std::fs::write(&creds, "fleet:wrong-password\n").unwrap();
+    let mut with_file = spec(&server.url("fleet.git"), "main", None);
+    with_file.credentials_file = Some(creds);
+    let mut bad = GitSource::new(with_file, t.path(), limits());
     let e = bad.fetch(None).unwrap_err();
     assert!(matches!(e, SourceError::Auth { .. }), "{e:?}");
     assert!(!format!("{e} {e:?}").contains("wrong-password"), "{e:?}");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// The whole `leger.toml` of one app.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     /// Overrides of the health gate for this app's units.
@@ -21,6 +21,15 @@ pub struct AppConfig {
     /// What legerd may do to this app's named volumes.
     #[serde(default)]
     pub volumes: AppVolumes,
+    /// What a failed backup before an apply does to this app's update: `"refuse"` (the
+    /// default: the apply waits, nothing changes, status says `BackupFailed`) or
+    /// `"warn"` (the update goes ahead without a backup, and the journal says so).
+    #[serde(default, skip_serializing_if = "BackupFailure::is_refuse")]
+    pub backup_failure: BackupFailure,
+    /// `false` when the app's volumes hold nothing worth keeping (a cache): they are
+    /// never exported. Its files are still backed up.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub backup_volumes: bool,
 }
 
 /// `[volumes]` in `leger.toml`.
@@ -32,6 +41,36 @@ pub struct AppVolumes {
     /// data unless restored, so legerd only reports the difference as drift.
     #[serde(default)]
     pub recreate_on_change: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// `backup_failure` in `leger.toml`.
+///
+/// **Why `refuse` is the default:** the backup is the only way back from an update that
+/// corrupts data (a schema migration), and a full disk is visible and fixable, while
+/// data lost without a backup is not. An app whose updates must never wait for disk
+/// space (a security fix on a host with little of it) opts into `warn`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupFailure {
+    /// The apply is refused with reason `BackupFailed`.
+    #[default]
+    Refuse,
+    /// The apply goes ahead without this app's backup.
+    Warn,
+}
+
+impl BackupFailure {
+    fn is_refuse(&self) -> bool {
+        *self == BackupFailure::Refuse
+    }
 }
 
 /// `[secrets]` in `leger.toml`.
@@ -65,10 +104,45 @@ pub struct AppHealth {
     pub settle: Option<Duration>,
 }
 
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            health: AppHealth::default(),
+            secrets: AppSecrets::default(),
+            volumes: AppVolumes::default(),
+            backup_failure: BackupFailure::Refuse,
+            backup_volumes: true,
+        }
+    }
+}
+
+/// The longest health timeout or settle time an app may ask for. A huge value (or one
+/// that overflows a clock) would stall every pass behind one app.
+pub const MAX_HEALTH_WAIT: Duration = Duration::from_secs(6 * 3600);
+
+fn humantime_like(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
 impl AppConfig {
     /// Parses `leger.toml`; the error names the key and line.
     pub fn from_toml_str(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+        let c: AppConfig = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        for (key, value) in [
+            ("health.timeout", c.health.timeout),
+            ("health.settle", c.health.settle),
+        ] {
+            if let Some(d) = value
+                && d > MAX_HEALTH_WAIT
+            {
+                return Err(format!(
+                    "{key} = {:?} is longer than the most legerd waits ({}h); a pass would hold every other change back that long",
+                    humantime_like(d),
+                    MAX_HEALTH_WAIT.as_secs() / 3600
+                ));
+            }
+        }
+        Ok(c)
     }
 }
 
@@ -97,6 +171,39 @@ mod tests {
         let c =
             AppConfig::from_toml_str("[secrets.names]\ndb-pass = \"prod/db/password\"\n").unwrap();
         assert_eq!(c.secrets.names["db-pass"], "prod/db/password");
+    }
+
+    #[test]
+    fn app_config_reads_backup_choices() {
+        let c = AppConfig::from_toml_str("backup_failure = \"warn\"\nbackup_volumes = false\n")
+            .unwrap();
+        assert_eq!(
+            (c.backup_failure, c.backup_volumes),
+            (BackupFailure::Warn, false)
+        );
+        let d = AppConfig::from_toml_str("").unwrap();
+        assert_eq!(
+            (d.backup_failure, d.backup_volumes),
+            (BackupFailure::Refuse, true)
+        );
+        let e = AppConfig::from_toml_str("backup_failure = \"ignore\"\n").unwrap_err();
+        assert!(e.contains("backup_failure") || e.contains("refuse"), "{e}");
+    }
+
+    #[test]
+    fn app_config_refuses_huge_numbers() {
+        for text in [
+            "[health]\ntimeout = \"99999999999d\"\n",
+            "[health]\nsettle = \"7h\"\n",
+            "[health]\ntimeout = 340282366920938463463374607431768211456\n",
+            "[health]\ntimeout = \"99999999999999999999999999s\"\n",
+        ] {
+            let e = AppConfig::from_toml_str(text).unwrap_err();
+            assert!(
+                e.contains("timeout") || e.contains("settle") || e.contains("number"),
+                "{text}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -279,6 +279,8 @@ pub struct RawSource {
     token_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     allow_cross_origin_redirects: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    credentials_file: Option<PathBuf>,
 }
 
 impl TryFrom<RawSource> for SourceSpec {
@@ -304,9 +306,21 @@ impl TryFrom<RawSource> for SourceSpec {
             }
             _ => {}
         }
+        if r.kind != "git" && r.credentials_file.is_some() {
+            return Err(not_for("credentials_file", &r.kind));
+        }
         match r.kind.as_str() {
             "git" => {
                 let url = r.url.ok_or("kind = \"git\" needs `url`")?;
+                refuse_url_credentials(&url).map_err(|e| format!("url: {e}"))?;
+                if let Some(p) = &r.credentials_file
+                    && !p.is_absolute()
+                {
+                    return Err(format!(
+                        "credentials_file: {:?} must be absolute",
+                        p.display()
+                    ));
+                }
                 let path = match r.path {
                     Some(p) => {
                         validate_subpath(&p).map_err(|e| format!("path: {e}"))?;
@@ -321,6 +335,7 @@ impl TryFrom<RawSource> for SourceSpec {
                     path,
                     poll_interval: r.poll_interval.unwrap_or_else(default_poll_interval),
                     allow_rewrite: r.allow_rewrite.unwrap_or(false),
+                    credentials_file: r.credentials_file,
                 }))
             }
             "dir" => {
@@ -392,6 +407,7 @@ impl From<SourceSpec> for RawSource {
                 path: g.path,
                 poll_interval: Some(g.poll_interval),
                 allow_rewrite: g.allow_rewrite.then_some(true),
+                credentials_file: g.credentials_file,
                 ..RawSource::default()
             },
             SourceSpec::Dir(d) => RawSource {
@@ -459,6 +475,11 @@ pub struct GitSourceSpec {
     /// Accept a new commit that does not descend from the applied one (a force-push).
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_rewrite: bool,
+    /// A file (root-only) with the credentials for an http(s) remote: one line, either a
+    /// token or a `user:password` pair. Credentials never go in the url, which status,
+    /// history and the journal show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
 }
 
 /// A local folder source, converged on every change.
@@ -701,6 +722,7 @@ impl GitSourceSpec {
             path: None,
             poll_interval: default_poll_interval(),
             allow_rewrite: false,
+            credentials_file: None,
         }
     }
 
@@ -751,6 +773,21 @@ pub fn validate_git_url(url: &str) -> Result<(), String> {
             "invalid url {url:?}: unsupported scheme {other:?}; use https://, http://, file:// or an absolute path"
         )),
     }
+}
+
+/// Refuses a url that carries a user name or password: desired.toml is shown by
+/// `legerctl status` and pasted into tickets, and legerd logs its source. The error
+/// points to `credentials_file`.
+pub fn refuse_url_credentials(url: &str) -> Result<(), String> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(());
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "the url carries credentials; remove them and put a token (or user:password) in a root-only file named by `credentials_file` in [source]".to_owned(),
+        );
+    }
+    Ok(())
 }
 
 fn de_git_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -1082,5 +1119,40 @@ suspend = false
             "{DIR}[[secrets.sources]]\nkind = \"setec\"\nurl = \"ftp://h\"\n"
         ));
         assert!(e.contains("ftp://h"), "{e}");
+    }
+
+    #[test]
+    fn git_url_with_credentials_is_refused_and_points_to_credentials_file() {
+        for url in [
+            "https://bob:planted-token@git.example/r.git",
+            "https://planted-token@git.example/r.git",
+        ] {
+            let text = format!("[source]\nkind = \"git\"\nurl = \"{url}\"\n");
+            let e = DesiredState::from_toml_str(&text).unwrap_err().to_string();
+            assert!(e.contains("credentials_file"), "{e}");
+            assert!(
+                !e.contains("planted-token"),
+                "the error never repeats it: {e}"
+            );
+        }
+        let d = DesiredState::from_toml_str(
+            "[source]\nkind = \"git\"\nurl = \"https://git.example/r.git\"\ncredentials_file = \"/etc/leger/git-credentials\"\n",
+        )
+        .unwrap();
+        let SourceSpec::Git(g) = &d.source else {
+            panic!()
+        };
+        assert_eq!(
+            g.credentials_file.as_deref(),
+            Some(Path::new("/etc/leger/git-credentials"))
+        );
+        let again = DesiredState::from_toml_str(&d.to_toml_string()).unwrap();
+        assert_eq!(again, d, "round trip");
+        let e = DesiredState::from_toml_str(
+            "[source]\nkind = \"dir\"\npath = \"/srv\"\ncredentials_file = \"/x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("credentials_file"), "{e}");
     }
 }

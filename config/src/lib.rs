@@ -162,7 +162,52 @@ pub struct BackupSettings {
     pub keep: usize,
     /// Older backups are removed (except each app's newest).
     pub max_age: Duration,
+    /// The most bytes all backups together may take; `None` sets no cap.
+    pub max_bytes: Option<u64>,
+    /// Free bytes that must be left on the state filesystem after a backup; `None`
+    /// checks nothing.
+    pub min_free: Option<u64>,
 }
+
+/// A size in desired units: an integer of bytes, or a string with a binary suffix
+/// (`"512M"`, `"10G"`, `"1T"`, also `"10GiB"`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    /// Bytes.
+    Bytes(u64),
+    /// `"10G"`.
+    Text(String),
+}
+
+/// Parses a [`SizeValue`]; the error says what is accepted.
+pub fn parse_size(key: &str, v: &SizeValue) -> Result<u64, ConfigError> {
+    let text = match v {
+        SizeValue::Bytes(n) => return Ok(*n),
+        SizeValue::Text(t) => t.trim(),
+    };
+    let bad = || ConfigError::Value {
+        key: key.to_owned(),
+        message: format!(
+            "{text:?} is not a size; use bytes (1000000) or a number with K, M, G or T (\"10G\")"
+        ),
+    };
+    let upper = text.to_ascii_uppercase();
+    let digits = upper.trim_end_matches("IB").trim_end_matches('B');
+    let (number, shift) = match digits.chars().last() {
+        Some('K') => (&digits[..digits.len() - 1], 10),
+        Some('M') => (&digits[..digits.len() - 1], 20),
+        Some('G') => (&digits[..digits.len() - 1], 30),
+        Some('T') => (&digits[..digits.len() - 1], 40),
+        _ => (digits, 0),
+    };
+    let n: u64 = number.trim().parse().map_err(|_| bad())?;
+    n.checked_mul(1u64 << shift).ok_or_else(bad)
+}
+
+/// Free space a backup must leave on the state filesystem by default: 1 GiB, so a
+/// backup never fills the disk the SQLite database and the journal share.
+pub const DEFAULT_MIN_FREE: u64 = 1 << 30;
 
 /// Validated settings legerd runs with.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,8 +216,12 @@ pub struct Settings {
     pub mode: Mode,
     /// Resolved paths.
     pub paths: Paths,
-    /// Group that may use the socket (mode 0660); `None` keeps the owner's group.
+    /// Group that may use the socket (mode 0660) and read over it; `None` keeps the
+    /// owner's group.
     pub socket_group: Option<String>,
+    /// Group whose members may also change things over the socket (secrets, restores,
+    /// reconcile); `None` leaves that to root and legerd's own user.
+    pub admin_group: Option<String>,
     /// A D-Bus address to use instead of the mode's default bus.
     pub bus_address: Option<String>,
     /// Loop tuning.
@@ -232,6 +281,10 @@ pub struct BackupsFragment {
     pub keep: Option<usize>,
     /// e.g. `"30d"`.
     pub max_age: Option<String>,
+    /// e.g. `"20G"` or bytes.
+    pub max_bytes: Option<SizeValue>,
+    /// e.g. `"2G"` or bytes.
+    pub min_free: Option<SizeValue>,
 }
 
 /// `[health]` in a fragment.
@@ -262,8 +315,10 @@ pub struct PathsFragment {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiFragment {
-    /// Group given access to the socket; `""` disables the chown.
+    /// Group given access to the socket and read rights; `""` disables the chown.
     pub socket_group: Option<String>,
+    /// Group given write rights (secrets, restore, reconcile); `""` leaves them to root.
+    pub admin_group: Option<String>,
 }
 
 /// `[systemd]` in a fragment.
@@ -448,6 +503,7 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
         },
         api: ApiFragment {
             socket_group: pick(base.api.socket_group, over.api.socket_group),
+            admin_group: pick(base.api.admin_group, over.api.admin_group),
         },
         systemd: SystemdFragment {
             bus_address: pick(base.systemd.bus_address, over.systemd.bus_address),
@@ -496,6 +552,8 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
         backups: BackupsFragment {
             keep: pick(base.backups.keep, over.backups.keep),
             max_age: pick(base.backups.max_age, over.backups.max_age),
+            max_bytes: pick(base.backups.max_bytes, over.backups.max_bytes),
+            min_free: pick(base.backups.min_free, over.backups.min_free),
         },
     }
 }
@@ -597,6 +655,12 @@ impl Settings {
             (Mode::System, None) => Some("leger".to_owned()),
             (Mode::User, None) => None,
         };
+        let admin_group = match (mode, f.api.admin_group) {
+            (_, Some(g)) if g.is_empty() => None,
+            (_, Some(g)) => Some(g),
+            (Mode::System, None) => Some("leger-admin".to_owned()),
+            (Mode::User, None) => None,
+        };
         let jitter = f.reconcile.jitter.unwrap_or(0.1);
         if !(0.0..=1.0).contains(&jitter) {
             return Err(ConfigError::Value {
@@ -682,6 +746,7 @@ impl Settings {
             mode,
             paths,
             socket_group,
+            admin_group,
             bus_address: f.systemd.bus_address,
             reconcile,
             limits,
@@ -701,6 +766,16 @@ impl Settings {
                     f.backups.max_age,
                     Duration::from_secs(30 * 24 * 3600),
                 )?,
+                max_bytes: f
+                    .backups
+                    .max_bytes
+                    .as_ref()
+                    .map(|v| parse_size("backups.max_bytes", v))
+                    .transpose()?,
+                min_free: match &f.backups.min_free {
+                    Some(v) => Some(parse_size("backups.min_free", v)?),
+                    None => Some(DEFAULT_MIN_FREE),
+                },
             },
             timeouts,
         })
@@ -762,6 +837,7 @@ mod tests {
         assert_eq!(s.paths.state_dir, PathBuf::from("/var/lib/leger"));
         assert_eq!(s.paths.socket, PathBuf::from("/run/leger/legerd.sock"));
         assert_eq!(s.socket_group.as_deref(), Some("leger"));
+        assert_eq!(s.admin_group.as_deref(), Some("leger-admin"));
         assert_eq!(s.limits.max_file_size, 1024 * 1024);
     }
 
@@ -790,6 +866,7 @@ mod tests {
             PathBuf::from("/run/user/1000/leger/legerd.sock")
         );
         assert_eq!(s.socket_group, None);
+        assert_eq!(s.admin_group, None);
     }
 
     #[test]
@@ -939,5 +1016,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("reconcile.debounce"), "{e}");
+    }
+
+    #[test]
+    fn backup_budget_sizes_parse_with_suffixes_and_name_the_key() {
+        let v = |t: &str| SizeValue::Text(t.into());
+        assert_eq!(parse_size("k", &SizeValue::Bytes(5)).unwrap(), 5);
+        assert_eq!(parse_size("k", &v("512M")).unwrap(), 512 << 20);
+        assert_eq!(parse_size("k", &v("10GiB")).unwrap(), 10 << 30);
+        assert_eq!(parse_size("k", &v("2t")).unwrap(), 2 << 40);
+        let e = parse_size("backups.max_bytes", &v("lots"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backups.max_bytes") && e.contains("10G"), "{e}");
+        assert!(parse_size("k", &v("99999999999T")).is_err(), "overflow");
+        let s = Settings::defaults(Mode::System, &Environment::default()).unwrap();
+        assert_eq!(
+            (s.backups.max_bytes, s.backups.min_free),
+            (None, Some(DEFAULT_MIN_FREE))
+        );
     }
 }

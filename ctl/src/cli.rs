@@ -334,6 +334,10 @@ pub enum SourceCommand {
         /// Accept force-pushed history (a new commit that does not descend from the applied one).
         #[arg(long)]
         allow_rewrite: bool,
+        /// A root-only file with the credentials for an http(s) remote: a token, or
+        /// user:password, on its first line (never put them in the url).
+        #[arg(long, value_name = "FILE")]
+        credentials_file: Option<std::path::PathBuf>,
     },
     /// Apps come from a leger.run manifest tree served over HTTP(S).
     #[command(

@@ -107,6 +107,8 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 
 /// Checks a git URL the way `desired.toml` does, for clap.
 pub fn parse_git_url(s: &str) -> Result<String, String> {
+    // Credentials are refused later, by the desired.toml parser: clap's own error would
+    // repeat the value, token and all, on the terminal.
     validate_git_url(s)?;
     Ok(s.to_owned())
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod client;
+mod desired_file;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -334,6 +335,21 @@ fn restore(loc: &mut Locations, app: &str, id: Option<&str>) -> Result<()> {
     let list: Vec<BackupInfo> =
         serde_json::from_str(&body).context("cannot read legerd's backup list")?;
     let chosen = backups::choose(&list, app, id).map_err(anyhow::Error::msg)?;
+    // Checked before the pin: pinning to a revision legerd no longer stores would
+    // leave the host unable to converge at all.
+    let body = block_on(client.get(&format!("/v1/revisions?limit={}", 1000)))?;
+    let revisions: Vec<leger_api_types::RevisionInfo> =
+        serde_json::from_str(&body).context("cannot read legerd's revision list")?;
+    if !revisions
+        .iter()
+        .any(|r| r.revision == chosen.revision && r.stored)
+    {
+        bail!(
+            "backup {} is of revision {}, which is no longer in legerd's revision store; nothing was pinned or restored. See `legerctl revisions` for the revisions kept, and pick a newer backup from `legerctl backups {app}`",
+            chosen.id,
+            chosen.revision
+        );
+    }
     let path = loc.desired_file()?;
     match read_optional(&path)? {
         Some(current) => {
@@ -347,8 +363,10 @@ fn restore(loc: &mut Locations, app: &str, id: Option<&str>) -> Result<()> {
             if text != current {
                 write_desired(&path, &text)?;
             }
+            // policy.pin is host-wide: a per-app pin would need the pass to converge
+            // apps from different revisions, which it does not do.
             println!(
-                "pinned the host to revision {} (policy.pin in {})",
+                "pinned the whole host, not only {app}, to revision {} (policy.pin in {}); every app stays at that revision until `legerctl unpin`",
                 chosen.revision,
                 path.display()
             );
@@ -461,13 +479,20 @@ fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
                     path: sub,
                     interval,
                     allow_rewrite,
-                } => edit::git_source(
+                    credentials_file,
+                } => match edit::git_source(
                     &url,
                     reference.as_deref(),
                     sub.as_deref(),
                     interval,
                     allow_rewrite,
-                ),
+                ) {
+                    leger_api_types::SourceSpec::Git(mut g) => {
+                        g.credentials_file = credentials_file;
+                        leger_api_types::SourceSpec::Git(g)
+                    }
+                    other => other,
+                },
                 SourceCommand::Manifest {
                     url,
                     version,
@@ -683,24 +708,11 @@ fn edit_policy(path: &Path, change: impl FnOnce(&mut leger_api_types::Policy)) -
 }
 
 fn write_desired(path: &Path, text: &str) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    leger_config::fs::write_atomic(path, text.as_bytes(), 0o644).with_context(|| {
-        format!(
-            "cannot write {}; writing the system desired state needs root",
-            path.display()
-        )
-    })
+    desired_file::write(path, text)
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
+    desired_file::read_optional(path)
 }
 
 fn read_input(file: &Path) -> Result<String> {

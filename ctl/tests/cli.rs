@@ -131,7 +131,8 @@ fn cli_set_desired_git_writes_a_valid_file() {
             .permissions()
             .mode()
             & 0o777,
-        0o644
+        0o640,
+        "desired.toml is not world-readable"
     );
 }
 
@@ -359,6 +360,7 @@ async fn cli_status_history_and_reconcile_talk_to_legerd() {
         staged: tokio::sync::watch::channel(None).1,
         revisions: None,
         backups: None,
+        access: legerd::access::AccessPolicy::owner_only(),
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {
@@ -434,6 +436,7 @@ async fn cli_secrets_set_list_rm_and_identity_never_show_values() {
         staged: tokio::sync::watch::channel(None).1,
         revisions: None,
         backups: None,
+        access: legerd::access::AccessPolicy::owner_only(),
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {
@@ -515,4 +518,35 @@ async fn cli_secrets_set_list_rm_and_identity_never_show_values() {
         .expect("server stops")
         .unwrap()
         .unwrap();
+}
+
+#[test]
+fn cli_set_desired_git_takes_a_credentials_file_and_refuses_a_url_with_credentials() {
+    let env = Env::new();
+    let o = env.run(&[
+        "set-desired",
+        "git",
+        "https://bob:planted-token@git.example.org/fleet.git",
+    ]);
+    assert_code(&o, 1);
+    let err = stderr(&o);
+    assert!(err.contains("credentials_file"), "{err}");
+    assert!(!err.contains("planted-token"), "never echoed: {err}");
+    assert!(!env.desired().exists(), "nothing was written");
+    let o = env.run(&[
+        "set-desired",
+        "git",
+        "https://git.example.org/fleet.git",
+        "--credentials-file",
+        "/etc/leger/git-credentials",
+    ]);
+    assert_code(&o, 0);
+    let d = DesiredState::from_toml_str(&env.read_desired()).unwrap();
+    let SourceSpec::Git(g) = d.source else {
+        panic!("git source expected")
+    };
+    assert_eq!(
+        g.credentials_file.as_deref(),
+        Some(std::path::Path::new("/etc/leger/git-credentials"))
+    );
 }

@@ -15,7 +15,9 @@
 //!
 //! A restore runs in the controller loop between passes (never during one) through the
 //! pass's converge stage in restore mode: this module finds and verifies the backup and
-//! imports its volumes; [`crate::pass::restore`] does the rest.
+//! imports its volumes, each removed and made again empty first, so a restore is
+//! point-in-time (`podman volume import` alone merges into what is there);
+//! [`crate::pass::restore`] does the rest.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use leger_api_types::BackupInfo;
+use leger_api_types::app_config::BackupFailure;
 use leger_config::BackupSettings;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -32,7 +35,9 @@ use crate::plan::{Action, Plan, WriteReason};
 use crate::store::{InventoryEntry, StoreError};
 use crate::systemd::SystemdError;
 
+pub mod budget;
 mod podman;
+pub mod quiesce;
 mod restore;
 
 pub use podman::PodmanVolumes;
@@ -89,6 +94,26 @@ pub enum BackupError {
     /// No backup matches the request.
     #[error("{0}")]
     NotFound(String),
+    /// The backup does not fit the budget even after evicting older backups.
+    #[error(
+        "no room to back up app {app}: {detail}, even after removing the backups of other revisions oldest first. Free space on the state filesystem, raise [backups] max_bytes or lower min_free, or let the app update without a backup with backup_failure = \"warn\" in its leger.toml"
+    )]
+    Budget {
+        /// The app.
+        app: String,
+        /// Which limit, by how much.
+        detail: String,
+    },
+    /// The backup's revision is no longer in legerd's revision store.
+    #[error(
+        "backup {backup} is of revision {revision}, which is no longer in legerd's revision store, so the host could not be pinned to it; see `legerctl revisions` for the revisions kept, and pick a newer backup with `legerctl backups`"
+    )]
+    RevisionGone {
+        /// The backup id.
+        backup: String,
+        /// Its revision.
+        revision: String,
+    },
     /// An app or backup name that is not a plain folder name.
     #[error("invalid {what} {value:?}: use the name `legerctl backups` shows")]
     InvalidName {
@@ -235,7 +260,7 @@ pub struct CurrentFile {
 }
 
 impl CurrentFile {
-    fn rel(&self) -> &str {
+    pub(super) fn rel(&self) -> &str {
         self.entry
             .key
             .split_once('/')
@@ -411,12 +436,52 @@ pub(super) fn sha256_file(path: &Path) -> Result<(String, u64), BackupError> {
     Ok((hex::encode(h.finalize()), n))
 }
 
+/// What one app's `leger.toml` asks of its backups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppBackupPolicy {
+    /// Export its volumes (`backup_volumes`).
+    pub volumes: bool,
+    /// What a failed backup does to its update (`backup_failure`).
+    pub failure: BackupFailure,
+}
+
+impl Default for AppBackupPolicy {
+    fn default() -> Self {
+        AppBackupPolicy {
+            volumes: true,
+            failure: BackupFailure::Refuse,
+        }
+    }
+}
+
+/// The backup policy of every app of a tree; an app not in it (one being removed) gets
+/// the default.
+pub fn policies_of(tree: &crate::model::DesiredTree) -> BTreeMap<String, AppBackupPolicy> {
+    tree.apps
+        .iter()
+        .map(|(name, app)| {
+            (
+                name.clone(),
+                AppBackupPolicy {
+                    volumes: app.config.backup_volumes,
+                    failure: app.config.backup_failure,
+                },
+            )
+        })
+        .collect()
+}
+
 /// The backup folder and its settings.
 #[derive(Debug, Clone)]
 pub struct Backups {
     root: PathBuf,
     settings: BackupSettings,
     pub(super) podman: PodmanVolumes,
+    /// Per-app choices from `leger.toml`.
+    policies: BTreeMap<String, AppBackupPolicy>,
+    /// Outcomes counted since the last [`Backups::drain_outcomes`], shared by clones;
+    /// the pass reports them into `legerd_backups_total`.
+    outcomes: std::sync::Arc<std::sync::Mutex<BTreeMap<&'static str, u64>>>,
 }
 
 impl Backups {
@@ -426,6 +491,112 @@ impl Backups {
             root,
             settings,
             podman: PodmanVolumes::default(),
+            policies: BTreeMap::new(),
+            outcomes: Default::default(),
+        }
+    }
+
+    /// Applies each app's `leger.toml` choices (volumes or not, refuse or warn).
+    pub fn with_policies(mut self, policies: BTreeMap<String, AppBackupPolicy>) -> Self {
+        self.policies = policies;
+        self
+    }
+
+    fn record(&self, outcome: &'static str) {
+        *self
+            .outcomes
+            .lock()
+            .expect("outcomes lock")
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
+    /// The outcomes counted since the last call (`taken`, `failed`, `skipped`,
+    /// `evicted`, see [`crate::metrics::BACKUP_OUTCOMES`]), reset to zero.
+    pub fn drain_outcomes(&self) -> BTreeMap<&'static str, u64> {
+        std::mem::take(&mut *self.outcomes.lock().expect("outcomes lock"))
+    }
+
+    /// Reports the outcomes counted so far and the folder's size into `metrics`.
+    pub fn report(&self, metrics: &crate::metrics::Metrics) {
+        for (outcome, n) in self.drain_outcomes() {
+            for _ in 0..n {
+                metrics.record_backup(outcome);
+            }
+        }
+        metrics.set_backup_bytes(self.size());
+    }
+
+    /// What all backups take on disk now.
+    pub fn size(&self) -> u64 {
+        dir_size(&self.root)
+    }
+
+    /// Removes backups a crash left without a `manifest.json`; legerd calls it at start.
+    /// Returns how many app folders went.
+    pub fn remove_interrupted(&self) -> Result<usize, BackupError> {
+        let mut removed = 0;
+        for (id, app, dir) in self.app_dirs()? {
+            if matches!(read_manifest(&dir), Ok(None)) {
+                std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+                let _ = std::fs::remove_dir(self.root.join(&id));
+                tracing::info!(backup = %id, app = %app, "removed an interrupted backup");
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Makes room for `needed` more bytes within the budget, evicting complete backups
+    /// of other revisions than `saving`, oldest first, never one in `protected`.
+    fn ensure_room(
+        &self,
+        app: &str,
+        needed: u64,
+        saving: &str,
+        protected: &[(String, String)],
+    ) -> Result<(), BackupError> {
+        if self.settings.max_bytes.is_none() && self.settings.min_free.is_none() {
+            return Ok(());
+        }
+        loop {
+            let usage = budget::Usage {
+                used: dir_size(&self.root),
+                free: budget::free_bytes(&self.root).map_err(io_err("measure", &self.root))?,
+            };
+            let Err(detail) = budget::fits(&self.settings, usage, needed) else {
+                return Ok(());
+            };
+            let candidates: Vec<budget::Candidate> = self
+                .app_dirs()?
+                .into_iter()
+                .filter_map(|(id, app, dir)| {
+                    let m = read_manifest(&dir).ok()??;
+                    Some(budget::Candidate {
+                        id,
+                        app,
+                        revision: m.revision,
+                        created: humantime::parse_rfc3339(&m.created)
+                            .unwrap_or(SystemTime::UNIX_EPOCH),
+                    })
+                })
+                .collect();
+            let Some(victim) = budget::next_eviction(&candidates, saving, protected) else {
+                return Err(BackupError::Budget {
+                    app: app.to_owned(),
+                    detail,
+                });
+            };
+            let dir = self.root.join(&victim.id).join(&victim.app);
+            std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+            let _ = std::fs::remove_dir(self.root.join(&victim.id));
+            tracing::warn!(
+                backup = %victim.id,
+                app = %victim.app,
+                revision = %victim.revision,
+                "removed an old backup to stay within the backup budget ({detail})"
+            );
+            self.record("evicted");
         }
     }
 
@@ -463,21 +634,38 @@ impl Backups {
             if files.is_empty() {
                 continue;
             }
-            let revision = current
-                .map(str::to_owned)
-                .or_else(|| {
-                    files
-                        .iter()
-                        .max_by(|a, b| a.entry.installed_at.cmp(&b.entry.installed_at))
-                        .map(|f| f.entry.revision.clone())
-                })
-                .unwrap_or_default();
-            let volumes = volumes_to_export(&files, what);
-            if let Some(info) = self
-                .take_app(app, &revision, next, &files, &volumes, now)
-                .await?
+            let revision = app_revision(current, &files);
+            let policy = self.policies.get(app).copied().unwrap_or_default();
+            let volumes = if policy.volumes {
+                volumes_to_export(&files, what)
+            } else {
+                BTreeSet::new()
+            };
+            let protected: Vec<(String, String)> = taken
+                .iter()
+                .map(|i: &BackupInfo| (i.id.clone(), i.app.clone()))
+                .collect();
+            match self
+                .take_app(app, &revision, next, &files, &volumes, now, &protected)
+                .await
             {
-                taken.push(info);
+                Ok(Some(info)) => {
+                    self.record("taken");
+                    taken.push(info);
+                }
+                Ok(None) => {}
+                Err(e) if policy.failure == BackupFailure::Warn => {
+                    self.record("skipped");
+                    tracing::warn!(
+                        app,
+                        error = %e,
+                        "backup failed; the app's leger.toml says backup_failure = \"warn\", so it is updated without one"
+                    );
+                }
+                Err(e) => {
+                    self.record("failed");
+                    return Err(e);
+                }
             }
         }
         if !taken.is_empty() {
@@ -486,6 +674,7 @@ impl Backups {
         Ok(taken)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn take_app(
         &self,
         app: &str,
@@ -494,6 +683,7 @@ impl Backups {
         files: &[CurrentFile],
         volumes: &BTreeSet<String>,
         now: SystemTime,
+        protected: &[(String, String)],
     ) -> Result<Option<BackupInfo>, BackupError> {
         let base = backup_id(now, revision);
         let mut id = base.clone();
@@ -503,8 +693,18 @@ impl Backups {
             id = format!("{base}.{n}");
         }
         let dir = self.root.join(&id).join(app);
+        // Before anything is written: the files, and each volume at the size its last
+        // backup had (its real size is checked again right after its export).
+        let mut protected = protected.to_vec();
+        protected.push((id.clone(), app.to_owned()));
+        let estimate = files
+            .iter()
+            .filter_map(|f| f.content.as_ref().map(|c| c.len() as u64))
+            .sum::<u64>()
+            + self.last_volume_sizes(volumes);
+        self.ensure_room(app, estimate, revision, &protected)?;
         let result = self
-            .write_app(&dir, app, revision, next, files, volumes, now)
+            .write_app(&dir, app, revision, next, files, volumes, now, &protected)
             .await;
         // Nothing to keep (every file deleted by hand, no volume): no backup either.
         let empty = result
@@ -532,6 +732,7 @@ impl Backups {
         files: &[CurrentFile],
         volumes: &BTreeSet<String>,
         now: SystemTime,
+        protected: &[(String, String)],
     ) -> Result<Manifest, BackupError> {
         mkdir(dir)?;
         let mut manifest = Manifest {
@@ -573,16 +774,109 @@ impl Backups {
                     path: path.clone(),
                     source: io::Error::other(e.to_string()),
                 })??;
+            self.record_measured_size(v, size);
             manifest.volumes.push(ManifestVolume {
                 name: v.clone(),
                 sha256,
                 size,
             });
+            // The archive is on disk now, so the budget sees its real size.
+            self.ensure_room(app, 0, revision, protected)?;
         }
         let path = dir.join(MANIFEST);
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
         leger_config::fs::write_atomic(&path, &json, 0o600).map_err(io_err("write", &path))?;
         Ok(manifest)
+    }
+
+    /// The size each of `volumes` had in its newest backup: the estimate of its next
+    /// export before it runs.
+    fn last_volume_sizes(&self, volumes: &BTreeSet<String>) -> u64 {
+        if volumes.is_empty() {
+            return 0;
+        }
+        let measured = self.measured_sizes();
+        let mut newest: BTreeMap<&str, (SystemTime, u64)> = volumes
+            .iter()
+            .filter_map(|v| Some((v.as_str(), (SystemTime::now(), *measured.get(v)?))))
+            .collect();
+        let dirs = self.app_dirs().unwrap_or_default();
+        let manifests: Vec<Manifest> = dirs
+            .iter()
+            .filter_map(|(_, _, dir)| read_manifest(dir).ok().flatten())
+            .collect();
+        for m in &manifests {
+            let t = humantime::parse_rfc3339(&m.created).unwrap_or(SystemTime::UNIX_EPOCH);
+            for v in m.volumes.iter().filter(|v| volumes.contains(&v.name)) {
+                let e = newest.entry(v.name.as_str()).or_insert((t, v.size));
+                if t > e.0 {
+                    *e = (t, v.size);
+                }
+            }
+        }
+        newest.values().map(|(_, size)| size).sum()
+    }
+
+    /// The archive size of each volume's last export, kept even when its backup failed
+    /// (`.volume-sizes.json`), so the next attempt is refused before any unit stops.
+    fn measured_sizes(&self) -> BTreeMap<String, u64> {
+        std::fs::read(self.root.join(SIZES_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn record_measured_size(&self, volume: &str, size: u64) {
+        let mut sizes = self.measured_sizes();
+        sizes.insert(volume.to_owned(), size);
+        let json = serde_json::to_vec(&sizes).expect("sizes serialize");
+        if let Err(e) = mkdir(&self.root) {
+            tracing::warn!(error = %e, "cannot record a volume's export size");
+            return;
+        }
+        if let Err(e) = leger_config::fs::write_atomic(&self.root.join(SIZES_FILE), &json, 0o600) {
+            tracing::warn!(error = %e, "cannot record a volume's export size");
+        }
+    }
+
+    /// The budget check a backup would make first, before any unit is stopped for it:
+    /// an app whose `leger.toml` says `refuse` and whose files plus last known volume
+    /// sizes do not fit fails here, so a retried pass never stops the app again.
+    pub fn precheck(
+        &self,
+        plan: &Plan,
+        inventory: &[InventoryEntry],
+        quadlet_dir: &Path,
+        current: Option<&str>,
+    ) -> Result<(), BackupError> {
+        if self.settings.keep == 0 {
+            return Ok(());
+        }
+        for (app, what) in &affected_apps(plan) {
+            let policy = self.policies.get(app).copied().unwrap_or_default();
+            if policy.failure == BackupFailure::Warn {
+                continue;
+            }
+            let files = current_files(inventory, app, quadlet_dir)?;
+            if files.is_empty() {
+                continue;
+            }
+            let volumes = if policy.volumes {
+                volumes_to_export(&files, what)
+            } else {
+                BTreeSet::new()
+            };
+            let estimate = files
+                .iter()
+                .filter_map(|f| f.content.as_ref().map(|c| c.len() as u64))
+                .sum::<u64>()
+                + self.last_volume_sizes(&volumes);
+            if let Err(e) = self.ensure_room(app, estimate, &app_revision(current, &files), &[]) {
+                self.record("failed");
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Every complete backup, newest first; `app` narrows the list to one app.
@@ -690,6 +984,23 @@ impl Backups {
     }
 }
 
+/// Where the last export size of each volume is kept, in the backup folder.
+const SIZES_FILE: &str = ".volume-sizes.json";
+
+/// The revision an app's backup saves: the one the host is at, or for an app whose
+/// files came from different passes, the newest of theirs.
+fn app_revision(current: Option<&str>, files: &[CurrentFile]) -> String {
+    current
+        .map(str::to_owned)
+        .or_else(|| {
+            files
+                .iter()
+                .max_by(|a, b| a.entry.installed_at.cmp(&b.entry.installed_at))
+                .map(|f| f.entry.revision.clone())
+        })
+        .unwrap_or_default()
+}
+
 fn mkdir(path: &Path) -> Result<(), BackupError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -754,7 +1065,7 @@ fn info(id: &str, dir: &Path, m: &Manifest) -> BackupInfo {
 }
 
 /// The app's inventory rows with their bytes on disk.
-fn current_files(
+pub(super) fn current_files(
     inventory: &[InventoryEntry],
     app: &str,
     quadlet_dir: &Path,
@@ -956,6 +1267,8 @@ mod tests {
         BackupSettings {
             keep,
             max_age: Duration::from_secs(30 * 24 * 3600),
+            max_bytes: None,
+            min_free: None,
         }
     }
 
@@ -1112,6 +1425,108 @@ mod tests {
             taken[0].files,
             ["web.env"],
             "the hand edit as it is on disk"
+        );
+    }
+
+    #[tokio::test]
+    async fn backup_budget_evicts_other_revisions_then_refuses_or_warns() {
+        let t = tempfile::tempdir().unwrap();
+        let quadlets = t.path().join("quadlets");
+        std::fs::create_dir_all(quadlets.join("web")).unwrap();
+        let body = vec![b'#'; 4000];
+        std::fs::write(quadlets.join("web/web.container"), &body).unwrap();
+        let inventory = vec![entry("web/web.container", Some("web.service"))];
+        let plan = update_plan("web/web.container");
+        let mut s = settings(10);
+        // Room for two backups of 4000 bytes and their manifests, not three.
+        s.max_bytes = Some(9_500);
+        let metrics = crate::metrics::Metrics::new(false);
+        let b = Backups::new(t.path().join("backups"), s.clone());
+        for (i, rev) in ["r1", "r2", "r3"].iter().enumerate() {
+            b.take(
+                &plan,
+                &inventory,
+                &quadlets,
+                Some(rev),
+                "n",
+                at(i as u64 * 10),
+            )
+            .await
+            .unwrap();
+        }
+        b.report(&metrics);
+        let revs: Vec<String> = b
+            .list(None)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.revision)
+            .collect();
+        assert_eq!(revs, ["r3", "r2"], "the oldest other revision went first");
+        let text = metrics.render();
+        assert!(
+            text.contains("legerd_backups_total{outcome=\"evicted\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("legerd_backups_total{outcome=\"taken\"} 3"),
+            "{text}"
+        );
+        assert!(!text.contains("legerd_backup_bytes 0\n"), "{text}");
+
+        // Too big for the budget even when empty: refused, nothing left behind.
+        s.max_bytes = Some(1000);
+        let b = Backups::new(t.path().join("small"), s.clone());
+        let e = b
+            .take(&plan, &inventory, &quadlets, Some("r1"), "n", at(0))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BackupError::Budget { .. }), "{e}");
+        assert!(
+            e.to_string().contains("max_bytes = 1000") && e.to_string().contains("backup_failure"),
+            "{e}"
+        );
+        assert!(b.list(None).unwrap().is_empty());
+        // The same refusal comes from the precheck, before any unit would stop.
+        let e = b
+            .precheck(&plan, &inventory, &quadlets, Some("r1"))
+            .unwrap_err();
+        assert!(matches!(e, BackupError::Budget { .. }), "{e}");
+        // A volume's measured export size counts in the next estimate.
+        b.record_measured_size("systemd-data", 123);
+        assert_eq!(
+            b.last_volume_sizes(&["systemd-data".to_owned()].into()),
+            123
+        );
+        // The app said warn: no backup, no error.
+        let warn = Backups::new(t.path().join("small"), s).with_policies(
+            [(
+                "web".to_owned(),
+                AppBackupPolicy {
+                    volumes: true,
+                    failure: BackupFailure::Warn,
+                },
+            )]
+            .into(),
+        );
+        let taken = warn
+            .take(&plan, &inventory, &quadlets, Some("r1"), "n", at(0))
+            .await
+            .unwrap();
+        assert!(taken.is_empty());
+    }
+
+    #[test]
+    fn interrupted_backups_are_removed_at_start() {
+        let t = tempfile::tempdir().unwrap();
+        let b = Backups::new(t.path().to_owned(), settings(10));
+        std::fs::create_dir_all(t.path().join("20250101T000000Z-x/web/files")).unwrap();
+        std::fs::create_dir_all(t.path().join("20250102T000000Z-y/db")).unwrap();
+        std::fs::write(t.path().join("20250102T000000Z-y/db/manifest.json"), b"{}").unwrap();
+        assert_eq!(b.remove_interrupted().unwrap(), 1);
+        assert!(!t.path().join("20250101T000000Z-x").exists());
+        assert!(
+            t.path().join("20250102T000000Z-y/db").exists(),
+            "a complete (even unreadable) one stays"
         );
     }
 

@@ -1,5 +1,5 @@
-//! Volumes through the [`Podman`] seam: exists, export, import, create, with podman's
-//! failures turned into [`BackupError`]s that name the volume.
+//! Volumes through the [`Podman`] seam: exists, export, import, create, rm, with
+//! podman's failures turned into [`BackupError`]s that name the volume.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -58,6 +58,15 @@ impl PodmanVolumes {
             .volume_import(volume, file)
             .await
             .map_err(Self::err("import", volume))
+    }
+
+    /// Removes a volume and its data. Fails while a container uses it, which is what
+    /// a restore wants: it never pulls a volume from under a running container.
+    pub async fn remove(&self, volume: &str) -> Result<(), BackupError> {
+        self.podman
+            .volume_remove(volume)
+            .await
+            .map_err(Self::err("rm", volume))
     }
 
     /// Creates an empty volume.

@@ -100,15 +100,35 @@ impl Backups {
         })
     }
 
-    /// Imports a backed-up volume, creating the volume when it is gone.
+    /// Refuses a restore of an app that is neither installed nor backed up, naming
+    /// where to look.
+    pub fn check_app_exists(&self, app: &str, installed: bool) -> Result<(), BackupError> {
+        check_name("app", app)?;
+        if !installed && self.list(Some(app))?.is_empty() {
+            return Err(BackupError::NotFound(format!(
+                "there is no app {app}: it is not installed and has no backup; `legerctl status` lists the apps, `legerctl backups` the backups"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Imports a backed-up volume into an empty volume: an existing one is removed and
+    /// made again first, since `podman volume import` merges into what is there and a
+    /// restore must leave the volume exactly as it was at the backup (point in time).
+    /// The app's containers are stopped by then, so the removal cannot pull a volume
+    /// from under one; a container outside the app still using it makes the removal
+    /// fail, and the restore with it. The volume is made again with podman's defaults:
+    /// options of its `.volume` quadlet (driver, labels) are not re-applied, because its
+    /// `-volume.service` finds it existing.
     pub async fn import_volume(
         &self,
         backup: &VerifiedBackup,
         volume: &str,
     ) -> Result<(), BackupError> {
-        if !self.podman.exists(volume).await? {
-            self.podman.create(volume).await?;
+        if self.podman.exists(volume).await? {
+            self.podman.remove(volume).await?;
         }
+        self.podman.create(volume).await?;
         self.podman
             .import(volume, &backup.volume_archive(volume))
             .await

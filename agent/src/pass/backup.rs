@@ -1,7 +1,8 @@
 //! Back up: before a plan changes or removes an app, its managed files (and the
 //! volumes its changing quadlets use) are copied aside. Runs after the gates, so a
 //! held pass takes no backup, and before anything changes: a failed backup fails the
-//! pass with nothing changed.
+//! pass with nothing changed. The containers that write to an exported volume are
+//! stopped for its export ([`crate::backup::quiesce`]).
 
 use std::time::SystemTime;
 
@@ -13,7 +14,7 @@ use crate::plan::Plan;
 use crate::store::InventoryEntry;
 
 /// Backs up what `plan` touches. `current` is the revision the host is at.
-pub async fn take<U>(
+pub async fn take<U: crate::systemd::UnitManager>(
     host: &Host<'_, U>,
     plan: &Plan,
     inventory: &[InventoryEntry],
@@ -23,25 +24,31 @@ pub async fn take<U>(
     if plan.is_empty() {
         return Ok(());
     }
-    host.backups()
-        .take(
-            plan,
-            inventory,
-            &host.settings.paths.quadlet_dir,
-            current,
-            &tree.revision,
-            SystemTime::now(),
+    let backups = host
+        .backups()
+        .with_policies(crate::backup::policies_of(tree));
+    // Quiesced: the units that mount an exported volume stop right before its export;
+    // the apply that follows restarts them (one disruption).
+    let result = crate::backup::quiesce::take_quiesced(
+        &backups,
+        host.units,
+        plan,
+        inventory,
+        &host.settings.paths.quadlet_dir,
+        current,
+        &tree.revision,
+        SystemTime::now(),
+    )
+    .await;
+    backups.report(host.metrics);
+    result.map(|_| ()).map_err(|e| {
+        Failure::new(
+            reason::BACKUP_FAILED,
+            format!(
+                "backup before applying {} failed; nothing was changed: {e}",
+                Revision(&tree.revision)
+            ),
+            false,
         )
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            Failure::new(
-                reason::BACKUP_FAILED,
-                format!(
-                    "backup before applying {} failed; nothing was changed: {e}",
-                    Revision(&tree.revision)
-                ),
-                false,
-            )
-        })
+    })
 }

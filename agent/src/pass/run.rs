@@ -462,11 +462,25 @@ impl<U: UnitManager> Pass<'_, '_, U> {
     ) -> Result<RestoreResponse, BackupError> {
         let host = self.host;
         let app = request.app.clone();
+        // Checks first, before any unit stops: the app exists, every sha256 matches,
+        // and the revision the host will be pinned to is still stored.
+        let a = app.clone();
+        let installed = blocking::store(host.store, move |s| {
+            s.inventory().map(|inv| inv.iter().any(|e| e.app == a))
+        })
+        .await?;
+        host.backups().check_app_exists(&app, installed)?;
         let backup = Arc::new(
             host.backups()
                 .verified(&app, request.backup.as_deref())
                 .await?,
         );
+        if !host.revision_store().contains(&backup.manifest.revision) {
+            return Err(BackupError::RevisionGone {
+                backup: backup.id.clone(),
+                revision: backup.manifest.revision.clone(),
+            });
+        }
         let id = backup.id.clone();
         let fail = |message: String| BackupError::Converge {
             app: app.clone(),
@@ -522,12 +536,12 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         w.actions = c.actions.clone();
         journal::applied(&target.tree.revision, &w.actions);
         let _ = super::intent::clear(host.store).await;
-        tracing::info!(
-            app = %app,
-            backup = %id,
-            revision = %backup.manifest.revision,
-            volumes = c.volumes.len(),
-            "restored app from backup"
+        journal::restored(
+            &app,
+            &id,
+            &backup.manifest.revision,
+            c.volumes.len(),
+            backup.manifest.files.len(),
         );
         let mut response = RestoreResponse {
             app: app.clone(),

@@ -115,6 +115,27 @@ pub fn parse(file: &str, text: &str) -> Result<QuadletFile, Vec<Diagnostic>> {
         .map(|(s, _)| s.to_string())
         .unwrap_or_else(|| name.clone());
 
+    // A NUL or another control character is never meaningful in a unit file: systemd
+    // cuts a value at a NUL and the generator passes the rest on, so what runs is not
+    // what was reviewed. Tab is whitespace; CR ends a line.
+    for (i, line) in text.lines().enumerate() {
+        if let Some((col, c)) = line
+            .chars()
+            .enumerate()
+            .find(|(_, c)| c.is_control() && *c != '\t' && *c != '\r')
+        {
+            errors.push(Diagnostic::new(
+                file,
+                Some(i as u32 + 1),
+                format!(
+                    "control character U+{:04X} at column {}; quadlet files are plain text: remove it",
+                    c as u32,
+                    col + 1
+                ),
+            ));
+        }
+    }
+
     let mut sections: Vec<Section> = Vec::new();
     let mut lines = text.lines().enumerate().map(|(i, l)| (i as u32 + 1, l));
     while let Some((line_no, raw)) = lines.next() {
@@ -214,6 +235,23 @@ pub fn parse(file: &str, text: &str) -> Result<QuadletFile, Vec<Diagnostic>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_refuses_nul_and_control_characters_with_line_and_column() {
+        for (text, code) in [
+            ("[Container]\nImage=busybox\nEnvironment=A=x\0y\n", "U+0000"),
+            (
+                "[Container]\nImage=busybox\nEnvironment=A=\u{1b}[31m\n",
+                "U+001B",
+            ),
+        ] {
+            let e = parse("web/web.container", text).unwrap_err();
+            assert_eq!(e.len(), 1, "{e:?}");
+            assert_eq!(e[0].line, Some(3));
+            assert!(e[0].message.contains(code), "{}", e[0].message);
+        }
+        assert!(parse("w.container", "[Container]\r\nImage=b\tx\r\n").is_ok());
+    }
 
     #[test]
     fn parse_reads_sections_entries_and_lines() {

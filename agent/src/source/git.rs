@@ -221,7 +221,13 @@ impl GitSource {
             .and_then(|r| r.with_refspecs(REFSPECS, Direction::Fetch))
             .map_err(|e| self.unreachable(&e))?
             .with_fetch_tags(gix::remote::fetch::Tags::None);
-        let credentials = url_credentials(&self.spec.url);
+        let credentials = match &self.spec.credentials_file {
+            Some(path) => Some(read_credentials(path).map_err(|reason| SourceError::Auth {
+                url: self.display_url.clone(),
+                reason,
+            })?),
+            None => None,
+        };
         let connection = remote
             .connect(Direction::Fetch)
             .map_err(|e| self.remote_error(&e))?
@@ -307,9 +313,9 @@ impl GitSource {
             Some(gix::protocol::transport::client::Error::AuthenticationRefused(_))
         );
         if refused_locally || e.is_unauthenticated() || e.is_permission_denied() {
-            let reason = if !refused_locally && url_credentials(&self.spec.url).is_none() {
+            let reason = if !refused_locally && self.spec.credentials_file.is_none() {
                 // gix's own text blames a credential helper, which a daemon never runs.
-                "the server requires credentials and the url carries none".to_owned()
+                "the server requires credentials; put them in a root-only file and name it with `credentials_file` in [source]".to_owned()
             } else {
                 redact_text(&chain(e), &self.spec.url)
             };
@@ -438,25 +444,42 @@ fn chain(e: &gix::Error) -> String {
     parts.join(": ")
 }
 
-/// Username and password from an `https://user:token@host/...` URL, the only way to
-/// give a daemon credentials without a helper that might prompt.
-fn url_credentials(url: &str) -> Option<gix::sec::identity::Account> {
-    let parsed = url::Url::parse(url).ok()?;
-    if parsed.username().is_empty() {
-        return None;
-    }
-    Some(gix::sec::identity::Account {
-        username: percent_decode(parsed.username()),
-        password: percent_decode(parsed.password().unwrap_or_default()),
-        oauth_refresh_token: None,
-    })
-}
-
 fn percent_decode(s: &str) -> String {
     url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_else(|| s.to_owned())
+}
+
+/// The user name sent with a token alone: forges that take a token as the password of
+/// basic auth (GitHub, GitLab, Gitea) accept any name; write `user:token` for one that
+/// wants a particular name.
+pub const TOKEN_USER: &str = "x-access-token";
+
+/// The credentials in a `credentials_file`: its first line, `user:password` or a token
+/// alone (sent as the password of [`TOKEN_USER`]). Read at every fetch, so a rotated
+/// token needs no restart. The error names the file, never its content.
+pub fn read_credentials(path: &std::path::Path) -> Result<gix::sec::identity::Account, String> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read credentials_file {}: {e}", path.display()))?,
+    );
+    let line = text.lines().next().unwrap_or_default().trim();
+    if line.is_empty() {
+        return Err(format!(
+            "credentials_file {} is empty; write a token, or user:password, on its first line",
+            path.display()
+        ));
+    }
+    let (username, password) = match line.split_once(':') {
+        Some((user, pass)) if !user.is_empty() => (user, pass),
+        _ => (TOKEN_USER, line),
+    };
+    Ok(gix::sec::identity::Account {
+        username: username.to_owned(),
+        password: password.to_owned(),
+        oauth_refresh_token: None,
+    })
 }
 
 /// The URL with any user and password replaced by `***`, safe for logs and status.
@@ -513,14 +536,24 @@ mod tests {
     }
 
     #[test]
-    fn url_credentials_are_decoded() {
-        let a = url_credentials("https://bob:s3cr%40t@git.example/r.git").unwrap();
+    fn credentials_file_holds_a_pair_or_a_token() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("creds");
+        std::fs::write(&f, "bob:s3cr@t:x\n").unwrap();
+        let a = read_credentials(&f).unwrap();
         assert_eq!(
             (a.username.as_str(), a.password.as_str()),
-            ("bob", "s3cr@t")
+            ("bob", "s3cr@t:x")
         );
-        assert!(url_credentials("https://git.example/r.git").is_none());
-        let t = url_credentials("https://tok@git.example/r.git").unwrap();
-        assert_eq!((t.username.as_str(), t.password.as_str()), ("tok", ""));
+        std::fs::write(&f, "ghp_TOKEN\n").unwrap();
+        let a = read_credentials(&f).unwrap();
+        assert_eq!(
+            (a.username.as_str(), a.password.as_str()),
+            (TOKEN_USER, "ghp_TOKEN")
+        );
+        std::fs::write(&f, "\n").unwrap();
+        assert!(read_credentials(&f).unwrap_err().contains("empty"));
+        let e = read_credentials(&t.path().join("none")).unwrap_err();
+        assert!(e.contains("cannot read credentials_file"), "{e}");
     }
 }

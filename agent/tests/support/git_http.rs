@@ -93,11 +93,6 @@ impl GitHttpServer {
         format!("http://{}/{repo}", self.addr)
     }
 
-    /// Like [`url`](Self::url), with credentials in it.
-    pub fn url_with_credentials(&self, user: &str, password: &str, repo: &str) -> String {
-        format!("http://{user}:{password}@{}/{repo}", self.addr)
-    }
-
     /// Pack requests so far.
     pub fn fetches(&self) -> usize {
         self.counts.fetches.load(Ordering::SeqCst)
