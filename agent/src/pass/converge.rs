@@ -310,6 +310,7 @@ async fn apply_and_check<U: UnitManager>(
         quadlet_dir: &host.settings.paths.quadlet_dir,
         units: host.units,
         store: host.store,
+        max_jobs_in_flight: host.settings.reconcile.max_jobs_in_flight,
     };
     let mut report = ApplyReport::default();
     if let Some(r) = restore {
