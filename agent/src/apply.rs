@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use leger_config::fs::write_atomic_with;
 
 use crate::clock::now_rfc3339;
@@ -229,19 +230,24 @@ async fn run_level<U: UnitManager>(
     target: &ApplyTarget<'_, U>,
     report: &mut ApplyReport,
 ) {
-    let results: Vec<_> = futures::stream::iter(level)
-        .map(|action| async move {
-            crashpoint::hit("before-action");
-            let result = match action {
-                Action::StartUnit { unit, .. } => target.units.start(unit).await,
-                Action::RestartUnit { unit, .. } => target.units.restart(unit).await,
-                _ => unreachable!("a level holds only starts and restarts"),
-            };
-            (action, result)
-        })
-        .buffered(target.max_jobs_in_flight.get())
-        .collect()
-        .await;
+    let bound = target.max_jobs_in_flight.get();
+    let mut results: Vec<Option<Result<(), SystemdError>>> = Vec::new();
+    results.resize_with(level.len(), || None);
+    let mut in_flight = FuturesUnordered::new();
+    let mut queued = 0;
+    while queued < level.len() || !in_flight.is_empty() {
+        while queued < level.len() && in_flight.len() < bound {
+            in_flight.push(unit_start(target.units, queued, &level[queued]));
+            queued += 1;
+        }
+        if let Some((i, result)) = in_flight.next().await {
+            results[i] = Some(result);
+        }
+    }
+    let results = level
+        .iter()
+        .zip(results)
+        .filter_map(|(action, result)| Some((action, result?)));
     for (action, result) in results {
         let (Action::StartUnit { unit, app, .. } | Action::RestartUnit { unit, app }) = action
         else {
@@ -253,6 +259,21 @@ async fn run_level<U: UnitManager>(
             report.done.push(action.to_string());
         }
     }
+}
+
+/// Queues one start or restart and waits for its result; `i` is its place in the level.
+async fn unit_start<U: UnitManager>(
+    units: &U,
+    i: usize,
+    action: &Action,
+) -> (usize, Result<(), SystemdError>) {
+    crashpoint::hit("before-action");
+    let result = match action {
+        Action::StartUnit { unit, .. } => units.start(unit).await,
+        Action::RestartUnit { unit, .. } => units.restart(unit).await,
+        _ => unreachable!("a level holds only starts and restarts"),
+    };
+    (i, result)
 }
 
 fn unit_job(

@@ -11,6 +11,7 @@ use leger_api_types::{PassOutcome, RestoreRequest};
 use legerd::model::UnitState;
 use legerd::pass::PassResult;
 use legerd::pass::intent::{self, Intent, Phase};
+use legerd::podman::{PodmanCall, RecordingPodman};
 use legerd::reconciler::Reconciler;
 use legerd::store::{RevisionState, Store};
 use legerd::systemd::recording::{Call, RecordingUnitManager};
@@ -39,6 +40,7 @@ struct Bed {
     quadlets: PathBuf,
     store: Arc<Mutex<Store>>,
     units: Arc<RecordingUnitManager>,
+    podman: Arc<RecordingPodman>,
     reconciler: Reconciler<RecordingUnitManager>,
 }
 
@@ -50,6 +52,7 @@ impl Bed {
             Store::open(&settings.paths.state_dir.join("legerd.db")).unwrap(),
         ));
         let units = Arc::new(RecordingUnitManager::new());
+        let podman = Arc::new(RecordingPodman::new());
         let source = dir.path().join("src");
         std::fs::create_dir_all(&source).unwrap();
         std::fs::create_dir_all(settings.paths.desired_file.parent().unwrap()).unwrap();
@@ -57,9 +60,11 @@ impl Bed {
             source,
             desired_file: settings.paths.desired_file.clone(),
             quadlets: settings.paths.quadlet_dir.clone(),
-            reconciler: Reconciler::new(settings, Arc::clone(&units), Arc::clone(&store)),
+            reconciler: Reconciler::new(settings, Arc::clone(&units), Arc::clone(&store))
+                .with_podman(podman.clone()),
             store,
             units,
+            podman,
             _dir: dir,
         };
         bed.policy("");
@@ -187,8 +192,24 @@ async fn pass_rollback_restores_the_last_good_revision_and_does_not_retry() {
     bed.source(&[("web/web.container", broken), ("db/db.container", DB)]);
     bed.units
         .set_state_after_job("web.service", state("failed", "failed"));
+    bed.podman.set_journal("web.service", "about to crash");
     let r = bed.pass().await;
     let bad = revision(&r);
+    // The rollback message quotes the unit's last journal lines, read through the seam.
+    assert!(
+        bed.podman
+            .calls()
+            .contains(&PodmanCall::UnitJournal("web.service".into()))
+    );
+    assert!(
+        r.record
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("about to crash"),
+        "{:?}",
+        r.record.error
+    );
     assert_eq!(r.record.outcome, PassOutcome::RolledBack, "{:?}", r.record);
     assert_eq!(r.failure_cause, Some("RolledBack"));
     assert_eq!(bed.revision_state(&bad), Some(RevisionState::Failed));
@@ -398,7 +419,8 @@ async fn pass_finishes_an_apply_interrupted_by_a_crash() {
             legerd::testkit::settings_in(bed._dir.path()),
             Arc::clone(&bed.units),
             Arc::clone(&bed.store),
-        ),
+        )
+        .with_podman(bed.podman.clone()),
         ..bed
     };
     let r = restarted.pass().await;
@@ -451,7 +473,8 @@ async fn pass_reruns_a_gate_a_crash_cut_short() {
             legerd::testkit::settings_in(bed._dir.path()),
             Arc::clone(&bed.units),
             Arc::clone(&bed.store),
-        ),
+        )
+        .with_podman(bed.podman.clone()),
         ..bed
     };
     let r = restarted.pass().await;

@@ -147,6 +147,12 @@ pub mod reason {
     pub const SECRETS_FAILED: &str = "SecretsFailed";
     /// The backup before an apply could not be written; nothing was changed.
     pub const BACKUP_FAILED: &str = "BackupFailed";
+    /// A pass ran past `reconcile.pass_timeout` and was abandoned; the message names the
+    /// operation it was stuck in. The next pass retries with backoff.
+    pub const PASS_TIMED_OUT: &str = "PassTimedOut";
+    /// podman's quadlet generator could not give its verdict (it hung and was killed, or
+    /// could not run); the revision is not rejected, the pass is retried.
+    pub const VALIDATOR_UNAVAILABLE: &str = "ValidatorUnavailable";
 }
 
 /// One installed app.

@@ -15,6 +15,12 @@
 //! binaries can never disagree about where things live.
 
 pub mod fs;
+mod timeouts;
+
+pub use timeouts::{
+    DEFAULT_BUS_GIVE_UP, DEFAULT_CALL_TIMEOUT, DEFAULT_COMMAND_TIMEOUT, DEFAULT_GENERATOR_TIMEOUT,
+    DEFAULT_PASS_TIMEOUT, Timeouts,
+};
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -191,6 +197,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Backups before changes.
     pub backups: BackupSettings,
+    /// Time bounds on passes, commands, the generator and D-Bus.
+    pub timeouts: Timeouts,
 }
 
 /// One drop-in file. Every field is optional so a fragment says only what it changes.
@@ -278,6 +286,10 @@ pub struct SystemdFragment {
     pub job_timeout: Option<String>,
     /// Most unit jobs in flight at once, 1 to 1024.
     pub max_jobs_in_flight: Option<usize>,
+    /// Per D-Bus method call, e.g. `"30s"`.
+    pub call_timeout: Option<String>,
+    /// How long to keep reconnecting to a lost bus before exiting, e.g. `"5m"`.
+    pub bus_give_up: Option<String>,
 }
 
 /// `[reconcile]` in a fragment.
@@ -292,6 +304,10 @@ pub struct ReconcileFragment {
     pub backoff_max: Option<String>,
     /// 0.0 to 1.0.
     pub jitter: Option<f64>,
+    /// A pass's budget, e.g. `"30m"`.
+    pub pass_timeout: Option<String>,
+    /// Each podman or journalctl call, e.g. `"10m"`.
+    pub command_timeout: Option<String>,
 }
 
 /// `[limits]` in a fragment.
@@ -312,6 +328,8 @@ pub struct QuadletFragment {
     pub generator: Option<PathBuf>,
     /// Run the generator's dry run.
     pub generator_dry_run: Option<bool>,
+    /// The dry run's time limit, e.g. `"1m"`.
+    pub generator_timeout: Option<String>,
 }
 
 /// `[metrics]` in a fragment.
@@ -450,6 +468,8 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
                 base.systemd.max_jobs_in_flight,
                 over.systemd.max_jobs_in_flight,
             ),
+            call_timeout: pick(base.systemd.call_timeout, over.systemd.call_timeout),
+            bus_give_up: pick(base.systemd.bus_give_up, over.systemd.bus_give_up),
         },
         reconcile: ReconcileFragment {
             debounce: pick(base.reconcile.debounce, over.reconcile.debounce),
@@ -459,6 +479,11 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
             ),
             backoff_max: pick(base.reconcile.backoff_max, over.reconcile.backoff_max),
             jitter: pick(base.reconcile.jitter, over.reconcile.jitter),
+            pass_timeout: pick(base.reconcile.pass_timeout, over.reconcile.pass_timeout),
+            command_timeout: pick(
+                base.reconcile.command_timeout,
+                over.reconcile.command_timeout,
+            ),
         },
         limits: LimitsFragment {
             max_file_size: pick(base.limits.max_file_size, over.limits.max_file_size),
@@ -469,6 +494,10 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
             generator_dry_run: pick(
                 base.quadlet.generator_dry_run,
                 over.quadlet.generator_dry_run,
+            ),
+            generator_timeout: pick(
+                base.quadlet.generator_timeout,
+                over.quadlet.generator_timeout,
             ),
         },
         metrics: MetricsFragment {
@@ -650,6 +679,38 @@ impl Settings {
             });
         }
         let metrics = metrics_settings(f.metrics)?;
+        let health = HealthSettings {
+            timeout: duration("health.timeout", f.health.timeout, Duration::from_secs(60))?,
+            settle: duration("health.settle", f.health.settle, Duration::from_secs(10))?,
+        };
+        let timeouts = Timeouts {
+            pass: duration(
+                "reconcile.pass_timeout",
+                f.reconcile.pass_timeout,
+                DEFAULT_PASS_TIMEOUT,
+            )?,
+            command: duration(
+                "reconcile.command_timeout",
+                f.reconcile.command_timeout,
+                DEFAULT_COMMAND_TIMEOUT,
+            )?,
+            generator: duration(
+                "quadlet.generator_timeout",
+                f.quadlet.generator_timeout,
+                DEFAULT_GENERATOR_TIMEOUT,
+            )?,
+            call: duration(
+                "systemd.call_timeout",
+                f.systemd.call_timeout,
+                DEFAULT_CALL_TIMEOUT,
+            )?,
+            bus_give_up: duration(
+                "systemd.bus_give_up",
+                f.systemd.bus_give_up,
+                DEFAULT_BUS_GIVE_UP,
+            )?,
+        };
+        timeouts.validate(reconcile.job_timeout, health.timeout + health.settle)?;
         Ok(Settings {
             mode,
             paths,
@@ -665,10 +726,7 @@ impl Settings {
                 generator_dry_run: f.quadlet.generator_dry_run.unwrap_or(true),
             },
             metrics,
-            health: HealthSettings {
-                timeout: duration("health.timeout", f.health.timeout, Duration::from_secs(60))?,
-                settle: duration("health.settle", f.health.settle, Duration::from_secs(10))?,
-            },
+            health,
             backups: BackupSettings {
                 keep: f.backups.keep.unwrap_or(10),
                 max_age: duration(
@@ -677,6 +735,7 @@ impl Settings {
                     Duration::from_secs(30 * 24 * 3600),
                 )?,
             },
+            timeouts,
         })
     }
 }

@@ -77,6 +77,7 @@ impl Fetcher {
         };
         let kind = source.kind();
         let t0 = Instant::now();
+        let _op = crate::activity::begin(format!("fetch of the {kind} source"));
         let (source, result) = blocking::run(move || {
             let mut source = source;
             let result = match &mut source {

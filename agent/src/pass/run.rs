@@ -319,7 +319,7 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         w: &mut Worked,
     ) -> Failure {
         let host = self.host;
-        let tail = health::last_journal_lines(&g.unit, host.user_mode(), 8).await;
+        let tail = health::last_journal_lines(&**host.podman, &g.unit, host.user_mode(), 8).await;
         let mut message = format!("{} of app {} {}", g.unit, g.app, g.reason);
         if !tail.is_empty() {
             message.push_str(&format!("; last log lines:\n{tail}"));
@@ -541,6 +541,41 @@ impl<U: UnitManager> Pass<'_, '_, U> {
             }
         }
         Ok(response)
+    }
+}
+
+/// Records a pass the controller abandoned over its budget (see
+/// `Reconciler::abandon_pass`): history, journal, metrics, status.
+pub async fn record_abandoned<U>(
+    host: &Host<'_, U>,
+    state: &mut HostState,
+    failure: Failure,
+    trigger: &str,
+    started_at: String,
+    elapsed: Duration,
+    suspended: bool,
+) -> PassResult {
+    let revision = state.fetched_revision.clone();
+    journal::failed(revision.as_deref(), failure.reason, &failure.message);
+    let record = PassRecord {
+        id: 0,
+        started_at,
+        finished_at: now_rfc3339(),
+        duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        trigger: trigger.to_owned(),
+        revision,
+        outcome: PassOutcome::Failed,
+        actions: Vec::new(),
+        error: Some(failure.message.clone()),
+    };
+    let cause = failure.reason;
+    state.last_failure = Some(failure);
+    state.reconciling = false;
+    let record = record::pass(host, state, record, elapsed, suspended).await;
+    PassResult {
+        record,
+        failure_cause: Some(cause),
+        retry_after: None,
     }
 }
 
