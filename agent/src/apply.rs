@@ -137,13 +137,7 @@ pub async fn apply<U: UnitManager>(
                 .iter()
                 .take_while(|a| start_level(a, &level_of) == Some(level))
                 .count();
-            run_level(
-                &actions[i..i + len],
-                tree,
-                target,
-                &mut report,
-            )
-            .await;
+            run_level(&actions[i..i + len], tree, target, &mut report).await;
             i += len;
             continue;
         }

@@ -263,7 +263,7 @@ impl<U: UnitManager> Pass<'_, '_, U> {
                 PassOutcome::Noop
             });
         }
-        record::good(self.host, self.state, tree).await;
+        record::good(self.host, self.state, tree, c.observed_units.as_ref()).await;
         if self
             .state
             .staged
@@ -363,7 +363,7 @@ impl<U: UnitManager> Pass<'_, '_, U> {
                 Ok(c) => {
                     w.actions
                         .extend(c.actions.iter().map(|a| format!("rollback: {a}")));
-                    record::good(host, self.state, &target.tree).await;
+                    record::good(host, self.state, &target.tree, None).await;
                     String::new()
                 }
                 Err(ConvergeError::Failed(f)) => {

@@ -24,6 +24,8 @@ pub enum Call {
     Stop(String),
     /// `unit_state(unit)`.
     UnitState(String),
+    /// `unit_states(units)`: one batch read.
+    UnitStates(Vec<String>),
 }
 
 /// Records calls in order; `unit_state` answers from a table the test fills.
@@ -117,7 +119,7 @@ impl RecordingUnitManager {
     pub fn actions(&self) -> Vec<Call> {
         lock(&self.calls)
             .iter()
-            .filter(|c| !matches!(c, Call::UnitState(_)))
+            .filter(|c| !matches!(c, Call::UnitState(_) | Call::UnitStates(_)))
             .cloned()
             .collect()
     }
@@ -158,6 +160,21 @@ impl UnitManager for RecordingUnitManager {
     async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
         self.record(Call::Stop(unit.to_owned()));
         Ok(())
+    }
+
+    async fn unit_states(
+        &self,
+        units: &[String],
+    ) -> Result<BTreeMap<String, UnitState>, SystemdError> {
+        self.record(Call::UnitStates(units.to_vec()));
+        let states = lock(&self.states);
+        Ok(units
+            .iter()
+            .map(|u| {
+                let state = states.get(u).cloned().unwrap_or_else(UnitState::unknown);
+                (u.clone(), state)
+            })
+            .collect())
     }
 
     async fn unit_state(&self, unit: &str) -> Result<UnitState, SystemdError> {

@@ -1,8 +1,9 @@
-//! The unit jobs of a whole pass, in-process: the starts of one dependency level are in
-//! flight together, up to `systemd.max_jobs_in_flight`, and a level begins only after
-//! the level before it finished. systemd is the recording double, which only records
-//! which calls overlapped; what systemd does with parallel jobs is tested on the test bed
-//! (`tests/tests/parallel_jobs.rs`).
+//! Whole passes in-process, for what the performance work promises about calls:
+//! the starts of one dependency level are in flight together, up to
+//! `systemd.max_jobs_in_flight`, and a level begins only after the level before it
+//! finished; a no-op pass reads every unit's state in one call. systemd is the recording
+//! double, which only records calls and which ones overlapped; what systemd does with
+//! them is tested on the test bed (`tests/tests/parallel_jobs.rs`, `systemd_dbus.rs`).
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -42,11 +43,18 @@ fn write_source(source: &std::path::Path) {
     }
 }
 
-#[tokio::test]
-async fn pass_starts_each_level_together_within_the_bound() {
+/// A host in a temporary folder with the five-app source, legerd's reconciler over the
+/// recording double, and `max_jobs` as `systemd.max_jobs_in_flight`.
+fn bed(
+    max_jobs: usize,
+) -> (
+    tempfile::TempDir,
+    Reconciler<RecordingUnitManager>,
+    Arc<RecordingUnitManager>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = legerd::testkit::settings_in(dir.path());
-    settings.reconcile.max_jobs_in_flight = NonZeroUsize::new(3).unwrap();
+    settings.reconcile.max_jobs_in_flight = NonZeroUsize::new(max_jobs).unwrap();
     let store = Arc::new(Mutex::new(
         Store::open(&settings.paths.state_dir.join("legerd.db")).unwrap(),
     ));
@@ -62,15 +70,23 @@ async fn pass_starts_each_level_together_within_the_bound() {
         ),
     )
     .unwrap();
-    let networks: Vec<String> = APPS.iter().map(|a| format!("{a}-network.service")).collect();
+    let reconciler = Reconciler::new(settings, Arc::clone(&units), store)
+        .with_podman(Arc::new(RecordingPodman::new()));
+    (dir, reconciler, units)
+}
+
+#[tokio::test]
+async fn pass_starts_each_level_together_within_the_bound() {
+    let (_dir, mut reconciler, units) = bed(3);
+    let networks: Vec<String> = APPS
+        .iter()
+        .map(|a| format!("{a}-network.service"))
+        .collect();
     let volumes: Vec<String> = APPS.iter().map(|a| format!("{a}-volume.service")).collect();
     let containers: Vec<String> = APPS.iter().map(|a| format!("{a}.service")).collect();
     for unit in networks.iter().chain(&volumes).chain(&containers) {
         units.set_state_after_job(unit, active());
     }
-    let mut reconciler = Reconciler::new(settings, Arc::clone(&units), Arc::clone(&store))
-        .with_podman(Arc::new(RecordingPodman::new()));
-
     let r = reconciler.reconcile(&["test".to_owned()]).await;
     assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
 
@@ -122,29 +138,47 @@ async fn pass_starts_each_level_together_within_the_bound() {
 
 #[tokio::test]
 async fn pass_with_a_bound_of_one_runs_jobs_one_at_a_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = legerd::testkit::settings_in(dir.path());
-    settings.reconcile.max_jobs_in_flight = NonZeroUsize::new(1).unwrap();
-    let store = Arc::new(Mutex::new(
-        Store::open(&settings.paths.state_dir.join("legerd.db")).unwrap(),
-    ));
-    let units = Arc::new(RecordingUnitManager::new());
-    let source = dir.path().join("src");
-    write_source(&source);
-    std::fs::create_dir_all(settings.paths.desired_file.parent().unwrap()).unwrap();
-    std::fs::write(
-        &settings.paths.desired_file,
-        format!(
-            "[source]\nkind = \"dir\"\npath = \"{}\"\n",
-            source.display()
-        ),
-    )
-    .unwrap();
-    let mut reconciler = Reconciler::new(settings, Arc::clone(&units), Arc::clone(&store))
-        .with_podman(Arc::new(RecordingPodman::new()));
+    let (_dir, mut reconciler, units) = bed(1);
     let r = reconciler.reconcile(&["test".to_owned()]).await;
     // The double leaves the units "unknown", so the health gate fails them; what this
     // test checks is only how many jobs were in flight.
     assert!(r.record.actions.iter().any(|a| a.starts_with("start ")));
     assert_eq!(units.max_in_flight(), 1);
+}
+
+#[tokio::test]
+async fn pass_noop_reads_all_unit_states_in_one_call() {
+    let (_dir, mut reconciler, units) = bed(4);
+    for app in APPS {
+        for unit in [
+            format!("{app}-network.service"),
+            format!("{app}-volume.service"),
+            format!("{app}.service"),
+        ] {
+            units.set_state_after_job(&unit, active());
+        }
+    }
+    let r = reconciler.reconcile(&["test".to_owned()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    units.take_calls();
+
+    let r = reconciler.reconcile(&["test".to_owned()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Noop, "{:?}", r.record);
+    let calls = units.take_calls();
+    // Observe asks once for all 15 units; status is refreshed from that same answer.
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(
+        matches!(&calls[0], Call::UnitStates(names) if names.len() == 15),
+        "{calls:?}"
+    );
+    let status_units: usize = reconciler.state().apps.iter().map(|a| a.units.len()).sum();
+    assert_eq!(status_units, 15);
+    assert!(
+        reconciler
+            .state()
+            .apps
+            .iter()
+            .flat_map(|a| &a.units)
+            .all(|u| u.active_state == "active")
+    );
 }
