@@ -7,6 +7,7 @@
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use leger_api_types::PassOutcome;
 use legerd::model::UnitState;
@@ -52,9 +53,22 @@ fn bed(
     Reconciler<RecordingUnitManager>,
     Arc<RecordingUnitManager>,
 ) {
+    bed_with(max_jobs, Duration::from_secs(600))
+}
+
+/// [`bed`] with `reconcile.resync` set to `resync`.
+fn bed_with(
+    max_jobs: usize,
+    resync: Duration,
+) -> (
+    tempfile::TempDir,
+    Reconciler<RecordingUnitManager>,
+    Arc<RecordingUnitManager>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = legerd::testkit::settings_in(dir.path());
     settings.reconcile.max_jobs_in_flight = NonZeroUsize::new(max_jobs).unwrap();
+    settings.reconcile.resync = resync;
     let store = Arc::new(Mutex::new(
         Store::open(&settings.paths.state_dir.join("legerd.db")).unwrap(),
     ));
@@ -181,4 +195,60 @@ async fn pass_noop_reads_all_unit_states_in_one_call() {
             .flat_map(|a| &a.units)
             .all(|u| u.active_state == "active")
     );
+}
+
+/// Scripts every unit of the five apps to come up, and applies them.
+async fn converged(
+    reconciler: &mut Reconciler<RecordingUnitManager>,
+    units: &RecordingUnitManager,
+) {
+    for app in APPS {
+        for unit in [
+            format!("{app}-network.service"),
+            format!("{app}-volume.service"),
+            format!("{app}.service"),
+        ] {
+            units.set_state_after_job(&unit, active());
+        }
+    }
+    let r = reconciler.reconcile(&["startup".to_owned()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    units.take_calls();
+}
+
+#[tokio::test]
+async fn pass_quiet_poll_skips_observe_and_drift_events_still_heal() {
+    let (dir, mut reconciler, units) = bed_with(4, Duration::from_secs(3600));
+    converged(&mut reconciler, &units).await;
+
+    // A poll whose source did not move, right after a clean pass: no systemd call.
+    let r = reconciler.reconcile(&["poll".to_owned()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Noop, "{:?}", r.record);
+    assert!(units.take_calls().is_empty());
+
+    // A deleted file: the quadlet dir watch's trigger observes and heals it.
+    let file = dir.path().join("quadlets/c/c.container");
+    std::fs::remove_file(&file).unwrap();
+    let r = reconciler.reconcile(&["drift-file".to_owned()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    assert!(file.exists(), "restored");
+    units.take_calls();
+
+    // A poll merged with a drift event observes too.
+    let r = reconciler
+        .reconcile(&["drift-unit:a.service".to_owned(), "poll".to_owned()])
+        .await;
+    assert_eq!(r.record.outcome, PassOutcome::Noop, "{:?}", r.record);
+    let calls = units.take_calls();
+    assert!(matches!(&calls[..], [Call::UnitStates(_)]), "{calls:?}");
+}
+
+#[tokio::test]
+async fn pass_poll_observes_every_time_when_resync_is_zero() {
+    let (_dir, mut reconciler, units) = bed_with(4, Duration::ZERO);
+    converged(&mut reconciler, &units).await;
+    let r = reconciler.reconcile(&["poll".to_owned()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Noop, "{:?}", r.record);
+    let calls = units.take_calls();
+    assert!(matches!(&calls[..], [Call::UnitStates(_)]), "{calls:?}");
 }

@@ -3,7 +3,10 @@
 //! 1,000 and 10,000 apps, and the observe stage alone.
 //!
 //! Why: issue 14 asks that a pass cost what changed, not what exists. The cases:
-//! - `no_op`: the source did not move and the host matches (every poll of an idle host);
+//! - `no_op`: the source did not move and the host matches, with a full observe (what
+//!   a drift event or a periodic resync costs);
+//! - `poll`: the same, asked for by a poll with no drift event since the last pass,
+//!   which skips observing (`reconcile.resync`);
 //! - `one_change`: one app's files changed in a new commit;
 //! - `new_revision`: every app changed (a fleet-wide release), 100 and 1,000 apps only:
 //!   at 10,000 one iteration writes 30,000 files and takes too long for this machine;
@@ -152,9 +155,14 @@ impl Host {
     }
 
     fn pass(&mut self) -> PassOutcome {
+        self.pass_by("bench")
+    }
+
+    /// A pass with `trigger` as its label (`poll` may skip observing).
+    fn pass_by(&mut self, trigger: &str) -> PassOutcome {
         let r = self
             .runtime
-            .block_on(self.reconciler.reconcile(&["bench".to_owned()]));
+            .block_on(self.reconciler.reconcile(&[trigger.to_owned()]));
         drop(self.units.take_calls());
         drop(self.podman.take_calls());
         assert!(r.record.error.is_none(), "{:?}", r.record.error);
@@ -212,6 +220,16 @@ fn bench_stages(c: &mut Criterion) {
                     iters,
                     |_| {},
                     |h| assert_eq!(h.pass(), PassOutcome::Noop),
+                )
+            })
+        });
+        group.bench_function(BenchmarkId::new("poll", n), |b| {
+            b.iter_custom(|iters| {
+                timed(
+                    &mut host,
+                    iters,
+                    |_| {},
+                    |h| assert_eq!(h.pass_by("poll"), PassOutcome::Noop),
                 )
             })
         });

@@ -111,6 +111,10 @@ pub struct ReconcileSettings {
     /// level run in parallel (systemd starts them side by side), but a host of 1,000
     /// apps should not get 1,000 podman processes in the same second.
     pub max_jobs_in_flight: NonZeroUsize,
+    /// How long a poll whose source did not move may skip observing the host, trusting
+    /// the quadlet dir watch and unit events to report drift; after it, a poll observes
+    /// everything again. Zero observes on every poll.
+    pub resync: Duration,
 }
 
 /// Default of [`ReconcileSettings::max_jobs_in_flight`]: enough to keep systemd busy
@@ -308,6 +312,8 @@ pub struct ReconcileFragment {
     pub pass_timeout: Option<String>,
     /// Each podman or journalctl call, e.g. `"10m"`.
     pub command_timeout: Option<String>,
+    /// e.g. `"10m"`; `"0s"` observes on every poll.
+    pub resync: Option<String>,
 }
 
 /// `[limits]` in a fragment.
@@ -479,6 +485,7 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
             ),
             backoff_max: pick(base.reconcile.backoff_max, over.reconcile.backoff_max),
             jitter: pick(base.reconcile.jitter, over.reconcile.jitter),
+            resync: pick(base.reconcile.resync, over.reconcile.resync),
             pass_timeout: pick(base.reconcile.pass_timeout, over.reconcile.pass_timeout),
             command_timeout: pick(
                 base.reconcile.command_timeout,
@@ -659,6 +666,11 @@ impl Settings {
                 Duration::from_secs(120),
             )?,
             max_jobs_in_flight: max_jobs_in_flight(f.systemd.max_jobs_in_flight)?,
+            resync: duration(
+                "reconcile.resync",
+                f.reconcile.resync,
+                Duration::from_secs(600),
+            )?,
         };
         if reconcile.backoff_initial.is_zero() || reconcile.backoff_max < reconcile.backoff_initial
         {
@@ -838,17 +850,23 @@ mod tests {
     }
 
     #[test]
-    fn max_jobs_in_flight_defaults_and_refuses_zero_and_huge() {
+    fn max_jobs_in_flight_and_resync_default_and_refuse_bad_values() {
         let s = Settings::defaults(Mode::System, &Environment::default()).unwrap();
         assert_eq!(
             s.reconcile.max_jobs_in_flight.get(),
             DEFAULT_MAX_JOBS_IN_FLIGHT
         );
+        assert_eq!(s.reconcile.resync, Duration::from_secs(600));
         let t = tempfile::tempdir().unwrap();
-        write(t.path(), "50.toml", "[systemd]\nmax_jobs_in_flight = 4\n");
+        write(
+            t.path(),
+            "50.toml",
+            "[systemd]\nmax_jobs_in_flight = 4\n[reconcile]\nresync = \"0s\"\n",
+        );
         let dirs = vec![t.path().to_owned()];
         let s = load(Mode::System, &dirs, &Environment::default()).unwrap();
         assert_eq!(s.reconcile.max_jobs_in_flight.get(), 4);
+        assert_eq!(s.reconcile.resync, Duration::ZERO);
         for bad in ["0", "5000"] {
             write(
                 t.path(),
