@@ -80,7 +80,7 @@ const RACY_WINDOW: Duration = Duration::from_secs(2);
 /// The content hashes of managed files with the identity they had when hashed, so an
 /// observe re-reads only files that changed since the last pass: an idle 1,000-app host
 /// would otherwise read and hash every quadlet on every poll.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FileHashes {
     /// Path → (identity when hashed, hash).
     known: HashMap<PathBuf, (FileIdentity, ContentHash)>,
@@ -90,19 +90,29 @@ pub struct FileHashes {
     racy_window: Duration,
 }
 
+impl Default for FileHashes {
+    fn default() -> Self {
+        FileHashes {
+            known: HashMap::new(),
+            hashed: 0,
+            racy_window: RACY_WINDOW,
+        }
+    }
+}
+
 impl FileHashes {
     /// An empty cache with the default racy window.
     pub fn new() -> Self {
-        FileHashes {
-            racy_window: RACY_WINDOW,
-            ..FileHashes::default()
-        }
+        FileHashes::default()
     }
 
     /// An empty cache that trusts a file's identity however recent it is (tests only:
     /// they write files and check at once).
     pub fn without_racy_window() -> Self {
-        FileHashes::default()
+        FileHashes {
+            racy_window: Duration::ZERO,
+            ..FileHashes::default()
+        }
     }
 
     /// How many files were read and hashed so far.
@@ -181,7 +191,7 @@ pub fn observe_files(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(quadlet_dir);
-    let mut hashes = taken.unwrap_or_else(FileHashes::new);
+    let mut hashes = taken.unwrap_or_default();
     let observed = observe_files_with(desired, inventory, quadlet_dir, &mut hashes);
     FILE_HASHES
         .lock()
