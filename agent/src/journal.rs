@@ -172,6 +172,11 @@ pub fn restored(app: &str, backup: &str, revision: &str, volumes: usize, files: 
     );
 }
 
+/// How many actions the "revision applied" message lists before it only counts the
+/// rest. Each action also has its own per-unit or per-file event, so the summary does
+/// not need them all; at 300 apps the full list made one 20 KB journal entry.
+pub const APPLIED_ACTIONS_LISTED: usize = 20;
+
 /// A revision was applied.
 pub fn applied(revision: &str, actions: &[String]) {
     tracing::info!(
@@ -181,8 +186,22 @@ pub fn applied(revision: &str, actions: &[String]) {
         actions = actions.len(),
         "revision {} applied: {}",
         Revision(revision),
-        actions.join(", ")
+        action_summary(actions, APPLIED_ACTIONS_LISTED)
     );
+}
+
+/// The first `limit` actions, comma-separated, then how many more there were.
+pub fn action_summary(actions: &[String], limit: usize) -> String {
+    let mut text = actions
+        .iter()
+        .take(limit)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if actions.len() > limit {
+        text.push_str(&format!(" and {} more", actions.len() - limit));
+    }
+    text
 }
 
 /// A pass failed.
@@ -308,6 +327,28 @@ mod audit_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn action_summary_lists_up_to_the_limit_then_counts_the_rest() {
+        let actions: Vec<String> = (0..5).map(|i| format!("start u{i}.service")).collect();
+        assert_eq!(
+            action_summary(&actions[..2], 3),
+            "start u0.service, start u1.service"
+        );
+        assert_eq!(
+            action_summary(&actions[..3], 3),
+            "start u0.service, start u1.service, start u2.service"
+        );
+        assert_eq!(
+            action_summary(&actions, 3),
+            "start u0.service, start u1.service, start u2.service and 2 more"
+        );
+        assert_eq!(action_summary(&[], 3), "");
+        let many: Vec<String> = (0..900).map(|i| format!("start app{i}.service")).collect();
+        let text = action_summary(&many, APPLIED_ACTIONS_LISTED);
+        assert!(text.ends_with(" and 880 more"), "{text}");
+        assert!(text.len() < 600, "{} bytes", text.len());
+    }
 
     /// The ids are a public contract: every one must be in docs/journal.md.
     #[test]

@@ -66,6 +66,8 @@ async fn dbus_unit_manager_starts_restarts_and_stops_a_quadlet() -> Result<()> {
         ("loaded", "active"),
         "{state:?}"
     );
+    let batch = units.unit_states(&["web.service".to_owned()]).await?;
+    assert_eq!(batch["web.service"], state);
     wait_until(TIMEOUT, "container web in podman ps", || {
         Ok(running_containers(&tb)?.contains(&"web".to_owned()))
     })?;
@@ -121,6 +123,16 @@ async fn dbus_unit_manager_reports_a_container_that_exits_and_unknown_units() ->
         units.unit_state("no-such-unit.service").await?,
         UnitState::unknown()
     );
+    // One ListUnitsByNames call answers as the per-unit reads do.
+    let names = ["crash.service", "no-such-unit.service", "not a unit name"].map(String::from);
+    let batch = units.unit_states(&names).await?;
+    assert_eq!(batch.len(), 3, "{batch:?}");
+    assert_eq!(
+        batch["crash.service"],
+        units.unit_state("crash.service").await?
+    );
+    assert_eq!(batch["no-such-unit.service"], UnitState::unknown());
+    assert_eq!(batch["not a unit name"], UnitState::unknown());
     units.stop("no-such-unit.service").await?;
     match units.start("no-such-unit.service").await {
         Err(SystemdError::Call { method, unit, .. }) => {

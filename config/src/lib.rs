@@ -23,6 +23,7 @@ pub use timeouts::{
 };
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -106,7 +107,20 @@ pub struct ReconcileSettings {
     pub jitter: f64,
     /// How long to wait for one systemd job (start, restart, stop).
     pub job_timeout: Duration,
+    /// Most start/restart jobs queued with systemd at once. The jobs of one dependency
+    /// level run in parallel (systemd starts them side by side), but a host of 1,000
+    /// apps should not get 1,000 podman processes in the same second.
+    pub max_jobs_in_flight: NonZeroUsize,
+    /// How long a poll whose source did not move may skip observing the host, trusting
+    /// the quadlet dir watch and unit events to report drift; after it, a poll observes
+    /// everything again. Zero observes on every poll.
+    pub resync: Duration,
 }
+
+/// Default of [`ReconcileSettings::max_jobs_in_flight`]: enough to keep systemd busy
+/// on a small host (systemd alone starts 100 podman units in about 7.6 s on 2 cores),
+/// few enough that image pulls and container starts do not thrash it.
+pub const DEFAULT_MAX_JOBS_IN_FLIGHT: usize = 32;
 
 /// Limits on what a source may contain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,6 +343,8 @@ pub struct SystemdFragment {
     pub bus_address: Option<String>,
     /// Per-job timeout, e.g. `"90s"`.
     pub job_timeout: Option<String>,
+    /// Most unit jobs in flight at once, 1 to 1024.
+    pub max_jobs_in_flight: Option<usize>,
     /// Per D-Bus method call, e.g. `"30s"`.
     pub call_timeout: Option<String>,
     /// How long to keep reconnecting to a lost bus before exiting, e.g. `"5m"`.
@@ -351,6 +367,8 @@ pub struct ReconcileFragment {
     pub pass_timeout: Option<String>,
     /// Each podman or journalctl call, e.g. `"10m"`.
     pub command_timeout: Option<String>,
+    /// e.g. `"10m"`; `"0s"` observes on every poll.
+    pub resync: Option<String>,
 }
 
 /// `[limits]` in a fragment.
@@ -508,6 +526,10 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
         systemd: SystemdFragment {
             bus_address: pick(base.systemd.bus_address, over.systemd.bus_address),
             job_timeout: pick(base.systemd.job_timeout, over.systemd.job_timeout),
+            max_jobs_in_flight: pick(
+                base.systemd.max_jobs_in_flight,
+                over.systemd.max_jobs_in_flight,
+            ),
             call_timeout: pick(base.systemd.call_timeout, over.systemd.call_timeout),
             bus_give_up: pick(base.systemd.bus_give_up, over.systemd.bus_give_up),
         },
@@ -519,6 +541,7 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
             ),
             backoff_max: pick(base.reconcile.backoff_max, over.reconcile.backoff_max),
             jitter: pick(base.reconcile.jitter, over.reconcile.jitter),
+            resync: pick(base.reconcile.resync, over.reconcile.resync),
             pass_timeout: pick(base.reconcile.pass_timeout, over.reconcile.pass_timeout),
             command_timeout: pick(
                 base.reconcile.command_timeout,
@@ -565,6 +588,22 @@ pub fn load(mode: Mode, dirs: &[PathBuf], env: &Environment) -> Result<Settings,
         merged = merge_fragments(merged, read_fragment(&file)?);
     }
     Settings::from_fragment(mode, merged, env)
+}
+
+/// Most jobs a host may ask for at once: beyond this, systemd's own job queue and the
+/// podman processes are the limit, and a typo such as `100000` would only hide that.
+const MAX_JOBS_IN_FLIGHT_LIMIT: usize = 1024;
+
+fn max_jobs_in_flight(value: Option<usize>) -> Result<NonZeroUsize, ConfigError> {
+    let n = value.unwrap_or(DEFAULT_MAX_JOBS_IN_FLIGHT);
+    NonZeroUsize::new(n)
+        .filter(|n| n.get() <= MAX_JOBS_IN_FLIGHT_LIMIT)
+        .ok_or_else(|| ConfigError::Value {
+            key: "systemd.max_jobs_in_flight".to_owned(),
+            message: format!(
+                "{n} is outside 1..={MAX_JOBS_IN_FLIGHT_LIMIT}; use 1 to start units one at a time"
+            ),
+        })
 }
 
 fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
@@ -689,6 +728,12 @@ impl Settings {
                 "systemd.job_timeout",
                 f.systemd.job_timeout,
                 Duration::from_secs(120),
+            )?,
+            max_jobs_in_flight: max_jobs_in_flight(f.systemd.max_jobs_in_flight)?,
+            resync: duration(
+                "reconcile.resync",
+                f.reconcile.resync,
+                Duration::from_secs(600),
             )?,
         };
         if reconcile.backoff_initial.is_zero() || reconcile.backoff_max < reconcile.backoff_initial
@@ -879,6 +924,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("XDG_RUNTIME_DIR"), "{e}");
+    }
+
+    #[test]
+    fn max_jobs_in_flight_and_resync_default_and_refuse_bad_values() {
+        let s = Settings::defaults(Mode::System, &Environment::default()).unwrap();
+        assert_eq!(
+            s.reconcile.max_jobs_in_flight.get(),
+            DEFAULT_MAX_JOBS_IN_FLIGHT
+        );
+        assert_eq!(s.reconcile.resync, Duration::from_secs(600));
+        let t = tempfile::tempdir().unwrap();
+        write(
+            t.path(),
+            "50.toml",
+            "[systemd]\nmax_jobs_in_flight = 4\n[reconcile]\nresync = \"0s\"\n",
+        );
+        let dirs = vec![t.path().to_owned()];
+        let s = load(Mode::System, &dirs, &Environment::default()).unwrap();
+        assert_eq!(s.reconcile.max_jobs_in_flight.get(), 4);
+        assert_eq!(s.reconcile.resync, Duration::ZERO);
+        for bad in ["0", "5000"] {
+            write(
+                t.path(),
+                "50.toml",
+                &format!("[systemd]\nmax_jobs_in_flight = {bad}\n"),
+            );
+            let e = load(Mode::System, &dirs, &Environment::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("systemd.max_jobs_in_flight"), "{e}");
+            assert!(e.contains(bad), "{e}");
+        }
     }
 
     /// Pins the precedence: later directories mask same-named files, and later file

@@ -32,7 +32,7 @@ use crate::apply::{ApplyReport, ApplyTarget, apply};
 use crate::crashpoint;
 use crate::health::GateFailure;
 use crate::journal;
-use crate::model::{DesiredTree, Revision};
+use crate::model::{DesiredTree, Revision, UnitState};
 use crate::plan::{Action, Plan, PlanPolicy, plan};
 use crate::secrets::SecretsConverger;
 use crate::systemd::UnitManager;
@@ -110,6 +110,9 @@ pub struct Converged {
     pub stopped: Vec<String>,
     /// The volumes a restore imported.
     pub volumes: Vec<String>,
+    /// The unit states observe read, when the pass changed nothing that could move
+    /// them: status is refreshed from these instead of asking systemd again.
+    pub observed_units: Option<BTreeMap<String, UnitState>>,
 }
 
 /// Why converging stopped.
@@ -233,6 +236,7 @@ pub async fn converge<U: UnitManager>(
             });
         }
     }
+    let observed_units = std::mem::take(&mut observed.units);
     let result = apply_and_check(
         cx, mode, target, &plan, &inventory, &prepared, &also, &regate,
     )
@@ -241,6 +245,9 @@ pub async fn converge<U: UnitManager>(
         gate::release_all(cx.gates, input).await;
     }
     result.map(|mut c| {
+        if !c.changed && regate.is_empty() {
+            c.observed_units = Some(observed_units);
+        }
         c.plan = plan;
         c
     })
@@ -316,6 +323,7 @@ async fn apply_and_check<U: UnitManager>(
         quadlet_dir: &host.settings.paths.quadlet_dir,
         units: host.units,
         store: host.store,
+        max_jobs_in_flight: host.settings.reconcile.max_jobs_in_flight,
     };
     let mut report = ApplyReport::default();
     if let Some(r) = restore {

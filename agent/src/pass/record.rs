@@ -3,6 +3,7 @@
 //! **Architecture invariant:** a revision is recorded `applied` (good) only here, only
 //! after its own health gate passed, and the intent record is cleared only after that.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use leger_api_types::{AppStatus, PassRecord, UnitStatus};
@@ -14,9 +15,18 @@ use crate::store::RevisionState;
 use crate::systemd::UnitManager;
 
 /// Records `tree` as the host's good revision, then forgets the intent record.
-pub async fn good<U: UnitManager>(host: &Host<'_, U>, state: &mut HostState, tree: &DesiredTree) {
+/// `observed` are unit states this pass already read and did not change since.
+pub async fn good<U: UnitManager>(
+    host: &Host<'_, U>,
+    state: &mut HostState,
+    tree: &DesiredTree,
+    observed: Option<&BTreeMap<String, UnitState>>,
+) {
     crate::crashpoint::hit("before-record");
-    refresh_apps(host, state, tree).await;
+    match observed {
+        Some(units) => apps_from(state, tree, units),
+        None => refresh_apps(host, state, tree).await,
+    }
     *state.managed_units.write().expect("units lock") = tree
         .apps
         .values()
@@ -50,33 +60,46 @@ pub async fn failed<U>(host: &Host<'_, U>, revision: &str, message: &str) {
     .await;
 }
 
-/// Re-reads the state of every unit of `tree`, for status and metrics.
+/// Re-reads the state of every unit of `tree`, for status and metrics, in one batch.
 pub async fn refresh_apps<U: UnitManager>(
     host: &Host<'_, U>,
     state: &mut HostState,
     tree: &DesiredTree,
 ) {
-    let mut apps = Vec::with_capacity(tree.apps.len());
-    for app in tree.apps.values() {
-        let mut units = Vec::with_capacity(app.units.len());
-        for u in &app.units {
-            let s = host
-                .units
-                .unit_state(&u.name)
-                .await
-                .unwrap_or_else(|_| UnitState::unknown());
-            units.push(UnitStatus {
-                name: u.name.clone(),
-                active_state: s.active_state,
-                sub_state: s.sub_state,
-            });
-        }
-        apps.push(AppStatus {
+    let names: Vec<String> = tree
+        .apps
+        .values()
+        .flat_map(|a| a.units.iter().map(|u| u.name.clone()))
+        .collect();
+    let states = host.units.unit_states(&names).await.unwrap_or_default();
+    apps_from(state, tree, &states);
+}
+
+/// Sets status's apps from unit states already read (by observe, when the pass changed
+/// no unit), so a no-op pass asks systemd once, not twice.
+pub fn apps_from(state: &mut HostState, tree: &DesiredTree, states: &BTreeMap<String, UnitState>) {
+    state.apps = tree
+        .apps
+        .values()
+        .map(|app| AppStatus {
             name: app.name.clone(),
-            units,
-        });
-    }
-    state.apps = apps;
+            units: app
+                .units
+                .iter()
+                .map(|u| {
+                    let s = states
+                        .get(&u.name)
+                        .cloned()
+                        .unwrap_or_else(UnitState::unknown);
+                    UnitStatus {
+                        name: u.name.clone(),
+                        active_state: s.active_state,
+                        sub_state: s.sub_state,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
 }
 
 /// Writes the pass into history and metrics, and keeps it as the last pass.

@@ -72,6 +72,10 @@ impl<U: UnitManager> Pass<'_, '_, U> {
     ) -> PassResult {
         let started_at = now_rfc3339();
         let t0 = Instant::now();
+        // A pass that only a poll asked for, after a clean pass: the drift check may be
+        // skipped (see `observe_skippable`).
+        let quiet_poll =
+            trigger == "poll" && self.state.held.is_none() && self.state.last_failure.is_none();
         self.state.held = None;
         let suspended = desired.as_ref().is_ok_and(|d| d.policy.suspend);
         let mut w = Worked {
@@ -81,7 +85,7 @@ impl<U: UnitManager> Pass<'_, '_, U> {
             retry_after: None,
         };
         w.outcome = match desired {
-            Ok(d) => self.work(d, &mut w).await,
+            Ok(d) => self.work(d, &mut w, quiet_poll).await,
             Err(f) => Err(f),
         };
         self.finish(w, trigger, started_at, t0, suspended).await
@@ -133,6 +137,7 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         &mut self,
         desired: &DesiredState,
         w: &mut Worked,
+        quiet_poll: bool,
     ) -> Result<PassOutcome, Failure> {
         let host = self.host;
         self.state.pinned_revision = desired.policy.pin.clone();
@@ -189,8 +194,21 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         let age_files = secrets::age_files(&snapshot);
         let tree = self.validator.validate(host, snapshot).await?;
         crate::crashpoint::hit("after-validate");
+        if quiet_poll
+            && mode == Mode::Forward
+            && refused.is_none()
+            && !staged_mode
+            && self.observe_skippable(&tree)
+        {
+            tracing::debug!(
+                "poll: the source did not move and no drift event came since the last pass; observe skipped"
+            );
+            return Ok(PassOutcome::Noop);
+        }
         let target = Target { tree, age_files };
+        let observing = Instant::now();
         let outcome = self.converge(desired, &mode, &target, w).await?;
+        self.state.last_observed = Some(observing);
         if let Some(r) = refused {
             // History names the refused revision, as the pass was about it.
             w.revision = Some(r.revision.clone());
@@ -200,6 +218,22 @@ impl<U: UnitManager> Pass<'_, '_, U> {
             return Ok(PassOutcome::Staged);
         }
         Ok(outcome)
+    }
+
+    /// Whether a quiet poll may skip observing: the host runs `tree` already, a full
+    /// observe passed within `reconcile.resync` (the safety net for a lost inotify or
+    /// D-Bus event), and no unit consumes a secret (a poll is how a rotated secret
+    /// value is noticed).
+    fn observe_skippable(&self, tree: &DesiredTree) -> bool {
+        self.state.applied_revision.as_deref() == Some(tree.revision.as_str())
+            && self
+                .state
+                .last_observed
+                .is_some_and(|t| t.elapsed() < self.host.settings.reconcile.resync)
+            && tree
+                .apps
+                .values()
+                .all(|a| a.units.iter().all(|u| u.secrets.is_empty()))
     }
 
     /// Converges, then records the revision good, or judges a failed gate.
@@ -265,7 +299,7 @@ impl<U: UnitManager> Pass<'_, '_, U> {
                 PassOutcome::Noop
             });
         }
-        record::good(self.host, self.state, tree).await;
+        record::good(self.host, self.state, tree, c.observed_units.as_ref()).await;
         if self
             .state
             .staged
@@ -365,7 +399,7 @@ impl<U: UnitManager> Pass<'_, '_, U> {
                 Ok(c) => {
                     w.actions
                         .extend(c.actions.iter().map(|a| format!("rollback: {a}")));
-                    record::good(host, self.state, &target.tree).await;
+                    record::good(host, self.state, &target.tree, None).await;
                     String::new()
                 }
                 Err(ConvergeError::Failed(f)) => {

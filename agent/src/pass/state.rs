@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use leger_api_types::{AppStatus, PassRecord, StagedChange};
 
@@ -38,4 +39,8 @@ pub struct HostState {
     pub reconciling: bool,
     /// The set of managed unit names, shared with the unit event filter.
     pub managed_units: Arc<RwLock<BTreeSet<String>>>,
+    /// When the last pass that observed the whole host (and converged) began. A poll
+    /// within `reconcile.resync` of it, whose source did not move, skips observe: the
+    /// quadlet dir watch and the unit events start a full pass for any drift.
+    pub last_observed: Option<Instant>,
 }

@@ -1,5 +1,6 @@
 //! [`DbusUnitManager`]: the [`UnitManager`] that drives a real systemd over D-Bus.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -451,6 +452,50 @@ impl UnitManager for DbusUnitManager {
             )
             .await?
             .unwrap_or_else(UnitState::unknown))
+    }
+
+    /// One `ListUnitsByNames` call for all of them, where [`UnitManager::unit_state`]
+    /// makes two round trips per unit. Unlike `GetUnit`, systemd loads a unit it does
+    /// not have in memory to answer; that sends `UnitNew` (and later `UnitRemoved`), not
+    /// the `PropertiesChanged` the controller's event stream follows, so observing still
+    /// triggers no pass. A unit whose file is missing reads as `not-found`, exactly as
+    /// [`UnitState::unknown`].
+    async fn unit_states(
+        &self,
+        units: &[String],
+    ) -> Result<BTreeMap<String, UnitState>, SystemdError> {
+        let mut states = BTreeMap::new();
+        if units.is_empty() {
+            return Ok(states);
+        }
+        let link = self.link();
+        let names: Vec<&str> = units.iter().map(String::as_str).collect();
+        let what = format!("{} units", names.len());
+        let rows = self
+            .call(
+                "ListUnitsByNames",
+                &what,
+                self.call_timeout,
+                link.manager.list_units_by_names(&names),
+            )
+            .await?;
+        for (name, _, load_state, active_state, sub_state, ..) in rows {
+            states.insert(
+                name,
+                UnitState {
+                    load_state,
+                    active_state,
+                    sub_state,
+                },
+            );
+        }
+        // systemd skips names that are not valid unit names: they are not loaded.
+        for unit in units {
+            states
+                .entry(unit.clone())
+                .or_insert_with(UnitState::unknown);
+        }
+        Ok(states)
     }
 }
 

@@ -8,6 +8,7 @@
 //! **Architecture invariant:** this module never shells out to `systemctl` or `busctl`:
 //! it speaks D-Bus so it sees job results and signals, not exit codes and text.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
@@ -48,6 +49,24 @@ pub trait UnitManager: Send + Sync {
         &self,
         unit: &str,
     ) -> impl Future<Output = Result<UnitState, SystemdError>> + Send;
+
+    /// The states of many units, in as few round trips as the manager can: observe and
+    /// the status refresh read every managed unit on every pass, and one call per unit
+    /// made a 100-app no-op pass cost about 2,700 context switches. Units systemd does
+    /// not know read as [`UnitState::unknown`], as with [`UnitManager::unit_state`].
+    /// The default asks one unit at a time.
+    fn unit_states(
+        &self,
+        units: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, UnitState>, SystemdError>> + Send {
+        async move {
+            let mut states = BTreeMap::new();
+            for unit in units {
+                states.insert(unit.clone(), self.unit_state(unit).await?);
+            }
+            Ok(states)
+        }
+    }
 }
 
 /// Which bus systemd is reached on.

@@ -4,6 +4,21 @@
 use zbus::OwnedObjectPath;
 use zbus::proxy;
 
+/// One row of `ListUnits`/`ListUnitsByNames` (`ssssssouso`): name, description, load
+/// state, active state, sub state, following, unit path, job id, job type, job path.
+pub(crate) type UnitRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
+
 /// `org.freedesktop.systemd1.Manager` on `/org/freedesktop/systemd1`.
 #[proxy(
     interface = "org.freedesktop.systemd1.Manager",
@@ -29,6 +44,9 @@ pub(crate) trait Manager {
 
     /// The object path of a loaded unit; `NoSuchUnit` when it is not loaded.
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+
+    /// The state of each named unit in one call, as `ListUnits` rows.
+    fn list_units_by_names(&self, names: &[&str]) -> zbus::Result<Vec<UnitRow>>;
 
     /// A job finished: `result` is `done`, `canceled`, `timeout`, `failed`, `dependency`
     /// or `skipped`.

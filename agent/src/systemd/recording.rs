@@ -5,7 +5,7 @@
 //! it to check *order* (files written, then one reload, then restarts); what systemd does
 //! with those calls is tested against real systemd on the test bed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{SystemdError, UnitManager};
@@ -24,6 +24,8 @@ pub enum Call {
     Stop(String),
     /// `unit_state(unit)`.
     UnitState(String),
+    /// `unit_states(units)`: one batch read.
+    UnitStates(Vec<String>),
 }
 
 /// Records calls in order; `unit_state` answers from a table the test fills.
@@ -39,6 +41,20 @@ pub struct RecordingUnitManager {
     /// What `unit_state` returns once a start or restart of the unit was called: the
     /// test's script of answers, not a model of systemd.
     after_job: Mutex<BTreeMap<String, UnitState>>,
+    /// Start and restart calls that have not returned yet, so tests can check how many
+    /// jobs the caller keeps in flight and which ones overlap.
+    jobs: Mutex<Jobs>,
+}
+
+/// Which start/restart calls overlapped.
+#[derive(Debug, Default)]
+struct Jobs {
+    /// Units whose start or restart call has not returned.
+    in_flight: BTreeSet<String>,
+    /// The most calls that were in flight at once.
+    max_in_flight: usize,
+    /// Per unit, the other units in flight when its call began.
+    overlapped: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl RecordingUnitManager {
@@ -64,6 +80,38 @@ impl RecordingUnitManager {
         }
     }
 
+    /// The most start/restart calls that were in flight at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        lock(&self.jobs).max_in_flight
+    }
+
+    /// The units whose start/restart was in flight when `unit`'s began.
+    pub fn in_flight_when_queued(&self, unit: &str) -> BTreeSet<String> {
+        lock(&self.jobs)
+            .overlapped
+            .get(unit)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Records a start/restart call, then yields to the executor before it returns, so
+    /// a caller that queues several jobs at once really has them in flight together.
+    async fn job(&self, call: Call, unit: &str) {
+        self.record(call);
+        {
+            let mut jobs = lock(&self.jobs);
+            let others = jobs.in_flight.clone();
+            jobs.overlapped.insert(unit.to_owned(), others);
+            jobs.in_flight.insert(unit.to_owned());
+            jobs.max_in_flight = jobs.max_in_flight.max(jobs.in_flight.len());
+        }
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        lock(&self.jobs).in_flight.remove(unit);
+        self.job_done(unit);
+    }
+
     /// The calls made so far, oldest first.
     pub fn calls(&self) -> Vec<Call> {
         lock(&self.calls).clone()
@@ -74,7 +122,7 @@ impl RecordingUnitManager {
     pub fn actions(&self) -> Vec<Call> {
         lock(&self.calls)
             .iter()
-            .filter(|c| !matches!(c, Call::UnitState(_)))
+            .filter(|c| !matches!(c, Call::UnitState(_) | Call::UnitStates(_)))
             .cloned()
             .collect()
     }
@@ -108,20 +156,33 @@ impl UnitManager for RecordingUnitManager {
     }
 
     async fn start(&self, unit: &str) -> Result<(), SystemdError> {
-        self.record(Call::Start(unit.to_owned()));
-        self.job_done(unit);
+        self.job(Call::Start(unit.to_owned()), unit).await;
         Ok(())
     }
 
     async fn restart(&self, unit: &str) -> Result<(), SystemdError> {
-        self.record(Call::Restart(unit.to_owned()));
-        self.job_done(unit);
+        self.job(Call::Restart(unit.to_owned()), unit).await;
         Ok(())
     }
 
     async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
         self.record(Call::Stop(unit.to_owned()));
         Ok(())
+    }
+
+    async fn unit_states(
+        &self,
+        units: &[String],
+    ) -> Result<BTreeMap<String, UnitState>, SystemdError> {
+        self.record(Call::UnitStates(units.to_vec()));
+        let states = lock(&self.states);
+        Ok(units
+            .iter()
+            .map(|u| {
+                let state = states.get(u).cloned().unwrap_or_else(UnitState::unknown);
+                (u.clone(), state)
+            })
+            .collect())
     }
 
     async fn unit_state(&self, unit: &str) -> Result<UnitState, SystemdError> {
