@@ -14,6 +14,7 @@
 //! `legerctl` uses the same code to find `desired.toml` and the socket, so the two
 //! binaries can never disagree about where things live.
 
+pub mod fleet;
 pub mod fs;
 
 use std::collections::BTreeMap;
@@ -53,6 +54,8 @@ pub struct Environment {
     pub xdg_state_home: Option<PathBuf>,
     /// `$XDG_RUNTIME_DIR`, where the user's socket lives.
     pub xdg_runtime_dir: Option<PathBuf>,
+    /// The machine's hostname, the default `fleet.host`.
+    pub hostname: Option<String>,
 }
 
 impl Environment {
@@ -68,6 +71,13 @@ impl Environment {
             xdg_config_home: var("XDG_CONFIG_HOME"),
             xdg_state_home: var("XDG_STATE_HOME"),
             xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
+            hostname: Some(
+                rustix::system::uname()
+                    .nodename()
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+            .filter(|h| !h.is_empty()),
         }
     }
 }
@@ -181,6 +191,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Backups before changes.
     pub backups: BackupSettings,
+    /// This host's place in a fleet: name, groups, reports, restart slots.
+    pub fleet: fleet::FleetSettings,
 }
 
 /// One drop-in file. Every field is optional so a fragment says only what it changes.
@@ -214,6 +226,9 @@ pub struct Fragment {
     /// `[backups]`.
     #[serde(default)]
     pub backups: BackupsFragment,
+    /// `[fleet]` and `[fleet.lock]`.
+    #[serde(default)]
+    pub fleet: fleet::FleetFragment,
 }
 
 /// `[backups]` in a fragment.
@@ -468,6 +483,7 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
             keep: pick(base.backups.keep, over.backups.keep),
             max_age: pick(base.backups.max_age, over.backups.max_age),
         },
+        fleet: fleet::merge(base.fleet, over.fleet),
     }
 }
 
@@ -617,6 +633,7 @@ impl Settings {
             });
         }
         let metrics = metrics_settings(f.metrics)?;
+        let fleet = fleet::settings(f.fleet, env.hostname.as_deref())?;
         Ok(Settings {
             mode,
             paths,
@@ -644,6 +661,7 @@ impl Settings {
                     Duration::from_secs(30 * 24 * 3600),
                 )?,
             },
+            fleet,
         })
     }
 }
