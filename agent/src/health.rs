@@ -262,6 +262,7 @@ mod tests {
         DesiredTree {
             revision: "r".into(),
             apps: [("web".to_owned(), app)].into(),
+            layers: Default::default(),
         }
     }
 

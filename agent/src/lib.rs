@@ -16,6 +16,7 @@ pub mod journal;
 pub mod metrics;
 pub mod model;
 pub mod observe;
+pub mod overlay;
 pub mod plan;
 pub mod quadlet;
 pub mod reconciler;

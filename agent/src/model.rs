@@ -57,6 +57,9 @@ pub struct DesiredTree {
     pub revision: String,
     /// Apps by name (the folder name).
     pub apps: BTreeMap<String, App>,
+    /// The overlay layer each app came from (empty for a source without overlays);
+    /// shown in status and reports.
+    pub layers: BTreeMap<String, String>,
 }
 
 /// One app: the files legerd installs for it and the units they make.

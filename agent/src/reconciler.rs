@@ -326,7 +326,7 @@ impl<U: UnitManager> Reconciler<U> {
             Some(s) => s,
             None => match &desired.source {
                 SourceSpec::Git(g) => ActiveSource::Git(GitSource::new(
-                    g.clone(),
+                    crate::overlay::whole_tree(g),
                     &self.settings.paths.state_dir,
                     self.settings.limits.clone(),
                 )),
@@ -340,7 +340,12 @@ impl<U: UnitManager> Reconciler<U> {
                 ))),
             },
         };
-        let applied = self.applied_revision.clone();
+        // The source compares against its own revision, not the composed one.
+        let applied = self
+            .applied_revision
+            .as_deref()
+            .map(|a| crate::overlay::source_revision(a).to_owned());
+        let composition = crate::overlay::Composition::for_source(desired, &self.settings.fleet);
         let kind = match &source {
             ActiveSource::Git(_) => "git",
             ActiveSource::Dir(_) => "dir",
@@ -353,6 +358,10 @@ impl<U: UnitManager> Reconciler<U> {
                 ActiveSource::Git(g) => g.fetch(applied.as_deref()).map(|f| f.snapshot),
                 ActiveSource::Dir(d) => d.fetch(),
                 ActiveSource::Manifest(m) => m.fetch(applied.as_deref()).map(|f| f.snapshot),
+            };
+            let result = match &composition {
+                Some(c) => result.map(|root| crate::overlay::compose(&root, c)),
+                None => result,
             };
             (source, result)
         })
@@ -1110,6 +1119,9 @@ impl<U: UnitManager> Reconciler<U> {
 /// The first 12 characters of a revision, for people; a manifest revision keeps its
 /// version: `v3@sha256:0123…` reads `v3@0123456789ab`.
 pub fn short(revision: &str) -> std::borrow::Cow<'_, str> {
+    if let Some((source, composition)) = revision.split_once('+') {
+        return format!("{}+{composition}", short(source)).into();
+    }
     if let Some((version, digest)) = revision.split_once("@sha256:") {
         return format!("{version}@{}", &digest[..digest.len().min(12)]).into();
     }

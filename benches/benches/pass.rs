@@ -112,6 +112,7 @@ impl Host {
             path: None,
             poll_interval: Duration::from_secs(60),
             allow_rewrite: false,
+            overlays: Vec::new(),
         };
         let state_dir = root.path().join("state");
         let mut source = GitSource::new(spec, &state_dir, bench_limits());

@@ -280,8 +280,17 @@ pub struct SetDesired {
     #[arg(long, value_name = "FILE", required = true)]
     pub file: Option<PathBuf>,
 
+    /// An overlay template relative to the source root, e.g. `hosts/{host}/apps`;
+    /// repeatable, later ones win. `{host}` and `{group}` come from legerd's `[fleet]`.
+    #[arg(long = "overlay", value_name = "TEMPLATE", global = true, value_parser = parse_overlay)]
+    pub overlays: Vec<String>,
+
     #[command(subcommand)]
     pub source: Option<SourceCommand>,
+}
+
+fn parse_overlay(s: &str) -> Result<String, String> {
+    leger_api_types::overlay::validate_template(s).map(|()| s.to_owned())
 }
 
 #[derive(Debug, Subcommand)]

@@ -438,6 +438,12 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
 
 fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
     let current = read_optional(path)?;
+    let overlays = args.overlays;
+    if args.file.is_some() && !overlays.is_empty() {
+        anyhow::bail!(
+            "--overlay goes with a source subcommand; with --file, write `overlays` in the file"
+        );
+    }
     let text = match (args.file, args.source) {
         (Some(file), _) => {
             let text = read_input(&file)?;
@@ -491,8 +497,10 @@ fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
                 SourceCommand::Dir { path: dir } => SourceSpec::Dir(DirSourceSpec {
                     path: std::path::absolute(&dir)
                         .with_context(|| format!("cannot make {} absolute", dir.display()))?,
+                    overlays: Vec::new(),
                 }),
             };
+            let source = edit::with_overlays(source, overlays);
             edit::replace_source(current.as_deref(), source)
                 .with_context(|| {
                     format!("refusing the new source; {} is unchanged", path.display())

@@ -118,12 +118,18 @@ pub fn publish(
     limits: &Limits,
 ) -> Result<Published, PublishError> {
     let abs = std::path::absolute(apps_dir).map_err(io("resolving", apps_dir))?;
-    let snapshot = DirSource::new(DirSourceSpec { path: abs.clone() }, limits.clone())
-        .fetch()
-        .map_err(|e| PublishError::Source {
-            dir: abs.clone(),
-            reason: e.to_string(),
-        })?;
+    let snapshot = DirSource::new(
+        DirSourceSpec {
+            path: abs.clone(),
+            overlays: Vec::new(),
+        },
+        limits.clone(),
+    )
+    .fetch()
+    .map_err(|e| PublishError::Source {
+        dir: abs.clone(),
+        reason: e.to_string(),
+    })?;
     let tree = assemble(&snapshot, limits).map_err(|e| PublishError::Invalid {
         dir: abs.clone(),
         reason: e.to_string(),

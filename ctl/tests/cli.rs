@@ -145,10 +145,44 @@ fn cli_set_desired_dir_keeps_the_policy() {
     assert_eq!(
         d.source,
         SourceSpec::Dir(leger_api_types::DirSourceSpec {
-            path: "/srv/other".into()
+            path: "/srv/other".into(),
+            overlays: Vec::new(),
         })
     );
     assert!(d.policy.suspend && !d.policy.prune, "{:?}", d.policy);
+}
+
+#[test]
+fn cli_set_desired_overlays_are_repeatable_and_checked() {
+    let env = Env::new();
+    env.write_desired(VALID);
+    let o = env.run(&[
+        "set-desired",
+        "git",
+        "https://git.example.org/fleet.git",
+        "--path",
+        "apps",
+        "--overlay",
+        "groups/{group}/apps",
+        "--overlay",
+        "hosts/{host}/apps",
+    ]);
+    assert_code(&o, 0);
+    let d = DesiredState::from_toml_str(&env.read_desired()).unwrap();
+    assert_eq!(d.overlays(), ["groups/{group}/apps", "hosts/{host}/apps"]);
+    for bad in ["hosts/{hostname}/apps", "hosts/../x"] {
+        let o = env.run(&["set-desired", "dir", "/srv/x", "--overlay", bad]);
+        assert_code(&o, 2);
+        assert!(stderr(&o).contains(bad), "{}", stderr(&o));
+    }
+    assert_eq!(
+        DesiredState::from_toml_str(&env.read_desired())
+            .unwrap()
+            .overlays()
+            .len(),
+        2,
+        "a refused edit leaves the file alone"
+    );
 }
 
 #[test]
