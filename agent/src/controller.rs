@@ -130,7 +130,13 @@ impl<U: UnitManager + 'static> Controller<U> {
             let result = self.reconciler.reconcile(&labels).instrument(span).await;
             let now = Instant::now();
             let delay = match result.failure_cause {
-                Some(cause) => Some(backoff.failed(cause)),
+                // Jittered, so hosts that wait for the same thing (a fleet lock slot, a
+                // source that came back) do not retry in step.
+                Some(cause) => Some(jittered(
+                    backoff.failed(cause),
+                    self.settings.reconcile.jitter,
+                    rand::random(),
+                )),
                 None => {
                     backoff.succeeded();
                     None

@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod backup;
 pub mod controller;
 pub mod crashpoint;
+pub mod fleet;
 pub mod fswatch;
 pub mod health;
 pub mod journal;

@@ -68,6 +68,17 @@ struct Failure {
 }
 
 impl Failure {
+    /// A pass that waits for a restart slot: not stalled, not failed, retried with
+    /// backoff and jitter.
+    fn waiting(message: String) -> Self {
+        Failure {
+            reason: reason::WAITING_FOR_FLEET_LOCK,
+            message,
+            stalled: false,
+            outcome: PassOutcome::Waiting,
+        }
+    }
+
     fn new(reason: &'static str, message: impl Into<String>, stalled: bool) -> Self {
         Failure {
             reason,
@@ -108,6 +119,8 @@ pub struct Reconciler<U> {
     pinned_revision: Option<String>,
     /// Units waiting for a missing secret, for the Ready condition.
     secrets_blocked: Option<String>,
+    /// Restart slots around disruptive passes (a no-op without `[fleet.lock]`).
+    fleet: crate::fleet::FleetGate,
 }
 
 fn now_rfc3339() -> String {
@@ -138,6 +151,9 @@ impl<U: UnitManager> Reconciler<U> {
             .last_applied_revision()
             .ok()
             .flatten();
+        let metrics = Arc::new(Metrics::new(false));
+        let fleet =
+            crate::fleet::FleetGate::new(&settings.fleet, Arc::clone(&store), Arc::clone(&metrics));
         Reconciler {
             settings,
             units,
@@ -173,7 +189,8 @@ impl<U: UnitManager> Reconciler<U> {
                 ),
             ],
             last_pass: None,
-            metrics: Arc::new(Metrics::new(false)),
+            metrics,
+            fleet,
             secrets: None,
             secrets_blocked: None,
             staged: None,
@@ -189,8 +206,19 @@ impl<U: UnitManager> Reconciler<U> {
 
     /// Reports into `metrics` (the one `GET /metrics` serves) instead of a private set.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.fleet = crate::fleet::FleetGate::new(
+            &self.settings.fleet,
+            Arc::clone(&self.store),
+            Arc::clone(&metrics),
+        );
         self.metrics = metrics;
         self
+    }
+
+    /// Gives this host's restart slot back (`legerctl fleet release`); the message
+    /// says what was done.
+    pub async fn release_fleet_slot(&mut self) -> Result<String, crate::fleet::LockError> {
+        self.fleet.release().await
     }
 
     /// The set of managed unit names, shared with the unit event filter.
@@ -544,6 +572,13 @@ impl<U: UnitManager> Reconciler<U> {
                 actions = plan.actions.iter().map(|a| format!("(suspended) {a}")).collect();
                 return Ok(PassOutcome::Suspended);
             }
+            // The fleet gate: a pass that would stop or restart running units waits
+            // for a restart slot; nothing is changed while it waits.
+            let disruption = crate::fleet::disruption(&plan, &observed);
+            if let Err(message) = self.fleet.before_apply(&disruption).await {
+                actions = plan.actions.iter().map(|a| format!("(waiting for fleet lock) {a}")).collect();
+                return Err(Failure::waiting(message));
+            }
             self.backups()
                 .take(&plan, &inventory, &self.settings.paths.quadlet_dir, self.applied_revision.as_deref(), &tree.revision, SystemTime::now())
                 .await
@@ -586,6 +621,7 @@ impl<U: UnitManager> Reconciler<U> {
                     }
                     crate::crashpoint::hit("before-record");
                     self.record_good(&tree).await;
+                    self.fleet.after_healthy(disruption.needs_slot()).await;
                     if self.staged.as_ref().is_some_and(|st| Some(&st.revision) == self.applied_revision.as_ref()) {
                         self.staged = None;
                     }
@@ -599,10 +635,14 @@ impl<U: UnitManager> Reconciler<U> {
                 // The revision ran before: this is a unit failing on its own, not a
                 // bad revision. Retry with backoff; rolling back would not help.
                 Err(g) if !is_new_revision => {
+                    self.fleet.after_failed_gate();
                     self.refresh_apps(&tree).await;
                     Err(Failure::new(reason::UNIT_FAILED, format!("{}: {}", g.unit, g.reason), false))
                 }
-                Err(g) => Err(self.roll_back(&tree, &desired, g, &mut actions).await),
+                Err(g) => {
+                    self.fleet.after_failed_gate();
+                    Err(self.roll_back(&tree, &desired, g, &mut actions).await)
+                }
             }
         }
         .await;
@@ -613,7 +653,7 @@ impl<U: UnitManager> Reconciler<U> {
                 (o, None, None)
             }
             Err(f) => {
-                if f.outcome != PassOutcome::RolledBack {
+                if !matches!(f.outcome, PassOutcome::RolledBack | PassOutcome::Waiting) {
                     journal::failed(revision.as_deref(), f.reason, &f.message);
                 }
                 self.on_failure(&f);
@@ -984,6 +1024,18 @@ impl<U: UnitManager> Reconciler<U> {
     }
 
     fn on_failure(&mut self, f: &Failure) {
+        if f.outcome == PassOutcome::Waiting {
+            // Not ready (the host is not on the desired revision) but progressing:
+            // the lock server's answer says why it waits.
+            for (type_, status) in [
+                (condition_type::READY, ConditionStatus::False),
+                (condition_type::RECONCILING, ConditionStatus::True),
+                (condition_type::STALLED, ConditionStatus::False),
+            ] {
+                self.set_condition(condition(type_, status, f.reason, f.message.clone()));
+            }
+            return;
+        }
         self.set_condition(condition(
             condition_type::READY,
             ConditionStatus::False,
@@ -1028,6 +1080,7 @@ impl<U: UnitManager> Reconciler<U> {
             }
             apps.push(AppStatus {
                 name: app.name.clone(),
+                layer: tree.layers.get(&app.name).cloned(),
                 units,
             });
         }
@@ -1094,6 +1147,7 @@ impl<U: UnitManager> Reconciler<U> {
                 desired_state_error: self.desired_error.clone(),
                 staged_revision: self.staged.as_ref().map(|s| s.revision.clone()),
                 pinned_revision: self.pinned_revision.clone(),
+                fleet: Some(self.fleet.status()),
             },
         )
     }

@@ -66,6 +66,9 @@ pub struct AgentStatus {
     /// The revision `policy.pin` holds the host at, if any.
     #[serde(default)]
     pub pinned_revision: Option<String>,
+    /// The host's fleet name, groups and restart-slot lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::FleetStatus>,
 }
 
 /// A Kubernetes-style condition.
@@ -147,6 +150,9 @@ pub mod reason {
     pub const SECRETS_FAILED: &str = "SecretsFailed";
     /// The backup before an apply could not be written; nothing was changed.
     pub const BACKUP_FAILED: &str = "BackupFailed";
+    /// The pass would stop or restart running units and waits for a restart slot from
+    /// the fleet lock; nothing was changed.
+    pub const WAITING_FOR_FLEET_LOCK: &str = "WaitingForFleetLock";
 }
 
 /// One installed app.
@@ -157,6 +163,10 @@ pub struct AppStatus {
     pub name: String,
     /// The app's units, in start order.
     pub units: Vec<UnitStatus>,
+    /// The overlay layer the app came from (`hosts/web-03/apps`); absent without
+    /// overlays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
 }
 
 /// One unit as systemd reports it.
@@ -188,6 +198,9 @@ pub enum PassOutcome {
     /// Applied, failed the health gate, and the last good revision was put back. A
     /// failure, never reported as success.
     RolledBack,
+    /// The pass would stop or restart running units and waits for a restart slot from
+    /// the fleet lock; nothing was changed.
+    Waiting,
 }
 
 impl PassOutcome {
@@ -200,6 +213,7 @@ impl PassOutcome {
             PassOutcome::Suspended => "suspended",
             PassOutcome::Staged => "staged",
             PassOutcome::RolledBack => "rolled_back",
+            PassOutcome::Waiting => "waiting",
         }
     }
 }

@@ -43,10 +43,6 @@ pub struct FleetLockFragment {
     pub group: Option<String>,
     /// Slots per group for the etcd backend (a FleetLock server decides its own).
     pub slots: Option<u32>,
-    /// First retry delay while waiting for a slot, e.g. `"5s"`.
-    pub retry_initial: Option<String>,
-    /// Longest retry delay, e.g. `"5m"`.
-    pub retry_max: Option<String>,
 }
 
 /// Validated `[fleet]`.
@@ -91,10 +87,6 @@ pub struct FleetLockSettings {
     pub backend: LockBackend,
     /// The FleetLock group, default `"default"` (airlock's default).
     pub group: String,
-    /// First retry delay while waiting.
-    pub retry_initial: Duration,
-    /// Longest retry delay while waiting.
-    pub retry_max: Duration,
 }
 
 /// Lays `over` onto `base`, key by key.
@@ -110,8 +102,6 @@ pub fn merge(base: FleetFragment, over: FleetFragment) -> FleetFragment {
             etcd: over.lock.etcd.or(base.lock.etcd),
             group: over.lock.group.or(base.lock.group),
             slots: over.lock.slots.or(base.lock.slots),
-            retry_initial: over.lock.retry_initial.or(base.lock.retry_initial),
-            retry_max: over.lock.retry_max.or(base.lock.retry_max),
         },
     }
 }
@@ -276,28 +266,7 @@ fn lock_settings(f: FleetLockFragment) -> Result<Option<FleetLockSettings>, Conf
         key: "fleet.lock.group".to_owned(),
         message: m,
     })?;
-    let retry_initial = duration(
-        "fleet.lock.retry_initial",
-        f.retry_initial,
-        Duration::from_secs(5),
-    )?;
-    let retry_max = duration(
-        "fleet.lock.retry_max",
-        f.retry_max,
-        Duration::from_secs(300),
-    )?;
-    if retry_initial.is_zero() || retry_max < retry_initial {
-        return Err(ConfigError::Value {
-            key: "fleet.lock.retry_max".to_owned(),
-            message: "retry_initial must be > 0 and retry_max >= retry_initial".to_owned(),
-        });
-    }
-    Ok(Some(FleetLockSettings {
-        backend,
-        group,
-        retry_initial,
-        retry_max,
-    }))
+    Ok(Some(FleetLockSettings { backend, group }))
 }
 
 #[cfg(test)]

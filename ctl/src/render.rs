@@ -369,6 +369,7 @@ mod tests {
                 ],
                 apps: vec![AppStatus {
                     name: "web".into(),
+                    layer: None,
                     units: vec![
                         UnitStatus {
                             name: "web-net-network.service".into(),

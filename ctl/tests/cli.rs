@@ -336,6 +336,7 @@ fn status_doc() -> StatusDocument {
             }],
             apps: vec![AppStatus {
                 name: "web".into(),
+                layer: None,
                 units: vec![UnitStatus {
                     name: "web.service".into(),
                     active_state: "failed".into(),
@@ -346,6 +347,7 @@ fn status_doc() -> StatusDocument {
             desired_state_error: None,
             staged_revision: None,
             pinned_revision: None,
+            fleet: None,
         },
     )
 }
