@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod fleet_server;
+
 /// Where the share dir appears inside every machine.
 pub const SHARE_DIR_INSIDE: &str = "/srv/leger";
 
