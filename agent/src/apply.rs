@@ -1,21 +1,25 @@
 //! Carries out a plan: files into the quadlet dir, one daemon-reload, unit jobs.
+//! The converge stage ([`crate::pass::converge`]) calls it between writing the intent
+//! record and the health gate; nothing else changes the host.
 //!
 //! **Architecture invariant:** the inventory is updated *before* a file is written and
 //! *after* a file is removed. Whatever instant legerd dies at, every file of legerd's
 //! in the quadlet dir is in the inventory, so the next pass can finish or undo the work
 //! and never mistakes its own file for someone else's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use leger_config::fs::write_atomic_with;
 
+use crate::clock::now_rfc3339;
 use crate::crashpoint;
 use crate::journal;
 use crate::model::{AppFile, DesiredTree, install_key};
+use crate::pass::blocking;
 use crate::plan::{Action, Plan};
 use crate::store::{InventoryEntry, Store, StoreError};
 use crate::systemd::{SystemdError, UnitManager};
@@ -84,16 +88,12 @@ pub struct ApplyTarget<'a, U> {
     /// systemd.
     pub units: &'a U,
     /// The inventory.
-    pub store: &'a Mutex<Store>,
+    pub store: &'a Arc<Mutex<Store>>,
 }
 
 fn lookup<'t>(tree: &'t DesiredTree, key: &str) -> Option<&'t AppFile> {
     let (app, rel) = key.split_once('/')?;
     tree.apps.get(app)?.files.get(rel)
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 /// Runs the plan's actions in order.
@@ -112,7 +112,6 @@ pub async fn apply<U: UnitManager>(
         })
         .collect();
     let mut report = ApplyReport::default();
-    record_intent(target.store, plan)?;
     for action in &plan.actions {
         crashpoint::hit("before-action");
         let ok = match action {
@@ -126,25 +125,25 @@ pub async fn apply<U: UnitManager>(
                     revision: tree.revision.clone(),
                     installed_at: now_rfc3339(),
                 };
-                target
-                    .store
-                    .lock()
-                    .expect("store lock")
-                    .upsert_inventory(&entry)?;
+                let row = entry.clone();
+                blocking::store(target.store, move |s| s.upsert_inventory(&row)).await?;
                 crashpoint::hit("after-inventory");
-                write_file(target.quadlet_dir, key, &file.content)?;
+                let (dir, k, bytes) = (
+                    target.quadlet_dir.to_owned(),
+                    key.clone(),
+                    Arc::clone(&file.content),
+                );
+                blocking::run(move || write_file(&dir, &k, &bytes)).await?;
                 journal::file_change(&tree.revision, app, key, "write", entry.unit.as_deref());
                 crashpoint::hit("after-write");
                 true
             }
             Action::RemoveFile { key, app } => {
-                remove_file(target.quadlet_dir, key)?;
+                let (dir, k) = (target.quadlet_dir.to_owned(), key.clone());
+                blocking::run(move || remove_file(&dir, &k)).await?;
                 crashpoint::hit("after-remove");
-                target
-                    .store
-                    .lock()
-                    .expect("store lock")
-                    .remove_inventory(key)?;
+                let k = key.clone();
+                blocking::store(target.store, move |s| s.remove_inventory(&k)).await?;
                 journal::file_change(&tree.revision, app, key, "remove", None);
                 true
             }
@@ -183,52 +182,7 @@ pub async fn apply<U: UnitManager>(
             report.done.push(action.to_string());
         }
     }
-    target
-        .store
-        .lock()
-        .expect("store lock")
-        .set_meta(META_APPLY_INTENT, "")?;
     Ok(report)
-}
-
-/// Store meta key of the intent record: the units an apply in progress will start or
-/// restart, one per line, empty when no apply is in progress.
-const META_APPLY_INTENT: &str = "apply_intent";
-
-/// Records what the plan will start or restart before anything changes. If legerd
-/// dies mid-apply, the next pass finds the record and restarts those units even when
-/// their files already match: a file written but never loaded by a restart would
-/// otherwise look converged while the old unit kept running.
-fn record_intent(store: &Mutex<Store>, plan: &Plan) -> Result<(), ApplyError> {
-    let units: Vec<&str> = plan
-        .actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::StartUnit { unit, .. } | Action::RestartUnit { unit, .. } => {
-                Some(unit.as_str())
-            }
-            _ => None,
-        })
-        .collect();
-    if units.is_empty() && !plan.changes_files() {
-        return Ok(());
-    }
-    store
-        .lock()
-        .expect("store lock")
-        .set_meta(META_APPLY_INTENT, &units.join("\n"))?;
-    Ok(())
-}
-
-/// The units of an apply that was interrupted, to restart on the next pass.
-pub fn interrupted_units(store: &Mutex<Store>) -> Result<BTreeSet<String>, StoreError> {
-    let intent = store.lock().expect("store lock").meta(META_APPLY_INTENT)?;
-    Ok(intent
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect())
 }
 
 fn unit_job(

@@ -17,11 +17,12 @@ use tracing::Instrument;
 use leger_api_types::{StagedChange, StatusDocument};
 use leger_config::Settings;
 
-use crate::backoff::Backoff;
 use crate::backup::RestoreJob;
 use crate::fswatch;
-use crate::reconciler::{PassResult, Reconciler};
-use crate::schedule::{Schedule, Trigger, jittered};
+use crate::pass::PassResult;
+use crate::pass::retry::{Next, RetryPolicy};
+use crate::reconciler::Reconciler;
+use crate::schedule::{Schedule, Trigger};
 use crate::systemd::UnitManager;
 
 /// Everything the loop needs.
@@ -87,10 +88,7 @@ impl<U: UnitManager + 'static> Controller<U> {
         mut on_pass: impl FnMut(&PassResult) -> bool,
     ) {
         let debounce = self.settings.reconcile.debounce;
-        let mut backoff = Backoff::new(
-            self.settings.reconcile.backoff_initial,
-            self.settings.reconcile.backoff_max,
-        );
+        let mut retry = RetryPolicy::new(&self.settings.reconcile);
         let mut schedule = Schedule::default();
         schedule.on_trigger(&Trigger::Startup, Instant::now(), Duration::ZERO);
         let mut ready_sent = false;
@@ -111,10 +109,11 @@ impl<U: UnitManager + 'static> Controller<U> {
                 }
                 Some(job) = next_restore(&mut self.restores) => {
                 let span = tracing::info_span!("restore", app = %job.request.app);
-                let result = self.reconciler.restore(&job.request).instrument(span).await;
+                let (_, result) = self.reconciler.restore(&job.request).instrument(span).await;
                 if let Err(e) = &result {
                     tracing::error!(app = %job.request.app, error = %e, "restore failed");
                 }
+                self.publish_status();
                 let _ = job.reply.send(result);
                 continue;
             }
@@ -125,29 +124,22 @@ impl<U: UnitManager + 'static> Controller<U> {
             };
 
             self.reconciler.mark_reconciling();
-            self.status.send_replace(self.reconciler.status());
+            self.publish_status();
             let span = tracing::info_span!("reconcile", trigger = %labels.join(","));
             let result = self.reconciler.reconcile(&labels).instrument(span).await;
             let now = Instant::now();
-            let delay = match result.failure_cause {
-                // Jittered, so hosts that wait for the same thing (a fleet lock slot, a
-                // source that came back) do not retry in step.
-                Some(cause) => Some(jittered(
-                    backoff.failed(cause),
-                    self.settings.reconcile.jitter,
-                    rand::random(),
-                )),
-                None => {
-                    backoff.succeeded();
-                    None
-                }
-            };
-            let poll = jittered(
+            let mut next = retry.next(
+                result.failure_cause,
                 self.reconciler.poll_interval(),
-                self.settings.reconcile.jitter,
                 rand::random(),
             );
-            schedule.after_pass(now, poll, delay);
+            if let (Some(d), Next::RequeueAfter { delay, retry }) = (result.retry_after, next) {
+                next = Next::RequeueAfter {
+                    delay: delay.min(d),
+                    retry,
+                };
+            }
+            schedule.after_pass(now, next);
             tracing::info!(
                 outcome = result.record.outcome.as_str(),
                 duration_ms = result.record.duration_ms,
@@ -159,10 +151,10 @@ impl<U: UnitManager + 'static> Controller<U> {
             if let Some(tx) = &self.staged {
                 tx.send_replace(self.reconciler.staged());
             }
-            self.status.send_replace(self.reconciler.status());
+            self.publish_status();
             let line = status_line(
                 &self.reconciler.status_line(),
-                delay.is_some(),
+                next.is_retry(),
                 schedule
                     .next_run()
                     .map(|n| n.saturating_duration_since(now)),
@@ -183,6 +175,13 @@ impl<U: UnitManager + 'static> Controller<U> {
             sd_notify::NotifyState::Stopping,
             sd_notify::NotifyState::Status("stopping"),
         ]);
+    }
+
+    /// Publishes the status projected from the reconciler's state.
+    fn publish_status(&self) {
+        let previous = self.status.borrow().clone();
+        self.status
+            .send_replace(self.reconciler.status(Some(&previous)));
     }
 
     /// Keeps an inotify watch on the `dir` source in force, if any.

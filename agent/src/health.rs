@@ -46,35 +46,30 @@ pub struct GateFailure {
 
 /// The units a plan starts or restarts, with what the gate needs to know about them.
 pub fn units_to_gate(plan: &Plan, tree: &DesiredTree) -> Vec<GateUnit> {
-    let mut out = Vec::new();
-    for action in &plan.actions {
-        let (Action::StartUnit { unit, app, .. } | Action::RestartUnit { unit, app }) = action
-        else {
-            continue;
-        };
-        let Some(spec) = tree
-            .apps
-            .get(app)
-            .and_then(|a| a.units.iter().find(|u| &u.name == unit))
-        else {
-            continue;
-        };
-        let health_container = (spec.kind == QuadletKind::Container)
-            .then(|| health_container(tree, app, &spec.source_file))
-            .flatten();
-        let overrides = tree
-            .apps
-            .get(app)
-            .map(|a| a.config.health)
-            .unwrap_or_default();
-        out.push(GateUnit {
-            unit: unit.clone(),
-            app: app.clone(),
-            health_container,
-            overrides,
-        });
-    }
-    out
+    plan.actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::StartUnit { unit, app, .. } | Action::RestartUnit { unit, app } => {
+                gate_unit(tree, app, unit)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// What the gate needs to know about `unit` of `app`; `None` when the tree lacks it.
+pub fn gate_unit(tree: &DesiredTree, app: &str, unit: &str) -> Option<GateUnit> {
+    let a = tree.apps.get(app)?;
+    let spec = a.units.iter().find(|u| u.name == unit)?;
+    let health_container = (spec.kind == QuadletKind::Container)
+        .then(|| health_container(tree, app, &spec.source_file))
+        .flatten();
+    Some(GateUnit {
+        unit: unit.to_owned(),
+        app: app.to_owned(),
+        health_container,
+        overrides: a.config.health,
+    })
 }
 
 /// The container name of a `.container` quadlet that sets `HealthCmd=`.
@@ -135,6 +130,7 @@ pub async fn gate<U: UnitManager>(
                 _ => false,
             };
             if up {
+                crate::crashpoint::hit("gate-unit-up");
                 break;
             }
             if Instant::now() >= deadline {
@@ -176,6 +172,7 @@ pub async fn gate<U: UnitManager>(
             }
         }
         if Instant::now() >= settle_until {
+            crate::crashpoint::hit("gate-settled");
             return Ok(());
         }
         tokio::time::sleep(POLL.min(settle_until.saturating_duration_since(Instant::now()))).await;

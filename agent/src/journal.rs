@@ -10,6 +10,7 @@
 //! `journalctl LEGER_APP=web` shows everything legerd did to one app. Outside systemd the
 //! same events go to stderr as text, fields included.
 
+use crate::model::Revision;
 use crate::plan::Drift;
 
 /// `MESSAGE_ID` of "revision applied".
@@ -31,7 +32,7 @@ pub fn applied(revision: &str, actions: &[String]) {
         leger_outcome = "applied",
         actions = actions.len(),
         "revision {} applied: {}",
-        crate::reconciler::short(revision),
+        Revision(revision),
         actions.join(", ")
     );
 }
@@ -102,8 +103,8 @@ pub fn rolled_back(bad: &str, good: &str, unit: &str, message: &str) {
         leger_outcome = "rolled_back",
         rolled_back_to = good,
         "revision {} rolled back to {}: {message}",
-        crate::reconciler::short(bad),
-        crate::reconciler::short(good)
+        Revision(bad),
+        Revision(good)
     );
 }
 

@@ -155,7 +155,7 @@ async fn run(args: Args) -> Result<bool> {
             Arc::clone(&identity),
             legerd::secrets::podman::Podman::default(),
         ));
-    let (status_tx, status_rx) = watch::channel(reconciler.status());
+    let (status_tx, status_rx) = watch::channel(reconciler.status(None));
 
     // Unit events: a managed unit that left `active` is possible drift.
     let managed = reconciler.managed_units();

@@ -271,6 +271,37 @@ impl UnitState {
     }
 }
 
+/// A revision name as the sources write it: a git commit id, `sha256:<digest>` for a
+/// dir, `v<N>@sha256:<digest>` for a manifest. It lives here, in the leaf module, so
+/// every module that prints a revision for people (journal, backups, status) shares
+/// one formatter without depending on the pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revision<'a>(pub &'a str);
+
+impl<'a> Revision<'a> {
+    /// The first 12 characters of the revision, for people; a manifest revision keeps
+    /// its version: `v3@sha256:0123…` reads `v3@0123456789ab`.
+    pub fn short(self) -> std::borrow::Cow<'a, str> {
+        let revision = self.0;
+        // A composed revision (overlays) keeps its composition id: `0123456789ab+o…`.
+        if let Some((source, composition)) = revision.split_once('+') {
+            return format!("{}+{composition}", Revision(source).short()).into();
+        }
+        if let Some((version, digest)) = revision.split_once("@sha256:") {
+            return format!("{version}@{}", &digest[..digest.len().min(12)]).into();
+        }
+        let r = revision.strip_prefix("sha256:").unwrap_or(revision);
+        r[..r.len().min(12)].into()
+    }
+}
+
+impl fmt::Display for Revision<'_> {
+    /// Displays the short form: full revisions go into journal fields, not messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.short())
+    }
+}
+
 /// The install path key of an app file: `app/relpath`.
 pub fn install_key(app: &str, rel: &str) -> String {
     format!("{app}/{rel}")
@@ -309,6 +340,14 @@ mod tests {
         assert_eq!(QuadletKind::from_file_name("README.md"), None);
         assert_eq!(QuadletKind::from_file_name("noext"), None);
         assert!(QuadletKind::Network.start_rank() < QuadletKind::Container.start_rank());
+    }
+
+    #[test]
+    fn revision_short_keeps_a_manifest_version() {
+        let rev = format!("v12@sha256:{}", "ab".repeat(32));
+        assert_eq!(Revision(&rev).short(), "v12@abababababab");
+        assert_eq!(Revision("sha256:0123456789abcdef").short(), "0123456789ab");
+        assert_eq!(Revision("0123").to_string(), "0123");
     }
 
     #[test]

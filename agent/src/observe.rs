@@ -52,6 +52,18 @@ pub async fn observe<U: UnitManager>(
     quadlet_dir: &Path,
     units: &U,
 ) -> Result<Observed, ObserveError> {
+    let mut observed = observe_files(desired, inventory, quadlet_dir)?;
+    observe_units(desired, inventory, units, &mut observed).await?;
+    Ok(observed)
+}
+
+/// The file half of [`observe`]: hashes every managed file and finds foreign ones.
+/// Blocking (it reads and hashes files); the pass runs it on the blocking pool.
+pub fn observe_files(
+    desired: &DesiredTree,
+    inventory: &[InventoryEntry],
+    quadlet_dir: &Path,
+) -> Result<Observed, ObserveError> {
     let mut observed = Observed::default();
     for entry in inventory {
         let on_disk = hash_file(&quadlet_dir.join(&entry.key))?;
@@ -65,8 +77,6 @@ pub async fn observe<U: UnitManager>(
             },
         );
     }
-    let mut unit_names: BTreeSet<&str> =
-        inventory.iter().filter_map(|e| e.unit.as_deref()).collect();
     for app in desired.apps.values() {
         for rel in app.files.keys() {
             let key = install_key(&app.name, rel);
@@ -76,6 +86,20 @@ pub async fn observe<U: UnitManager>(
                 observed.foreign.insert(key);
             }
         }
+    }
+    Ok(observed)
+}
+
+/// The unit half of [`observe`]: the state of every unit of the inventory and the tree.
+pub async fn observe_units<U: UnitManager>(
+    desired: &DesiredTree,
+    inventory: &[InventoryEntry],
+    units: &U,
+    observed: &mut Observed,
+) -> Result<(), ObserveError> {
+    let mut unit_names: BTreeSet<&str> =
+        inventory.iter().filter_map(|e| e.unit.as_deref()).collect();
+    for app in desired.apps.values() {
         unit_names.extend(app.units.iter().map(|u| u.name.as_str()));
     }
     for unit in unit_names {
@@ -88,5 +112,11 @@ pub async fn observe<U: UnitManager>(
             })?;
         observed.units.insert(unit.to_owned(), state);
     }
-    Ok(observed)
+    Ok(())
+}
+
+/// Hashes a file on disk, `None` when it does not exist (for adopting a file whose
+/// inventory row was lost).
+pub fn hash_on_disk(path: &Path) -> Result<Option<ContentHash>, ObserveError> {
+    hash_file(path)
 }

@@ -1,5 +1,5 @@
-//! When the next reconcile pass runs: triggers are merged and debounced, polls are
-//! spaced by the interval plus jitter, and failures push retries out by their backoff.
+//! When the next reconcile pass runs: triggers are merged and debounced, and the next
+//! action a pass returned ([`Next`], decided by [`crate::pass::retry`]) is scheduled.
 //!
 //! Like kube-runtime's scheduler, the earliest due time wins and one pass serves every
 //! trigger that arrived before it. The reconciler is never told *why* it runs (that
@@ -9,6 +9,8 @@
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
+
+use crate::pass::retry::{Next, bypasses_backoff};
 
 /// Something that asks for a pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +35,7 @@ impl Trigger {
     /// Operator intent runs at once even while backing off; everything else waits for
     /// the backoff, so a crash-looping unit cannot drive a restart storm.
     pub fn is_urgent(&self) -> bool {
-        matches!(
-            self,
-            Trigger::Startup | Trigger::DesiredChanged | Trigger::Manual
-        )
+        bypasses_backoff(&self.label())
     }
 
     /// A short label for history and logs.
@@ -102,32 +101,22 @@ impl Schedule {
         }
     }
 
-    /// Schedules what follows a pass that ended at `now`: the next poll after success,
-    /// or a retry after `backoff` on failure. Triggers that arrived during the pass
-    /// keep their earlier due time (still subject to the backoff).
-    pub fn after_pass(&mut self, now: Instant, poll_in: Duration, backoff: Option<Duration>) {
-        // A failure retries after its backoff, but never later than the next poll
-        // would have been: a fix pushed to the source must not wait for a long backoff.
-        let (at, backoff_until) = match backoff {
-            Some(b) => (now + b.min(poll_in), Some(now + b.min(poll_in))),
-            None => (now + poll_in, None),
-        };
+    /// Schedules what follows a pass that ended at `now`: its [`Next`] action. A retry
+    /// holds non-urgent triggers back until it is due. Triggers that arrived during the
+    /// pass keep their earlier due time (still subject to a retry's backoff).
+    pub fn after_pass(&mut self, now: Instant, next: Next) {
+        let at = next.delay().map(|d| now + d);
+        let backoff_until = if next.is_retry() { at } else { None };
         self.backoff_until = backoff_until;
         let pending_at = self.next_run.map(|n| match backoff_until {
-            Some(b) if !self.pending.iter().any(|p| is_urgent_label(p)) => n.max(b),
+            Some(b) if !self.pending.iter().any(|p| bypasses_backoff(p)) => n.max(b),
             _ => n,
         });
-        self.next_run = Some(pending_at.map_or(at, |p| p.min(at)));
+        self.next_run = match (pending_at, at) {
+            (Some(p), Some(a)) => Some(p.min(a)),
+            (p, a) => p.or(a),
+        };
     }
-}
-
-fn is_urgent_label(label: &str) -> bool {
-    matches!(label, "startup" | "desired-changed" | "manual")
-}
-
-/// The poll interval with up to `fraction` of it added, from a `random` value in [0, 1).
-pub fn jittered(interval: Duration, fraction: f64, random: f64) -> Duration {
-    interval + interval.mul_f64(fraction * random.clamp(0.0, 1.0))
 }
 
 #[cfg(test)]
@@ -135,6 +124,20 @@ mod tests {
     use super::*;
 
     const DEBOUNCE: Duration = Duration::from_millis(200);
+
+    fn poll(d: Duration) -> Next {
+        Next::RequeueAfter {
+            delay: d,
+            retry: false,
+        }
+    }
+
+    fn retry(d: Duration) -> Next {
+        Next::RequeueAfter {
+            delay: d,
+            retry: true,
+        }
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -157,7 +160,7 @@ mod tests {
     fn success_schedules_next_poll() {
         let t0 = Instant::now();
         let mut s = Schedule::default();
-        s.after_pass(t0, Duration::from_secs(60), None);
+        s.after_pass(t0, poll(Duration::from_secs(60)));
         assert_eq!(s.next_run(), Some(t0 + Duration::from_secs(60)));
         assert_eq!(s.take_due(t0 + Duration::from_secs(60)).unwrap(), ["poll"]);
     }
@@ -166,7 +169,7 @@ mod tests {
     fn backoff_delays_drift_but_not_operator_triggers() {
         let t0 = Instant::now();
         let mut s = Schedule::default();
-        s.after_pass(t0, Duration::from_secs(60), Some(Duration::from_secs(8)));
+        s.after_pass(t0, retry(Duration::from_secs(8)));
         // A unit event during backoff waits for it.
         s.on_trigger(
             &Trigger::UnitLeftActive("web.service".into()),
@@ -185,9 +188,9 @@ mod tests {
     fn retry_is_labelled_and_success_clears_backoff() {
         let t0 = Instant::now();
         let mut s = Schedule::default();
-        s.after_pass(t0, Duration::from_secs(60), Some(Duration::from_secs(2)));
+        s.after_pass(t0, retry(Duration::from_secs(2)));
         assert_eq!(s.take_due(t0 + Duration::from_secs(2)).unwrap(), ["retry"]);
-        s.after_pass(t0 + Duration::from_secs(3), Duration::from_secs(60), None);
+        s.after_pass(t0 + Duration::from_secs(3), poll(Duration::from_secs(60)));
         s.on_trigger(
             &Trigger::QuadletDirChanged,
             t0 + Duration::from_secs(4),
@@ -197,11 +200,13 @@ mod tests {
     }
 
     #[test]
-    fn retry_never_waits_longer_than_a_poll() {
+    fn awaiting_a_change_schedules_nothing() {
         let t0 = Instant::now();
         let mut s = Schedule::default();
-        s.after_pass(t0, Duration::from_secs(60), Some(Duration::from_secs(300)));
-        assert_eq!(s.next_run(), Some(t0 + Duration::from_secs(60)));
+        s.after_pass(t0, Next::AwaitChange);
+        assert_eq!(s.next_run(), None);
+        s.on_trigger(&Trigger::DesiredChanged, t0 + ms(5), DEBOUNCE);
+        assert_eq!(s.next_run(), Some(t0 + ms(5) + DEBOUNCE));
     }
 
     #[test]
@@ -209,15 +214,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Schedule::default();
         s.on_trigger(&Trigger::DesiredChanged, t0, DEBOUNCE);
-        s.after_pass(t0 + ms(50), Duration::from_secs(60), None);
+        s.after_pass(t0 + ms(50), poll(Duration::from_secs(60)));
         assert_eq!(s.next_run(), Some(t0 + DEBOUNCE));
-    }
-
-    #[test]
-    fn jitter_stays_within_fraction() {
-        let i = Duration::from_secs(100);
-        assert_eq!(jittered(i, 0.1, 0.0), i);
-        assert_eq!(jittered(i, 0.1, 0.5), Duration::from_secs(105));
-        assert!(jittered(i, 0.1, 7.0) <= Duration::from_secs(110));
     }
 }

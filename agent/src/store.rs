@@ -17,7 +17,7 @@ use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use leger_api_types::{PassOutcome, PassRecord};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -251,10 +251,7 @@ pub struct Store {
     path: PathBuf,
 }
 
-/// The current time as RFC 3339 (UTC, seconds), the format every timestamp in the store uses.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
+pub use crate::clock::now_rfc3339;
 
 impl Store {
     /// Opens (or creates) the database at `path` and migrates it to [`SCHEMA_VERSION`].

@@ -9,9 +9,11 @@ use std::time::{Duration, SystemTime};
 use leger_api_types::{ApiError, BackupInfo, RestoreResponse};
 use leger_config::BackupSettings;
 use legerd::api::{ApiContext, BackupsApi, bind_socket, serve};
-use legerd::backup::{Backups, RestoreJob, restore};
+use legerd::backup::{Backups, RestoreJob};
 use legerd::model::ContentHash;
+use legerd::model::UnitState;
 use legerd::plan::{Action, Plan, WriteReason};
+use legerd::reconciler::Reconciler;
 use legerd::store::{InventoryEntry, Store};
 use legerd::systemd::recording::{Call, RecordingUnitManager};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -48,12 +50,19 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let quadlets = dir.path().join("quadlets");
+    let settings = legerd::testkit::settings_in(dir.path());
+    let quadlets = settings.paths.quadlet_dir.clone();
+    std::fs::create_dir_all(settings.paths.desired_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &settings.paths.desired_file,
+        "[source]\nkind = \"dir\"\npath = \"/nonexistent\"\n",
+    )
+    .unwrap();
     let store = Arc::new(Mutex::new(
-        Store::open(&dir.path().join("state/legerd.db")).unwrap(),
+        Store::open(&settings.paths.state_dir.join("legerd.db")).unwrap(),
     ));
     let backups = Backups::new(
-        dir.path().join("state/backups"),
+        settings.paths.state_dir.join("backups"),
         BackupSettings {
             keep: 10,
             max_age: Duration::from_secs(3600),
@@ -106,26 +115,23 @@ async fn fixture() -> Fixture {
         extra,
     );
 
-    // The controller's part: run restores one at a time.
+    // The controller's part: run restores one at a time, through the reconciler's
+    // converge stage. The double answers "active" so the health gate passes; it
+    // checks the order of calls, not what systemd does with them.
     let units = Arc::new(RecordingUnitManager::new());
-    let (restore_tx, mut restore_rx) = mpsc::channel::<RestoreJob>(4);
-    let (b, q, s, u) = (
-        backups.clone(),
-        quadlets.clone(),
-        Arc::clone(&store),
-        Arc::clone(&units),
+    units.set_state(
+        "web.service",
+        UnitState {
+            load_state: "loaded".into(),
+            active_state: "active".into(),
+            sub_state: "running".into(),
+        },
     );
+    let (restore_tx, mut restore_rx) = mpsc::channel::<RestoreJob>(4);
+    let mut reconciler = Reconciler::new(settings, Arc::clone(&units), Arc::clone(&store));
     tokio::spawn(async move {
         while let Some(job) = restore_rx.recv().await {
-            let r = restore(
-                &b,
-                &q,
-                &*u,
-                &s,
-                &job.request.app,
-                job.request.backup.as_deref(),
-            )
-            .await;
+            let (_, r) = reconciler.restore(&job.request).await;
             let _ = job.reply.send(r);
         }
     });

@@ -12,7 +12,7 @@ use leger_config::fleet::{FleetLockSettings, FleetSettings, LockBackend};
 use leger_e2e::fleet_server;
 use legerd::fleet::etcd::EtcdSemaphore;
 use legerd::fleet::fleetlock::FleetLockClient;
-use legerd::fleet::{Disruption, FleetGate, LockError};
+use legerd::fleet::{Disruption, FleetGate, LockError, RetrySettings};
 use legerd::metrics::Metrics;
 use legerd::store::Store;
 
@@ -118,6 +118,11 @@ fn fleet(host: &str, backend: LockBackend) -> FleetSettings {
     }
 }
 
+const RETRY: RetrySettings = RetrySettings {
+    initial: Duration::from_secs(2),
+    max: Duration::from_secs(60),
+};
+
 fn restart_web() -> Disruption {
     Disruption {
         units: vec!["web.service".into()],
@@ -133,7 +138,7 @@ async fn fleet_gate_keeps_a_slot_after_a_failed_gate_across_restarts() {
     let settings = fleet("h1", LockBackend::FleetLock { url: url.clone() });
     let metrics = Arc::new(Metrics::new(false));
 
-    let mut gate = FleetGate::new(&settings, open(), Arc::clone(&metrics));
+    let gate = FleetGate::new(&settings, RETRY, open(), Arc::clone(&metrics));
     // A first install or a self-heal start asks nobody.
     gate.before_apply(&Disruption::default()).await.unwrap();
     assert!(ops(&state).is_empty());
@@ -147,26 +152,30 @@ async fn fleet_gate_keeps_a_slot_after_a_failed_gate_across_restarts() {
     drop(gate);
 
     // legerd restarts: the slot is still on record and neither forgotten nor released.
-    let mut gate = FleetGate::new(&settings, open(), Arc::clone(&metrics));
+    let gate = FleetGate::new(&settings, RETRY, open(), Arc::clone(&metrics));
     assert!(gate.holds_slot());
     // Another host of the group waits, with the server's answer in its status.
     let other_db = dir.path().join("other.db");
-    let mut other = FleetGate::new(
+    let other = FleetGate::new(
         &fleet("h2", LockBackend::FleetLock { url: url.clone() }),
+        RETRY,
         Arc::new(Mutex::new(Store::open(&other_db).unwrap())),
         Arc::new(Metrics::new(false)),
     );
-    let wait = other.before_apply(&restart_web()).await.unwrap_err();
+    let (wait, retry) = other.before_apply(&restart_web()).await.unwrap_err();
+    assert!(retry >= RETRY.initial && retry <= RETRY.initial * 2, "{retry:?}");
     assert!(
         wait.contains("all 1 slots of group default are taken"),
         "{wait}"
     );
     assert_eq!(other.status().lock.unwrap().state, LockState::Waiting);
-    // A non-disruptive success keeps the slot; the next disruptive one returns it.
-    gate.after_healthy(false).await;
+    // A non-disruptive success keeps the slot, and so does a disruptive pass that only
+    // holds the last good revision; the next disruptive apply of a new target returns it.
+    gate.after_healthy(false, true).await;
+    gate.after_healthy(true, false).await;
     assert!(gate.holds_slot());
     gate.before_apply(&restart_web()).await.unwrap();
-    gate.after_healthy(true).await;
+    gate.after_healthy(true, true).await;
     assert!(!gate.holds_slot());
     other.before_apply(&restart_web()).await.unwrap();
     assert_eq!(
@@ -188,19 +197,20 @@ async fn fleet_gate_waits_while_the_server_is_down() {
         l.local_addr().unwrap()
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut gate = FleetGate::new(
+    let gate = FleetGate::new(
         &fleet(
             "h1",
             LockBackend::FleetLock {
                 url: format!("http://{closed}"),
             },
         ),
+        RETRY,
         Arc::new(Mutex::new(Store::open(&dir.path().join("s.db")).unwrap())),
         Arc::new(Metrics::new(false)),
     );
     // First installs go ahead without a server; a restart waits for it.
     gate.before_apply(&Disruption::default()).await.unwrap();
-    let wait = gate.before_apply(&restart_web()).await.unwrap_err();
+    let (wait, _) = gate.before_apply(&restart_web()).await.unwrap_err();
     assert!(wait.contains("unreachable"), "{wait}");
     assert!(!gate.holds_slot());
 }
@@ -331,19 +341,21 @@ async fn etcd_gate_keeps_and_releases_like_fleetlock() {
     };
     let dir = tempfile::tempdir().unwrap();
     let store = |n: &str| Arc::new(Mutex::new(Store::open(&dir.path().join(n)).unwrap()));
-    let mut h1 = FleetGate::new(
+    let h1 = FleetGate::new(
         &fleet("h1", backend()),
+        RETRY,
         store("1.db"),
         Arc::new(Metrics::new(false)),
     );
-    let mut h2 = FleetGate::new(
+    let h2 = FleetGate::new(
         &fleet("h2", backend()),
+        RETRY,
         store("2.db"),
         Arc::new(Metrics::new(false)),
     );
     h1.before_apply(&restart_web()).await.unwrap();
     h1.after_failed_gate();
-    let wait = h2.before_apply(&restart_web()).await.unwrap_err();
+    let (wait, _) = h2.before_apply(&restart_web()).await.unwrap_err();
     assert!(wait.contains("all 1 semaphore slots"), "{wait}");
     let msg = h1.release().await.unwrap();
     assert!(msg.contains("released"), "{msg}");

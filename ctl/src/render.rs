@@ -391,6 +391,7 @@ mod tests {
                 desired_state_error: Some("invalid desired state: unknown field `purge`".into()),
                 staged_revision: None,
                 pinned_revision: None,
+                fleet: None,
             },
         )
     }

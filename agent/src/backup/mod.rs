@@ -13,10 +13,9 @@
 //! exported when its own `.volume` quadlet or a quadlet that mounts it is updated,
 //! removed, stopped or restarted: exactly the changes that can alter or orphan its data.
 //!
-//! A restore runs in the controller loop between passes (never during one): stop the
-//! app's units, import the volumes (creating a volume that is gone), write the files
-//! with the inventory updated first (the invariant of [`crate::apply`]), one reload,
-//! start the units.
+//! A restore runs in the controller loop between passes (never during one) through the
+//! pass's converge stage in restore mode: this module finds and verifies the backup and
+//! imports its volumes; [`crate::pass::restore`] does the rest.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -37,7 +36,7 @@ mod podman;
 mod restore;
 
 pub use podman::PodmanVolumes;
-pub use restore::{RestoreJob, restore};
+pub use restore::{RestoreJob, VerifiedBackup};
 
 /// The manifest's file name inside an app's backup folder.
 pub const MANIFEST: &str = "manifest.json";
@@ -113,6 +112,16 @@ pub enum BackupError {
         unit: String,
         /// systemd's answer (boxed: zbus errors are large and this path is rare).
         source: Box<SystemdError>,
+    },
+    /// The restored revision did not converge (validation, apply or health gate).
+    #[error("restore of {app} from {backup} failed: {message}")]
+    Converge {
+        /// The app.
+        app: String,
+        /// The backup id.
+        backup: String,
+        /// What failed, from the converge stage.
+        message: String,
     },
     /// The files and volumes are back but some units did not start.
     #[error("restored {app} from {backup}, but units failed to start: {errors}")]
@@ -361,7 +370,8 @@ pub fn backup_id(now: SystemTime, revision: &str) -> String {
         .chars()
         .filter(|c| *c != '-' && *c != ':')
         .collect();
-    let rev: String = crate::reconciler::short(revision)
+    let rev: String = crate::model::Revision(revision)
+        .short()
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '@' || c == '.' {

@@ -1,18 +1,21 @@
-//! Restoring an app from a backup, between passes.
+//! The backup side of a restore: finding the backup, checking every file and volume
+//! against its manifest before anything changes, and importing volumes.
+//!
+//! The host side (stop, write, reload, start, with the intent record, crash points,
+//! journal events and a history row) is the pass's converge stage in restore mode
+//! ([`crate::pass::restore`]): a restore changes the host along the same path as any
+//! apply.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use leger_api_types::{RestoreRequest, RestoreResponse};
 use tokio::sync::oneshot;
 
-use super::{BackupError, Backups, check_name, io_err, sha256_file};
-use crate::apply::{remove_file, write_file};
-use crate::model::{ContentHash, QuadletKind, install_key};
-use crate::store::{InventoryEntry, Store, now_rfc3339};
-use crate::systemd::UnitManager;
+use super::{BackupError, Backups, Manifest, check_name, io_err, sha256_file};
+use crate::model::{ContentHash, Snapshot};
 
 /// A restore request on its way to the controller loop, with the channel for the answer.
 #[derive(Debug)]
@@ -23,177 +26,93 @@ pub struct RestoreJob {
     pub reply: oneshot::Sender<Result<RestoreResponse, BackupError>>,
 }
 
-fn rank(unit_file: &str) -> usize {
-    QuadletKind::from_file_name(unit_file).map_or(usize::MAX, QuadletKind::start_rank)
+/// A backup whose files and volume archives all match its manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedBackup {
+    /// The backup id.
+    pub id: String,
+    /// The app's folder in the backup.
+    pub dir: PathBuf,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// The app's files as a one-app snapshot (`app/relpath`), named by the revision the
+    /// app was at, ready for validation.
+    pub snapshot: Snapshot,
 }
 
-/// Restores `app` from a backup (the newest without `backup`). Must not run during a
-/// pass: the controller calls it between passes.
-pub async fn restore<U: UnitManager>(
-    backups: &Backups,
-    quadlet_dir: &Path,
-    units: &U,
-    store: &Mutex<Store>,
-    app: &str,
-    backup: Option<&str>,
-) -> Result<RestoreResponse, BackupError> {
-    let (id, dir, manifest) = backups.find(app, backup)?;
-    // Check every file before anything changes.
-    let mut contents = Vec::with_capacity(manifest.files.len());
-    for f in &manifest.files {
-        check_rel(&f.path)?;
-        let path = dir.join("files").join(&f.path);
-        let bytes = std::fs::read(&path).map_err(io_err("read", &path))?;
-        let got = ContentHash::of(&bytes).to_hex();
-        if got != f.sha256 {
-            return Err(BackupError::Corrupt {
-                path,
-                reason: format!("sha256 {got}, manifest says {}", f.sha256),
-            });
-        }
-        contents.push(bytes);
+impl VerifiedBackup {
+    /// The archive of a backed-up volume.
+    pub fn volume_archive(&self, volume: &str) -> PathBuf {
+        self.dir.join("volumes").join(format!("{volume}.tar"))
     }
-    for v in &manifest.volumes {
-        check_name("volume", &v.name)?;
-        let path = dir.join("volumes").join(format!("{}.tar", v.name));
-        let p = path.clone();
-        let (got, _) = tokio::task::spawn_blocking(move || sha256_file(&p))
-            .await
-            .map_err(|e| BackupError::Io {
-                what: "hash",
-                path: path.clone(),
-                source: io::Error::other(e.to_string()),
-            })??;
-        if got != v.sha256 {
-            return Err(BackupError::Corrupt {
-                path,
-                reason: format!("sha256 {got}, manifest says {}", v.sha256),
-            });
-        }
-    }
-    let installed: Vec<InventoryEntry> = store
-        .lock()
-        .expect("store lock")
-        .inventory()?
-        .into_iter()
-        .filter(|e| e.app == app)
-        .collect();
+}
 
-    // Stop: what runs now and what the backup had, dependents first.
-    let mut stop: Vec<(usize, String)> = installed
-        .iter()
-        .filter_map(|e| e.unit.clone().map(|u| (rank(&e.key), u)))
-        .chain(
-            manifest
-                .files
-                .iter()
-                .filter_map(|f| f.unit.clone().map(|u| (rank(&f.path), u))),
-        )
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    stop.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    stop.dedup_by(|a, b| a.1 == b.1);
-    let mut response = RestoreResponse {
-        app: app.to_owned(),
-        backup: id.clone(),
-        revision: manifest.revision.clone(),
-        stopped: Vec::new(),
-        volumes: Vec::new(),
-        files: Vec::new(),
-        removed: Vec::new(),
-        started: Vec::new(),
-    };
-    for (_, unit) in &stop {
-        units
-            .stop(unit)
-            .await
-            .map_err(|source| BackupError::Systemd {
-                action: "stop",
-                unit: unit.clone(),
-                source: Box::new(source),
-            })?;
-        response.stopped.push(unit.clone());
-    }
-
-    for v in &manifest.volumes {
-        if !backups.podman.exists(&v.name).await? {
-            backups.podman.create(&v.name).await?;
+impl Backups {
+    /// Finds the backup of `app` (`backup`, or the newest) and checks every file and
+    /// volume archive against its manifest, before anything on the host changes.
+    pub async fn verified(
+        &self,
+        app: &str,
+        backup: Option<&str>,
+    ) -> Result<VerifiedBackup, BackupError> {
+        let (id, dir, manifest) = self.find(app, backup)?;
+        let mut files = BTreeMap::new();
+        for f in &manifest.files {
+            check_rel(&f.path)?;
+            let path = dir.join("files").join(&f.path);
+            let bytes = std::fs::read(&path).map_err(io_err("read", &path))?;
+            let got = ContentHash::of(&bytes).to_hex();
+            if got != f.sha256 {
+                return Err(BackupError::Corrupt {
+                    path,
+                    reason: format!("sha256 {got}, manifest says {}", f.sha256),
+                });
+            }
+            files.insert(format!("{app}/{}", f.path), Arc::<[u8]>::from(bytes));
         }
-        let archive = dir.join("volumes").join(format!("{}.tar", v.name));
-        backups.podman.import(&v.name, &archive).await?;
-        response.volumes.push(v.name.clone());
-    }
-
-    let keep: BTreeSet<String> = manifest
-        .files
-        .iter()
-        .map(|f| install_key(app, &f.path))
-        .collect();
-    for (f, bytes) in manifest.files.iter().zip(&contents) {
-        let key = install_key(app, &f.path);
-        let entry = InventoryEntry {
-            key: key.clone(),
-            app: app.to_owned(),
-            hash: ContentHash::of(bytes),
-            unit: f.unit.clone(),
+        for v in &manifest.volumes {
+            check_name("volume", &v.name)?;
+            let path = dir.join("volumes").join(format!("{}.tar", v.name));
+            let p = path.clone();
+            let (got, _) = tokio::task::spawn_blocking(move || sha256_file(&p))
+                .await
+                .map_err(|e| BackupError::Io {
+                    what: "hash",
+                    path: path.clone(),
+                    source: io::Error::other(e.to_string()),
+                })??;
+            if got != v.sha256 {
+                return Err(BackupError::Corrupt {
+                    path,
+                    reason: format!("sha256 {got}, manifest says {}", v.sha256),
+                });
+            }
+        }
+        let snapshot = Snapshot {
             revision: manifest.revision.clone(),
-            installed_at: now_rfc3339(),
+            files,
         };
-        // Inventory first, then the file: legerd never loses track of a file it wrote.
-        store.lock().expect("store lock").upsert_inventory(&entry)?;
-        write_file(quadlet_dir, &key, bytes)?;
-        response.files.push(f.path.clone());
+        Ok(VerifiedBackup {
+            id,
+            dir,
+            manifest,
+            snapshot,
+        })
     }
-    for e in installed.iter().filter(|e| !keep.contains(&e.key)) {
-        // File first, then the inventory row.
-        remove_file(quadlet_dir, &e.key)?;
-        store.lock().expect("store lock").remove_inventory(&e.key)?;
-        response.removed.push(
-            e.key
-                .split_once('/')
-                .map_or(e.key.clone(), |(_, r)| r.to_owned()),
-        );
-    }
-    units
-        .reload()
-        .await
-        .map_err(|source| BackupError::Systemd {
-            action: "reload",
-            unit: String::new(),
-            source: Box::new(source),
-        })?;
 
-    let mut start: Vec<(usize, String)> = manifest
-        .files
-        .iter()
-        .filter_map(|f| f.unit.clone().map(|u| (rank(&f.path), u)))
-        .collect();
-    start.sort();
-    start.dedup_by(|a, b| a.1 == b.1);
-    let mut errors = Vec::new();
-    for (_, unit) in &start {
-        match units.start(unit).await {
-            Ok(()) => response.started.push(unit.clone()),
-            Err(e) => errors.push(format!("{unit}: {e}")),
+    /// Imports a backed-up volume, creating the volume when it is gone.
+    pub async fn import_volume(
+        &self,
+        backup: &VerifiedBackup,
+        volume: &str,
+    ) -> Result<(), BackupError> {
+        if !self.podman.exists(volume).await? {
+            self.podman.create(volume).await?;
         }
+        self.podman
+            .import(volume, &backup.volume_archive(volume))
+            .await
     }
-    tracing::info!(
-        app,
-        backup = %id,
-        revision = %manifest.revision,
-        volumes = response.volumes.len(),
-        files = response.files.len(),
-        "restored app from backup"
-    );
-    if !errors.is_empty() {
-        return Err(BackupError::StartFailed {
-            app: app.to_owned(),
-            backup: id,
-            errors: errors.join("; "),
-        });
-    }
-    Ok(response)
 }
 
 /// A manifest path must stay inside the app's folder.

@@ -8,5 +8,5 @@ pub mod gate;
 pub mod lock;
 
 pub use disruption::{Disruption, disruption};
-pub use gate::FleetGate;
+pub use gate::{FleetGate, FleetLockGate, RetrySettings};
 pub use lock::{LockError, SlotLock};

@@ -926,9 +926,9 @@ mod tests {
     #[test]
     fn short_revision_keeps_the_manifest_version() {
         let rev = format!("v12@sha256:{}", "ab".repeat(32));
-        assert_eq!(crate::reconciler::short(&rev), "v12@abababababab");
+        assert_eq!(crate::model::Revision(&rev).short(), "v12@abababababab");
         assert_eq!(
-            crate::reconciler::short("sha256:0123456789abcdef"),
+            crate::model::Revision("sha256:0123456789abcdef").short(),
             "0123456789ab"
         );
     }

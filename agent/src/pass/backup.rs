@@ -1,0 +1,47 @@
+//! Back up: before a plan changes or removes an app, its managed files (and the
+//! volumes its changing quadlets use) are copied aside. Runs after the gates, so a
+//! held pass takes no backup, and before anything changes: a failed backup fails the
+//! pass with nothing changed.
+
+use std::time::SystemTime;
+
+use leger_api_types::status::reason;
+
+use super::{Failure, Host};
+use crate::model::{DesiredTree, Revision};
+use crate::plan::Plan;
+use crate::store::InventoryEntry;
+
+/// Backs up what `plan` touches. `current` is the revision the host is at.
+pub async fn take<U>(
+    host: &Host<'_, U>,
+    plan: &Plan,
+    inventory: &[InventoryEntry],
+    current: Option<&str>,
+    tree: &DesiredTree,
+) -> Result<(), Failure> {
+    if plan.is_empty() {
+        return Ok(());
+    }
+    host.backups()
+        .take(
+            plan,
+            inventory,
+            &host.settings.paths.quadlet_dir,
+            current,
+            &tree.revision,
+            SystemTime::now(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            Failure::new(
+                reason::BACKUP_FAILED,
+                format!(
+                    "backup before applying {} failed; nothing was changed: {e}",
+                    Revision(&tree.revision)
+                ),
+                false,
+            )
+        })
+}

@@ -1,0 +1,106 @@
+//! Record: revision states, the host state status projects, history and metrics.
+//!
+//! **Architecture invariant:** a revision is recorded `applied` (good) only here, only
+//! after its own health gate passed, and the intent record is cleared only after that.
+
+use std::time::{Duration, SystemTime};
+
+use leger_api_types::{AppStatus, PassRecord, UnitStatus};
+
+use super::{Host, HostState, REVISIONS_KEPT, blocking, intent};
+use crate::metrics::PassSummary;
+use crate::model::{DesiredTree, UnitState};
+use crate::store::RevisionState;
+use crate::systemd::UnitManager;
+
+/// Records `tree` as the host's good revision, then forgets the intent record.
+pub async fn good<U: UnitManager>(host: &Host<'_, U>, state: &mut HostState, tree: &DesiredTree) {
+    crate::crashpoint::hit("before-record");
+    refresh_apps(host, state, tree).await;
+    *state.managed_units.write().expect("units lock") = tree
+        .apps
+        .values()
+        .flat_map(|a| a.units.iter().map(|u| u.name.clone()))
+        .collect();
+    state.applied_revision = Some(tree.revision.clone());
+    let revision = tree.revision.clone();
+    let _ = blocking::store(host.store, move |s| {
+        s.record_revision(&revision, RevisionState::Applied, None)
+    })
+    .await;
+    let revisions = host.revision_store();
+    let revision = tree.revision.clone();
+    let pruned = blocking::run(move || revisions.keep_newest(REVISIONS_KEPT, &revision)).await;
+    if let Err(e) = pruned {
+        tracing::warn!(error = %e, "cannot prune the revision store");
+    }
+    crate::crashpoint::hit("after-record");
+    if let Err(e) = intent::clear(host.store).await {
+        tracing::warn!(error = %e, "cannot clear the intent record; the next pass repeats its gate");
+    }
+}
+
+/// Marks `revision` failed: it is not applied again until the source moves past it or
+/// an operator forces it.
+pub async fn failed<U>(host: &Host<'_, U>, revision: &str, message: &str) {
+    let (revision, message) = (revision.to_owned(), message.to_owned());
+    let _ = blocking::store(host.store, move |s| {
+        s.record_revision(&revision, RevisionState::Failed, Some(&message))
+    })
+    .await;
+}
+
+/// Re-reads the state of every unit of `tree`, for status and metrics.
+pub async fn refresh_apps<U: UnitManager>(
+    host: &Host<'_, U>,
+    state: &mut HostState,
+    tree: &DesiredTree,
+) {
+    let mut apps = Vec::with_capacity(tree.apps.len());
+    for app in tree.apps.values() {
+        let mut units = Vec::with_capacity(app.units.len());
+        for u in &app.units {
+            let s = host
+                .units
+                .unit_state(&u.name)
+                .await
+                .unwrap_or_else(|_| UnitState::unknown());
+            units.push(UnitStatus {
+                name: u.name.clone(),
+                active_state: s.active_state,
+                sub_state: s.sub_state,
+            });
+        }
+        apps.push(AppStatus {
+            name: app.name.clone(),
+            units,
+            layer: tree.layers.get(&app.name).cloned(),
+        });
+    }
+    state.apps = apps;
+}
+
+/// Writes the pass into history and metrics, and keeps it as the last pass.
+pub async fn pass<U>(
+    host: &Host<'_, U>,
+    state: &mut HostState,
+    mut record: PassRecord,
+    duration: Duration,
+    suspended: bool,
+) -> PassRecord {
+    let row = record.clone();
+    if let Ok(id) = blocking::store(host.store, move |s| s.insert_pass(&row)).await {
+        record.id = id;
+    }
+    host.metrics.record_pass(&PassSummary {
+        outcome: record.outcome,
+        duration,
+        finished: SystemTime::now(),
+        fetched_revision: state.fetched_revision.as_deref(),
+        applied_revision: state.applied_revision.as_deref(),
+        apps: &state.apps,
+        suspended,
+    });
+    state.last_pass = Some(record.clone());
+    record
+}
