@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use notify::RecommendedWatcher;
@@ -17,6 +18,7 @@ use tracing::Instrument;
 use leger_api_types::{StagedChange, StatusDocument};
 use leger_config::Settings;
 
+use crate::activity;
 use crate::backup::RestoreJob;
 use crate::fswatch;
 use crate::pass::PassResult;
@@ -92,7 +94,9 @@ impl<U: UnitManager + 'static> Controller<U> {
         let mut schedule = Schedule::default();
         schedule.on_trigger(&Trigger::Startup, Instant::now(), Duration::ZERO);
         let mut ready_sent = false;
-        let _watchdog = spawn_watchdog();
+        let pass_budget = self.settings.timeouts.pass;
+        let clock = Arc::new(PassClock::default());
+        let _watchdog = spawn_watchdog(Arc::clone(&clock), pass_budget + WATCHDOG_SLACK);
         tokio::pin!(shutdown);
         loop {
             let due = schedule.next_run();
@@ -126,7 +130,21 @@ impl<U: UnitManager + 'static> Controller<U> {
             self.reconciler.mark_reconciling();
             self.publish_status();
             let span = tracing::info_span!("reconcile", trigger = %labels.join(","));
-            let result = self.reconciler.reconcile(&labels).instrument(span).await;
+            clock.started(Instant::now());
+            let result = {
+                let started_at = std::time::SystemTime::now();
+                let pass = self.reconciler.reconcile(&labels).instrument(span);
+                match run_within_budget(pass, pass_budget, &self.status).await {
+                    Ok(result) => result,
+                    Err(stuck) => {
+                        tracing::error!(budget = %humantime::format_duration(pass_budget), stuck = %stuck, "pass abandoned over its budget");
+                        self.reconciler
+                            .abandon_pass(&labels, started_at, pass_budget, &stuck)
+                            .await
+                    }
+                }
+            };
+            clock.finished();
             let now = Instant::now();
             let mut next = retry.next(
                 result.failure_cause,
@@ -222,11 +240,102 @@ pub fn status_line(summary: &str, retrying: bool, next: Option<Duration>) -> Str
     }
 }
 
-/// Sends `WATCHDOG=1` at half the `WatchdogSec=` period while the runtime lives, when
-/// the unit sets one. It runs beside the loop, not in it: a pass may legitimately take
-/// longer than the watchdog (a unit job waits up to `systemd.job_timeout`), and what the
-/// watchdog should catch is a wedged process, not a slow pass. Dropping the guard stops it.
-fn spawn_watchdog() -> Option<AbortOnDrop> {
+/// How long past its budget a pass may still be running before the watchdog stops
+/// pinging: the controller abandons a pass at its budget, so a pass older than this
+/// means the loop itself is wedged (a thread blocked where it must not be).
+const WATCHDOG_SLACK: Duration = Duration::from_secs(30);
+
+/// How often the Reconciling condition is refreshed with what a running pass waits on.
+const PROGRESS_REFRESH: Duration = Duration::from_secs(2);
+
+/// Runs `pass` for at most `budget`. Meanwhile the published status says what the
+/// pass is waiting on (so `legerctl status` names a hung command before the budget is
+/// up). On timeout the pass is dropped, which kills any command it was running, and
+/// the error describes what it was stuck in.
+async fn run_within_budget<F: Future<Output = PassResult>>(
+    pass: F,
+    budget: Duration,
+    status: &tokio::sync::watch::Sender<StatusDocument>,
+) -> Result<PassResult, String> {
+    tokio::pin!(pass);
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut refresh = tokio::time::interval(PROGRESS_REFRESH);
+    refresh.tick().await;
+    loop {
+        tokio::select! {
+            result = &mut pass => return Ok(result),
+            () = tokio::time::sleep_until(deadline) => {
+                // Read before the pass is dropped: dropping it unregisters its operations.
+                return Err(describe_stuck(&activity::all()));
+            }
+            _ = refresh.tick() => {
+                let waiting = describe_stuck(&activity::all());
+                status.send_modify(|doc| note_waiting(doc, &waiting));
+            }
+        }
+    }
+}
+
+/// The operations a pass is waiting on, outermost first: "health gate of web.service
+/// (running 1m2s) → `podman inspect … systemd-web` (running 58s)".
+pub fn describe_stuck(ops: &[activity::Operation]) -> String {
+    if ops.is_empty() {
+        return "no external command or D-Bus call was in flight (legerd's own work)".to_owned();
+    }
+    ops.iter()
+        .map(|o| {
+            let secs = Duration::from_secs(o.running_for.as_secs());
+            format!("{} (running {})", o.label, humantime::format_duration(secs))
+        })
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+/// Puts what the running pass waits on into the Reconciling condition's message.
+fn note_waiting(doc: &mut StatusDocument, waiting: &str) {
+    use leger_api_types::status::condition_type;
+    if let Some(c) = doc
+        .status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == condition_type::RECONCILING)
+    {
+        c.message = format!("reconcile pass in progress; waiting on {waiting}");
+    }
+}
+
+/// When the running pass started, for the watchdog.
+#[derive(Debug, Default)]
+struct PassClock {
+    started: Mutex<Option<Instant>>,
+}
+
+impl PassClock {
+    fn started(&self, at: Instant) {
+        *self.started.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
+    }
+
+    fn finished(&self) {
+        *self.started.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn running_since(&self) -> Option<Instant> {
+        *self.started.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether the loop still makes progress: idle, or in a pass younger than `limit`.
+pub fn making_progress(pass_started: Option<Instant>, now: Instant, limit: Duration) -> bool {
+    pass_started.is_none_or(|t| now.saturating_duration_since(t) <= limit)
+}
+
+/// Sends `WATCHDOG=1` at half the `WatchdogSec=` period while the loop makes progress,
+/// when the unit sets one. It runs beside the loop, not in it, so a pass may take longer
+/// than the watchdog period (a unit job waits up to `systemd.job_timeout`). It stops
+/// pinging when a pass has run past its budget plus [`WATCHDOG_SLACK`]: the controller
+/// abandons passes at their budget, so such a pass means the loop is wedged, and
+/// systemd's restart is the way out. Dropping the guard stops it.
+fn spawn_watchdog(clock: Arc<PassClock>, limit: Duration) -> Option<AbortOnDrop> {
     let period = sd_notify::watchdog_enabled()?;
     tracing::debug!(
         period_ms = period.as_millis() as u64,
@@ -234,9 +343,19 @@ fn spawn_watchdog() -> Option<AbortOnDrop> {
     );
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(period / 2);
+        let mut warned = false;
         loop {
             tick.tick().await;
-            notify(&[sd_notify::NotifyState::Watchdog]);
+            if making_progress(clock.running_since(), Instant::now(), limit) {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+                warned = false;
+            } else if !warned {
+                tracing::error!(
+                    stuck = %describe_stuck(&activity::all()),
+                    "a pass has run past its budget without being abandoned; no longer pinging the watchdog so systemd restarts legerd"
+                );
+                warned = true;
+            }
         }
     });
     Some(AbortOnDrop(task))
@@ -286,5 +405,37 @@ mod tests {
             "nothing · retry in 4s"
         );
         assert_eq!(status_line("nothing", false, None), "nothing");
+    }
+
+    #[test]
+    fn making_progress_while_idle_or_within_the_limit() {
+        let now = Instant::now();
+        let limit = Duration::from_secs(60);
+        assert!(making_progress(None, now, limit));
+        assert!(making_progress(Some(now), now + limit, limit));
+        assert!(!making_progress(
+            Some(now),
+            now + limit + Duration::from_secs(1),
+            limit
+        ));
+    }
+
+    #[test]
+    fn describe_stuck_names_every_operation_in_flight() {
+        let ops = [
+            activity::Operation {
+                label: "health gate".into(),
+                running_for: Duration::from_millis(62_400),
+            },
+            activity::Operation {
+                label: "podman volume export db".into(),
+                running_for: Duration::from_secs(58),
+            },
+        ];
+        assert_eq!(
+            describe_stuck(&ops),
+            "health gate (running 1m 2s) → podman volume export db (running 58s)"
+        );
+        assert!(describe_stuck(&[]).contains("no external command"));
     }
 }

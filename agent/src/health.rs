@@ -9,11 +9,11 @@
 
 use std::time::Duration;
 
-use tokio::process::Command;
 use tokio::time::Instant;
 
 use crate::model::{DesiredTree, QuadletKind, install_key};
 use crate::plan::{Action, Plan};
+use crate::podman::{JournalScope, Podman};
 use crate::quadlet;
 use crate::systemd::UnitManager;
 
@@ -91,6 +91,7 @@ fn health_container(tree: &DesiredTree, app: &str, file: &str) -> Option<String>
 /// `timeout` and `settle` are legerd's defaults; a unit's app may override them.
 pub async fn gate<U: UnitManager>(
     units: &U,
+    podman: &dyn Podman,
     targets: &[GateUnit],
     timeout: Duration,
     settle: Duration,
@@ -107,6 +108,7 @@ pub async fn gate<U: UnitManager>(
         .map(|t| t.overrides.settle.unwrap_or(settle))
         .max()
         .unwrap_or(settle);
+    let _op = crate::activity::begin(format!("health gate of {} unit(s)", targets.len()));
     for t in targets {
         let timeout = t.overrides.timeout.unwrap_or(timeout);
         let deadline = start + timeout;
@@ -118,7 +120,7 @@ pub async fn gate<U: UnitManager>(
             let up = match state.active_state.as_str() {
                 "active" => match &t.health_container {
                     None => true,
-                    Some(c) => match container_health(c).await.as_deref() {
+                    Some(c) => match container_health(podman, c, deadline).await.as_deref() {
                         Some("healthy") => true,
                         Some("unhealthy") => {
                             return Err(fail(t, format!("container {c} is unhealthy")));
@@ -188,38 +190,51 @@ fn fail(t: &GateUnit, reason: String) -> GateFailure {
 }
 
 /// podman's view of a container's health: `healthy`, `unhealthy`, `starting`, or
-/// `None` when podman cannot say (yet).
-async fn container_health(container: &str) -> Option<String> {
-    let out = Command::new("podman")
-        .args(["inspect", "--format", "{{.State.Health.Status}}", container])
-        .output()
-        .await
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+/// `None` when podman cannot say (yet). A podman that does not answer before the unit's
+/// deadline is "cannot say": the gate then fails on its own timeout, naming the unit.
+async fn container_health(
+    podman: &dyn Podman,
+    container: &str,
+    deadline: Instant,
+) -> Option<String> {
+    let left = deadline.saturating_duration_since(Instant::now()).max(POLL);
+    match tokio::time::timeout(left, podman.container_health(container)).await {
+        Ok(Ok(health)) => health,
+        Ok(Err(e)) => {
+            tracing::warn!(container, error = %e, "cannot read the container's health");
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// The last lines a unit wrote to the journal, for a status message that says why.
-pub async fn last_journal_lines(unit: &str, user: bool, lines: usize) -> String {
-    let unit_flag = if user { "--user-unit" } else { "--unit" };
+/// Empty when the journal cannot be read: the message is still useful without them.
+pub async fn last_journal_lines(
+    podman: &dyn Podman,
+    unit: &str,
+    user: bool,
+    lines: usize,
+) -> String {
+    let scope = if user {
+        JournalScope::User
+    } else {
+        JournalScope::System
+    };
     // Read more than asked: podman's own event lines (`container died … m=+0.04`)
     // crowd the unit's journal and say less than the program's last words.
-    let n = (lines * 4).to_string();
-    let out = Command::new("journalctl")
-        .args([unit_flag, unit, "-n", &n, "-o", "cat", "--no-pager", "-q"])
-        .output()
-        .await;
-    match out {
-        Ok(o) if o.status.success() => {
-            let text = String::from_utf8_lossy(&o.stdout);
+    match podman.unit_journal(unit, scope, lines * 4).await {
+        Ok(text) => {
             let kept: Vec<&str> = text
                 .lines()
                 .filter(|l| !l.contains(" m=+") && !l.starts_with("conmon ") && !is_container_id(l))
                 .collect();
             kept[kept.len().saturating_sub(lines)..].join("\n")
         }
-        _ => String::new(),
+        Err(e) => {
+            tracing::warn!(unit, error = %e, "cannot read the unit's journal");
+            String::new()
+        }
     }
 }
 
@@ -233,6 +248,7 @@ mod tests {
     use super::*;
     use crate::model::{App, AppFile, Unit, UnitState};
     use crate::plan::StartReason;
+    use crate::podman::RecordingPodman;
     use crate::systemd::recording::RecordingUnitManager;
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -315,6 +331,7 @@ mod tests {
         assert_eq!(
             gate(
                 &m,
+                &RecordingPodman::new(),
                 &targets,
                 Duration::from_secs(5),
                 Duration::from_millis(300)
@@ -323,9 +340,15 @@ mod tests {
             Ok(())
         );
         m.set_state("web.service", state("failed", "failed"));
-        let e = gate(&m, &targets, Duration::from_secs(5), Duration::ZERO)
-            .await
-            .unwrap_err();
+        let e = gate(
+            &m,
+            &RecordingPodman::new(),
+            &targets,
+            Duration::from_secs(5),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e.unit, "web.service");
         assert!(e.reason.contains("failed"), "{}", e.reason);
     }
@@ -340,9 +363,15 @@ mod tests {
             health_container: None,
             overrides: Default::default(),
         }];
-        let e = gate(&m, &targets, Duration::from_millis(600), Duration::ZERO)
-            .await
-            .unwrap_err();
+        let e = gate(
+            &m,
+            &RecordingPodman::new(),
+            &targets,
+            Duration::from_millis(600),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap_err();
         assert!(e.reason.contains("not active within"), "{}", e.reason);
     }
 
@@ -360,9 +389,15 @@ mod tests {
             },
         }];
         // legerd's default would wait an hour; the app's leger.toml says 300ms.
-        let e = gate(&m, &targets, Duration::from_secs(3600), Duration::ZERO)
-            .await
-            .unwrap_err();
+        let e = gate(
+            &m,
+            &RecordingPodman::new(),
+            &targets,
+            Duration::from_secs(3600),
+            Duration::ZERO,
+        )
+        .await
+        .unwrap_err();
         assert!(e.reason.contains("within 300ms"), "{}", e.reason);
     }
 
@@ -370,9 +405,15 @@ mod tests {
     async fn gate_with_nothing_started_returns_at_once() {
         let m = RecordingUnitManager::new();
         let t0 = std::time::Instant::now();
-        gate(&m, &[], Duration::from_secs(60), Duration::from_secs(3600))
-            .await
-            .unwrap();
+        gate(
+            &m,
+            &RecordingPodman::new(),
+            &[],
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
         // Not a timing assertion on the machine's speed: an hour-long settle was skipped.
         assert!(t0.elapsed() < Duration::from_secs(600));
     }

@@ -3,12 +3,14 @@
 //! The binary (`main.rs`) is a thin shell over this library, so every stage can be
 //! tested without it. See ARCHITECTURE.md for the code map.
 
+pub mod activity;
 pub mod api;
 pub mod apply;
 pub mod assemble;
 pub mod backoff;
 pub mod backup;
 pub mod clock;
+pub mod command;
 pub mod controller;
 pub mod crashpoint;
 pub mod fleet;
@@ -21,6 +23,7 @@ pub mod observe;
 pub mod overlay;
 pub mod pass;
 pub mod plan;
+pub mod podman;
 pub mod quadlet;
 pub mod reconciler;
 pub mod revisions;

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
 use leger_config::{Environment, Mode, Settings};
@@ -123,10 +122,24 @@ async fn run(args: Args) -> Result<bool> {
         (None, Mode::System) => BusTarget::System,
         (None, Mode::User) => BusTarget::User,
     };
-    let units = DbusUnitManager::connect(bus, settings.reconcile.job_timeout)
-        .await
-        .context("cannot connect to systemd over D-Bus; is this a systemd host, and is legerd allowed on the bus?")?;
+    let units = DbusUnitManager::connect_with(
+        bus,
+        settings.reconcile.job_timeout,
+        settings.timeouts.call,
+    )
+    .await
+    .context("cannot connect to systemd over D-Bus; is this a systemd host, and is legerd allowed on the bus?")?;
     let units = Arc::new(units);
+    // Reconnects after a bus restart or daemon-reexec; gives up (and legerd exits
+    // non-zero, so Restart= applies) when the bus stays away for systemd.bus_give_up.
+    let (bus_lost_tx, bus_lost_rx) = tokio::sync::oneshot::channel();
+    {
+        let units = Arc::clone(&units);
+        let give_up = settings.timeouts.bus_give_up;
+        tokio::spawn(async move {
+            let _ = bus_lost_tx.send(units.supervise(give_up).await);
+        });
+    }
 
     let (trigger_tx, trigger_rx) = mpsc::unbounded_channel();
     let metrics = Arc::new(Metrics::new(settings.metrics.per_app_labels));
@@ -149,32 +162,43 @@ async fn run(args: Args) -> Result<bool> {
         legerd::secrets::NodeIdentity::load_or_create(&paths.state_dir)
             .context("cannot load the node identity for secrets")?,
     );
+    // One podman seam for the whole pass: secrets, volumes, health, journal reads.
+    let podman: Arc<dyn legerd::podman::Podman> = Arc::new(legerd::podman::CliPodman::new(
+        legerd::command::Runner::new(settings.timeouts.command),
+    ));
     let reconciler = Reconciler::new(settings.clone(), Arc::clone(&units), Arc::clone(&store))
         .with_metrics(metrics)
+        .with_podman(Arc::clone(&podman))
         .with_secrets(legerd::secrets::SecretsConverger::new(
             Arc::clone(&identity),
-            legerd::secrets::podman::Podman::default(),
+            podman,
         ));
     let (status_tx, status_rx) = watch::channel(reconciler.status(None));
 
-    // Unit events: a managed unit that left `active` is possible drift.
+    // Unit events: a managed unit that left `active` is possible drift. The stream is
+    // subscribed again after every reconnect, and a reconnect asks for a pass, since
+    // events of the gap are lost.
     let managed = reconciler.managed_units();
-    let events = units
-        .unit_events()
-        .await
-        .context("cannot subscribe to systemd unit events")?;
     let tx = trigger_tx.clone();
+    let resubscribed_tx = trigger_tx.clone();
+    let event_units = Arc::clone(&units);
     tokio::spawn(async move {
-        futures::pin_mut!(events);
-        while let Some(ev) = events.next().await {
-            let is_managed = managed
-                .read()
-                .map(|m| m.contains(&ev.unit))
-                .unwrap_or(false);
-            if is_managed && matches!(ev.active_state.as_str(), "failed" | "inactive") {
-                let _ = tx.send(Trigger::UnitLeftActive(ev.unit));
-            }
-        }
+        event_units
+            .forward_unit_events(
+                |ev| {
+                    let is_managed = managed
+                        .read()
+                        .map(|m| m.contains(&ev.unit))
+                        .unwrap_or(false);
+                    if is_managed && matches!(ev.active_state.as_str(), "failed" | "inactive") {
+                        let _ = tx.send(Trigger::UnitLeftActive(ev.unit));
+                    }
+                },
+                || {
+                    let _ = resubscribed_tx.send(Trigger::BusReconnected);
+                },
+            )
+            .await;
     });
 
     let _desired_watch = fswatch::watch_desired_file(&paths.desired_file, trigger_tx.clone())
@@ -239,8 +263,20 @@ async fn run(args: Args) -> Result<bool> {
     .with_restores(restore_rx);
     let mut last_ok = true;
     let once = args.once;
+    let bus_lost = Arc::new(Mutex::new(None));
+    let shutdown = {
+        let bus_lost = Arc::clone(&bus_lost);
+        async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                Ok(e) = bus_lost_rx => {
+                    *bus_lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+            }
+        }
+    };
     controller
-        .run(shutdown_signal(), |result| {
+        .run(shutdown, |result| {
             last_ok = result.failure_cause.is_none();
             if once {
                 println!(
@@ -260,6 +296,9 @@ async fn run(args: Args) -> Result<bool> {
         let _ = task.await;
     }
     let _ = std::fs::remove_file(&paths.socket);
+    if let Some(e) = bus_lost.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(anyhow::Error::new(e));
+    }
     Ok(last_ok || !once)
 }
 

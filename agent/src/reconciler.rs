@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use leger_api_types::status::reason;
 use leger_api_types::{
@@ -55,6 +55,9 @@ pub struct Reconciler<U> {
     fleet: Arc<crate::fleet::FleetGate>,
     /// The host as the passes left it; status is projected from it.
     state: HostState,
+    /// Every podman and journal call of a pass (backups, the health gate's container
+    /// health, a failed unit's last log lines) goes through this seam.
+    podman: Arc<dyn crate::podman::Podman>,
 }
 
 impl<U: UnitManager> Reconciler<U> {
@@ -78,7 +81,11 @@ impl<U: UnitManager> Reconciler<U> {
         ));
         let mut gates = default_gates();
         gates.push(Box::new(crate::fleet::FleetLockGate(Arc::clone(&fleet))));
+        let podman = Arc::new(crate::podman::CliPodman::new(crate::command::Runner::new(
+            settings.timeouts.command,
+        )));
         Reconciler {
+            podman,
             settings,
             units,
             store,
@@ -101,6 +108,13 @@ impl<U: UnitManager> Reconciler<U> {
     /// Converges Podman secrets too. Without it, `Secret=` lines are left to the operator.
     pub fn with_secrets(mut self, secrets: crate::secrets::SecretsConverger) -> Self {
         self.secrets = Some(secrets);
+        self
+    }
+
+    /// Runs podman and journal calls through `podman` (shared with the secrets
+    /// converger in legerd; a recording double in tests).
+    pub fn with_podman(mut self, podman: Arc<dyn crate::podman::Podman>) -> Self {
+        self.podman = podman;
         self
     }
 
@@ -206,6 +220,7 @@ impl<U: UnitManager> Reconciler<U> {
             units: &*self.units,
             store: &self.store,
             metrics: &self.metrics,
+            podman: &self.podman,
         };
         let pass = Pass {
             host: &host,
@@ -231,6 +246,7 @@ impl<U: UnitManager> Reconciler<U> {
             units: &*self.units,
             store: &self.store,
             metrics: &self.metrics,
+            podman: &self.podman,
         };
         let pass = Pass {
             host: &host,
@@ -241,6 +257,47 @@ impl<U: UnitManager> Reconciler<U> {
             gates: &self.gates,
         };
         pass.restore(self.desired.as_ref(), request).await
+    }
+
+    /// Records a pass the controller abandoned because it ran past
+    /// `reconcile.pass_timeout`: a failed pass (reason `PassTimedOut`) whose message
+    /// names what it was stuck in, so status, history and the journal say which command
+    /// or call hung. Nothing is rolled back here: dropping the pass killed the command
+    /// it was running, and an interrupted apply left its intent record, so the next pass
+    /// (after backoff) finishes the job once the command answers again.
+    pub async fn abandon_pass(
+        &mut self,
+        triggers: &[String],
+        started: SystemTime,
+        budget: Duration,
+        stuck: &str,
+    ) -> PassResult {
+        let failure = Failure::new(
+            reason::PASS_TIMED_OUT,
+            format!(
+                "pass abandoned after {} (reconcile.pass_timeout); it was stuck in {stuck}. It is retried with backoff",
+                humantime::format_duration(budget)
+            ),
+            false,
+        );
+        let host = Host {
+            settings: &self.settings,
+            units: &*self.units,
+            store: &self.store,
+            metrics: &self.metrics,
+            podman: &self.podman,
+        };
+        let elapsed = started.elapsed().unwrap_or(budget);
+        crate::pass::run::record_abandoned(
+            &host,
+            &mut self.state,
+            failure,
+            &triggers.join(","),
+            humantime::format_rfc3339_seconds(started).to_string(),
+            elapsed,
+            self.desired.as_ref().is_some_and(|d| d.policy.suspend),
+        )
+        .await
     }
 
     /// Reads desired.toml. A broken or missing file keeps the last good state in force

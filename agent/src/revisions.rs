@@ -46,26 +46,47 @@ impl RevisionStore {
 
     /// Saves every file of a validated snapshot (quadlets, companions, and the
     /// `secrets/*.age` files a later pass may need). Idempotent.
+    ///
+    /// Durable before it returns: every file and folder is fsynced in a temporary
+    /// folder, which is then renamed into place and the store's folder fsynced. A
+    /// rollback after a power cut must find either the whole revision or none of it.
     pub fn save(&self, snapshot: &Snapshot) -> io::Result<()> {
+        use leger_config::fs::{sync_dir, write_synced};
         let dest = self.path_of(&snapshot.revision);
         if dest.join(NAME_FILE).exists() {
             return Ok(());
         }
-        std::fs::create_dir_all(&self.dir)?;
+        if !self.dir.exists() {
+            std::fs::create_dir_all(&self.dir)?;
+            if let Some(parent) = self.dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
         let tmp = tempfile::Builder::new()
             .prefix(".saving-")
             .tempdir_in(&self.dir)?;
+        let mut dirs = std::collections::BTreeSet::new();
         for (key, content) in &snapshot.files {
             let path = tmp.path().join(FILES_DIR).join(key);
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
+                // Every folder between the file and the temporary root holds a new name.
+                let mut d = parent;
+                while d != tmp.path() && dirs.insert(d.to_owned()) {
+                    d = d.parent().unwrap_or(tmp.path());
+                }
             }
-            std::fs::write(&path, content)?;
+            write_synced(&path, content)?;
         }
-        std::fs::write(tmp.path().join(NAME_FILE), &snapshot.revision)?;
+        write_synced(&tmp.path().join(NAME_FILE), snapshot.revision.as_bytes())?;
+        // Deepest first, so a folder is synced after the names inside it.
+        for d in dirs.iter().rev() {
+            sync_dir(d)?;
+        }
+        sync_dir(tmp.path())?;
         let staged = tmp.keep();
         match std::fs::rename(&staged, &dest) {
-            Ok(()) => Ok(()),
+            Ok(()) => sync_dir(&self.dir),
             // Saved meanwhile by someone else: fine, same content.
             Err(_) if dest.join(NAME_FILE).exists() => std::fs::remove_dir_all(&staged),
             Err(e) => {

@@ -29,6 +29,9 @@ pub enum Trigger {
     UnitLeftActive(String),
     /// `legerctl reconcile`.
     Manual,
+    /// The D-Bus connection was replaced (bus restart, systemd re-exec): unit events of
+    /// the gap are lost, so look at the host again.
+    BusReconnected,
 }
 
 impl Trigger {
@@ -48,6 +51,7 @@ impl Trigger {
             Trigger::QuadletDirChanged => "drift-file".into(),
             Trigger::UnitLeftActive(u) => format!("drift-unit:{u}"),
             Trigger::Manual => "manual".into(),
+            Trigger::BusReconnected => "bus-reconnected".into(),
         }
     }
 }

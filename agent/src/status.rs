@@ -124,20 +124,6 @@ fn conditions(state: &HostState) -> [Condition; 3] {
             reason::SECRET_MISSING,
             msg.clone(),
         )
-    } else if !state.unrelated_failures.is_empty() {
-        condition(
-            condition_type::READY,
-            False,
-            reason::UNIT_FAILED,
-            format!(
-                "revision {} is applied, but units it did not change are failing: {}",
-                state
-                    .applied_revision
-                    .as_deref()
-                    .map_or("-".into(), |r| Revision(r).to_string()),
-                state.unrelated_failures.join("; ")
-            ),
-        )
     } else if down.is_empty() {
         condition(
             condition_type::READY,

@@ -314,8 +314,14 @@ impl Store {
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %self.path.display(), journal_mode = %mode, "SQLite refused WAL mode");
         }
+        // FULL, not WAL's usual NORMAL: NORMAL may lose the last commits on a power cut
+        // (they sit in the WAL until a checkpoint syncs it). The inventory row must be
+        // on disk before its file is renamed into the quadlet dir, and the intent record
+        // before the first unit job, or a host that loses power mid-apply would hold a
+        // file legerd does not know it wrote. FULL syncs the WAL at every commit: one
+        // fsync per transaction, a few per file legerd installs.
         self.conn
-            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(self.err("set pragmas"))
     }
 
@@ -861,4 +867,21 @@ fn parse_outcome(s: &str) -> Option<PassOutcome> {
     ]
     .into_iter()
     .find(|o| o.as_str() == s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every commit reaches the disk before the call returns: 2 is FULL.
+    #[test]
+    fn store_syncs_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("legerd.db")).unwrap();
+        let level: i64 = store
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(level, 2);
+    }
 }

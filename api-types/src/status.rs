@@ -153,6 +153,12 @@ pub mod reason {
     /// The pass would stop or restart running units and waits for a restart slot from
     /// the fleet lock; nothing was changed.
     pub const WAITING_FOR_FLEET_LOCK: &str = "WaitingForFleetLock";
+    /// A pass ran past `reconcile.pass_timeout` and was abandoned; the message names the
+    /// operation it was stuck in. The next pass retries with backoff.
+    pub const PASS_TIMED_OUT: &str = "PassTimedOut";
+    /// podman's quadlet generator could not give its verdict (it hung and was killed, or
+    /// could not run); the revision is not rejected, the pass is retried.
+    pub const VALIDATOR_UNAVAILABLE: &str = "ValidatorUnavailable";
 }
 
 /// One installed app.

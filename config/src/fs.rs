@@ -55,12 +55,26 @@ pub fn write_atomic_with(
         drop(f);
         before_rename();
         fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        sync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Flushes a directory's entries to disk, so a file created or renamed in it survives
+/// a power cut (fsync of the file alone does not persist its name).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to a new file at `path` and fsyncs it (not atomic: for files inside a
+/// folder that is itself renamed into place once complete).
+pub fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// Removes temporary files a crashed writer left under `dir` (recursively). Returns

@@ -16,6 +16,12 @@
 
 pub mod fleet;
 pub mod fs;
+mod timeouts;
+
+pub use timeouts::{
+    DEFAULT_BUS_GIVE_UP, DEFAULT_CALL_TIMEOUT, DEFAULT_COMMAND_TIMEOUT, DEFAULT_GENERATOR_TIMEOUT,
+    DEFAULT_PASS_TIMEOUT, Timeouts,
+};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -193,6 +199,8 @@ pub struct Settings {
     pub backups: BackupSettings,
     /// This host's place in a fleet: name, groups, reports, restart slots.
     pub fleet: fleet::FleetSettings,
+    /// Time bounds on passes, commands, the generator and D-Bus.
+    pub timeouts: Timeouts,
 }
 
 /// One drop-in file. Every field is optional so a fragment says only what it changes.
@@ -281,6 +289,10 @@ pub struct SystemdFragment {
     pub bus_address: Option<String>,
     /// Per-job timeout, e.g. `"90s"`.
     pub job_timeout: Option<String>,
+    /// Per D-Bus method call, e.g. `"30s"`.
+    pub call_timeout: Option<String>,
+    /// How long to keep reconnecting to a lost bus before exiting, e.g. `"5m"`.
+    pub bus_give_up: Option<String>,
 }
 
 /// `[reconcile]` in a fragment.
@@ -295,6 +307,10 @@ pub struct ReconcileFragment {
     pub backoff_max: Option<String>,
     /// 0.0 to 1.0.
     pub jitter: Option<f64>,
+    /// A pass's budget, e.g. `"30m"`.
+    pub pass_timeout: Option<String>,
+    /// Each podman or journalctl call, e.g. `"10m"`.
+    pub command_timeout: Option<String>,
 }
 
 /// `[limits]` in a fragment.
@@ -315,6 +331,8 @@ pub struct QuadletFragment {
     pub generator: Option<PathBuf>,
     /// Run the generator's dry run.
     pub generator_dry_run: Option<bool>,
+    /// The dry run's time limit, e.g. `"1m"`.
+    pub generator_timeout: Option<String>,
 }
 
 /// `[metrics]` in a fragment.
@@ -449,6 +467,8 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
         systemd: SystemdFragment {
             bus_address: pick(base.systemd.bus_address, over.systemd.bus_address),
             job_timeout: pick(base.systemd.job_timeout, over.systemd.job_timeout),
+            call_timeout: pick(base.systemd.call_timeout, over.systemd.call_timeout),
+            bus_give_up: pick(base.systemd.bus_give_up, over.systemd.bus_give_up),
         },
         reconcile: ReconcileFragment {
             debounce: pick(base.reconcile.debounce, over.reconcile.debounce),
@@ -458,6 +478,11 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
             ),
             backoff_max: pick(base.reconcile.backoff_max, over.reconcile.backoff_max),
             jitter: pick(base.reconcile.jitter, over.reconcile.jitter),
+            pass_timeout: pick(base.reconcile.pass_timeout, over.reconcile.pass_timeout),
+            command_timeout: pick(
+                base.reconcile.command_timeout,
+                over.reconcile.command_timeout,
+            ),
         },
         limits: LimitsFragment {
             max_file_size: pick(base.limits.max_file_size, over.limits.max_file_size),
@@ -468,6 +493,10 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
             generator_dry_run: pick(
                 base.quadlet.generator_dry_run,
                 over.quadlet.generator_dry_run,
+            ),
+            generator_timeout: pick(
+                base.quadlet.generator_timeout,
+                over.quadlet.generator_timeout,
             ),
         },
         metrics: MetricsFragment {
@@ -634,6 +663,38 @@ impl Settings {
         }
         let metrics = metrics_settings(f.metrics)?;
         let fleet = fleet::settings(f.fleet, env.hostname.as_deref())?;
+        let health = HealthSettings {
+            timeout: duration("health.timeout", f.health.timeout, Duration::from_secs(60))?,
+            settle: duration("health.settle", f.health.settle, Duration::from_secs(10))?,
+        };
+        let timeouts = Timeouts {
+            pass: duration(
+                "reconcile.pass_timeout",
+                f.reconcile.pass_timeout,
+                DEFAULT_PASS_TIMEOUT,
+            )?,
+            command: duration(
+                "reconcile.command_timeout",
+                f.reconcile.command_timeout,
+                DEFAULT_COMMAND_TIMEOUT,
+            )?,
+            generator: duration(
+                "quadlet.generator_timeout",
+                f.quadlet.generator_timeout,
+                DEFAULT_GENERATOR_TIMEOUT,
+            )?,
+            call: duration(
+                "systemd.call_timeout",
+                f.systemd.call_timeout,
+                DEFAULT_CALL_TIMEOUT,
+            )?,
+            bus_give_up: duration(
+                "systemd.bus_give_up",
+                f.systemd.bus_give_up,
+                DEFAULT_BUS_GIVE_UP,
+            )?,
+        };
+        timeouts.validate(reconcile.job_timeout, health.timeout + health.settle)?;
         Ok(Settings {
             mode,
             paths,
@@ -649,10 +710,7 @@ impl Settings {
                 generator_dry_run: f.quadlet.generator_dry_run.unwrap_or(true),
             },
             metrics,
-            health: HealthSettings {
-                timeout: duration("health.timeout", f.health.timeout, Duration::from_secs(60))?,
-                settle: duration("health.settle", f.health.settle, Duration::from_secs(10))?,
-            },
+            health,
             backups: BackupSettings {
                 keep: f.backups.keep.unwrap_or(10),
                 max_age: duration(
@@ -662,6 +720,7 @@ impl Settings {
                 )?,
             },
             fleet,
+            timeouts,
         })
     }
 }

@@ -429,6 +429,13 @@ impl Backups {
         }
     }
 
+    /// Runs volume calls through `podman` (the one legerd was configured with, or a
+    /// recording double in tests) instead of the default CLI.
+    pub fn with_podman(mut self, podman: std::sync::Arc<dyn crate::podman::Podman>) -> Self {
+        self.podman = PodmanVolumes::new(podman);
+        self
+    }
+
     /// The folder backups live in.
     pub fn root(&self) -> &Path {
         &self.root

@@ -1,97 +1,70 @@
-//! `podman volume` through the CLI: exists, export, import, create.
+//! Volumes through the [`Podman`] seam: exists, export, import, create, with podman's
+//! failures turned into [`BackupError`]s that name the volume.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-
-use tokio::process::Command;
+use std::path::Path;
+use std::sync::Arc;
 
 use super::BackupError;
+use crate::podman::{CliPodman, Podman, PodmanError};
 
-/// The podman CLI for volumes. The CLI, like [`crate::secrets::podman`], so no
-/// `podman.socket` is needed and operators can run the same commands by hand.
+/// The volume calls a backup and a restore make.
 #[derive(Debug, Clone)]
 pub struct PodmanVolumes {
-    program: PathBuf,
+    podman: Arc<dyn Podman>,
 }
 
 impl Default for PodmanVolumes {
+    /// The podman CLI with legerd's default command time limit.
     fn default() -> Self {
-        PodmanVolumes {
-            program: PathBuf::from("podman"),
-        }
+        PodmanVolumes::new(Arc::new(CliPodman::new(crate::command::Runner::new(
+            leger_config::DEFAULT_COMMAND_TIMEOUT,
+        ))))
     }
 }
 
 impl PodmanVolumes {
-    async fn run(
-        &self,
-        what: &'static str,
-        volume: &str,
-        args: &[&str],
-    ) -> Result<std::process::Output, BackupError> {
-        Command::new(&self.program)
-            .arg("volume")
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| BackupError::Podman {
-                what,
-                volume: volume.to_owned(),
-                reason: format!("cannot run {}: {e}", self.program.display()),
-            })
+    /// Volume calls through `podman`.
+    pub fn new(podman: Arc<dyn Podman>) -> Self {
+        PodmanVolumes { podman }
     }
 
-    async fn check(
-        &self,
-        what: &'static str,
-        volume: &str,
-        args: &[&str],
-    ) -> Result<(), BackupError> {
-        let out = self.run(what, volume, args).await?;
-        if out.status.success() {
-            return Ok(());
-        }
-        Err(BackupError::Podman {
+    fn err(what: &'static str, volume: &str) -> impl FnOnce(PodmanError) -> BackupError {
+        move |e| BackupError::Podman {
             what,
             volume: volume.to_owned(),
-            reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
+            reason: e.to_string(),
+        }
     }
 
     /// True when the volume exists.
     pub async fn exists(&self, volume: &str) -> Result<bool, BackupError> {
-        let out = self.run("exists", volume, &["exists", volume]).await?;
-        match out.status.code() {
-            Some(0) => Ok(true),
-            Some(1) => Ok(false),
-            _ => Err(BackupError::Podman {
-                what: "exists",
-                volume: volume.to_owned(),
-                reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            }),
-        }
+        self.podman
+            .volume_exists(volume)
+            .await
+            .map_err(Self::err("exists", volume))
     }
 
     /// Writes the volume's content as a tar archive to `file`.
     pub async fn export(&self, volume: &str, file: &Path) -> Result<(), BackupError> {
-        let file = file.to_string_lossy();
-        self.check("export", volume, &["export", volume, "--output", &file])
+        self.podman
+            .volume_export(volume, file)
             .await
+            .map_err(Self::err("export", volume))
     }
 
     /// Unpacks a tar archive into the volume.
     pub async fn import(&self, volume: &str, file: &Path) -> Result<(), BackupError> {
-        let file = file.to_string_lossy();
-        self.check("import", volume, &["import", volume, &file])
+        self.podman
+            .volume_import(volume, file)
             .await
+            .map_err(Self::err("import", volume))
     }
 
     /// Creates an empty volume.
     pub async fn create(&self, volume: &str) -> Result<(), BackupError> {
-        self.check("create", volume, &["create", volume]).await
+        self.podman
+            .volume_create(volume)
+            .await
+            .map_err(Self::err("create", volume))
     }
 }

@@ -81,6 +81,7 @@ impl Fetcher {
         // compares against its own part, and the fetched tree is composed for this host.
         let applied = applied.map(|a| crate::overlay::source_revision(&a).to_owned());
         let composition = crate::overlay::Composition::for_source(desired, &settings.fleet);
+        let _op = crate::activity::begin(format!("fetch of the {kind} source"));
         let (source, result) = blocking::run(move || {
             let mut source = source;
             let result = match &mut source {

@@ -110,7 +110,9 @@ pub async fn check<U: UnitManager>(
     }
     if verdict.blamed.is_none() {
         let h = &host.settings.health;
-        if let Err(g) = health::gate(host.units, &targets, h.timeout, h.settle).await {
+        if let Err(g) =
+            health::gate(host.units, &**host.podman, &targets, h.timeout, h.settle).await
+        {
             verdict.blamed = Some(g);
         }
     }

@@ -32,8 +32,8 @@
 //!
 //! **Architecture invariant:** nothing under `pass/` depends on the reconciler, the
 //! controller or the API. Stages talk to the host only through [`Host`] (the
-//! `UnitManager` seam, the store, the settings), so a whole pass runs in-process
-//! against recording doubles.
+//! `UnitManager` and `Podman` seams, the store, the settings), so a whole pass runs
+//! in-process against recording doubles.
 
 pub mod backup;
 pub mod blocking;
@@ -81,6 +81,9 @@ pub struct Host<'a, U> {
     pub store: &'a Arc<Mutex<Store>>,
     /// Where passes, fetches and applies are counted.
     pub metrics: &'a Metrics,
+    /// Every podman and journal call (volumes, container health, a unit's last log
+    /// lines); the recording double in tests.
+    pub podman: &'a Arc<dyn crate::podman::Podman>,
 }
 
 impl<U> Host<'_, U> {
@@ -95,6 +98,7 @@ impl<U> Host<'_, U> {
             self.settings.paths.state_dir.join("backups"),
             self.settings.backups.clone(),
         )
+        .with_podman(Arc::clone(self.podman))
     }
 
     /// True when legerd manages the user's units (rootless).

@@ -21,8 +21,8 @@ pub struct Observation {
     pub inventory: Vec<InventoryEntry>,
     /// The intent record of an interrupted apply, if any.
     pub intent: Option<Intent>,
-    /// Units whose health gate a crash interrupted: the gate runs on them again even
-    /// if nothing is restarted.
+    /// Units an interrupted apply of the same revision changed: the health gate judges
+    /// them again (after a crash inside the gate, without restarting them).
     pub regate: BTreeSet<String>,
 }
 
@@ -58,11 +58,13 @@ pub async fn observe<U: UnitManager>(
         .map_err(failed)?;
     let mut regate = BTreeSet::new();
     if let Some(i) = &intent {
-        if i.phase == Phase::Gating && i.revision == tree.revision {
-            // The apply finished and the gate was cut short: judge it again, without
-            // restarting what already runs the revision.
+        if i.revision == tree.revision {
+            // The same revision was being applied: its gate has not passed yet, so the
+            // units it changed are judged again even where their files already match.
             regate = i.gated.clone();
-        } else {
+        }
+        if i.phase == Phase::Applying || i.revision != tree.revision {
+            // Files may have been written but never loaded by a restart.
             observed.interrupted = i.units.clone();
         }
         tracing::warn!(

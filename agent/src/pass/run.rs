@@ -190,6 +190,8 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         let target = Target { tree, age_files };
         let outcome = self.converge(desired, &mode, &target, w).await?;
         if let Some(r) = refused {
+            // History names the refused revision, as the pass was about it.
+            w.revision = Some(r.revision.clone());
             return Err(refusal(&r, self.state.applied_revision.as_deref()));
         }
         if staged_mode && self.state.staged.is_some() && outcome == PassOutcome::Noop {
@@ -262,7 +264,6 @@ impl<U: UnitManager> Pass<'_, '_, U> {
             });
         }
         record::good(self.host, self.state, tree).await;
-        self.state.unrelated_failures = c.unrelated;
         if self
             .state
             .staged
@@ -273,10 +274,26 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         }
         if c.changed {
             journal::applied(&tree.revision, &w.actions);
-            Ok(PassOutcome::Applied)
-        } else {
-            Ok(PassOutcome::Noop)
         }
+        if !c.unrelated.is_empty() {
+            // The revision is good (its own units passed), but units it did not change
+            // are failing: report them, and retry with backoff rather than at once, so a
+            // crash-looping unit cannot drive a restart storm.
+            return Err(Failure::new(
+                reason::UNIT_FAILED,
+                format!(
+                    "revision {} is applied, but units it did not change are failing: {}",
+                    Revision(&tree.revision),
+                    c.unrelated.join("; ")
+                ),
+                false,
+            ));
+        }
+        Ok(if c.changed {
+            PassOutcome::Applied
+        } else {
+            PassOutcome::Noop
+        })
     }
 
     fn context<'c>(&'c mut self, desired: &'c DesiredState) -> Context<'c, 'c, U>
@@ -302,7 +319,7 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         w: &mut Worked,
     ) -> Failure {
         let host = self.host;
-        let tail = health::last_journal_lines(&g.unit, host.user_mode(), 8).await;
+        let tail = health::last_journal_lines(&**host.podman, &g.unit, host.user_mode(), 8).await;
         let mut message = format!("{} of app {} {}", g.unit, g.app, g.reason);
         if !tail.is_empty() {
             message.push_str(&format!("; last log lines:\n{tail}"));
@@ -524,6 +541,41 @@ impl<U: UnitManager> Pass<'_, '_, U> {
             }
         }
         Ok(response)
+    }
+}
+
+/// Records a pass the controller abandoned over its budget (see
+/// `Reconciler::abandon_pass`): history, journal, metrics, status.
+pub async fn record_abandoned<U>(
+    host: &Host<'_, U>,
+    state: &mut HostState,
+    failure: Failure,
+    trigger: &str,
+    started_at: String,
+    elapsed: Duration,
+    suspended: bool,
+) -> PassResult {
+    let revision = state.fetched_revision.clone();
+    journal::failed(revision.as_deref(), failure.reason, &failure.message);
+    let record = PassRecord {
+        id: 0,
+        started_at,
+        finished_at: now_rfc3339(),
+        duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        trigger: trigger.to_owned(),
+        revision,
+        outcome: PassOutcome::Failed,
+        actions: Vec::new(),
+        error: Some(failure.message.clone()),
+    };
+    let cause = failure.reason;
+    state.last_failure = Some(failure);
+    state.reconciling = false;
+    let record = record::pass(host, state, record, elapsed, suspended).await;
+    PassResult {
+        record,
+        failure_cause: Some(cause),
+        retry_after: None,
     }
 }
 

@@ -29,9 +29,6 @@ pub struct HostState {
     pub held: Option<(&'static str, String)>,
     /// Units waiting for a missing secret, for the Ready condition.
     pub secrets_blocked: Option<String>,
-    /// Units that failed although the applied revision did not change them: they are
-    /// reported, never blamed on the revision.
-    pub unrelated_failures: Vec<String>,
     /// A pass is running now.
     pub reconciling: bool,
     /// The set of managed unit names, shared with the unit event filter.

@@ -15,7 +15,7 @@ use leger_config::Settings;
 use super::{Failure, Host, blocking};
 use crate::assemble::assemble;
 use crate::model::{DesiredTree, Revision, Snapshot};
-use crate::quadlet::generator;
+use crate::quadlet::generator::{self, DryRunError, GeneratorUnavailable};
 use crate::store::RevisionState;
 
 /// The validation cache.
@@ -54,13 +54,29 @@ impl Validator {
         let settings = host.settings.clone();
         let revisions = host.revision_store();
         let result = blocking::run(move || {
-            let tree = check(&snapshot, &settings)?;
+            let tree = match assemble(&snapshot, &settings.limits) {
+                Ok(tree) => tree,
+                Err(e) => return Ok(Err(e.to_string())),
+            };
+            match dry_run(&tree, &settings) {
+                Ok(()) => {}
+                Err(DryRunError::Refused(diags)) => return Ok(Err(refused(&diags))),
+                Err(DryRunError::Unavailable(e)) => return Err(e),
+            }
             if let Err(e) = revisions.save(&snapshot) {
                 tracing::warn!(error = %e, "cannot keep the revision for rollbacks and pins");
             }
-            Ok::<_, String>(tree)
+            Ok(Ok(tree))
         })
         .await;
+        // No verdict is not a rejection: retry the pass, do not remember it.
+        let result = result.map_err(|e| {
+            Failure::new(
+                reason::VALIDATOR_UNAVAILABLE,
+                format!("revision {} is not validated yet: {e}", Revision(&revision)),
+                false,
+            )
+        })?;
         match result {
             Ok(tree) => {
                 let tree = Arc::new(tree);
@@ -93,31 +109,47 @@ impl Validator {
 /// one-app tree goes through here). Blocking.
 pub fn check(snapshot: &Snapshot, settings: &Settings) -> Result<DesiredTree, String> {
     let tree = assemble(snapshot, &settings.limits).map_err(|e| e.to_string())?;
-    dry_run(&tree, settings)?;
-    Ok(tree)
+    match dry_run(&tree, settings) {
+        Ok(()) => Ok(tree),
+        Err(DryRunError::Refused(diags)) => Err(refused(&diags)),
+        Err(DryRunError::Unavailable(e)) => Err(e.to_string()),
+    }
+}
+
+fn refused(diags: &[crate::quadlet::Diagnostic]) -> String {
+    let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
+    format!(
+        "podman's quadlet generator refused it:\n{}",
+        lines.join("\n")
+    )
 }
 
 /// Runs podman's generator in dry-run mode over the tree staged in a scratch dir.
-fn dry_run(tree: &DesiredTree, settings: &Settings) -> Result<(), String> {
+fn dry_run(tree: &DesiredTree, settings: &Settings) -> Result<(), DryRunError> {
     if !settings.quadlet.generator_dry_run || !settings.quadlet.generator.exists() {
         return Ok(());
     }
+    let unavailable = |m: String| DryRunError::Unavailable(GeneratorUnavailable(m));
     let staging = settings.paths.state_dir.join("staging");
     std::fs::create_dir_all(&staging)
-        .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+        .map_err(|e| unavailable(format!("cannot create {}: {e}", staging.display())))?;
     let dir = tempfile::Builder::new()
         .prefix("dryrun-")
         .tempdir_in(&staging)
-        .map_err(|e| format!("cannot create a staging dir in {}: {e}", staging.display()))?;
-    stage(tree, dir.path())?;
+        .map_err(|e| {
+            unavailable(format!(
+                "cannot create a staging dir in {}: {e}",
+                staging.display()
+            ))
+        })?;
+    stage(tree, dir.path()).map_err(unavailable)?;
     let user = settings.mode == leger_config::Mode::User;
-    generator::dry_run(&settings.quadlet.generator, dir.path(), user).map_err(|diags| {
-        let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
-        format!(
-            "podman's quadlet generator refused it:\n{}",
-            lines.join("\n")
-        )
-    })
+    generator::dry_run(
+        &settings.quadlet.generator,
+        dir.path(),
+        user,
+        settings.timeouts.generator,
+    )
 }
 
 fn stage(tree: &DesiredTree, dir: &Path) -> Result<(), String> {

@@ -12,44 +12,60 @@
 //!   `error loading "/dir/app/x.container", file contains line 1: “garbage” which is not a key-value pair, group, or comment`.
 //! - `Loading source unit file ...` and `Warning: ...` lines are informational.
 
-use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use super::Diagnostic;
+use crate::command::{CommandLine, Runner};
+
+/// Why the dry run gave no verdict on the revision: the generator could not run, or it
+/// ran past its time limit and was killed. Unlike a refusal, this says nothing about
+/// the revision, so it must not be rejected for it; the pass is retried instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct GeneratorUnavailable(pub String);
+
+/// What the dry run found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DryRunError {
+    /// The generator refused files of the revision.
+    Refused(Vec<Diagnostic>),
+    /// The generator gave no verdict.
+    Unavailable(GeneratorUnavailable),
+}
 
 /// Runs `QUADLET_UNIT_DIRS=<staging_dir> <generator> [-user] -dryrun -no-kmsg-log` and
 /// turns its failures into diagnostics, with files named relative to `staging_dir`.
+/// The generator is killed (with anything it forked) after `timeout`.
 ///
 /// **When `generator` does not exist this returns `Ok(())`**: podman may not be
 /// installed where legerd validates (a CI box, a host without podman yet), and
 /// validation then relies on legerd's own tables ([`super::validate`]) alone.
 ///
 /// Blocking: call it from a blocking task.
-pub fn dry_run(generator: &Path, staging_dir: &Path, user: bool) -> Result<(), Vec<Diagnostic>> {
+pub fn dry_run(
+    generator: &Path,
+    staging_dir: &Path,
+    user: bool,
+    timeout: Duration,
+) -> Result<(), DryRunError> {
     if !generator.exists() {
         return Ok(());
     }
-    let mut cmd = Command::new(generator);
+    let mut cmd = CommandLine::new(generator);
     if user {
-        cmd.arg("-user");
+        cmd = cmd.arg("-user");
     }
-    cmd.args(["-dryrun", "-no-kmsg-log"])
-        .env("QUADLET_UNIT_DIRS", staging_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let output = match cmd.output() {
+    let cmd = cmd
+        .args(["-dryrun", "-no-kmsg-log"])
+        .env("QUADLET_UNIT_DIRS", staging_dir);
+    let output = match Runner::new(timeout).run_blocking(&cmd) {
         Ok(output) => output,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.is_not_found() => return Ok(()),
         Err(e) => {
-            return Err(vec![Diagnostic::new(
-                generator.display().to_string(),
-                None,
-                format!(
-                    "cannot run the quadlet generator: {e}; check that it is executable or turn the dry run off"
-                ),
-            )]);
+            return Err(DryRunError::Unavailable(GeneratorUnavailable(format!(
+                "podman's quadlet generator gave no verdict: {e}"
+            ))));
         }
     };
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -70,7 +86,7 @@ pub fn dry_run(generator: &Path, staging_dir: &Path, user: bool) -> Result<(), V
     if diagnostics.is_empty() {
         Ok(())
     } else {
-        Err(diagnostics)
+        Err(DryRunError::Refused(diagnostics))
     }
 }
 
@@ -176,6 +192,9 @@ fn split_line_number(message: &str) -> (Option<u32>, String) {
 mod tests {
     use super::*;
 
+    /// Generous: the generator answers in milliseconds; this only bounds a broken one.
+    const T: Duration = Duration::from_secs(60);
+
     /// Real stderr of podman 5.4.2's generator on the test bed (staging dir
     /// `/var/tmp/qhelper/sc`, apps `app1` and `app2`).
     const REAL_STDERR: &str = "quadlet-generator[107]: Loading source unit file /var/tmp/qhelper/sc/app1/bad.container
@@ -249,7 +268,7 @@ converting \"missingvol.container\": requested Quadlet source missing.volume was
         let good = "[Container]\nImage=localhost/busybox:latest\n";
         std::fs::write(root.join("app1/ok.container"), good).unwrap();
         std::fs::write(root.join("app1/data.volume"), "[Volume]\n").unwrap();
-        assert_eq!(dry_run(&generator, root, false), Ok(()));
+        assert_eq!(dry_run(&generator, root, false, T), Ok(()));
 
         std::fs::write(
             root.join("app1/bad.container"),
@@ -261,7 +280,9 @@ converting \"missingvol.container\": requested Quadlet source missing.volume was
             "[Container]\nExec=true\n",
         )
         .unwrap();
-        let mut d = dry_run(&generator, root, false).unwrap_err();
+        let Err(DryRunError::Refused(mut d)) = dry_run(&generator, root, false, T) else {
+            panic!("the generator should refuse the files");
+        };
         d.sort();
         assert_eq!(
             d,
@@ -284,7 +305,7 @@ converting \"missingvol.container\": requested Quadlet source missing.volume was
     fn dry_run_without_generator_is_ok() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(
-            dry_run(&dir.path().join("no-such-generator"), dir.path(), false),
+            dry_run(&dir.path().join("no-such-generator"), dir.path(), false, T),
             Ok(())
         );
     }

@@ -348,21 +348,21 @@ impl PreparedSecrets {
 #[derive(Debug)]
 pub struct SecretsConverger {
     identity: Arc<NodeIdentity>,
-    podman: podman::Podman,
+    podman: podman::PodmanSecrets,
     http: reqwest::Client,
     setec_cache: HashMap<(String, String), setec::Cached>,
 }
 
 impl SecretsConverger {
     /// A converger for this node.
-    pub fn new(identity: Arc<NodeIdentity>, podman: podman::Podman) -> Self {
+    pub fn new(identity: Arc<NodeIdentity>, podman: Arc<dyn crate::podman::Podman>) -> Self {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .expect("the HTTP client builds");
         SecretsConverger {
             identity,
-            podman,
+            podman: podman::PodmanSecrets::new(podman),
             http,
             setec_cache: HashMap::new(),
         }

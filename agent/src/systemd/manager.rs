@@ -1,8 +1,11 @@
 //! [`DbusUnitManager`]: the [`UnitManager`] that drives a real systemd over D-Bus.
 
+use std::future::Future;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use tokio::sync::watch;
 use zbus::connection::Builder;
 use zbus::proxy::CacheProperties;
 use zbus::{Connection, MessageStream, OwnedObjectPath};
@@ -10,6 +13,7 @@ use zbus::{Connection, MessageStream, OwnedObjectPath};
 use super::events::{self, UnitEvent};
 use super::proxies::{ManagerProxy, UnitProxy};
 use super::{BusTarget, SystemdError, UnitManager};
+use crate::activity;
 use crate::model::UnitState;
 
 /// How long a unit must stay up after its start job is `done` before a start counts as
@@ -24,6 +28,9 @@ const JOB_MODE: &str = "replace";
 
 /// The systemd error for a unit that is not loaded.
 const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
+
+/// systemd's answer to a second `Subscribe()` from the same client.
+const ALREADY_SUBSCRIBED: &str = "org.freedesktop.systemd1.AlreadySubscribed";
 
 /// The bus error for an object that went away (a unit garbage-collected between calls).
 const UNKNOWN_OBJECT: &str = "org.freedesktop.DBus.Error.UnknownObject";
@@ -54,18 +61,35 @@ impl Job {
     }
 }
 
-/// Drives systemd (system or user instance) over one D-Bus connection.
+/// One connection to the bus and the Manager proxy on it. Replaced whole when the
+/// connection is lost, so a call never mixes a proxy with another connection.
+#[derive(Debug, Clone)]
+pub(super) struct Link {
+    /// The bus connection; zbus runs its reader on the tokio runtime.
+    pub(super) connection: Connection,
+    /// `org.freedesktop.systemd1.Manager`.
+    pub(super) manager: ManagerProxy<'static>,
+}
+
+/// Drives systemd (system or user instance) over D-Bus.
 ///
 /// It subscribes to systemd's signals on connect, so job results (`JobRemoved`) and unit
-/// state changes (`PropertiesChanged`) reach it.
+/// state changes (`PropertiesChanged`) reach it. The connection can be replaced while
+/// legerd runs ([`DbusUnitManager::supervise`]): a restarted bus or a re-executed
+/// systemd is survived by reconnecting and subscribing again.
 #[derive(Debug, Clone)]
 pub struct DbusUnitManager {
-    /// The bus connection; zbus runs its reader on the tokio runtime.
-    connection: Connection,
-    /// `org.freedesktop.systemd1.Manager`.
-    manager: ManagerProxy<'static>,
+    /// The bus, to reconnect to the same one.
+    pub(super) target: BusTarget,
+    /// The current connection. A std lock: it is held only to clone or swap the link.
+    pub(super) link: Arc<RwLock<Link>>,
+    /// Bumped each time the link is replaced or systemd subscribed again, so signal
+    /// streams know to subscribe again.
+    pub(super) generation: Arc<watch::Sender<u64>>,
     /// How long to wait for one job (and for Reload).
-    job_timeout: Duration,
+    pub(super) job_timeout: Duration,
+    /// How long to wait for the answer to any other call.
+    pub(super) call_timeout: Duration,
     /// See [`DEFAULT_START_SETTLE`].
     start_settle: Duration,
 }
@@ -73,37 +97,59 @@ pub struct DbusUnitManager {
 impl DbusUnitManager {
     /// Connects to systemd on `target` and subscribes to its signals. `job_timeout`
     /// bounds each wait for a job and for Reload: pick it above the units' own start
-    /// timeouts (image pulls can be slow).
+    /// timeouts (image pulls can be slow). Other calls wait up to
+    /// [`leger_config::DEFAULT_CALL_TIMEOUT`].
     pub async fn connect(target: BusTarget, job_timeout: Duration) -> Result<Self, SystemdError> {
-        let builder = match &target {
-            BusTarget::System => Builder::system(),
-            BusTarget::User => Builder::session(),
-            BusTarget::Address(address) => Builder::address(address.as_str()),
-        };
-        let connect = async {
-            let connection = builder.build().await?;
-            let manager = ManagerProxy::new(&connection).await?;
-            manager.subscribe().await?;
-            Ok::<_, zbus::Error>((connection, manager))
-        };
-        let (connection, manager) = match tokio::time::timeout(job_timeout, connect).await {
-            Ok(Ok(connected)) => connected,
-            Ok(Err(source)) => return Err(SystemdError::Connect { target, source }),
-            Err(_) => {
-                return Err(SystemdError::Connect {
-                    target,
-                    source: zbus::Error::Failure(format!(
-                        "no answer from systemd within {job_timeout:?}"
-                    )),
-                });
-            }
-        };
+        Self::connect_with(target, job_timeout, leger_config::DEFAULT_CALL_TIMEOUT).await
+    }
+
+    /// [`DbusUnitManager::connect`] with the time limit of each D-Bus call that is not a
+    /// job (`systemd.call_timeout`).
+    pub async fn connect_with(
+        target: BusTarget,
+        job_timeout: Duration,
+        call_timeout: Duration,
+    ) -> Result<Self, SystemdError> {
+        let longest = job_timeout.max(call_timeout);
+        let link = open_link(&target, longest, longest).await?;
         Ok(DbusUnitManager {
-            connection,
-            manager,
+            target,
+            link: Arc::new(RwLock::new(link)),
+            generation: Arc::new(watch::channel(0).0),
             job_timeout,
+            call_timeout,
             start_settle: DEFAULT_START_SETTLE,
         })
+    }
+
+    /// The current link.
+    pub(super) fn link(&self) -> Link {
+        self.link.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs one D-Bus call with a time limit, registered as in flight meanwhile so a
+    /// pass stuck on it says so. zbus calls are safe to drop: a late reply is discarded.
+    async fn call<T>(
+        &self,
+        method: &'static str,
+        unit: &str,
+        limit: Duration,
+        call: impl Future<Output = zbus::Result<T>>,
+    ) -> Result<T, SystemdError> {
+        let _op = activity::begin(format!("D-Bus {method} {unit}"));
+        match tokio::time::timeout(limit, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(SystemdError::Call {
+                method,
+                unit: unit.to_owned(),
+                source,
+            }),
+            Err(_) => Err(SystemdError::CallTimeout {
+                method,
+                unit: unit.to_owned(),
+                timeout: limit,
+            }),
+        }
     }
 
     /// Sets how long a started unit must stay up, see [`DEFAULT_START_SETTLE`]. A failure
@@ -113,48 +159,66 @@ impl DbusUnitManager {
         self
     }
 
-    /// A stream of every unit's ActiveState changes, for the controller to notice a
-    /// managed unit that left `active`. It ends when the connection closes.
+    /// A stream of every unit's ActiveState changes on the current connection, for the
+    /// controller to notice a managed unit that left `active`. It ends when the
+    /// connection closes; [`DbusUnitManager::forward_unit_events`] subscribes again on
+    /// the next connection.
     ///
     /// systemd only emits the changes because [`DbusUnitManager::connect`] subscribed.
     pub async fn unit_events(
         &self,
     ) -> Result<impl Stream<Item = UnitEvent> + Send + Unpin + 'static, SystemdError> {
-        let call_err = |source| SystemdError::Call {
+        let link = self.link();
+        let rule = events::properties_changed_rule(None).map_err(|source| SystemdError::Call {
             method: "AddMatch PropertiesChanged",
             unit: String::new(),
             source,
-        };
-        let rule = events::properties_changed_rule(None).map_err(call_err)?;
-        let messages = MessageStream::for_match_rule(rule, &self.connection, None)
-            .await
-            .map_err(call_err)?;
+        })?;
+        let messages = self
+            .call(
+                "AddMatch PropertiesChanged",
+                "",
+                self.call_timeout,
+                MessageStream::for_match_rule(rule, &link.connection, None),
+            )
+            .await?;
         Ok(events::unit_events_from(messages))
     }
 
     /// Queues `job` for `unit` and waits for its `JobRemoved`.
     async fn run_job(&self, job: Job, unit: &str) -> Result<(), SystemdError> {
-        let call_err = |source| SystemdError::Call {
-            method: job.method(),
-            unit: unit.to_owned(),
-            source,
-        };
+        let link = self.link();
         // Subscribe before queuing: a job that finishes at once (a unit already active)
         // sends JobRemoved before the method reply arrives.
-        let mut removed = self.manager.receive_job_removed().await.map_err(call_err)?;
-        let queued = match job {
-            Job::Start => self.manager.start_unit(unit, JOB_MODE).await,
-            Job::Restart => self.manager.restart_unit(unit, JOB_MODE).await,
-            Job::Stop => self.manager.stop_unit(unit, JOB_MODE).await,
+        let mut removed = self
+            .call(
+                "AddMatch JobRemoved",
+                unit,
+                self.call_timeout,
+                link.manager.receive_job_removed(),
+            )
+            .await?;
+        let queue = async {
+            match job {
+                Job::Start => link.manager.start_unit(unit, JOB_MODE).await,
+                Job::Restart => link.manager.restart_unit(unit, JOB_MODE).await,
+                Job::Stop => link.manager.stop_unit(unit, JOB_MODE).await,
+            }
         };
-        let job_path: OwnedObjectPath = match queued {
+        let job_path: OwnedObjectPath = match self
+            .call(job.method(), unit, self.call_timeout, queue)
+            .await
+        {
             Ok(path) => path,
-            Err(e) if job == Job::Stop && error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => {
+            Err(SystemdError::Call { source, .. })
+                if job == Job::Stop && error_name(&source).as_deref() == Some(NO_SUCH_UNIT) =>
+            {
                 return Ok(());
             }
-            Err(e) => return Err(call_err(e)),
+            Err(e) => return Err(e),
         };
 
+        let _op = activity::begin(format!("systemd {} job of {unit}", job.name()));
         let wait = async {
             while let Some(signal) = removed.next().await {
                 let Ok(args) = signal.args() else { continue };
@@ -190,28 +254,40 @@ impl DbusUnitManager {
         if job == Job::Stop {
             return Ok(());
         }
-        self.check_settled(job, unit).await
+        self.check_settled(&link, job, unit).await
     }
 
     /// After a `done` start or restart: fails when the unit is `failed` now or turns
     /// `failed` within the settle time.
-    async fn check_settled(&self, job: Job, unit: &str) -> Result<(), SystemdError> {
-        let call_err = |source| SystemdError::Call {
-            method: "watch ActiveState",
-            unit: unit.to_owned(),
-            source,
-        };
+    async fn check_settled(&self, link: &Link, job: Job, unit: &str) -> Result<(), SystemdError> {
         let path = events::unit_object_path(unit);
         // Watch first, then read: a change between the two is in the stream.
-        let rule = events::properties_changed_rule(Some(&path)).map_err(call_err)?;
-        let mut changes = MessageStream::for_match_rule(rule, &self.connection, None)
-            .await
-            .map_err(call_err)?;
-        let now = match self.state_at(path).await {
-            Ok(Some(state)) => state,
+        let rule =
+            events::properties_changed_rule(Some(&path)).map_err(|source| SystemdError::Call {
+                method: "watch ActiveState",
+                unit: unit.to_owned(),
+                source,
+            })?;
+        let mut changes = self
+            .call(
+                "watch ActiveState",
+                unit,
+                self.call_timeout,
+                MessageStream::for_match_rule(rule, &link.connection, None),
+            )
+            .await?;
+        let now = match self
+            .call(
+                "read ActiveState",
+                unit,
+                self.call_timeout,
+                state_at(link, path),
+            )
+            .await?
+        {
+            Some(state) => state,
             // Gone already: nothing is running that could fail.
-            Ok(None) => return Ok(()),
-            Err(source) => return Err(call_err(source)),
+            None => return Ok(()),
         };
         let failed = |sub_state: String| SystemdError::UnitFailed {
             unit: unit.to_owned(),
@@ -240,43 +316,92 @@ impl DbusUnitManager {
             Ok(false) | Err(_) => Ok(()),
         }
     }
+}
 
-    /// The state of the unit at `path`; `None` when the object is gone.
-    async fn state_at(&self, path: impl Into<String>) -> zbus::Result<Option<UnitState>> {
-        let unit = UnitProxy::builder(&self.connection)
-            .path(path.into())
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await?;
-        let read = async {
-            Ok::<_, zbus::Error>(UnitState {
-                load_state: unit.load_state().await?,
-                active_state: unit.active_state().await?,
-                sub_state: unit.sub_state().await?,
-            })
-        };
-        match read.await {
-            Ok(state) => Ok(Some(state)),
-            Err(e) if error_name(&e).as_deref() == Some(UNKNOWN_OBJECT) => Ok(None),
-            Err(e) => Err(e),
-        }
+/// Connects to `target` and subscribes to systemd's signals, all within `limit`. The
+/// connection's own method timeout is set to `backstop` (the longest explicit limit),
+/// for any call that is not wrapped in an explicit one.
+pub(super) async fn open_link(
+    target: &BusTarget,
+    limit: Duration,
+    backstop: Duration,
+) -> Result<Link, SystemdError> {
+    let builder = match target {
+        BusTarget::System => Builder::system(),
+        BusTarget::User => Builder::session(),
+        BusTarget::Address(address) => Builder::address(address.as_str()),
+    };
+    let connect = async {
+        let connection = builder.method_timeout(backstop).build().await?;
+        let manager = ManagerProxy::new(&connection).await?;
+        subscribe(&manager).await?;
+        Ok::<_, zbus::Error>(Link {
+            connection,
+            manager,
+        })
+    };
+    let _op = activity::begin(format!("D-Bus connect to the {target}"));
+    match tokio::time::timeout(limit, connect).await {
+        Ok(Ok(link)) => Ok(link),
+        Ok(Err(source)) => Err(SystemdError::Connect {
+            target: target.clone(),
+            source,
+        }),
+        Err(_) => Err(SystemdError::Connect {
+            target: target.clone(),
+            source: zbus::Error::Failure(format!(
+                "no answer from systemd within {}",
+                humantime::format_duration(limit)
+            )),
+        }),
+    }
+}
+
+/// `Subscribe()`; a client systemd still counts as subscribed (after a re-exec, systemd
+/// restores its subscribers) is fine.
+pub(super) async fn subscribe(manager: &ManagerProxy<'static>) -> zbus::Result<()> {
+    match manager.subscribe().await {
+        Err(e) if error_name(&e).as_deref() == Some(ALREADY_SUBSCRIBED) => Ok(()),
+        other => other,
+    }
+}
+
+/// The state of the unit at `path`; `None` when the object is gone.
+async fn state_at(link: &Link, path: impl Into<String>) -> zbus::Result<Option<UnitState>> {
+    let unit = UnitProxy::builder(&link.connection)
+        .path(path.into())
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await?;
+    let read = async {
+        Ok::<_, zbus::Error>(UnitState {
+            load_state: unit.load_state().await?,
+            active_state: unit.active_state().await?,
+            sub_state: unit.sub_state().await?,
+        })
+    };
+    match read.await {
+        Ok(state) => Ok(Some(state)),
+        Err(e) if error_name(&e).as_deref() == Some(UNKNOWN_OBJECT) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
 impl UnitManager for DbusUnitManager {
     async fn reload(&self) -> Result<(), SystemdError> {
-        match tokio::time::timeout(self.job_timeout, self.manager.reload()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(SystemdError::Call {
-                method: "Reload",
-                unit: String::new(),
-                source,
-            }),
-            Err(_) => Err(SystemdError::Timeout {
+        let link = self.link();
+        // The reply comes once systemd has reloaded (and rerun the generators): a job's
+        // time, not a call's.
+        match self
+            .call("Reload", "", self.job_timeout, link.manager.reload())
+            .await
+        {
+            Err(SystemdError::CallTimeout { timeout, .. }) => Err(SystemdError::Timeout {
                 unit: "systemd".to_owned(),
                 job: "reload",
-                timeout: self.job_timeout,
+                timeout,
             }),
+            other => other,
         }
     }
 
@@ -299,23 +424,33 @@ impl UnitManager for DbusUnitManager {
     /// (inactive, garbage-collected) reads as [`UnitState::unknown`], which is accurate
     /// for what the planner needs, its active state.
     async fn unit_state(&self, unit: &str) -> Result<UnitState, SystemdError> {
-        let call_err = |source| SystemdError::Call {
-            method: "GetUnit",
-            unit: unit.to_owned(),
-            source,
-        };
-        let path = match self.manager.get_unit(unit).await {
+        let link = self.link();
+        let path = match self
+            .call(
+                "GetUnit",
+                unit,
+                self.call_timeout,
+                link.manager.get_unit(unit),
+            )
+            .await
+        {
             Ok(path) => path,
-            Err(e) if error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => {
+            Err(SystemdError::Call { source, .. })
+                if error_name(&source).as_deref() == Some(NO_SUCH_UNIT) =>
+            {
                 return Ok(UnitState::unknown());
             }
-            Err(e) => return Err(call_err(e)),
+            Err(e) => return Err(e),
         };
-        match self.state_at(path.as_str()).await {
-            Ok(Some(state)) => Ok(state),
-            Ok(None) => Ok(UnitState::unknown()),
-            Err(e) => Err(call_err(e)),
-        }
+        Ok(self
+            .call(
+                "read unit state",
+                unit,
+                self.call_timeout,
+                state_at(&link, path.as_str().to_owned()),
+            )
+            .await?
+            .unwrap_or_else(UnitState::unknown))
     }
 }
 

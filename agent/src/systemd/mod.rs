@@ -17,6 +17,7 @@ use crate::model::UnitState;
 mod events;
 mod manager;
 mod proxies;
+mod reconnect;
 pub mod recording;
 
 pub use events::{UnitEvent, unit_name_from_path, unit_object_path};
@@ -136,6 +137,34 @@ pub enum SystemdError {
         job: &'static str,
         /// The limit that passed.
         timeout: Duration,
+    },
+
+    /// systemd (or the bus) did not answer a call in time.
+    #[error(
+        "systemd did not answer {method} {unit} within {}; it may be busy reloading, or the bus may be stuck (see `systemctl status dbus`). legerd retries; raise systemd.call_timeout if this host is just slow",
+        humantime::format_duration(*timeout)
+    )]
+    CallTimeout {
+        /// The method, e.g. `GetUnit`.
+        method: &'static str,
+        /// The unit it was for; empty when none.
+        unit: String,
+        /// The limit that passed.
+        timeout: Duration,
+    },
+
+    /// The bus stayed unreachable for longer than `systemd.bus_give_up`.
+    #[error(
+        "lost the {target} and could not reconnect for {}: {last_error}; exiting so that systemd's Restart= (or the operator) can bring legerd back once the bus is up",
+        humantime::format_duration(*after)
+    )]
+    BusLost {
+        /// The bus.
+        target: BusTarget,
+        /// How long legerd kept trying.
+        after: Duration,
+        /// The last reconnect error.
+        last_error: String,
     },
 
     /// The connection to systemd closed while waiting for a job's signal.

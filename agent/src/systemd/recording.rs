@@ -33,6 +33,9 @@ pub struct RecordingUnitManager {
     calls: Mutex<Vec<Call>>,
     /// What `unit_state` returns per unit; [`UnitState::unknown`] for the rest.
     states: Mutex<BTreeMap<String, UnitState>>,
+    /// What `unit_state` returns once a start or restart of the unit was called: the
+    /// test's script of answers, not a model of systemd.
+    after_job: Mutex<BTreeMap<String, UnitState>>,
 }
 
 impl RecordingUnitManager {
@@ -44,6 +47,18 @@ impl RecordingUnitManager {
     /// Sets what `unit_state(unit)` returns from now on.
     pub fn set_state(&self, unit: &str, state: UnitState) {
         lock(&self.states).insert(unit.to_owned(), state);
+    }
+
+    /// Sets what `unit_state(unit)` returns after the next `start` or `restart` of it.
+    pub fn set_state_after_job(&self, unit: &str, state: UnitState) {
+        lock(&self.after_job).insert(unit.to_owned(), state);
+    }
+
+    /// Switches to a scripted state, if the test gave one for this unit.
+    fn job_done(&self, unit: &str) {
+        if let Some(state) = lock(&self.after_job).get(unit).cloned() {
+            lock(&self.states).insert(unit.to_owned(), state);
+        }
     }
 
     /// The calls made so far, oldest first.
@@ -86,11 +101,13 @@ impl UnitManager for RecordingUnitManager {
 
     async fn start(&self, unit: &str) -> Result<(), SystemdError> {
         self.record(Call::Start(unit.to_owned()));
+        self.job_done(unit);
         Ok(())
     }
 
     async fn restart(&self, unit: &str) -> Result<(), SystemdError> {
         self.record(Call::Restart(unit.to_owned()));
+        self.job_done(unit);
         Ok(())
     }
 

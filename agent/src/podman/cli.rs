@@ -1,0 +1,356 @@
+//! [`CliPodman`]: the [`Podman`] seam over the `podman` and `journalctl` programs.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::{JournalScope, MANAGED_LABEL, Podman, PodmanError};
+use crate::command::{CommandLine, Output, Runner};
+
+/// The podman and journalctl command-line programs, each call bounded by a [`Runner`].
+#[derive(Debug, Clone)]
+pub struct CliPodman {
+    /// `podman`, or a path to it.
+    podman: PathBuf,
+    /// `journalctl`, or a path to it.
+    journalctl: PathBuf,
+    /// The time limit of every call.
+    runner: Runner,
+}
+
+impl CliPodman {
+    /// `podman` and `journalctl` from `PATH`, each call limited by `runner`.
+    pub fn new(runner: Runner) -> Self {
+        CliPodman {
+            podman: PathBuf::from("podman"),
+            journalctl: PathBuf::from("journalctl"),
+            runner,
+        }
+    }
+
+    /// Uses `program` instead of `podman` from `PATH`.
+    pub fn with_podman_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.podman = program.into();
+        self
+    }
+
+    /// Uses `program` instead of `journalctl` from `PATH`.
+    pub fn with_journalctl_program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.journalctl = program.into();
+        self
+    }
+
+    fn podman(&self) -> CommandLine {
+        CommandLine::new(&self.podman)
+    }
+
+    /// `podman secret ls` listing names only.
+    pub fn secret_names_command(&self) -> CommandLine {
+        self.podman()
+            .args(["secret", "ls", "--noheading", "--format", "{{.Name}}"])
+    }
+
+    /// `podman secret create`, value on stdin (`-`).
+    pub fn secret_create_command(&self, name: &str, replace: bool) -> CommandLine {
+        let c = self.podman().args(["secret", "create"]);
+        let c = if replace { c.arg("--replace") } else { c };
+        c.args(["--label", MANAGED_LABEL, name, "-"])
+    }
+
+    /// `podman secret rm`.
+    pub fn secret_remove_command(&self, name: &str) -> CommandLine {
+        self.podman().args(["secret", "rm", name])
+    }
+
+    /// `podman volume <verb> NAME`.
+    pub fn volume_command(&self, verb: &str, name: &str) -> CommandLine {
+        self.podman().args(["volume", verb, name])
+    }
+
+    /// `podman volume export NAME --output FILE`.
+    pub fn volume_export_command(&self, name: &str, file: &Path) -> CommandLine {
+        self.volume_command("export", name)
+            .arg("--output")
+            .arg(file)
+    }
+
+    /// `podman volume import NAME FILE`.
+    pub fn volume_import_command(&self, name: &str, file: &Path) -> CommandLine {
+        self.volume_command("import", name).arg(file)
+    }
+
+    /// `podman network <verb> NAME`.
+    pub fn network_command(&self, verb: &str, name: &str) -> CommandLine {
+        self.podman().args(["network", verb, name])
+    }
+
+    /// `podman inspect` of a container's health status.
+    pub fn container_health_command(&self, container: &str) -> CommandLine {
+        self.podman().args([
+            "inspect",
+            "--type",
+            "container",
+            "--format",
+            "{{.State.Health.Status}}",
+            container,
+        ])
+    }
+
+    /// `journalctl` for the last lines of one unit.
+    pub fn unit_journal_command(
+        &self,
+        unit: &str,
+        scope: JournalScope,
+        lines: usize,
+    ) -> CommandLine {
+        let flag = match scope {
+            JournalScope::System => "--unit",
+            JournalScope::User => "--user-unit",
+        };
+        CommandLine::new(&self.journalctl)
+            .args([flag, unit, "-n"])
+            .arg(lines.to_string())
+            .args(["-o", "cat", "--no-pager", "-q"])
+    }
+
+    /// Runs `cmd`; a non-zero exit is [`PodmanError::Failed`].
+    async fn ok(&self, cmd: CommandLine, stdin: Option<&[u8]>) -> Result<Output, PodmanError> {
+        let out = self.runner.run(&cmd, stdin).await?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(failed(&cmd, &out))
+        }
+    }
+
+    /// Runs an `exists` command: exit 0 is true, 1 is false, anything else an error.
+    async fn exists(&self, cmd: CommandLine) -> Result<bool, PodmanError> {
+        let out = self.runner.run(&cmd, None).await?;
+        match out.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(failed(&cmd, &out)),
+        }
+    }
+}
+
+fn failed(cmd: &CommandLine, out: &Output) -> PodmanError {
+    PodmanError::Failed {
+        command: cmd.display(),
+        status: out.status.to_string(),
+        stderr: out.stderr_summary(),
+    }
+}
+
+impl Podman for CliPodman {
+    fn secret_names(&self) -> BoxFuture<'_, Result<BTreeSet<String>, PodmanError>> {
+        async move {
+            let out = self.ok(self.secret_names_command(), None).await?;
+            Ok(out
+                .stdout_text()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn secret_create<'a>(
+        &'a self,
+        name: &'a str,
+        value: &'a [u8],
+        replace: bool,
+    ) -> BoxFuture<'a, Result<(), PodmanError>> {
+        async move {
+            self.ok(self.secret_create_command(name, replace), Some(value))
+                .await
+                .map(drop)
+        }
+        .boxed()
+    }
+
+    fn secret_remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), PodmanError>> {
+        async move {
+            self.ok(self.secret_remove_command(name), None)
+                .await
+                .map(drop)
+        }
+        .boxed()
+    }
+
+    fn volume_exists<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, PodmanError>> {
+        self.exists(self.volume_command("exists", name)).boxed()
+    }
+
+    fn volume_create<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), PodmanError>> {
+        async move {
+            self.ok(self.volume_command("create", name), None)
+                .await
+                .map(drop)
+        }
+        .boxed()
+    }
+
+    fn volume_export<'a>(
+        &'a self,
+        name: &'a str,
+        file: &'a Path,
+    ) -> BoxFuture<'a, Result<(), PodmanError>> {
+        async move {
+            self.ok(self.volume_export_command(name, file), None)
+                .await
+                .map(drop)
+        }
+        .boxed()
+    }
+
+    fn volume_import<'a>(
+        &'a self,
+        name: &'a str,
+        file: &'a Path,
+    ) -> BoxFuture<'a, Result<(), PodmanError>> {
+        async move {
+            self.ok(self.volume_import_command(name, file), None)
+                .await
+                .map(drop)
+        }
+        .boxed()
+    }
+
+    fn volume_remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), PodmanError>> {
+        async move {
+            self.ok(self.volume_command("rm", name), None)
+                .await
+                .map(drop)
+        }
+        .boxed()
+    }
+
+    fn network_exists<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, PodmanError>> {
+        self.exists(self.network_command("exists", name)).boxed()
+    }
+
+    fn network_remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), PodmanError>> {
+        async move {
+            self.ok(self.network_command("rm", name), None)
+                .await
+                .map(drop)
+        }
+        .boxed()
+    }
+
+    fn container_health<'a>(
+        &'a self,
+        container: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, PodmanError>> {
+        async move {
+            let out = self
+                .runner
+                .run(&self.container_health_command(container), None)
+                .await?;
+            // A container that does not exist yet (quadlet is still creating it) is
+            // "cannot say", not an error: the gate keeps looking until its own timeout.
+            Ok(out
+                .status
+                .success()
+                .then(|| out.stdout_text().trim().to_owned()))
+        }
+        .boxed()
+    }
+
+    fn unit_journal<'a>(
+        &'a self,
+        unit: &'a str,
+        scope: JournalScope,
+        lines: usize,
+    ) -> BoxFuture<'a, Result<String, PodmanError>> {
+        async move {
+            let out = self
+                .ok(self.unit_journal_command(unit, scope, lines), None)
+                .await?;
+            Ok(out.stdout_text())
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn cli() -> CliPodman {
+        CliPodman::new(Runner::new(Duration::from_secs(5)))
+    }
+
+    #[test]
+    fn cli_podman_builds_secret_commands_with_the_value_on_stdin() {
+        let p = cli();
+        assert_eq!(
+            p.secret_names_command().display(),
+            "podman secret ls --noheading --format {{.Name}}"
+        );
+        assert_eq!(
+            p.secret_create_command("db-pass", false).display(),
+            "podman secret create --label io.leger.managed=true db-pass -"
+        );
+        assert_eq!(
+            p.secret_create_command("db-pass", true).display(),
+            "podman secret create --replace --label io.leger.managed=true db-pass -"
+        );
+        assert_eq!(
+            p.secret_remove_command("db-pass").display(),
+            "podman secret rm db-pass"
+        );
+    }
+
+    #[test]
+    fn cli_podman_builds_volume_and_network_commands() {
+        let p = cli().with_podman_program("/usr/local/bin/podman");
+        assert_eq!(
+            p.volume_export_command("db", Path::new("/b/db.tar"))
+                .display(),
+            "/usr/local/bin/podman volume export db --output /b/db.tar"
+        );
+        assert_eq!(
+            p.volume_import_command("db", Path::new("/b/db.tar"))
+                .display(),
+            "/usr/local/bin/podman volume import db /b/db.tar"
+        );
+        for verb in ["exists", "create", "rm"] {
+            assert_eq!(
+                p.volume_command(verb, "db").display(),
+                format!("/usr/local/bin/podman volume {verb} db")
+            );
+            if verb != "create" {
+                assert_eq!(
+                    p.network_command(verb, "net").display(),
+                    format!("/usr/local/bin/podman network {verb} net")
+                );
+            }
+        }
+        assert_eq!(
+            p.container_health_command("systemd-web").display(),
+            "/usr/local/bin/podman inspect --type container --format {{.State.Health.Status}} systemd-web"
+        );
+    }
+
+    #[test]
+    fn cli_podman_builds_journal_reads_per_scope() {
+        let p = cli().with_journalctl_program("/bin/journalctl");
+        assert_eq!(
+            p.unit_journal_command("web.service", JournalScope::System, 32)
+                .display(),
+            "/bin/journalctl --unit web.service -n 32 -o cat --no-pager -q"
+        );
+        assert_eq!(
+            p.unit_journal_command("web.service", JournalScope::User, 8)
+                .display(),
+            "/bin/journalctl --user-unit web.service -n 8 -o cat --no-pager -q"
+        );
+    }
+}
