@@ -163,19 +163,22 @@ async fn fleet_gate_keeps_a_slot_after_a_failed_gate_across_restarts() {
         Arc::new(Metrics::new(false)),
     );
     let (wait, retry) = other.before_apply(&restart_web()).await.unwrap_err();
-    assert!(retry >= RETRY.initial && retry <= RETRY.initial * 2, "{retry:?}");
+    assert!(
+        retry >= RETRY.initial && retry <= RETRY.initial * 2,
+        "{retry:?}"
+    );
     assert!(
         wait.contains("all 1 slots of group default are taken"),
         "{wait}"
     );
     assert_eq!(other.status().lock.unwrap().state, LockState::Waiting);
-    // A non-disruptive success keeps the slot, and so does a disruptive pass that only
-    // holds the last good revision; the next disruptive apply of a new target returns it.
-    gate.after_healthy(false, true).await;
-    gate.after_healthy(true, false).await;
+    // A success that changed nothing keeps the slot, and so does a pass that only holds
+    // the last good revision; the next apply of a new target returns it.
+    gate.after_healthy(false, true, false).await;
+    gate.after_healthy(true, false, true).await;
     assert!(gate.holds_slot());
     gate.before_apply(&restart_web()).await.unwrap();
-    gate.after_healthy(true, true).await;
+    gate.after_healthy(true, true, true).await;
     assert!(!gate.holds_slot());
     other.before_apply(&restart_web()).await.unwrap();
     assert_eq!(

@@ -93,7 +93,11 @@ async fn fleet_pass_overlays_first_installs_without_lock_then_one_restart_at_a_t
         "hosts/h2/apps/web/web.container",
         "[Container]\nImage=localhost/busybox:latest\nExec=echo h2\n",
     );
-    write(&source, "hosts/h2/apps/cache/leger.toml", "enabled = false\n");
+    write(
+        &source,
+        "hosts/h2/apps/cache/leger.toml",
+        "enabled = false\n",
+    );
 
     // The lock server is not there yet: first installs need no slot.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -104,6 +108,9 @@ async fn fleet_pass_overlays_first_installs_without_lock_then_one_restart_at_a_t
     let mut h1 = host(t.path(), "h1", &["eu"], &source, &down);
     let mut h2 = host(t.path(), "h2", &["eu"], &source, &down);
     for h in [&mut h1, &mut h2] {
+        for u in ["web.service", "cache.service"] {
+            h.units.set_state_after_job(u, active());
+        }
         let r = h.reconciler.reconcile(&["startup".into()]).await;
         assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
     }
@@ -126,7 +133,10 @@ async fn fleet_pass_overlays_first_installs_without_lock_then_one_restart_at_a_t
         ]
     );
     let fleet = s1.status.fleet.clone().unwrap();
-    assert_eq!((fleet.host.as_str(), fleet.groups.clone()), ("h1", vec!["eu".to_owned()]));
+    assert_eq!(
+        (fleet.host.as_str(), fleet.groups.clone()),
+        ("h1", vec!["eu".to_owned()])
+    );
     assert_eq!(fleet.lock.unwrap().state, LockState::Free);
     // The two hosts apply different compositions of one source revision.
     let (r1, r2) = (
@@ -147,9 +157,11 @@ async fn fleet_pass_overlays_first_installs_without_lock_then_one_restart_at_a_t
         .unwrap()
         .holders
         .insert("web".into(), vec!["h9".into()]);
+    // legerd restarts with the lock server configured; its units run.
     let mut h1 = host(t.path(), "h1", &["eu"], &source, &url);
     for u in ["web.service", "cache.service"] {
         h1.units.set_state(u, active());
+        h1.units.set_state_after_job(u, active());
     }
     write(
         &source,
@@ -161,7 +173,10 @@ async fn fleet_pass_overlays_first_installs_without_lock_then_one_restart_at_a_t
     assert_eq!(r.record.outcome, PassOutcome::Waiting, "{:?}", r.record);
     assert!(r.retry_after.is_some());
     assert!(
-        !h1.units.actions().iter().any(|c| matches!(c, Call::Restart(_))),
+        !h1.units
+            .actions()
+            .iter()
+            .any(|c| matches!(c, Call::Restart(_))),
         "{:?}",
         h1.units.actions()
     );
@@ -177,7 +192,9 @@ async fn fleet_pass_overlays_first_installs_without_lock_then_one_restart_at_a_t
     assert_eq!(reconciling.status, ConditionStatus::True);
     assert_eq!(reconciling.reason, reason::WAITING_FOR_FLEET_LOCK);
     assert!(
-        reconciling.message.contains("all 1 slots of group web are taken"),
+        reconciling
+            .message
+            .contains("all 1 slots of group web are taken"),
         "{}",
         reconciling.message
     );
@@ -206,7 +223,109 @@ async fn fleet_pass_overlays_first_installs_without_lock_then_one_restart_at_a_t
         .collect();
     assert_eq!(log, ["refuse h1", "grant h1", "release h1"]);
     assert_eq!(
-        h1.reconciler.status(None).status.fleet.unwrap().lock.unwrap().state,
+        h1.reconciler
+            .status(None)
+            .status
+            .fleet
+            .unwrap()
+            .lock
+            .unwrap()
+            .state,
         LockState::Free
     );
+}
+
+fn log(state: &fleet_server::Shared) -> Vec<String> {
+    state
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .map(|e| format!("{} {}", e.op, e.id))
+        .collect()
+}
+
+fn failed() -> UnitState {
+    UnitState {
+        load_state: "loaded".into(),
+        active_state: "failed".into(),
+        sub_state: "failed".into(),
+    }
+}
+
+fn restarts(h: &Host) -> usize {
+    h.units
+        .actions()
+        .iter()
+        .filter(|c| matches!(c, Call::Restart(_)))
+        .count()
+}
+
+#[tokio::test]
+async fn fleet_pass_a_bad_revision_stops_at_the_first_host_and_keeps_the_slot() {
+    let t = tempfile::tempdir().unwrap();
+    let source = t.path().join("source");
+    write(&source, "web/web.container", COMMON);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = fleet_server::state(1, None);
+    tokio::spawn(fleet_server::serve(listener, Arc::clone(&state)));
+    let mut h1 = host(t.path(), "h1", &[], &source, &url);
+    let mut h2 = host(t.path(), "h2", &[], &source, &url);
+    for h in [&mut h1, &mut h2] {
+        h.units.set_state_after_job("web.service", active());
+        let r = h.reconciler.reconcile(&["startup".into()]).await;
+        assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    }
+    assert!(log(&state).is_empty(), "first installs take no slot");
+
+    // A bad revision: its container fails on h1, which rolls back and keeps the slot.
+    write(
+        &source,
+        "web/web.container",
+        "[Container]\nImage=localhost/busybox:latest\nExec=false\n",
+    );
+    h1.units.set_state_after_job("web.service", failed());
+    let r = h1.reconciler.reconcile(&["poll".into()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::RolledBack, "{:?}", r.record);
+    let lock = h1
+        .reconciler
+        .status(None)
+        .status
+        .fleet
+        .unwrap()
+        .lock
+        .unwrap();
+    assert_eq!(lock.state, LockState::Held);
+    assert_eq!(lock.held_reason.as_deref(), Some("rolled_back"));
+    // h2 never runs it: it waits for the slot h1 keeps.
+    h2.units.take_calls();
+    let r = h2.reconciler.reconcile(&["poll".into()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Waiting, "{:?}", r.record);
+    assert_eq!(restarts(&h2), 0);
+    assert_eq!(log(&state), ["grant h1", "refuse h2"]);
+
+    // A fixed revision: h1 applies it in the slot it kept and gives it back; then h2.
+    write(
+        &source,
+        "web/web.container",
+        "[Container]\nImage=localhost/busybox:latest\nExec=echo fixed\n",
+    );
+    h1.units.set_state_after_job("web.service", active());
+    let r = h1.reconciler.reconcile(&["poll".into()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    let r = h2.reconciler.reconcile(&["poll".into()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    assert_eq!(restarts(&h2), 1);
+    assert_eq!(
+        log(&state),
+        [
+            "grant h1",
+            "refuse h2",
+            "release h1",
+            "grant h2",
+            "release h2"
+        ]
+    );
+    assert!(state.lock().unwrap().holders["web"].is_empty());
 }

@@ -163,7 +163,11 @@ impl FleetGate {
                 let factor = 1u32
                     .checked_shl(attempts.saturating_sub(1).min(16))
                     .unwrap_or(u32::MAX);
-                let base = self.retry.initial.saturating_mul(factor).min(self.retry.max);
+                let base = self
+                    .retry
+                    .initial
+                    .saturating_mul(factor)
+                    .min(self.retry.max);
                 // Up to half again at random, so waiting hosts do not ask in step.
                 let retry = crate::pass::retry::jittered(base, 0.5, rand::random());
                 Err((
@@ -177,19 +181,19 @@ impl FleetGate {
         }
     }
 
-    /// After the health gate of an apply passed. A slot goes back after a disruptive
-    /// apply; a slot kept from a failed rollout stays through non-disruptive passes and
-    /// through passes that only hold the last good revision, since nothing proved a
-    /// fix yet.
-    pub async fn after_healthy(&self, disruptive: bool, new_target: bool) {
+    /// After the health gate of an apply passed. A slot taken for a rollout goes back
+    /// after its disruptive apply. A slot kept from a failed rollout goes back only
+    /// after a pass that applied a new target (a fixed revision, a pin) and passed its
+    /// gate, disruptive or not (the unit may still be down from the failure); passes
+    /// that only hold the last good revision prove nothing and keep it.
+    pub async fn after_healthy(&self, disruptive: bool, new_target: bool, changed: bool) {
         let keep = {
             let mut s = self.state();
             s.waiting = false;
             match &s.held {
                 None => true,
-                Some(h) => {
-                    !disruptive || (h.reason == held_reason::ROLLED_BACK && !new_target)
-                }
+                Some(h) if h.reason == held_reason::ROLLED_BACK => !(new_target && changed),
+                Some(_) => !disruptive,
             }
         };
         if !keep {
@@ -280,10 +284,19 @@ impl FleetGate {
                 .as_ref()
                 .map_or_else(now_rfc3339, |h| h.since.clone()),
             reason: reason.to_owned(),
-            service: self.lock.as_ref().map(SlotLock::describe).unwrap_or_default(),
+            service: self
+                .lock
+                .as_ref()
+                .map(SlotLock::describe)
+                .unwrap_or_default(),
         };
         let json = serde_json::to_string(&record).expect("a record serializes");
-        if let Err(e) = self.store.lock().expect("store lock").set_meta(META_KEY, &json) {
+        if let Err(e) = self
+            .store
+            .lock()
+            .expect("store lock")
+            .set_meta(META_KEY, &json)
+        {
             tracing::error!(error = %e, "cannot record the held restart slot");
         }
         s.held = Some(record);
@@ -292,7 +305,12 @@ impl FleetGate {
     }
 
     fn clear(&self) {
-        if let Err(e) = self.store.lock().expect("store lock").set_meta(META_KEY, "") {
+        if let Err(e) = self
+            .store
+            .lock()
+            .expect("store lock")
+            .set_meta(META_KEY, "")
+        {
             tracing::error!(error = %e, "cannot clear the restart slot record");
         }
         {
@@ -343,7 +361,9 @@ impl Gate for FleetLockGate {
                 Some(true) => {
                     let d = disruption(input.plan, input.observed);
                     let new_target = !matches!(input.mode, Mode::HoldLastGood | Mode::Restore(_));
-                    self.0.after_healthy(d.needs_slot(), new_target).await;
+                    self.0
+                        .after_healthy(d.needs_slot(), new_target, !input.plan.is_empty())
+                        .await;
                 }
                 Some(false) => self.0.after_failed_gate(),
                 None => {}
