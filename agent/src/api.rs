@@ -59,6 +59,8 @@ pub struct ApiContext {
     pub revisions: Option<RevisionStore>,
     /// Backups and restores; `None` answers them with 503.
     pub backups: Option<BackupsApi>,
+    /// The fleet gate, for `legerctl fleet release`; `None` answers with 503.
+    pub fleet: Option<Arc<crate::fleet::FleetGate>>,
 }
 
 /// What the backup endpoints need.
@@ -133,6 +135,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/v1/secrets/{name}", put(set_secret).delete(remove_secret))
         .route("/v1/backups", get(list_backups))
         .route("/v1/restore", post(restore))
+        .route("/v1/fleet/release", post(fleet_release))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(ctx)
@@ -265,6 +268,27 @@ async fn revisions(
             })
             .collect(),
     ))
+}
+
+/// Gives the restart slot back by hand. It talks to the lock service directly rather
+/// than through the pass loop: an operator releasing a slot kept after a failed
+/// rollout must not wait for a pass, and the gate's state is safe to share.
+async fn fleet_release(
+    State(ctx): State<ApiContext>,
+) -> Result<Json<leger_api_types::fleet::ReleaseResponse>, ApiFailure> {
+    let Some(fleet) = ctx.fleet else {
+        return Err(ApiFailure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this legerd does not serve fleet commands".to_owned(),
+        ));
+    };
+    match fleet.release().await {
+        Ok(message) => Ok(Json(leger_api_types::fleet::ReleaseResponse { message })),
+        Err(e) => Err(ApiFailure(
+            StatusCode::BAD_GATEWAY,
+            format!("the slot is still held on record: {e}"),
+        )),
+    }
 }
 
 async fn reconcile(State(ctx): State<ApiContext>) -> Result<Json<ReconcileResponse>, ApiFailure> {

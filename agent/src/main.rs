@@ -240,6 +240,7 @@ async fn run(args: Args) -> Result<bool> {
             ),
             restore: restore_tx,
         }),
+        fleet: Some(reconciler.fleet_gate()),
     };
     let api_task = tokio::spawn(api::serve(listener, ctx, async move {
         let _ = api_stop_rx.await;

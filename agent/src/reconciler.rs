@@ -125,10 +125,9 @@ impl<U: UnitManager> Reconciler<U> {
         self
     }
 
-    /// Gives this host's restart slot back (`legerctl fleet release`); the message
-    /// says what was done.
-    pub async fn release_fleet_slot(&self) -> Result<String, crate::fleet::LockError> {
-        self.fleet.release().await
+    /// The fleet gate, shared with the API (`legerctl fleet release`).
+    pub fn fleet_gate(&self) -> Arc<crate::fleet::FleetGate> {
+        Arc::clone(&self.fleet)
     }
 
     /// Adds a gate after the built-in ones (the fleet lock hooks in here).

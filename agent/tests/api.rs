@@ -87,6 +87,7 @@ async fn start(passes: u64) -> Server {
         staged: tokio::sync::watch::channel(None).1,
         revisions: None,
         backups: None,
+        fleet: None,
     };
     let (shutdown, shutdown_rx) = oneshot::channel();
     let task = tokio::spawn(serve(listener, ctx, async {

@@ -154,6 +154,7 @@ async fn fixture() -> Fixture {
             backups,
             restore: restore_tx,
         }),
+        fleet: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     tokio::spawn(serve(listener, ctx, async {

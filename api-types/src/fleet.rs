@@ -63,6 +63,13 @@ pub struct LockStatus {
     pub last_answer: Option<String>,
 }
 
+/// The answer to `POST /v1/fleet/release`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseResponse {
+    /// What was done, for people.
+    pub message: String,
+}
+
 /// One deployment report (see the module docs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -70,6 +70,10 @@ read the conditions, e.g.
     /// Ask legerd for a reconcile pass now instead of at the next poll.
     Reconcile,
 
+    /// Fleet commands: the restart slot this host holds.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+
     /// Write desired.toml: where apps come from (validated, written atomically).
     #[command(
         subcommand_negates_reqs = true,
@@ -272,6 +276,15 @@ pub enum SecretsCommand {
         /// The secret name.
         name: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Give this host's restart slot back to the fleet lock now.
+    #[command(
+        after_help = "A host keeps its slot after a rollout failed its health gate, so the rollout stops there; it gives it back after its next good apply. Release it by hand once you have dealt with the failure (other hosts then go on with the rollout)."
+    )]
+    Release,
 }
 
 #[derive(Debug, Args)]

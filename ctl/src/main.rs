@@ -153,6 +153,14 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("legerd did not queue a reconcile pass");
             }
         }
+        Command::Fleet(crate::cli::FleetCommand::Release) => {
+            println!("asking legerd to release this host's restart slot…");
+            let client = loc.client()?;
+            let body = block_on(client.post("/v1/fleet/release"))?;
+            let r: leger_api_types::fleet::ReleaseResponse = serde_json::from_str(&body)
+                .context("cannot read legerd's answer to fleet release")?;
+            println!("{}", r.message);
+        }
         Command::SetDesired(args) => set_desired(&loc.desired_file()?, args)?,
         Command::Identity => {
             let body = block_on(loc.client()?.get("/v1/identity"))?;

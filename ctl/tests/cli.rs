@@ -393,6 +393,7 @@ async fn cli_status_history_and_reconcile_talk_to_legerd() {
         staged: tokio::sync::watch::channel(None).1,
         revisions: None,
         backups: None,
+        fleet: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {
@@ -468,6 +469,7 @@ async fn cli_secrets_set_list_rm_and_identity_never_show_values() {
         staged: tokio::sync::watch::channel(None).1,
         revisions: None,
         backups: None,
+        fleet: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {
