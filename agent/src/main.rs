@@ -174,6 +174,12 @@ async fn run(args: Args) -> Result<bool> {
             podman,
         ));
     let (status_tx, status_rx) = watch::channel(reconciler.status(None));
+    // Deployment reports run beside the passes, never inside one (a no-op without
+    // fleet.report_url).
+    tokio::spawn(legerd::fleet::report::run(
+        settings.fleet.clone(),
+        status_rx.clone(),
+    ));
 
     // Unit events: a managed unit that left `active` is possible drift. The stream is
     // subscribed again after every reconnect, and a reconnect asks for a pass, since

@@ -6,6 +6,7 @@ pub mod etcd;
 pub mod fleetlock;
 pub mod gate;
 pub mod lock;
+pub mod report;
 
 pub use disruption::{Disruption, disruption};
 pub use gate::{FleetGate, FleetLockGate, RetrySettings};
