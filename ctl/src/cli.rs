@@ -199,6 +199,16 @@ Example:
         /// Sign manifest.json with this minisign secret key (from `legerctl keygen`).
         #[arg(long, value_name = "KEYFILE")]
         sign: Option<PathBuf>,
+        /// An overlay template desired.toml uses (`hosts/{host}/apps`); its folders are
+        /// published too. Repeatable.
+        #[arg(long = "overlay", value_name = "TEMPLATE", value_parser = parse_overlay)]
+        overlays: Vec<String>,
+        /// Check the composition of this host offline (with --overlay).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        /// ... in this group (repeatable, in order).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
     },
 
     /// Create a minisign key pair for signing manifests: OUT.key and OUT.pub.

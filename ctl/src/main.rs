@@ -291,7 +291,25 @@ fn run(cli: Cli) -> Result<()> {
             apps_dir,
             out_dir,
             sign,
-        } => run_publish(&mut loc, &apps_dir, &out_dir, sign.as_deref())?,
+            overlays,
+            host,
+            groups,
+        } => {
+            for (what, name) in host
+                .iter()
+                .map(|h| ("--host", h))
+                .chain(groups.iter().map(|g| ("--group", g)))
+            {
+                leger_config::fleet::check_segment(name)
+                    .map_err(|e| anyhow::anyhow!("{what} {name:?}: {e}"))?;
+            }
+            let check = publish::OverlayCheck {
+                overlays,
+                host,
+                groups,
+            };
+            run_publish(&mut loc, &apps_dir, &out_dir, sign.as_deref(), &check)?
+        }
         Command::Keygen { out } => {
             let k = publish::keygen(&out)?;
             println!(
@@ -531,6 +549,7 @@ fn run_publish(
     apps_dir: &Path,
     out_dir: &Path,
     sign: Option<&Path>,
+    check: &publish::OverlayCheck,
 ) -> Result<()> {
     let key = sign.map(publish::load_secret_key).transpose()?;
     // The host's limits when its config is readable, so the tree fits what legerd accepts.
@@ -541,7 +560,14 @@ fn run_publish(
             max_files: 10_000,
         },
     };
-    let p = publish::publish(apps_dir, out_dir, key.as_ref(), &generated_at()?, &limits)?;
+    let p = publish::publish_with(
+        apps_dir,
+        out_dir,
+        key.as_ref(),
+        &generated_at()?,
+        &limits,
+        check,
+    )?;
     println!(
         "published v{} to {}: {} apps ({}), {} files, {}",
         p.version,
