@@ -70,6 +70,17 @@ pub struct RetrySettings {
     pub max: Duration,
 }
 
+/// How long a host waits after its `attempts`-th refused acquire: doubling from
+/// `initial` up to `max`, plus up to half again at random (`random` in [0, 1)), so
+/// waiting hosts do not ask in step. The pass's poll interval caps it further.
+pub fn retry_delay(retry: RetrySettings, attempts: u32, random: f64) -> Duration {
+    let factor = 1u32
+        .checked_shl(attempts.saturating_sub(1).min(16))
+        .unwrap_or(u32::MAX);
+    let base = retry.initial.saturating_mul(factor).min(retry.max);
+    crate::pass::retry::jittered(base, 0.5, random)
+}
+
 /// The gate, one per legerd.
 #[derive(Debug)]
 pub struct FleetGate {
@@ -160,16 +171,7 @@ impl FleetGate {
                     s.attempts = s.attempts.saturating_add(1);
                     s.attempts
                 };
-                let factor = 1u32
-                    .checked_shl(attempts.saturating_sub(1).min(16))
-                    .unwrap_or(u32::MAX);
-                let base = self
-                    .retry
-                    .initial
-                    .saturating_mul(factor)
-                    .min(self.retry.max);
-                // Up to half again at random, so waiting hosts do not ask in step.
-                let retry = crate::pass::retry::jittered(base, 0.5, rand::random());
+                let retry = retry_delay(self.retry, attempts, rand::random());
                 Err((
                     format!(
                         "waiting for a restart slot before restarting {}: {e}",

@@ -9,5 +9,5 @@ pub mod lock;
 pub mod report;
 
 pub use disruption::{Disruption, disruption};
-pub use gate::{FleetGate, FleetLockGate, RetrySettings};
+pub use gate::{FleetGate, FleetLockGate, RetrySettings, retry_delay};
 pub use lock::{LockError, SlotLock};
