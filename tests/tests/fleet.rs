@@ -38,7 +38,7 @@ fn publish(machines: &[&Testbed], files: &[(&str, &str)]) -> Result<()> {
     Ok(())
 }
 
-fn configure(tb: &Testbed, groups: &str) -> Result<()> {
+fn configure(tb: &Testbed, groups: &str, lock: &str) -> Result<()> {
     let root = Path::new(tb.env_var("LEGER_TESTBED_ROOT"));
     std::fs::create_dir_all(root.join("etc/leger/config.d"))?;
     std::fs::write(root.join("etc/leger/report.token"), "e2e-token\n")?;
@@ -47,7 +47,7 @@ fn configure(tb: &Testbed, groups: &str) -> Result<()> {
         format!(
             "[fleet]\nhost = \"{}\"\ngroups = [{groups}]\nreport_url = \"http://{SERVER_IP}:8080/report\"\n\
              report_token_file = \"/etc/leger/report.token\"\nreport_interval = \"5s\"\n\
-             [fleet.lock]\nurl = \"http://{SERVER_IP}:8080\"\ngroup = \"web\"\n",
+             [fleet.lock]\ngroup = \"web\"\n{lock}",
             host_name(tb)
         ),
     )?;
@@ -61,6 +61,10 @@ fn host_name(tb: &Testbed) -> String {
 
 /// GET from the fleet test server, through the first machine (the host is not on the
 /// test network).
+fn fleetlock_config() -> String {
+    format!("url = \"http://{SERVER_IP}:8080\"\n")
+}
+
 fn server_get(tb: &Testbed, path: &str) -> Result<Value> {
     let out = tb.exec_ok(&["curl", "-sf", &format!("http://{SERVER_IP}:8080{path}")])?;
     serde_json::from_str(&out).with_context(|| format!("{path}: {out}"))
@@ -119,14 +123,21 @@ fn started_ms(tb: &Testbed, name: &str) -> Result<u64> {
         .with_context(|| format!("StartedAt {out:?}"))
 }
 
-#[test]
-fn fleet_rollout_one_host_at_a_time_and_a_bad_revision_stops_at_the_first() -> Result<()> {
-    let a = Testbed::boot("fleet-a")?;
-    let b = Testbed::boot("fleet-b")?;
-    let c = Testbed::boot("fleet-c")?;
+/// Boots three machines `<name>-a|b|c` on a fresh test network, runs `before_start` on
+/// it, gives them overlays and `lock` (a `[fleet.lock]` body), starts legerd, and checks
+/// that first installs converged with each host's apps.
+fn setup(
+    name: &str,
+    lock: &str,
+    before_start: impl FnOnce(&mut FleetNet, &Testbed) -> Result<()>,
+) -> Result<([Testbed; 3], FleetNet)> {
+    let a = Testbed::boot(&format!("{name}-a"))?;
+    let b = Testbed::boot(&format!("{name}-b"))?;
+    let c = Testbed::boot(&format!("{name}-c"))?;
     let all = [&a, &b, &c];
     let prefix = std::env::var("LEGER_E2E_PREFIX").unwrap_or_default();
-    let mut net = FleetNet::create(&format!("{prefix}lgrfleet"), &all)?;
+    let mut net = FleetNet::create(&format!("{prefix}lgr{name}"), &all)?;
+    before_start(&mut net, &a)?;
 
     // Overlays: web for everyone, cache for group eu (a, b), extra for host c only.
     publish(
@@ -144,7 +155,7 @@ fn fleet_rollout_one_host_at_a_time_and_a_bad_revision_stops_at_the_first() -> R
         ],
     )?;
     for (tb, groups) in [(&a, "\"eu\""), (&b, "\"eu\""), (&c, "\"us\"")] {
-        configure(tb, groups)?;
+        configure(tb, groups, lock)?;
         legerctl(
             tb,
             &[
@@ -185,6 +196,95 @@ fn fleet_rollout_one_host_at_a_time_and_a_bad_revision_stops_at_the_first() -> R
         assert_eq!(lock_state(tb)?, "free");
     }
 
+    Ok(([a, b, c], net))
+}
+
+/// A bad revision runs on exactly one host, which rolls back and keeps the slot while
+/// the others wait; then a fixed revision reaches all three and the slot is free.
+/// `holders` reads the lock service's holders of group `web`.
+fn rollout_stops_at_first_host(
+    all: &[&Testbed; 3],
+    holders: &dyn Fn() -> Result<Vec<String>>,
+) -> Result<()> {
+    // A bad revision: the container exits at once. It runs on exactly one host.
+    let good: Vec<String> = all
+        .iter()
+        .map(|tb| container_id(tb, "web").map(|c| c.unwrap_or_default()))
+        .collect::<Result<_>>()?;
+    let bad = "[Unit]\nDescription=e2e web bad\n\n[Container]\nContainerName=web\nImage=localhost/busybox:latest\nNetwork=none\nExec=/bin/false\n";
+    publish(all, &[("web/web.container", bad)])?;
+    let holder = wait_until_some(
+        Duration::from_secs(240),
+        "one host rolls back and holds the slot",
+        || {
+            for tb in all {
+                let s = status(tb)?;
+                if condition(&s, "Ready").is_some_and(|(_, r, _)| r == "RolledBack")
+                    && lock_state(tb)? == "held"
+                {
+                    return Ok(Some(host_name(tb)));
+                }
+            }
+            Ok(None)
+        },
+    )?;
+    let others: Vec<&&Testbed> = all.iter().filter(|tb| host_name(tb) != holder).collect();
+    for tb in &others {
+        wait_until(WAIT, &format!("{} waits for the lock", tb.name()), || {
+            let s = status(tb)?;
+            Ok(condition(&s, "Reconciling").is_some_and(|(st, r, m)| {
+                st == "True"
+                    && r == "WaitingForFleetLock"
+                    && m.contains(&format!("holders: {holder}"))
+            }))
+        })?;
+    }
+    assert_eq!(holders()?, [holder.clone()]);
+    for (tb, id) in all.iter().zip(&good) {
+        if host_name(tb) != holder {
+            assert_eq!(
+                container_id(tb, "web")?.as_deref(),
+                Some(id.as_str()),
+                "{} never ran the bad revision",
+                tb.name()
+            );
+            assert_eq!(active_state(tb, "web.service")?, "active");
+        }
+    }
+    let text = legerctl(
+        all.iter()
+            .find(|tb| host_name(tb) == holder)
+            .context("holder")?,
+        &["status"],
+    )?;
+    assert!(text.contains("after a rollback"), "{text}");
+
+    // A fixed revision reaches all three; the slot is free at the end.
+    publish(all, &[("web/web.container", &container("web", "web v4"))])?;
+    wait_until(
+        Duration::from_secs(300),
+        "web v4 on every host, slot free",
+        || {
+            for tb in all {
+                let logs = tb
+                    .exec_ok(&["podman", "logs", "--tail", "1", "web"])
+                    .unwrap_or_default();
+                if !logs.contains("web v4") || lock_state(tb)? != "free" {
+                    return Ok(false);
+                }
+            }
+            Ok(holders()?.is_empty())
+        },
+    )?;
+
+    Ok(())
+}
+
+#[test]
+fn fleet_rollout_one_host_at_a_time_and_a_bad_revision_stops_at_the_first() -> Result<()> {
+    let (machines, mut net) = setup("fleet", &fleetlock_config(), |_, _| Ok(()))?;
+    let [a, b, c] = &machines;
+    let all = [a, b, c];
     // The lock server comes up with one slot per group.
     let server = env!("CARGO_BIN_EXE_leger-fleet-test-server");
     net.spawn(server, &[&format!("{SERVER_IP}:8080"), "1", "e2e-token"])?;
@@ -241,78 +341,14 @@ fn fleet_rollout_one_host_at_a_time_and_a_bad_revision_stops_at_the_first() -> R
         );
     }
 
-    // A bad revision: the container exits at once. It runs on exactly one host.
-    let good: Vec<String> = all
-        .iter()
-        .map(|tb| container_id(tb, "web").map(|c| c.unwrap_or_default()))
-        .collect::<Result<_>>()?;
-    let bad = "[Unit]\nDescription=e2e web bad\n\n[Container]\nContainerName=web\nImage=localhost/busybox:latest\nNetwork=none\nExec=/bin/false\n";
-    publish(&all, &[("web/web.container", bad)])?;
-    let holder = wait_until_some(
-        Duration::from_secs(240),
-        "one host rolls back and holds the slot",
-        || {
-            for tb in all {
-                let s = status(tb)?;
-                if condition(&s, "Ready").is_some_and(|(_, r, _)| r == "RolledBack")
-                    && lock_state(tb)? == "held"
-                {
-                    return Ok(Some(host_name(tb)));
-                }
-            }
-            Ok(None)
-        },
-    )?;
-    let others: Vec<&&Testbed> = all.iter().filter(|tb| host_name(tb) != holder).collect();
-    for tb in &others {
-        wait_until(WAIT, &format!("{} waits for the lock", tb.name()), || {
-            let s = status(tb)?;
-            Ok(condition(&s, "Reconciling").is_some_and(|(st, r, m)| {
-                st == "True"
-                    && r == "WaitingForFleetLock"
-                    && m.contains(&format!("holders: {holder}"))
-            }))
-        })?;
-    }
-    let holders = server_get(&a, "/holders")?;
-    assert_eq!(holders["web"], serde_json::json!([holder.clone()]));
-    for (tb, id) in all.iter().zip(&good) {
-        if host_name(tb) != holder {
-            assert_eq!(
-                container_id(tb, "web")?.as_deref(),
-                Some(id.as_str()),
-                "{} never ran the bad revision",
-                tb.name()
-            );
-            assert_eq!(active_state(tb, "web.service")?, "active");
-        }
-    }
-    let text = legerctl(
-        all.iter()
-            .find(|tb| host_name(tb) == holder)
-            .context("holder")?,
-        &["status"],
-    )?;
-    assert!(text.contains("after a rollback"), "{text}");
-
-    // A fixed revision reaches all three; the slot is free at the end.
-    publish(&all, &[("web/web.container", &container("web", "web v4"))])?;
-    wait_until(
-        Duration::from_secs(300),
-        "web v4 on every host, slot free",
-        || {
-            for tb in all {
-                let logs = tb
-                    .exec_ok(&["podman", "logs", "--tail", "1", "web"])
-                    .unwrap_or_default();
-                if !logs.contains("web v4") || lock_state(tb)? != "free" {
-                    return Ok(false);
-                }
-            }
-            Ok(server_get(&a, "/holders")?["web"] == serde_json::json!([]))
-        },
-    )?;
-
+    rollout_stops_at_first_host(&all, &|| {
+        Ok(server_get(a, "/holders")?["web"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h.as_str().map(str::to_owned))
+            .collect())
+    })?;
     // Reports arrive, with each host's applied revision.
     wait_until(
         WAIT,
@@ -346,4 +382,78 @@ fn wait_until_some<T>(
         Ok(found.is_some())
     })?;
     found.context("checked above")
+}
+
+/// The same rollout with the etcd backend: legerd takes its slot from a real etcd (Debian's
+/// etcd-server) on the test network, with airlock's semaphore, and no FleetLock server.
+#[test]
+fn fleet_rollout_with_the_etcd_backend() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let data_dir = data.path().join("etcd");
+    let lock = format!("etcd = [\"http://{SERVER_IP}:2379\"]\nslots = 1\n");
+    let (machines, _net) = setup("fleete", &lock, |net, a| {
+        let client = format!("http://{SERVER_IP}:2379");
+        let peer = format!("http://{SERVER_IP}:2380");
+        net.spawn(
+            "etcd",
+            &[
+                "--name",
+                "e2e",
+                "--data-dir",
+                data_dir.to_str().context("utf-8")?,
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("e2e={peer}"),
+            ],
+        )?;
+        wait_until(WAIT, "etcd answers on the test network", || {
+            Ok(a.exec_ok(&["curl", "-sf", &format!("{client}/health")])
+                .is_ok())
+        })
+    })?;
+    let [a, b, c] = &machines;
+    let all = [a, b, c];
+    // airlock's key, read back through etcd's JSON gateway from inside a machine.
+    let holders = || -> Result<Vec<String>> {
+        let key = "Y29tLmNvcmVvcy5haXJsb2NrL2dyb3Vwcy93ZWIvdjEvc2VtYXBob3Jl"; // com.coreos.airlock/groups/web/v1/semaphore
+        let out = a.exec_ok(&[
+            "sh",
+            "-c",
+            &format!(
+                "curl -sf -X POST http://{SERVER_IP}:2379/v3/kv/range -d '{{\"key\":\"{key}\"}}' | sed -n 's/.*\"value\":\"\\([^\"]*\\)\".*/\\1/p' | base64 -d"
+            ),
+        ])?;
+        let sem: Value =
+            serde_json::from_str(&out).with_context(|| format!("semaphore {out:?}"))?;
+        assert_eq!(sem["total_slots"], 1);
+        Ok(sem["holders"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h.as_str().map(str::to_owned))
+            .collect())
+    };
+    // A change of the common app goes through the etcd slot on every host.
+    let before: Vec<String> = all
+        .iter()
+        .map(|tb| container_id(tb, "web").map(|c| c.unwrap_or_default()))
+        .collect::<Result<_>>()?;
+    publish(&all, &[("web/web.container", &container("web", "web v2"))])?;
+    wait_until(Duration::from_secs(240), "web v2 on every host", || {
+        for (tb, old) in all.iter().zip(&before) {
+            match container_id(tb, "web")? {
+                Some(id) if id != *old => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(holders()?.is_empty())
+    })?;
+    rollout_stops_at_first_host(&all, &holders)
 }
