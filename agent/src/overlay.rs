@@ -128,7 +128,7 @@ pub fn compose(root: &Snapshot, c: &Composition) -> Snapshot {
         files.insert(path.to_owned(), Arc::clone(bytes));
     }
     for layer in &c.layers {
-        let mut apps: BTreeMap<&str, Vec<(&str, &Arc<[u8]>)>> = BTreeMap::new();
+        let mut apps: BTreeMap<&str, AppFiles<'_>> = BTreeMap::new();
         for (path, bytes) in under(root, Some(layer)) {
             if let Some((app, rel)) = path.split_once('/')
                 && !app.starts_with('.')
@@ -160,6 +160,9 @@ pub fn compose(root: &Snapshot, c: &Composition) -> Snapshot {
     }
 }
 
+/// One app folder's files in a layer: (path inside the folder, bytes).
+type AppFiles<'a> = Vec<(&'a str, &'a Arc<[u8]>)>;
+
 /// Each app's layer, as recorded by [`compose`]; empty for a snapshot without overlays.
 pub fn layers_of(snapshot: &Snapshot) -> BTreeMap<String, String> {
     let Some(bytes) = snapshot.files.get(LAYERS_FILE) else {
@@ -189,7 +192,7 @@ fn under<'a>(
 /// False when the app's `leger.toml` says `enabled = false`. A `leger.toml` that does
 /// not parse keeps the app, so `assemble` reports the error instead of the app
 /// silently vanishing.
-fn is_enabled(app_files: &[(&str, &Arc<[u8]>)]) -> bool {
+fn is_enabled(app_files: &AppFiles<'_>) -> bool {
     app_files
         .iter()
         .find(|(rel, _)| *rel == "leger.toml")

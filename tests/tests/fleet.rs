@@ -239,7 +239,7 @@ fn rollout_stops_at_first_host(
             }))
         })?;
     }
-    assert_eq!(holders()?, [holder.clone()]);
+    assert_eq!(holders()?, std::slice::from_ref(&holder));
     for (tb, id) in all.iter().zip(&good) {
         if host_name(tb) != holder {
             assert_eq!(
@@ -289,7 +289,7 @@ fn fleet_rollout_one_host_at_a_time_and_a_bad_revision_stops_at_the_first() -> R
     let server = env!("CARGO_BIN_EXE_leger-fleet-test-server");
     net.spawn(server, &[&format!("{SERVER_IP}:8080"), "1", "e2e-token"])?;
     wait_until(WAIT, "the fleet test server answers", || {
-        Ok(server_get(&a, "/holders").is_ok())
+        Ok(server_get(a, "/holders").is_ok())
     })?;
 
     // A change to the common app: every host restarts it, one at a time.
@@ -310,7 +310,7 @@ fn fleet_rollout_one_host_at_a_time_and_a_bad_revision_stops_at_the_first() -> R
         }
         Ok(true)
     })?;
-    let log = lock_log(&a)?;
+    let log = lock_log(a)?;
     let slots: Vec<&(String, String, u64)> = log
         .iter()
         .filter(|(op, _, _)| op == "grant" || op == "release")
@@ -354,7 +354,7 @@ fn fleet_rollout_one_host_at_a_time_and_a_bad_revision_stops_at_the_first() -> R
         WAIT,
         "a report from every host with its applied revision",
         || {
-            let reports = server_get(&a, "/reports")?;
+            let reports = server_get(a, "/reports")?;
             for tb in all {
                 let applied = status(tb)?["status"]["appliedRevision"].clone();
                 let seen = reports.as_array().into_iter().flatten().any(|r| {
