@@ -130,6 +130,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/v1/reconcile", post(reconcile))
         .route("/v1/staged", get(staged))
         .route("/v1/revisions", get(revisions))
+        .route("/v1/revisions/{revision}/retry", post(retry_revision))
         .route("/v1/identity", get(identity))
         .route("/v1/secrets", get(list_secrets))
         .route("/v1/secrets/{name}", put(set_secret).delete(remove_secret))
@@ -289,6 +290,42 @@ async fn fleet_release(
             format!("the slot is still held on record: {e}"),
         )),
     }
+}
+
+/// `POST /v1/revisions/{revision}/retry`: forgets that a revision failed its health
+/// gate (`legerctl pin|approve --force`), so legerd may apply it once more.
+async fn retry_revision(
+    State(ctx): State<ApiContext>,
+    axum::extract::Path(revision): axum::extract::Path<String>,
+) -> Result<Json<ReconcileResponse>, ApiFailure> {
+    let store = ctx.store.clone();
+    let rev = revision.clone();
+    let forgot = tokio::task::spawn_blocking(move || {
+        let s = store
+            .lock()
+            .map_err(|_| "the store lock is poisoned; restart legerd".to_owned())?;
+        s.forget_failure(
+            &rev,
+            "its earlier health gate failure was forgotten by an operator (--force)",
+        )
+        .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| {
+        ApiFailure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("retry task failed: {e}"),
+        )
+    })?
+    .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    if !forgot {
+        return Err(ApiFailure(
+            StatusCode::CONFLICT,
+            format!("revision {revision} is not marked failed; nothing to retry"),
+        ));
+    }
+    let _ = ctx.reconcile.try_send(());
+    Ok(Json(ReconcileResponse { queued: true }))
 }
 
 async fn reconcile(State(ctx): State<ApiContext>) -> Result<Json<ReconcileResponse>, ApiFailure> {

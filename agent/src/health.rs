@@ -129,6 +129,9 @@ pub async fn gate<U: UnitManager>(
                     },
                 },
                 "failed" => return Err(fail(t, format!("unit failed ({})", state.sub_state))),
+                // Its start job succeeded and it is at rest: it ran to completion and
+                // exited 0 (a migration, a one-shot job). That is a pass.
+                _ if state.has_completed() => true,
                 _ => false,
             };
             if up {
@@ -161,7 +164,10 @@ pub async fn gate<U: UnitManager>(
                 .unit_state(&t.unit)
                 .await
                 .map_err(|e| fail(t, format!("cannot read its state: {e}")))?;
-            if state.active_state != "active" && state.active_state != "reloading" {
+            if state.active_state != "active"
+                && state.active_state != "reloading"
+                && !state.has_completed()
+            {
                 return Err(fail(
                     t,
                     format!(

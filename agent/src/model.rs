@@ -221,6 +221,9 @@ pub struct Observed {
     /// are restarted even if their files match, since the files may never have been
     /// loaded.
     pub interrupted: BTreeSet<String>,
+    /// Units that ran to completion (exited 0: a migration, a one-shot job) under
+    /// their current files: inactive, but neither drift nor failed.
+    pub completed: BTreeSet<String>,
     /// Podman secrets whose value changes in this pass: their consumers restart.
     pub changed_secrets: BTreeSet<String>,
     /// Units that must not be installed, started or updated: a secret they need is
@@ -268,6 +271,15 @@ impl UnitState {
             self.active_state.as_str(),
             "active" | "activating" | "reloading"
         )
+    }
+
+    /// At rest without having failed. For a unit whose start job succeeded this means
+    /// it ran to completion and exited 0 (quadlet containers that exit non-zero end
+    /// `failed`); `Type=oneshot` with `RemainAfterExit=` stays `active` instead. The
+    /// health gate, the start job's settle check and the planner (through
+    /// [`Observed::completed`]) all read it the same way.
+    pub fn has_completed(&self) -> bool {
+        self.active_state == "inactive"
     }
 }
 

@@ -350,8 +350,15 @@ pub fn plan(
                 continue;
             }
             let state = observed.units.get(&unit.name);
-            let up = state.is_some_and(|s| s.is_up());
-            if state.is_some_and(|s| s.load_state == "not-found") {
+            // A unit that ran to completion under its current files is done, not down.
+            let up = state.is_some_and(|s| {
+                s.is_up() || (s.has_completed() && observed.completed.contains(&unit.name))
+            });
+            // A unit that ran to completion may be unloaded by systemd's garbage
+            // collection; that is not a missing generator run.
+            if state.is_some_and(|s| s.load_state == "not-found")
+                && !observed.completed.contains(&unit.name)
+            {
                 // Files are in place but the generator never ran for them (a crash
                 // between write and reload): a reload is needed before any start.
                 needs_reload = true;

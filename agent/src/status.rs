@@ -105,7 +105,10 @@ fn conditions(state: &HostState) -> [Condition; 3] {
         .apps
         .iter()
         .flat_map(|a| a.units.iter())
-        .filter(|u| u.active_state != "active")
+        .filter(|u| {
+            u.active_state != "active"
+                && !(u.active_state == "inactive" && state.completed_units.contains(&u.name))
+        })
         .map(|u| u.name.as_str())
         .collect();
     let ready = if pass.outcome == PassOutcome::Suspended {

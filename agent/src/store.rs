@@ -561,6 +561,21 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets that `revision` failed its health gate (an operator's `--force`): it
+    /// becomes `fetched` again, so legerd may apply it once more. Returns false when it
+    /// was not marked failed.
+    pub fn forget_failure(&self, revision: &str, note: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE revisions SET state = 'fetched', error = ?2, updated_at = ?3
+                 WHERE revision = ?1 AND state = 'failed'",
+                params![revision, note, now_rfc3339()],
+            )
+            .map_err(self.err("forget a failure"))?;
+        Ok(n > 0)
+    }
+
     /// The revision most recently recorded as applied: what the host runs.
     pub fn last_applied_revision(&self) -> Result<Option<String>, StoreError> {
         self.conn

@@ -76,6 +76,14 @@ async fn start(passes: u64) -> Server {
     for n in 1..=passes {
         store.insert_pass(&pass(n)).unwrap();
     }
+    // A revision that failed its health gate, for the retry endpoint.
+    store
+        .record_revision(
+            "bad",
+            legerd::store::RevisionState::Failed,
+            Some("web died"),
+        )
+        .unwrap();
     let (status_tx, status_rx) = watch::channel(doc(false));
     let (reconcile_tx, reconcile_rx) = mpsc::channel(1);
     let listener = bind_socket(&socket, None).unwrap();
@@ -292,4 +300,24 @@ async fn api_serve_shuts_down_gracefully() {
         .await
         .unwrap_err();
     assert!(err.is_connect(), "{err}");
+}
+
+#[tokio::test]
+async fn api_retry_forgets_a_failed_revision_once() {
+    let mut s = start(0).await;
+    let resp = s.post("/v1/revisions/bad/retry").await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let r: ReconcileResponse = resp.json().await.unwrap();
+    assert!(r.queued);
+    // It asked for a pass, so legerd tries the revision at once.
+    assert!(s.reconcile_rx.as_mut().unwrap().try_recv().is_ok());
+    let list: Vec<leger_api_types::RevisionInfo> =
+        s.get("/v1/revisions").await.json().await.unwrap();
+    let bad = list.iter().find(|r| r.revision == "bad").unwrap();
+    assert_eq!(bad.state, "fetched");
+    // Not failed any more (or never known): nothing to retry.
+    let e = api_error(s.post("/v1/revisions/bad/retry").await, 409).await;
+    assert!(e.contains("not marked failed"), "{e}");
+    let e = api_error(s.post("/v1/revisions/nope/retry").await, 409).await;
+    assert!(e.contains("nope"), "{e}");
 }

@@ -393,12 +393,12 @@ async fn pass_finishes_an_apply_interrupted_by_a_crash() {
     let r = bed.pass().await;
     let second = revision(&r);
     assert_eq!(r.record.outcome, PassOutcome::Applied);
-    // Rewind the records to the crash: the store says `first` is applied, and the
-    // intent record lists web.service, phase applying.
+    // Rewind the records to the crash: the store says `first` is applied (recorded
+    // last), and the intent record lists web.service, phase applying.
     bed.store
         .lock()
         .unwrap()
-        .record_revision(&second, RevisionState::Fetched, None)
+        .record_revision(&first, RevisionState::Applied, None)
         .unwrap();
     intent::save(
         &bed.store,
@@ -413,7 +413,6 @@ async fn pass_finishes_an_apply_interrupted_by_a_crash() {
     )
     .await
     .unwrap();
-    let _ = first;
     let mut restarted = Bed {
         reconciler: Reconciler::new(
             legerd::testkit::settings_in(bed._dir.path()),
@@ -446,13 +445,11 @@ async fn pass_reruns_a_gate_a_crash_cut_short() {
     let second = revision(&bed.pass().await);
     // Rewind to a crash inside the gate: applied is still `first`, the intent record
     // is in phase gating. web never comes up (the gate times out after 5s).
-    {
-        let s = bed.store.lock().unwrap();
-        s.record_revision(&second, RevisionState::Fetched, None)
-            .unwrap();
-        s.record_revision(&first, RevisionState::Applied, None)
-            .unwrap();
-    }
+    bed.store
+        .lock()
+        .unwrap()
+        .record_revision(&first, RevisionState::Applied, None)
+        .unwrap();
     intent::save(
         &bed.store,
         &Intent {
@@ -567,4 +564,107 @@ async fn pass_restore_goes_through_converge_and_history() {
     let history = bed.store.lock().unwrap().passes(1).unwrap();
     assert_eq!(history[0].trigger, "restore");
     assert_eq!(intent::load(&bed.store).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn pass_run_to_completion_unit_is_healthy_and_not_drift() {
+    let mut bed = Bed::new();
+    let job = "[Container]\nImage=localhost/busybox:latest\nExec=echo migrated\n";
+    bed.units.set_state_after_job("web.service", active());
+    bed.units
+        .set_state_after_job("migrate.service", state("inactive", "dead"));
+    bed.source(&[("web/web.container", WEB), ("web/migrate.container", job)]);
+    let r = bed.pass().await;
+    // The gate accepts a unit that ran and exited 0.
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    assert!(
+        bed.units
+            .actions()
+            .contains(&Call::Start("migrate.service".into()))
+    );
+    let ready = bed.reconciler.status(None);
+    let ready = ready.condition("Ready").unwrap();
+    assert_eq!(
+        ready.status,
+        leger_api_types::ConditionStatus::True,
+        "{ready:?}"
+    );
+
+    // It is not started again on the next passes: it is done, not drift; not even a
+    // reload when systemd garbage-collected the finished unit.
+    bed.units.set_state("migrate.service", UnitState::unknown());
+    for _ in 0..2 {
+        let r = bed.pass().await;
+        assert_eq!(r.record.outcome, PassOutcome::Noop, "{:?}", r.record);
+        assert!(bed.units.actions().is_empty(), "{:?}", bed.units.actions());
+    }
+    // A change to its file runs it again.
+    let job2 = "[Container]\nImage=localhost/busybox:latest\nExec=echo migrated twice\n";
+    bed.source(&[("web/web.container", WEB), ("web/migrate.container", job2)]);
+    let r = bed.pass().await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    assert_eq!(
+        bed.units.actions(),
+        [Call::Reload, Call::Start("migrate.service".into())]
+    );
+    // A failure is drift again: self-heal starts it.
+    bed.units
+        .set_state("migrate.service", state("failed", "failed"));
+    bed.pass().await;
+    assert_eq!(bed.units.actions(), [Call::Start("migrate.service".into())]);
+}
+
+#[tokio::test]
+async fn pass_converges_secrets_through_the_podman_seam_and_counts_them() {
+    let mut bed = Bed::new();
+    let state_dir = bed.quadlets.parent().unwrap().join("state");
+    let identity = Arc::new(legerd::secrets::NodeIdentity::load_or_create(&state_dir).unwrap());
+    let value = legerd::secrets::SecretValue::from(b"s3cret".to_vec());
+    let ciphertext = identity.encrypt(&value).unwrap();
+    bed.store
+        .lock()
+        .unwrap()
+        .put_local_secret("db-pass", &ciphertext)
+        .unwrap();
+    let metrics = Arc::new(legerd::metrics::Metrics::new(false));
+    let podman: Arc<dyn legerd::podman::Podman> = bed.podman.clone();
+    bed.reconciler = Reconciler::new(
+        legerd::testkit::settings_in(bed._dir.path()),
+        Arc::clone(&bed.units),
+        Arc::clone(&bed.store),
+    )
+    .with_podman(Arc::clone(&podman))
+    .with_metrics(Arc::clone(&metrics))
+    .with_secrets(legerd::secrets::SecretsConverger::new(identity, podman));
+    bed.units.set_state_after_job("web.service", active());
+    let web =
+        "[Container]\nImage=localhost/busybox:latest\nSecret=db-pass,type=env,target=DB_PASS\n";
+    bed.source(&[("web/web.container", web)]);
+    let r = bed.pass().await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    assert!(
+        bed.podman.calls().contains(&PodmanCall::SecretCreate {
+            name: "db-pass".into(),
+            replace: false
+        }),
+        "{:?}",
+        bed.podman.calls()
+    );
+    assert!(
+        r.record
+            .actions
+            .contains(&"create secret db-pass".to_owned())
+    );
+    assert_eq!(
+        bed.units.actions(),
+        [Call::Reload, Call::Start("web.service".into())]
+    );
+    let text = metrics.render();
+    assert!(
+        text.lines().any(|l| l == "legerd_secrets_synced_total 1"),
+        "{text}"
+    );
+    // Never the value: not in history, not in metrics.
+    assert!(!format!("{:?}", r.record).contains("s3cret"));
+    assert!(!text.contains("s3cret"));
 }

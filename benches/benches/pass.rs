@@ -1,41 +1,39 @@
-//! A full no-op reconcile pass at 100 and 1,000 apps, over a local git source.
+//! A whole no-op reconcile pass at 100 and 1,000 apps, through legerd's real stages.
 //!
 //! Why: an idle legerd runs this pass on every poll, so its cost is what a host pays
-//! for legerd when nothing changes. The pass is the reconciler's, stage by stage:
-//! fetch (the remote has nothing new), assemble (parse and validate every quadlet),
-//! read the inventory from SQLite, observe (hash every managed file in the quadlet dir,
-//! ask each unit's state) and plan, which must come out empty.
+//! for legerd when nothing changes. The pass is `Reconciler::reconcile`, the same call
+//! the controller makes: fetch (a git source whose remote has nothing new), validate
+//! (cached per revision), observe (inventory from SQLite, hash every managed file, ask
+//! each unit's state), plan (empty), the gates, the health stage, and record (revision
+//! state, a history row in SQLite, the status apps refresh, metrics).
 //!
-//! Everything is real except systemd: the repository is made with the git CLI, the
-//! inventory is a SQLite file, the quadlet dir is a folder on disk. Unit states come
-//! from the recording unit manager answering "active", because the figure wanted is
-//! legerd's own work, not the D-Bus round trips of a given host.
+//! Everything is real except systemd and podman: the repository is made with the git
+//! CLI, the store is a SQLite file, the quadlet dir is a folder on disk. Unit states
+//! come from the recording unit manager answering "active", because the figure wanted
+//! is legerd's own work, not the D-Bus round trips of a given host.
 //!
-//! Each stage is also measured alone, so a regression points at its stage.
+//! Each stage is also measured alone, through the stage functions the pass calls, so a
+//! regression points at its stage.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use leger_api_types::desired::GitSourceSpec;
-use leger_benches::{active_unit, bench_limits, install, inventory, source_files};
-use legerd::assemble::assemble;
-use legerd::model::{DesiredTree, Snapshot};
-use legerd::observe::observe;
-use legerd::plan::{Plan, PlanPolicy, plan};
-use legerd::source::git::GitSource;
-use legerd::store::{RevisionState, Store};
+use leger_api_types::{DesiredState, PassOutcome};
+use leger_benches::{active_unit, source_files};
+use legerd::metrics::Metrics;
+use legerd::pass::fetch::Fetcher;
+use legerd::pass::{Host, validate};
+use legerd::plan::{PlanPolicy, plan};
+use legerd::podman::{Podman, RecordingPodman};
+use legerd::reconciler::Reconciler;
+use legerd::store::Store;
 use legerd::systemd::recording::RecordingUnitManager;
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
-
-const POLICY: PlanPolicy = PlanPolicy {
-    prune: true,
-    self_heal: true,
-    allow_empty: false,
-};
 
 const SIZES: [usize; 2] = [100, 1_000];
 
@@ -64,23 +62,20 @@ fn git(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A host that applied the source's only commit: the git cache, the quadlet dir, the
-/// inventory and the units all match it.
-struct Host {
-    /// Holds every folder below; dropped last.
-    _root: TempDir,
-    source: GitSource,
-    applied: String,
-    store: Store,
-    quadlet_dir: PathBuf,
-    units: RecordingUnitManager,
+/// A host whose reconciler applied the source's only commit (through the real stages,
+/// outside any timing): every later pass is a no-op.
+struct Host1 {
+    root: TempDir,
+    reconciler: Reconciler<RecordingUnitManager>,
+    units: Arc<RecordingUnitManager>,
+    store: Arc<Mutex<Store>>,
+    podman: Arc<dyn Podman>,
+    desired: DesiredState,
     runtime: Runtime,
 }
 
-impl Host {
-    /// Builds the repository (one commit with `n` app folders), its bare clone, and a
-    /// host that applied it, outside any timing.
-    fn new(n: usize) -> Host {
+impl Host1 {
+    fn new(n: usize) -> Host1 {
         let root = tempfile::Builder::new()
             .prefix("leger-bench-pass-")
             .tempdir()
@@ -105,140 +100,138 @@ impl Host {
                 bare.to_str().expect("utf-8 path"),
             ],
         );
-
-        let spec = GitSourceSpec {
-            url: format!("file://{}", bare.display()),
-            reference: "main".into(),
-            path: None,
-            poll_interval: Duration::from_secs(60),
-            allow_rewrite: false,
-            overlays: Vec::new(),
-        };
-        let state_dir = root.path().join("state");
-        let mut source = GitSource::new(spec, &state_dir, bench_limits());
-        let first = source.fetch(None).expect("first fetch");
-        assert!(first.stats.received_pack, "the first fetch clones");
-        let tree = assemble(&first.snapshot, &bench_limits()).expect("fixture validates");
-        assert_eq!(tree.apps.len(), n);
-
-        let quadlet_dir = root.path().join("quadlets");
-        install(&tree, &quadlet_dir).expect("install quadlets");
-        let store = Store::open(&state_dir.join("legerd.db")).expect("open store");
-        for entry in inventory(&tree) {
-            store.upsert_inventory(&entry).expect("write inventory");
+        let mut settings = legerd::testkit::settings_in(root.path());
+        settings.limits = leger_benches::bench_limits();
+        let desired_text = format!(
+            "[source]\nkind = \"git\"\nurl = \"file://{}\"\nref = \"main\"\n",
+            bare.display()
+        );
+        std::fs::create_dir_all(settings.paths.desired_file.parent().unwrap()).unwrap();
+        std::fs::write(&settings.paths.desired_file, &desired_text).unwrap();
+        let desired = DesiredState::from_toml_str(&desired_text).expect("desired parses");
+        let store = Arc::new(Mutex::new(
+            Store::open(&settings.paths.state_dir.join("legerd.db")).expect("open store"),
+        ));
+        let units = Arc::new(RecordingUnitManager::new());
+        let recording = Arc::new(RecordingPodman::new());
+        for i in 0..n {
+            let app = leger_benches::app_name(i);
+            for unit in [
+                format!("{app}.service"),
+                format!("{app}-data-volume.service"),
+            ] {
+                units.set_state_after_job(&unit, active_unit());
+            }
+            // The health gate asks podman about containers with HealthCmd=.
+            recording.set_container_health(&app, "healthy");
         }
-        store
-            .record_revision(&tree.revision, RevisionState::Applied, None)
-            .expect("record revision");
-        let units = RecordingUnitManager::new();
-        for unit in tree.apps.values().flat_map(|a| &a.units) {
-            units.set_state(&unit.name, active_unit());
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        let podman: Arc<dyn Podman> = recording;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
             .build()
             .expect("tokio runtime");
-
-        let mut host = Host {
-            _root: root,
-            source,
-            applied: tree.revision.clone(),
-            store,
-            quadlet_dir,
+        let mut reconciler = Reconciler::new(settings, Arc::clone(&units), Arc::clone(&store))
+            .with_podman(Arc::clone(&podman));
+        let first = runtime.block_on(reconciler.reconcile(&["bench".into()]));
+        assert_eq!(
+            first.record.outcome,
+            PassOutcome::Applied,
+            "{:?}",
+            first.record.error
+        );
+        let mut host = Host1 {
+            root,
+            reconciler,
             units,
+            store,
+            podman,
+            desired,
             runtime,
         };
-        let p = host.pass();
-        assert!(p.is_empty(), "a no-op pass plans nothing: {:?}", p.actions);
+        let second = host.pass();
+        assert_eq!(second, PassOutcome::Noop, "a second pass is a no-op");
         host
     }
 
-    fn fetch(&mut self) -> Snapshot {
-        let fetched = self.source.fetch(Some(&self.applied)).expect("fetch");
-        assert!(!fetched.stats.received_pack, "nothing new upstream");
-        fetched.snapshot
-    }
-
-    fn observe_and_plan(&self, tree: &DesiredTree) -> Plan {
-        let inventory = self.store.inventory().expect("read inventory");
-        let observed = self
+    /// One whole pass, as the controller runs it.
+    fn pass(&mut self) -> PassOutcome {
+        let r = self
             .runtime
-            .block_on(observe(tree, &inventory, &self.quadlet_dir, &self.units))
-            .expect("observe");
-        plan(tree, &observed, POLICY).expect("plan")
-    }
-
-    /// One reconcile pass, without the apply (a no-op has nothing to apply).
-    fn pass(&mut self) -> Plan {
-        let snapshot = self.fetch();
-        let tree = assemble(&snapshot, &bench_limits()).expect("assemble");
-        self.observe_and_plan(&tree)
-    }
-
-    /// Forgets the recorded calls so memory stays flat over many iterations.
-    fn forget_calls(&self) {
+            .block_on(self.reconciler.reconcile(&["bench".into()]));
         drop(self.units.take_calls());
+        r.record.outcome
     }
-}
-
-/// Times `routine` alone per iteration, clearing the recorder's log between runs.
-fn timed(host: &mut Host, iters: u64, mut routine: impl FnMut(&mut Host)) -> Duration {
-    let mut total = Duration::ZERO;
-    for _ in 0..iters {
-        let start = Instant::now();
-        routine(host);
-        total += start.elapsed();
-        host.forget_calls();
-    }
-    total
 }
 
 fn bench_pass(c: &mut Criterion) {
     let mut group = c.benchmark_group("pass");
     group.sample_size(10).warm_up_time(Duration::from_secs(1));
     for n in SIZES {
-        group.measurement_time(Duration::from_secs(if n >= 1_000 { 5 } else { 2 }));
-        let mut host = Host::new(n);
-        let snapshot = host.fetch();
-        let tree = assemble(&snapshot, &bench_limits()).expect("assemble");
-        let inventory = host.store.inventory().expect("read inventory");
+        group.measurement_time(Duration::from_secs(if n >= 1_000 { 10 } else { 3 }));
+        let mut host = Host1::new(n);
+        group.bench_function(BenchmarkId::new("no_op", n), |b| {
+            b.iter(|| assert_eq!(host.pass(), PassOutcome::Noop))
+        });
+
+        // The stages alone, through the functions the pass calls.
+        let settings = legerd::testkit::settings_in(host.root.path());
+        let mut settings = settings;
+        settings.limits = leger_benches::bench_limits();
+        let metrics = Metrics::new(false);
+        let stage_host = Host {
+            settings: &settings,
+            units: &*host.units,
+            store: &host.store,
+            metrics: &metrics,
+            podman: &host.podman,
+        };
+        let applied = host.reconciler.applied_revision().map(str::to_owned);
+        let mut fetcher = Fetcher::default();
+        let snapshot = host
+            .runtime
+            .block_on(fetcher.fetch(&host.desired, &settings, &metrics, applied.clone()))
+            .expect("fetch");
+        group.bench_function(BenchmarkId::new("stage_fetch", n), |b| {
+            b.iter(|| {
+                black_box(
+                    host.runtime
+                        .block_on(fetcher.fetch(
+                            &host.desired,
+                            &settings,
+                            &metrics,
+                            applied.clone(),
+                        ))
+                        .expect("fetch"),
+                )
+            })
+        });
+        group.bench_function(BenchmarkId::new("stage_validate_uncached", n), |b| {
+            b.iter(|| validate::check(black_box(&snapshot), &settings).expect("valid"))
+        });
+        let tree = Arc::new(validate::check(&snapshot, &settings).expect("valid"));
+        group.bench_function(BenchmarkId::new("stage_observe", n), |b| {
+            b.iter(|| {
+                let o = host
+                    .runtime
+                    .block_on(legerd::pass::observe::observe(&stage_host, &tree, None))
+                    .expect("observe");
+                drop(host.units.take_calls());
+                black_box(o)
+            })
+        });
         let observed = host
             .runtime
-            .block_on(observe(&tree, &inventory, &host.quadlet_dir, &host.units))
-            .expect("observe");
-
-        group.bench_function(BenchmarkId::new("no_op", n), |b| {
-            b.iter_custom(|iters| {
-                timed(&mut host, iters, |h| {
-                    black_box(h.pass());
-                })
-            })
-        });
-        group.bench_function(BenchmarkId::new("stage_fetch", n), |b| {
-            b.iter_custom(|iters| {
-                timed(&mut host, iters, |h| {
-                    black_box(h.fetch());
-                })
-            })
-        });
-        group.bench_function(BenchmarkId::new("stage_assemble", n), |b| {
-            b.iter(|| assemble(black_box(&snapshot), &bench_limits()).expect("assemble"))
-        });
-        group.bench_function(BenchmarkId::new("stage_inventory", n), |b| {
-            b.iter(|| host.store.inventory().expect("read inventory"))
-        });
-        group.bench_function(BenchmarkId::new("stage_observe", n), |b| {
-            b.iter_custom(|iters| {
-                timed(&mut host, iters, |h| {
-                    black_box(
-                        h.runtime
-                            .block_on(observe(&tree, &inventory, &h.quadlet_dir, &h.units))
-                            .expect("observe"),
-                    );
-                })
-            })
-        });
+            .block_on(legerd::pass::observe::observe(&stage_host, &tree, None))
+            .expect("observe")
+            .observed;
+        let policy = PlanPolicy::from(&host.desired.policy);
         group.bench_function(BenchmarkId::new("stage_plan", n), |b| {
-            b.iter(|| plan(black_box(&tree), black_box(&observed), POLICY).expect("plan"))
+            b.iter(|| {
+                let p = plan(black_box(&tree), black_box(&observed), policy).expect("plan");
+                assert!(p.is_empty());
+                p
+            })
         });
     }
     group.finish();

@@ -116,6 +116,9 @@ Examples:
     Approve {
         /// The revision to apply.
         revision: Option<String>,
+        /// Approve a revision that already failed its health gate, so legerd tries it again.
+        #[arg(long)]
+        force: bool,
     },
 
     /// Hold the host at REV from legerd's own revision store, whatever the source says (sets policy.pin).
@@ -125,6 +128,9 @@ Examples:
     Pin {
         /// The revision.
         revision: String,
+        /// Pin a revision that already failed its health gate, so legerd tries it again.
+        #[arg(long)]
+        force: bool,
     },
 
     /// Follow the source again (clears policy.pin).

@@ -8,6 +8,7 @@
 
 pub mod backups;
 pub mod edit;
+pub mod failed;
 pub mod logs;
 pub mod publish;
 pub mod render;

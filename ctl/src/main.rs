@@ -215,7 +215,7 @@ fn run(cli: Cli) -> Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Approve { revision } => {
+        Command::Approve { revision, force } => {
             let revision = match revision {
                 Some(r) => r,
                 None => {
@@ -225,13 +225,15 @@ fn run(cli: Cli) -> Result<()> {
                     )?
                 }
             };
+            refuse_failed(&mut loc, &revision, force, "approve")?;
             let rev = revision.clone();
             edit_policy(&loc.desired_file()?, move |p| p.approved = Some(rev))?;
             println!(
                 "approved {revision}: legerd applies it at its next pass (`legerctl reconcile` for now)"
             );
         }
-        Command::Pin { revision } => {
+        Command::Pin { revision, force } => {
+            refuse_failed(&mut loc, &revision, force, "pin")?;
             let rev = revision.clone();
             edit_policy(&loc.desired_file()?, move |p| p.pin = Some(rev))?;
             println!(
@@ -619,6 +621,35 @@ fn set_suspend(path: &Path, suspend: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Refuses a revision that already failed its health gate unless `force`; with it,
+/// asks legerd to forget the failure. When legerd cannot be asked, says so and goes on:
+/// legerd itself never re-applies a failed revision unforced.
+fn refuse_failed(loc: &mut Locations, revision: &str, force: bool, verb: &str) -> Result<()> {
+    let client = loc.client()?;
+    let list: Vec<RevisionInfo> = match block_on(client.get("/v1/revisions?limit=1000"))
+        .ok()
+        .and_then(|body| serde_json::from_str(&body).ok())
+    {
+        Some(list) => list,
+        None => {
+            eprintln!(
+                "legerctl: cannot ask legerd whether {revision} failed before; if it did, legerd keeps the last good revision"
+            );
+            return Ok(());
+        }
+    };
+    match legerctl::failed::check(&list, revision, force, verb) {
+        Ok(legerctl::failed::Verdict::Proceed) => Ok(()),
+        Ok(legerctl::failed::Verdict::Retry) => {
+            block_on(client.post(&format!("/v1/revisions/{revision}/retry")))
+                .with_context(|| format!("cannot ask legerd to retry {revision}"))?;
+            eprintln!("legerctl: {revision} failed before; legerd will try it once more");
+            Ok(())
+        }
+        Err(e) => bail!("{e}"),
+    }
 }
 
 /// legerd's status document.

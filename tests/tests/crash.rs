@@ -1,5 +1,7 @@
-//! End-to-end: legerd killed with SIGKILL at more than 20 points of an apply; each
-//! time, the next start converges and the quadlet dir never holds a partial file.
+//! End-to-end: legerd killed with SIGKILL at 40 and more distinct points of a pass
+//! (inside the apply and inside the health gate); each time, the next start converges,
+//! runs the interrupted revision's gate again, and the quadlet dir never holds a
+//! partial file.
 
 mod common;
 
@@ -38,10 +40,12 @@ fn revision(i: u32) -> BTreeMap<String, String> {
     files
 }
 
-/// The crash point for each revision 1.., chosen so that revision's apply reaches it.
+/// The crash point for each revision 1.., chosen so that revision's pass reaches it.
 /// Odd revisions: stop extra, update db, update web, remove extra, reload, restart db,
-/// restart web. Even ones: create extra, update db, update web, reload, restart db,
-/// start extra, restart web.
+/// restart web; the gate judges db and web. Even ones: create extra, update db, update
+/// web, reload, restart db, start extra, restart web; the gate judges db, extra and web.
+/// Around the apply: fetch, validate, observe, plan, backup, the intent record, the
+/// gate (each unit up, settled), recording the revision and clearing the intent.
 const POINTS: &[&str] = &[
     "after-remove#1",
     "after-inventory#1",
@@ -66,6 +70,26 @@ const POINTS: &[&str] = &[
     "before-action#5",
     "after-inventory#3",
     "before-record#1",
+    "gate-unit-up#3",
+    "before-action#2",
+    "before-action#3",
+    "after-action#2",
+    "after-action#3",
+    "after-action#4",
+    "after-backup#1",
+    "after-intent#1",
+    "before-gate#1",
+    "gate-unit-up#1",
+    "gate-unit-up#2",
+    "gate-settled#1",
+    "after-gate#1",
+    "after-record#1",
+    "after-observe#1",
+    "after-plan#1",
+    "before-apply#1",
+    "after-apply#1",
+    "after-fetch#1",
+    "after-validate#1",
 ];
 
 /// Every file under `dir`, relative, with its content.
@@ -93,7 +117,13 @@ fn walk(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
 
 #[test]
 fn kill_at_any_point_of_an_apply_then_converge() -> Result<()> {
-    assert!(POINTS.len() >= 20);
+    let distinct: std::collections::BTreeSet<&str> = POINTS.iter().copied().collect();
+    println!(
+        "killing legerd at {} distinct crash points ({} kills)",
+        distinct.len(),
+        POINTS.len()
+    );
+    assert!(distinct.len() >= 40, "{} distinct points", distinct.len());
     let tb = Testbed::boot("e2e-crash")?;
     let initial = revision(0);
     let pairs: Vec<(&str, &str)> = initial

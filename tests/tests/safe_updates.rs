@@ -43,13 +43,22 @@ fn bad_revision_is_rolled_back_and_not_retried() -> Result<()> {
     // Reported as a rollback, never as success.
     let history = legerctl(&tb, &["history", "--json"])?;
     let passes: serde_json::Value = serde_json::from_str(&history)?;
-    let rolled = passes
+    // Later passes (drift triggers from the rollback's own writes) may already have
+    // recorded the held revision as failed: look at every pass on the bad revision.
+    let on_bad: Vec<&serde_json::Value> = passes
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["revision"] == bad.as_str())
-        .expect("a pass on the bad revision");
-    assert_eq!(rolled["outcome"], "rolled_back", "{rolled:#}");
+        .filter(|p| p["revision"] == bad.as_str())
+        .collect();
+    assert!(
+        on_bad.iter().any(|p| p["outcome"] == "rolled_back"),
+        "{passes:#}"
+    );
+    assert!(
+        on_bad.iter().all(|p| p["outcome"] != "applied"),
+        "{passes:#}"
+    );
     let events = tb.exec_ok(&[
         "journalctl",
         "-o",

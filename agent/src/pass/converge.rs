@@ -27,7 +27,7 @@ use super::intent::{self, Intent, Phase};
 use super::observe::{Observation, observe};
 use super::restore::RestoreSpec;
 use super::secrets::{self as secrets_stage, AgeFiles};
-use super::{Failure, Gate, Host, HostState, backup, blocking};
+use super::{Failure, Gate, Host, HostState, backup, blocking, completed};
 use crate::apply::{ApplyReport, ApplyTarget, apply};
 use crate::crashpoint;
 use crate::health::GateFailure;
@@ -169,6 +169,11 @@ pub async fn converge<U: UnitManager>(
         intent: _,
         regate,
     } = observe(host, tree, mode.scope()).await?;
+    let memory = completed::load(host.store)
+        .await
+        .map_err(|e| Failure::new(reason::APPLY_FAILED, e.to_string(), false))?;
+    completed::fill(&mut observed, tree, &memory);
+    crashpoint::hit("after-observe");
 
     let prepared = secrets_stage::prepare(
         host,
@@ -203,6 +208,7 @@ pub async fn converge<U: UnitManager>(
 
     let plan = plan(tree, &observed, policy)
         .map_err(|e| Failure::new(reason::PLAN_REFUSED, e.to_string(), true))?;
+    crashpoint::hit("after-plan");
     for d in &plan.drift {
         journal::drift(&tree.revision, d);
         let (kind, target, detail) = (d.kind.as_str(), d.target.clone(), d.detail.clone());
@@ -332,6 +338,7 @@ async fn apply_and_check<U: UnitManager>(
         converged.stopped = stopped;
         converged.volumes = volumes;
     }
+    crashpoint::hit("before-apply");
     let applied = apply(plan, tree, &apply_target)
         .await
         .map_err(|e| apply_failed(tree, e))?;
@@ -340,6 +347,7 @@ async fn apply_and_check<U: UnitManager>(
     report.unit_failures.extend(applied.unit_failures);
     converged.actions.extend(report.done.iter().cloned());
     converged.changed = work;
+    crashpoint::hit("after-apply");
 
     if work || !regate.is_empty() {
         record.phase = Phase::Gating;
@@ -348,8 +356,11 @@ async fn apply_and_check<U: UnitManager>(
             .map_err(|e| apply_failed(tree, e))?;
     }
     crashpoint::hit("before-gate");
-    let Verdict { blamed, unrelated } =
-        health::check(host, plan, tree, &report, &blame, regate).await;
+    let Verdict {
+        blamed,
+        unrelated,
+        completed: finished,
+    } = health::check(host, plan, tree, &report, &blame, regate).await;
     crashpoint::hit("after-gate");
     converged.unrelated = unrelated;
     if let Some(failure) = blamed {
@@ -357,6 +368,12 @@ async fn apply_and_check<U: UnitManager>(
             failure,
             actions: converged.actions,
         });
+    }
+    if restore.is_none() {
+        match completed::remember(host.store, tree, &finished).await {
+            Ok(known) => cx.state.completed_units = known,
+            Err(e) => tracing::warn!(error = %e, "cannot remember units that ran to completion"),
+        }
     }
     if restore.is_none()
         && let Some(s) = cx.secrets.as_deref()

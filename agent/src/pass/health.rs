@@ -26,6 +26,8 @@ pub struct Verdict {
     /// Units that failed although the revision did not change them, as
     /// `unit: what was seen`.
     pub unrelated: Vec<String>,
+    /// Gated units that ran to completion (exited 0).
+    pub completed: BTreeSet<String>,
 }
 
 /// The units this revision changed (see the module doc). `also` adds units to judge
@@ -110,10 +112,17 @@ pub async fn check<U: UnitManager>(
     }
     if verdict.blamed.is_none() {
         let h = &host.settings.health;
-        if let Err(g) =
-            health::gate(host.units, &**host.podman, &targets, h.timeout, h.settle).await
-        {
-            verdict.blamed = Some(g);
+        match health::gate(host.units, &**host.podman, &targets, h.timeout, h.settle).await {
+            Err(g) => verdict.blamed = Some(g),
+            Ok(()) => {
+                for t in &targets {
+                    if let Ok(state) = host.units.unit_state(&t.unit).await
+                        && state.has_completed()
+                    {
+                        verdict.completed.insert(t.unit.clone());
+                    }
+                }
+            }
         }
     }
     for g in started

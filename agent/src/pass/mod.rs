@@ -38,6 +38,7 @@
 pub mod backup;
 pub mod blocking;
 pub mod choose;
+pub mod completed;
 pub mod converge;
 pub mod fetch;
 pub mod gate;

@@ -152,6 +152,7 @@ impl<U: UnitManager> Pass<'_, '_, U> {
                     .map_err(|e| Failure::new(e.reason(), e.to_string(), true))?;
                 self.state.fetched_revision = Some(s.revision.clone());
                 w.revision = Some(s.revision.clone());
+                crate::crashpoint::hit("after-fetch");
                 Some(s)
             }
         };
@@ -187,6 +188,7 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         w.revision = Some(revision.clone());
         let age_files = secrets::age_files(&snapshot);
         let tree = self.validator.validate(host, snapshot).await?;
+        crate::crashpoint::hit("after-validate");
         let target = Target { tree, age_files };
         let outcome = self.converge(desired, &mode, &target, w).await?;
         if let Some(r) = refused {
@@ -492,6 +494,15 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         });
         let result = converge::converge(&mut self.context(desired), &mode, &target).await;
         let c = match result {
+            Ok(c) if c.held.is_some() => {
+                let why = match c.held {
+                    Some(GateVerdict::Wait { message, .. }) => message,
+                    _ => String::new(),
+                };
+                return Err(fail(format!(
+                    "a gate holds it ({why}); nothing was restored"
+                )));
+            }
             Ok(c) => c,
             Err(ConvergeError::Failed(f)) => return Err(fail(f.message)),
             Err(ConvergeError::Unhealthy { failure, actions }) => {

@@ -29,6 +29,8 @@ pub struct HostState {
     pub held: Option<(&'static str, String)>,
     /// Units waiting for a missing secret, for the Ready condition.
     pub secrets_blocked: Option<String>,
+    /// Units that ran to completion under their current files: inactive, not down.
+    pub completed_units: BTreeSet<String>,
     /// A pass is running now.
     pub reconciling: bool,
     /// The set of managed unit names, shared with the unit event filter.
