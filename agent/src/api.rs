@@ -71,6 +71,8 @@ pub struct ApiContext {
     pub backups: Option<BackupsApi>,
     /// Who may read and who may write, checked on every request.
     pub access: AccessPolicy,
+    /// The fleet gate, for `legerctl fleet release`; `None` answers with 503.
+    pub fleet: Option<Arc<crate::fleet::FleetGate>>,
 }
 
 /// The credentials of the connection a request came on, taken when it was accepted.
@@ -161,6 +163,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/v1/secrets/{name}", put(set_secret).delete(remove_secret))
         .route("/v1/backups", get(list_backups))
         .route("/v1/restore", post(restore))
+        .route("/v1/fleet/release", post(fleet_release))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), authorize))
@@ -349,6 +352,27 @@ async fn revisions(
             })
             .collect(),
     ))
+}
+
+/// Gives the restart slot back by hand. It talks to the lock service directly rather
+/// than through the pass loop: an operator releasing a slot kept after a failed
+/// rollout must not wait for a pass, and the gate's state is safe to share.
+async fn fleet_release(
+    State(ctx): State<ApiContext>,
+) -> Result<Json<leger_api_types::fleet::ReleaseResponse>, ApiFailure> {
+    let Some(fleet) = ctx.fleet else {
+        return Err(ApiFailure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this legerd does not serve fleet commands".to_owned(),
+        ));
+    };
+    match fleet.release().await {
+        Ok(message) => Ok(Json(leger_api_types::fleet::ReleaseResponse { message })),
+        Err(e) => Err(ApiFailure(
+            StatusCode::BAD_GATEWAY,
+            format!("the slot is still held on record: {e}"),
+        )),
+    }
 }
 
 /// `POST /v1/revisions/{revision}/retry`: forgets that a revision failed its health

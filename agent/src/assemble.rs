@@ -167,6 +167,10 @@ fn assemble_expanded(
                 .map_err(|_| "not valid UTF-8 text".to_owned())
                 .and_then(AppConfig::from_toml_str)
             {
+                Ok(config) if !config.is_enabled() => {
+                    // `enabled = false`: the app is not part of this revision at all.
+                    continue;
+                }
                 Ok(config) => {
                     configs.insert(app.to_string(), config);
                 }
@@ -527,9 +531,12 @@ fn build_tree(snapshot: &Snapshot, parsed: &[Parsed]) -> DesiredTree {
         app.units
             .sort_by(|a, b| (a.kind.start_rank(), &a.name).cmp(&(b.kind.start_rank(), &b.name)));
     }
+    let mut layers = crate::overlay::layers_of(snapshot);
+    layers.retain(|app, _| apps.contains_key(app));
     DesiredTree {
         revision: snapshot.revision.clone(),
         apps,
+        layers,
     }
 }
 
@@ -585,6 +592,28 @@ mod tests {
     }
 
     const WEB: &str = "[Container]\nImage=localhost/web:1\nEnvironmentFile=web.env\nVolume=./conf:/etc/conf:ro\nVolume=data.volume:/data\nNetwork=net.network\nSecret=db-pass,type=env\n";
+
+    #[test]
+    fn assemble_drops_a_disabled_app_and_keeps_overlay_layers() {
+        let q = "[Container]\nImage=x\n";
+        let tree = assemble(
+            &snapshot(&[
+                ("a/a.container", q),
+                ("b/b.container", q),
+                ("b/leger.toml", "enabled = false\n"),
+                (crate::overlay::LAYERS_FILE, "a\thosts/h1/apps\nb\tapps\n"),
+            ]),
+            &limits(),
+            &target(),
+        )
+        .unwrap();
+        assert_eq!(tree.apps.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            tree.layers.get("a").map(String::as_str),
+            Some("hosts/h1/apps")
+        );
+        assert!(!tree.layers.contains_key("b"));
+    }
 
     #[test]
     fn assemble_checks_leger_toml_secret_names() {

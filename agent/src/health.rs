@@ -296,6 +296,7 @@ mod tests {
         DesiredTree {
             revision: "r".into(),
             apps: [("web".to_owned(), app)].into(),
+            layers: Default::default(),
         }
     }
 

@@ -182,6 +182,12 @@ async fn run(args: Args) -> Result<bool> {
             podman,
         ));
     let (status_tx, status_rx) = watch::channel(reconciler.status(None));
+    // Deployment reports run beside the passes, never inside one (a no-op without
+    // fleet.report_url).
+    tokio::spawn(legerd::fleet::report::run(
+        settings.fleet.clone(),
+        status_rx.clone(),
+    ));
 
     // Unit events: a managed unit that left `active` is possible drift. The stream is
     // subscribed again after every reconnect, and a reconnect asks for a pass, since
@@ -252,6 +258,7 @@ async fn run(args: Args) -> Result<bool> {
             settings.socket_group.as_deref(),
             settings.admin_group.as_deref(),
         ),
+        fleet: Some(reconciler.fleet_gate()),
     };
     let api_task = tokio::spawn(api::serve(listener, ctx, async move {
         let _ = api_stop_rx.await;

@@ -85,6 +85,17 @@ struct FetchLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LockLabels {
+    op: &'static str,
+    result: &'static str,
+}
+
+/// `legerd_fleet_lock_requests_total{op}` values.
+pub const FLEET_LOCK_OPS: [&str; 2] = ["acquire", "release"];
+/// `legerd_fleet_lock_requests_total{result}` values.
+pub const FLEET_LOCK_RESULTS: [&str; 4] = ["ok", "refused", "unreachable", "protocol_error"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -179,6 +190,10 @@ pub struct Metrics {
     backups_total: Family<OutcomeLabels, Counter>,
     /// `legerd_backup_bytes`: what all backups take on disk now.
     backup_bytes: Gauge,
+    /// `legerd_fleet_lock_requests_total{op,result}`.
+    fleet_lock_requests: Family<LockLabels, Counter>,
+    /// `legerd_fleet_lock_held`: 1 while this host holds a restart slot.
+    fleet_lock_held: Gauge,
 }
 
 /// A gauge family whose label sets are replaced as a whole (the current revision, the
@@ -363,6 +378,23 @@ impl Metrics {
             "Bytes all backups take on the state filesystem",
             backup_bytes.clone(),
         );
+        let fleet_lock_requests = Family::<LockLabels, Counter>::default();
+        for op in FLEET_LOCK_OPS {
+            for result in FLEET_LOCK_RESULTS {
+                fleet_lock_requests.get_or_create_owned(&LockLabels { op, result });
+            }
+        }
+        registry.register(
+            "fleet_lock_requests",
+            "Requests to the fleet lock by op (acquire, release) and result (ok, refused, unreachable, protocol_error)",
+            fleet_lock_requests.clone(),
+        );
+        let fleet_lock_held = Gauge::default();
+        registry.register(
+            "fleet_lock_held",
+            "1 while this host holds a restart slot of the fleet lock (kept after a failed rollout)",
+            fleet_lock_held.clone(),
+        );
 
         Metrics {
             registry,
@@ -384,6 +416,8 @@ impl Metrics {
             app_units,
             backups_total,
             backup_bytes,
+            fleet_lock_requests,
+            fleet_lock_held,
         }
     }
 
@@ -399,6 +433,19 @@ impl Metrics {
     pub fn set_backup_bytes(&self, bytes: u64) {
         self.backup_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// One request to the fleet lock; `op` and `result` come from
+    /// [`FLEET_LOCK_OPS`] and [`FLEET_LOCK_RESULTS`].
+    pub fn record_fleet_lock(&self, op: &'static str, result: &'static str) {
+        self.fleet_lock_requests
+            .get_or_create(&LockLabels { op, result })
+            .inc();
+    }
+
+    /// Whether this host holds a restart slot.
+    pub fn set_fleet_lock_held(&self, held: bool) {
+        self.fleet_lock_held.set(i64::from(held));
     }
 
     /// One source fetch. `kind` is `git` or `dir`.
@@ -439,7 +486,10 @@ impl Metrics {
     pub fn record_pass(&self, pass: &PassSummary<'_>) {
         let outcome = match pass.outcome {
             PassOutcome::Applied => "applied",
-            PassOutcome::Noop | PassOutcome::Suspended | PassOutcome::Staged => "noop",
+            PassOutcome::Noop
+            | PassOutcome::Suspended
+            | PassOutcome::Staged
+            | PassOutcome::Waiting => "noop",
             PassOutcome::Failed => "failed",
             PassOutcome::RolledBack => "rolled_back",
         };
@@ -653,6 +703,7 @@ mod tests {
     fn app(name: &str, states: &[&str]) -> AppStatus {
         AppStatus {
             name: name.to_owned(),
+            layer: None,
             units: states
                 .iter()
                 .enumerate()

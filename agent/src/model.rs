@@ -57,6 +57,9 @@ pub struct DesiredTree {
     pub revision: String,
     /// Apps by name (the folder name).
     pub apps: BTreeMap<String, App>,
+    /// The overlay layer each app came from (empty for a source without overlays);
+    /// shown in status and reports.
+    pub layers: BTreeMap<String, String>,
 }
 
 /// One app: the files legerd installs for it and the units they make.
@@ -298,6 +301,10 @@ impl<'a> Revision<'a> {
     /// its version: `v3@sha256:0123…` reads `v3@0123456789ab`.
     pub fn short(self) -> std::borrow::Cow<'a, str> {
         let revision = self.0;
+        // A composed revision (overlays) keeps its composition id: `0123456789ab+o…`.
+        if let Some((source, composition)) = revision.split_once('+') {
+            return format!("{}+{composition}", Revision(source).short()).into();
+        }
         if let Some((version, digest)) = revision.split_once("@sha256:") {
             return format!("{version}@{}", &digest[..digest.len().min(12)]).into();
         }

@@ -489,6 +489,7 @@ mod tests {
         DesiredTree {
             revision: "r1".into(),
             apps: apps.into_iter().map(|a| (a.name.clone(), a)).collect(),
+            layers: Default::default(),
         }
     }
 

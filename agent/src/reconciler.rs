@@ -50,6 +50,9 @@ pub struct Reconciler<U> {
     secrets: Option<crate::secrets::SecretsConverger>,
     /// What may hold a pass before it changes the host (suspend; the fleet lock).
     gates: Vec<Box<dyn Gate>>,
+    /// Restart slots around disruptive passes; also among `gates` (a no-op without
+    /// `[fleet.lock]`), kept here for status and `legerctl fleet release`.
+    fleet: Arc<crate::fleet::FleetGate>,
     /// The host as the passes left it; status is projected from it.
     state: HostState,
     /// Every podman and journal call of a pass (backups, the health gate's container
@@ -66,6 +69,18 @@ impl<U: UnitManager> Reconciler<U> {
             .last_applied_revision()
             .ok()
             .flatten();
+        let metrics = Arc::new(Metrics::new(false));
+        let fleet = Arc::new(crate::fleet::FleetGate::new(
+            &settings.fleet,
+            crate::fleet::RetrySettings {
+                initial: settings.reconcile.backoff_initial,
+                max: settings.reconcile.backoff_max,
+            },
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+        ));
+        let mut gates = default_gates();
+        gates.push(Box::new(crate::fleet::FleetLockGate(Arc::clone(&fleet))));
         let podman = Arc::new(crate::podman::CliPodman::new(crate::command::Runner::new(
             settings.timeouts.command,
         )));
@@ -74,14 +89,15 @@ impl<U: UnitManager> Reconciler<U> {
             settings,
             units,
             store,
-            metrics: Arc::new(Metrics::new(false)),
+            metrics,
+            fleet,
             desired: None,
             desired_text: None,
             desired_error: None,
             fetcher: Fetcher::default(),
             validator: Validator::default(),
             secrets: None,
-            gates: default_gates(),
+            gates,
             state: HostState {
                 applied_revision,
                 ..HostState::default()
@@ -104,8 +120,14 @@ impl<U: UnitManager> Reconciler<U> {
 
     /// Reports into `metrics` (the one `GET /metrics` serves) instead of a private set.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.fleet.set_metrics(Arc::clone(&metrics));
         self.metrics = metrics;
         self
+    }
+
+    /// The fleet gate, shared with the API (`legerctl fleet release`).
+    pub fn fleet_gate(&self) -> Arc<crate::fleet::FleetGate> {
+        Arc::clone(&self.fleet)
     }
 
     /// Adds a gate after the built-in ones (the fleet lock hooks in here).
@@ -166,6 +188,7 @@ impl<U: UnitManager> Reconciler<U> {
                 desired_error: self.desired_error.as_deref(),
                 state: &self.state,
                 podman: podman.as_ref(),
+                fleet: Some(&self.fleet.status()),
             },
             previous,
         )

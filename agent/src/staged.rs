@@ -116,6 +116,7 @@ mod tests {
                 },
             )]
             .into(),
+            layers: Default::default(),
         };
         let plan = Plan {
             actions: vec![

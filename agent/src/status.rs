@@ -25,6 +25,8 @@ pub struct StatusView<'a> {
     pub state: &'a HostState,
     /// The host's podman as validation sees it, once detected.
     pub podman: Option<&'a leger_api_types::status::PodmanStatus>,
+    /// The host's fleet name, groups and restart-slot lock.
+    pub fleet: Option<&'a leger_api_types::fleet::FleetStatus>,
 }
 
 fn condition(
@@ -45,7 +47,13 @@ fn condition(
 /// The three conditions as of now.
 fn conditions(state: &HostState) -> [Condition; 3] {
     use ConditionStatus::{False, True, Unknown};
-    let reconciling = if state.reconciling {
+    let reconciling = if let Some((why, msg)) = &state.held
+        && *why == reason::WAITING_FOR_FLEET_LOCK
+    {
+        // Waiting for a restart slot is progress, not failure: the lock service's
+        // answer says what the host waits for.
+        condition(condition_type::RECONCILING, True, why, msg.clone())
+    } else if state.reconciling {
         condition(
             condition_type::RECONCILING,
             True,
@@ -212,6 +220,7 @@ pub fn project(view: &StatusView<'_>, previous: Option<&StatusDocument>) -> Stat
             pinned_revision: state.pinned_revision.clone(),
             podman: view.podman.cloned(),
             unhealable_drift: state.resource_drift.values().cloned().collect(),
+            fleet: view.fleet.cloned(),
         },
     )
 }

@@ -878,6 +878,7 @@ fn parse_outcome(s: &str) -> Option<PassOutcome> {
         PassOutcome::Suspended,
         PassOutcome::Staged,
         PassOutcome::RolledBack,
+        PassOutcome::Waiting,
     ]
     .into_iter()
     .find(|o| o.as_str() == s)

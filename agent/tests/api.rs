@@ -100,6 +100,7 @@ async fn start_with(passes: u64, access: legerd::access::AccessPolicy) -> Server
         revisions: None,
         backups: None,
         access,
+        fleet: None,
     };
     let (shutdown, shutdown_rx) = oneshot::channel();
     let task = tokio::spawn(serve(listener, ctx, async {

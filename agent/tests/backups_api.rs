@@ -170,6 +170,7 @@ async fn fixture() -> Fixture {
             restore: restore_tx,
         }),
         access: legerd::access::AccessPolicy::owner_only(),
+        fleet: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     tokio::spawn(serve(listener, ctx, async {

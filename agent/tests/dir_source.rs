@@ -27,6 +27,7 @@ fn source(root: &Path) -> DirSource {
     DirSource::new(
         DirSourceSpec {
             path: root.to_owned(),
+            overlays: Vec::new(),
         },
         limits(),
     )
@@ -127,6 +128,7 @@ fn dir_source_file_over_the_limit_is_refused() {
     let src = DirSource::new(
         DirSourceSpec {
             path: t.path().to_owned(),
+            overlays: Vec::new(),
         },
         Limits {
             max_file_size: 1024,

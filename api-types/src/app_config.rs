@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
+    /// `enabled = false` removes the app on the hosts whose layer says so (a host
+    /// overlay switching off a common app); absent means enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
     /// Overrides of the health gate for this app's units.
     #[serde(default)]
     pub health: AppHealth,
@@ -107,6 +111,7 @@ pub struct AppHealth {
 impl Default for AppConfig {
     fn default() -> Self {
         AppConfig {
+            enabled: None,
             health: AppHealth::default(),
             secrets: AppSecrets::default(),
             volumes: AppVolumes::default(),
@@ -125,6 +130,11 @@ fn humantime_like(d: Duration) -> String {
 }
 
 impl AppConfig {
+    /// False only when `leger.toml` says `enabled = false`.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled != Some(false)
+    }
+
     /// Parses `leger.toml`; the error names the key and line.
     pub fn from_toml_str(text: &str) -> Result<Self, String> {
         let c: AppConfig = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;

@@ -281,6 +281,8 @@ pub struct RawSource {
     allow_cross_origin_redirects: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     credentials_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    overlays: Vec<String>,
 }
 
 impl TryFrom<RawSource> for SourceSpec {
@@ -309,6 +311,10 @@ impl TryFrom<RawSource> for SourceSpec {
         if r.kind != "git" && r.credentials_file.is_some() {
             return Err(not_for("credentials_file", &r.kind));
         }
+        for (i, t) in r.overlays.iter().enumerate() {
+            crate::overlay::validate_template(t).map_err(|e| format!("overlays[{i}]: {e}"))?;
+        }
+        let overlays = r.overlays;
         match r.kind.as_str() {
             "git" => {
                 let url = r.url.ok_or("kind = \"git\" needs `url`")?;
@@ -336,6 +342,7 @@ impl TryFrom<RawSource> for SourceSpec {
                     poll_interval: r.poll_interval.unwrap_or_else(default_poll_interval),
                     allow_rewrite: r.allow_rewrite.unwrap_or(false),
                     credentials_file: r.credentials_file,
+                    overlays,
                 }))
             }
             "dir" => {
@@ -353,7 +360,7 @@ impl TryFrom<RawSource> for SourceSpec {
                 if !path.is_absolute() {
                     return Err(format!("path: {:?} must be absolute", path.display()));
                 }
-                Ok(SourceSpec::Dir(DirSourceSpec { path }))
+                Ok(SourceSpec::Dir(DirSourceSpec { path, overlays }))
             }
             "manifest" => {
                 for (key, set) in [
@@ -388,6 +395,7 @@ impl TryFrom<RawSource> for SourceSpec {
                     public_keys,
                     token_file,
                     allow_cross_origin_redirects: r.allow_cross_origin_redirects.unwrap_or(false),
+                    overlays,
                 }))
             }
             other => Err(format!(
@@ -408,11 +416,13 @@ impl From<SourceSpec> for RawSource {
                 poll_interval: Some(g.poll_interval),
                 allow_rewrite: g.allow_rewrite.then_some(true),
                 credentials_file: g.credentials_file,
+                overlays: g.overlays,
                 ..RawSource::default()
             },
             SourceSpec::Dir(d) => RawSource {
                 kind: "dir".into(),
                 path: Some(d.path.to_string_lossy().into_owned()),
+                overlays: d.overlays,
                 ..RawSource::default()
             },
             SourceSpec::Manifest(m) => RawSource {
@@ -423,6 +433,7 @@ impl From<SourceSpec> for RawSource {
                 public_keys: (!m.public_keys.is_empty()).then_some(m.public_keys),
                 token_file: m.token_file.map(|p| p.to_string_lossy().into_owned()),
                 allow_cross_origin_redirects: m.allow_cross_origin_redirects.then_some(true),
+                overlays: m.overlays,
                 ..RawSource::default()
             },
         }
@@ -480,6 +491,10 @@ pub struct GitSourceSpec {
     /// history and the journal show.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_file: Option<PathBuf>,
+    /// Overlay templates (`hosts/{host}/apps`), later layers replacing earlier app
+    /// folders whole; see [`crate::overlay`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overlays: Vec<String>,
 }
 
 /// A local folder source, converged on every change.
@@ -489,6 +504,10 @@ pub struct DirSourceSpec {
     /// Absolute path of the folder that holds one folder per app.
     #[serde(deserialize_with = "de_abs_path")]
     pub path: PathBuf,
+    /// Overlay templates (`hosts/{host}/apps`), later layers replacing earlier app
+    /// folders whole; see [`crate::overlay`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overlays: Vec<String>,
 }
 
 /// A leger.run manifest source: a static tree served over HTTP(S).
@@ -510,6 +529,10 @@ pub struct ManifestSourceSpec {
     /// Follow a redirect to another scheme or host. Off by default: a redirect is the
     /// easiest way to swap a trusted origin for another one.
     pub allow_cross_origin_redirects: bool,
+    /// Overlay templates (`hosts/{host}/apps`), later layers replacing earlier app
+    /// folders whole; see [`crate::overlay`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overlays: Vec<String>,
 }
 
 impl ManifestSourceSpec {
@@ -522,6 +545,7 @@ impl ManifestSourceSpec {
             public_keys: Vec::new(),
             token_file: None,
             allow_cross_origin_redirects: false,
+            overlays: Vec::new(),
         }
     }
 }
@@ -697,6 +721,15 @@ impl DesiredState {
         toml::to_string_pretty(self).expect("desired state always serializes")
     }
 
+    /// The source's overlay templates, whatever its kind.
+    pub fn overlays(&self) -> &[String] {
+        match &self.source {
+            SourceSpec::Git(g) => &g.overlays,
+            SourceSpec::Dir(d) => &d.overlays,
+            SourceSpec::Manifest(m) => &m.overlays,
+        }
+    }
+
     /// A short, human description of the source, for status and logs.
     pub fn source_summary(&self) -> String {
         match &self.source {
@@ -723,6 +756,7 @@ impl GitSourceSpec {
             poll_interval: default_poll_interval(),
             allow_rewrite: false,
             credentials_file: None,
+            overlays: Vec::new(),
         }
     }
 
@@ -904,6 +938,7 @@ suspend = false
         let dir = DesiredState {
             source: SourceSpec::Dir(DirSourceSpec {
                 path: "/srv/apps".into(),
+                overlays: Vec::new(),
             }),
             policy: Policy {
                 suspend: true,

@@ -7,7 +7,9 @@
 pub mod app_config;
 pub mod backups;
 pub mod desired;
+pub mod fleet;
 pub mod manifest;
+pub mod overlay;
 pub mod secrets;
 pub mod status;
 

@@ -73,6 +73,9 @@ pub struct AgentStatus {
     /// podman keeps as it was), one message each, saying what to do.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unhealable_drift: Vec<String>,
+    /// The host's fleet name, groups and restart-slot lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::FleetStatus>,
 }
 
 /// The podman legerd validates revisions for.
@@ -168,6 +171,9 @@ pub mod reason {
     pub const SECRETS_FAILED: &str = "SecretsFailed";
     /// The backup before an apply could not be written; nothing was changed.
     pub const BACKUP_FAILED: &str = "BackupFailed";
+    /// The pass would stop or restart running units and waits for a restart slot from
+    /// the fleet lock; nothing was changed.
+    pub const WAITING_FOR_FLEET_LOCK: &str = "WaitingForFleetLock";
     /// A pass ran past `reconcile.pass_timeout` and was abandoned; the message names the
     /// operation it was stuck in. The next pass retries with backoff.
     pub const PASS_TIMED_OUT: &str = "PassTimedOut";
@@ -184,6 +190,10 @@ pub struct AppStatus {
     pub name: String,
     /// The app's units, in start order.
     pub units: Vec<UnitStatus>,
+    /// The overlay layer the app came from (`hosts/web-03/apps`); absent without
+    /// overlays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
 }
 
 /// One unit as systemd reports it.
@@ -215,6 +225,9 @@ pub enum PassOutcome {
     /// Applied, failed the health gate, and the last good revision was put back. A
     /// failure, never reported as success.
     RolledBack,
+    /// The pass would stop or restart running units and waits for a restart slot from
+    /// the fleet lock; nothing was changed.
+    Waiting,
 }
 
 impl PassOutcome {
@@ -227,6 +240,7 @@ impl PassOutcome {
             PassOutcome::Suspended => "suspended",
             PassOutcome::Staged => "staged",
             PassOutcome::RolledBack => "rolled_back",
+            PassOutcome::Waiting => "waiting",
         }
     }
 }

@@ -14,6 +14,7 @@
 //! `legerctl` uses the same code to find `desired.toml` and the socket, so the two
 //! binaries can never disagree about where things live.
 
+pub mod fleet;
 pub mod fs;
 mod timeouts;
 
@@ -60,6 +61,8 @@ pub struct Environment {
     pub xdg_state_home: Option<PathBuf>,
     /// `$XDG_RUNTIME_DIR`, where the user's socket lives.
     pub xdg_runtime_dir: Option<PathBuf>,
+    /// The machine's hostname, the default `fleet.host`.
+    pub hostname: Option<String>,
 }
 
 impl Environment {
@@ -75,6 +78,13 @@ impl Environment {
             xdg_config_home: var("XDG_CONFIG_HOME"),
             xdg_state_home: var("XDG_STATE_HOME"),
             xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
+            hostname: Some(
+                rustix::system::uname()
+                    .nodename()
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+            .filter(|h| !h.is_empty()),
         }
     }
 }
@@ -250,6 +260,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Backups before changes.
     pub backups: BackupSettings,
+    /// This host's place in a fleet: name, groups, reports, restart slots.
+    pub fleet: fleet::FleetSettings,
     /// Time bounds on passes, commands, the generator and D-Bus.
     pub timeouts: Timeouts,
 }
@@ -285,6 +297,9 @@ pub struct Fragment {
     /// `[backups]`.
     #[serde(default)]
     pub backups: BackupsFragment,
+    /// `[fleet]` and `[fleet.lock]`.
+    #[serde(default)]
+    pub fleet: fleet::FleetFragment,
 }
 
 /// `[backups]` in a fragment.
@@ -578,6 +593,7 @@ pub fn merge_fragments(base: Fragment, over: Fragment) -> Fragment {
             max_bytes: pick(base.backups.max_bytes, over.backups.max_bytes),
             min_free: pick(base.backups.min_free, over.backups.min_free),
         },
+        fleet: fleet::merge(base.fleet, over.fleet),
     }
 }
 
@@ -755,6 +771,7 @@ impl Settings {
             });
         }
         let metrics = metrics_settings(f.metrics)?;
+        let fleet = fleet::settings(f.fleet, env.hostname.as_deref())?;
         let health = HealthSettings {
             timeout: duration("health.timeout", f.health.timeout, Duration::from_secs(60))?,
             settle: duration("health.settle", f.health.settle, Duration::from_secs(10))?,
@@ -822,6 +839,7 @@ impl Settings {
                     None => Some(DEFAULT_MIN_FREE),
                 },
             },
+            fleet,
             timeouts,
         })
     }

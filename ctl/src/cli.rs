@@ -70,6 +70,10 @@ read the conditions, e.g.
     /// Ask legerd for a reconcile pass now instead of at the next poll.
     Reconcile,
 
+    /// Fleet commands: the restart slot this host holds.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+
     /// Write desired.toml: where apps come from (validated, written atomically).
     #[command(
         subcommand_negates_reqs = true,
@@ -201,6 +205,16 @@ Example:
         /// Sign manifest.json with this minisign secret key (from `legerctl keygen`).
         #[arg(long, value_name = "KEYFILE")]
         sign: Option<PathBuf>,
+        /// An overlay template desired.toml uses (`hosts/{host}/apps`); its folders are
+        /// published too. Repeatable.
+        #[arg(long = "overlay", value_name = "TEMPLATE", value_parser = parse_overlay)]
+        overlays: Vec<String>,
+        /// Check the composition of this host offline (with --overlay).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        /// ... in this group (repeatable, in order).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
     },
 
     /// Check a folder of apps offline, the way legerd checks a revision.
@@ -302,14 +316,32 @@ pub enum SecretsCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Give this host's restart slot back to the fleet lock now.
+    #[command(
+        after_help = "A host keeps its slot after a rollout failed its health gate, so the rollout stops there; it gives it back after its next good apply. Release it by hand once you have dealt with the failure (other hosts then go on with the rollout)."
+    )]
+    Release,
+}
+
 #[derive(Debug, Args)]
 pub struct SetDesired {
     /// Take the whole document from FILE (`-` for stdin); it is validated and written as-is.
     #[arg(long, value_name = "FILE", required = true)]
     pub file: Option<PathBuf>,
 
+    /// An overlay template relative to the source root, e.g. `hosts/{host}/apps`;
+    /// repeatable, later ones win. `{host}` and `{group}` come from legerd's `[fleet]`.
+    #[arg(long = "overlay", value_name = "TEMPLATE", global = true, value_parser = parse_overlay)]
+    pub overlays: Vec<String>,
+
     #[command(subcommand)]
     pub source: Option<SourceCommand>,
+}
+
+fn parse_overlay(s: &str) -> Result<String, String> {
+    leger_api_types::overlay::validate_template(s).map(|()| s.to_owned())
 }
 
 #[derive(Debug, Subcommand)]

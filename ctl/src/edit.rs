@@ -26,6 +26,16 @@ pub enum EditError {
     ExistingPolicy(String),
 }
 
+/// Sets the overlay templates of any source kind (`--overlay`, already validated).
+pub fn with_overlays(mut source: SourceSpec, overlays: Vec<String>) -> SourceSpec {
+    match &mut source {
+        SourceSpec::Git(g) => g.overlays = overlays,
+        SourceSpec::Dir(d) => d.overlays = overlays,
+        SourceSpec::Manifest(m) => m.overlays = overlays,
+    }
+    source
+}
+
 /// Builds a git source from command-line values.
 pub fn git_source(
     url: &str,

@@ -131,6 +131,7 @@ mod tests {
     fn doc() -> StatusDocument {
         let app = |name: &str, units: &[&str]| AppStatus {
             name: name.to_owned(),
+            layer: None,
             units: units
                 .iter()
                 .map(|u| UnitStatus {

@@ -154,6 +154,14 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("legerd did not queue a reconcile pass");
             }
         }
+        Command::Fleet(crate::cli::FleetCommand::Release) => {
+            println!("asking legerd to release this host's restart slot…");
+            let client = loc.client()?;
+            let body = block_on(client.post("/v1/fleet/release"))?;
+            let r: leger_api_types::fleet::ReleaseResponse = serde_json::from_str(&body)
+                .context("cannot read legerd's answer to fleet release")?;
+            println!("{}", r.message);
+        }
         Command::SetDesired(args) => set_desired(&loc.desired_file()?, args)?,
         Command::Identity => {
             let body = block_on(loc.client()?.get("/v1/identity"))?;
@@ -286,7 +294,25 @@ fn run(cli: Cli) -> Result<()> {
             apps_dir,
             out_dir,
             sign,
-        } => run_publish(&mut loc, &apps_dir, &out_dir, sign.as_deref())?,
+            overlays,
+            host,
+            groups,
+        } => {
+            for (what, name) in host
+                .iter()
+                .map(|h| ("--host", h))
+                .chain(groups.iter().map(|g| ("--group", g)))
+            {
+                leger_config::fleet::check_segment(name)
+                    .map_err(|e| anyhow::anyhow!("{what} {name:?}: {e}"))?;
+            }
+            let check = publish::OverlayCheck {
+                overlays,
+                host,
+                groups,
+            };
+            run_publish(&mut loc, &apps_dir, &out_dir, sign.as_deref(), &check)?
+        }
         Command::Validate { dir, podman, json } => run_validate(&mut loc, &dir, podman, json)?,
         Command::Keygen { out } => {
             let k = publish::keygen(&out)?;
@@ -459,6 +485,12 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
 
 fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
     let current = read_optional(path)?;
+    let overlays = args.overlays;
+    if args.file.is_some() && !overlays.is_empty() {
+        anyhow::bail!(
+            "--overlay goes with a source subcommand; with --file, write `overlays` in the file"
+        );
+    }
     let text = match (args.file, args.source) {
         (Some(file), _) => {
             let text = read_input(&file)?;
@@ -519,8 +551,10 @@ fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
                 SourceCommand::Dir { path: dir } => SourceSpec::Dir(DirSourceSpec {
                     path: std::path::absolute(&dir)
                         .with_context(|| format!("cannot make {} absolute", dir.display()))?,
+                    overlays: Vec::new(),
                 }),
             };
+            let source = edit::with_overlays(source, overlays);
             edit::replace_source(current.as_deref(), source)
                 .with_context(|| {
                     format!("refusing the new source; {} is unchanged", path.display())
@@ -574,17 +608,19 @@ fn run_publish(
     apps_dir: &Path,
     out_dir: &Path,
     sign: Option<&Path>,
+    check: &publish::OverlayCheck,
 ) -> Result<()> {
     let key = sign.map(publish::load_secret_key).transpose()?;
     let limits = local_limits(loc);
     let keys = legerctl::validate::key_table(None, Path::new("podman"));
-    let p = publish::publish(
+    let p = publish::publish_with(
         apps_dir,
         out_dir,
         key.as_ref(),
         &generated_at()?,
         &limits,
         keys,
+        check,
     )?;
     println!(
         "published v{} to {}: {} apps ({}), {} files, {}",

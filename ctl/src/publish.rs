@@ -106,6 +106,18 @@ pub struct Published {
     pub revision: String,
 }
 
+/// Overlays to keep in a published tree, and the one composition to check offline.
+#[derive(Debug, Clone, Default)]
+pub struct OverlayCheck {
+    /// The templates desired.toml will use (`hosts/{host}/apps`); their folders are
+    /// published whole.
+    pub overlays: Vec<String>,
+    /// Check the composition of this host (default: one that matches no host folder).
+    pub host: Option<String>,
+    /// ... in these groups.
+    pub groups: Vec<String>,
+}
+
 /// Builds version `N+1` of the tree in `out_dir` from the apps in `apps_dir`.
 ///
 /// `generated_at` is the only field that varies between two runs over the same input;
@@ -118,24 +130,79 @@ pub fn publish(
     limits: &Limits,
     keys: legerd::quadlet::KeyTable,
 ) -> Result<Published, PublishError> {
-    let abs = std::path::absolute(apps_dir).map_err(io("resolving", apps_dir))?;
-    let snapshot = DirSource::new(DirSourceSpec { path: abs.clone() }, limits.clone())
-        .fetch()
-        .map_err(|e| PublishError::Source {
-            dir: abs.clone(),
-            reason: e.to_string(),
-        })?;
+    publish_with(
+        apps_dir,
+        out_dir,
+        key,
+        generated_at,
+        limits,
+        keys,
+        &OverlayCheck::default(),
+    )
+}
+
+/// [`publish`] for a tree with overlay folders: the common layer's apps and every
+/// file under the templates' first folders are published, and the composition of
+/// `check.host` in `check.groups` is validated the way legerd will build it.
+pub fn publish_with(
+    apps_dir: &Path,
+    out_dir: &Path,
+    key: Option<&minisign::SecretKey>,
+    generated_at: &str,
+    limits: &Limits,
+    keys: legerd::quadlet::KeyTable,
+    check: &OverlayCheck,
+) -> Result<Published, PublishError> {
     let target = legerd::quadlet::Target::offline(keys);
-    let tree = assemble(&snapshot, limits, &target).map_err(|e| PublishError::Invalid {
+    let abs = std::path::absolute(apps_dir).map_err(io("resolving", apps_dir))?;
+    let snapshot = DirSource::new(
+        DirSourceSpec {
+            path: abs.clone(),
+            overlays: Vec::new(),
+        },
+        limits.clone(),
+    )
+    .fetch()
+    .map_err(|e| PublishError::Source {
         dir: abs.clone(),
         reason: e.to_string(),
     })?;
+    let composition = legerd::overlay::Composition::new(
+        &check.overlays,
+        None,
+        check.host.as_deref().unwrap_or("-"),
+        &check.groups,
+    );
+    let checked = match &composition {
+        Some(c) => legerd::overlay::compose(&snapshot, c),
+        None => snapshot.clone(),
+    };
+    let tree = assemble(&checked, limits, &target).map_err(|e| PublishError::Invalid {
+        dir: abs.clone(),
+        reason: e.to_string(),
+    })?;
+    // The common layer's apps are published even when the checked host removes them.
+    let common = if composition.is_some() {
+        assemble(&snapshot, limits, &target).map_err(|e| PublishError::Invalid {
+            dir: abs.clone(),
+            reason: e.to_string(),
+        })?
+    } else {
+        tree.clone()
+    };
+    let roots: Vec<&str> = check
+        .overlays
+        .iter()
+        .map(|t| leger_api_types::overlay::template_root(t))
+        .collect();
     // Every file of every app folder legerd accepts: quadlets, companions and
-    // leger.toml. Files outside app folders would be refused by legerd's name rules.
+    // leger.toml, and the overlay folders whole (each host composes its own tree from
+    // them). Files outside app folders would be refused by legerd's name rules.
     let mut files = BTreeMap::new();
     for (name, bytes) in &snapshot.files {
-        let app = name.split('/').next().unwrap_or_default();
-        if !tree.apps.contains_key(app) || !name.contains('/') {
+        let top = name.split('/').next().unwrap_or_default();
+        let keep = name.contains('/') && (common.apps.contains_key(top) || roots.contains(&top));
+        if !keep {
             continue;
         }
         validate_file_name(name).map_err(|e| PublishError::BadName {

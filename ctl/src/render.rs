@@ -12,6 +12,39 @@ use leger_api_types::{PassRecord, RevisionInfo, StagedChange, StatusDocument};
 /// How many characters of a revision `history` shows; enough to be unique in practice.
 pub const SHORT_REVISION: usize = 12;
 
+/// The host's fleet lines: name, groups, and the restart-slot lock.
+fn render_fleet(out: &mut String, f: &leger_api_types::fleet::FleetStatus) {
+    use leger_api_types::fleet::LockState;
+    let groups = if f.groups.is_empty() {
+        "none".to_owned()
+    } else {
+        f.groups.join(", ")
+    };
+    let _ = writeln!(out, "Host:       {} (groups: {groups})", f.host);
+    let Some(l) = &f.lock else {
+        return;
+    };
+    let state = match l.state {
+        LockState::Free => "free".to_owned(),
+        LockState::Waiting => "waiting for a restart slot".to_owned(),
+        LockState::Held => match l.held_reason.as_deref() {
+            Some("rolled_back") => format!(
+                "HELD since {} after a rollback, so the rollout stops here (released after the next good apply; `legerctl fleet release` to free it now)",
+                l.held_since.as_deref().unwrap_or("-")
+            ),
+            _ => format!("held since {}", l.held_since.as_deref().unwrap_or("-")),
+        },
+    };
+    let _ = writeln!(
+        out,
+        "Fleet lock: {state}; group {} at {}",
+        l.group, l.service
+    );
+    if let Some(answer) = &l.last_answer {
+        let _ = writeln!(out, "            last answer: {answer}");
+    }
+}
+
 /// Renders the status document for people.
 pub fn render_status(doc: &StatusDocument) -> String {
     let mut out = String::new();
@@ -67,6 +100,9 @@ pub fn render_status(doc: &StatusDocument) -> String {
             (None, None) => {}
         }
     }
+    if let Some(f) = &st.fleet {
+        render_fleet(&mut out, f);
+    }
     if let Some(e) = &st.desired_state_error {
         let _ = writeln!(
             out,
@@ -115,7 +151,14 @@ pub fn render_status(doc: &StatusDocument) -> String {
         .max()
         .unwrap_or(0);
     for app in &st.apps {
-        let _ = writeln!(out, "  {}", app.name);
+        match &app.layer {
+            Some(layer) => {
+                let _ = writeln!(out, "  {}  (layer {layer})", app.name);
+            }
+            None => {
+                let _ = writeln!(out, "  {}", app.name);
+            }
+        }
         if app.units.is_empty() {
             let _ = writeln!(out, "    (no units)");
         }
@@ -383,6 +426,7 @@ mod tests {
                 ],
                 apps: vec![AppStatus {
                     name: "web".into(),
+                    layer: None,
                     units: vec![
                         UnitStatus {
                             name: "web-net-network.service".into(),
@@ -406,6 +450,7 @@ mod tests {
                 pinned_revision: None,
                 podman: None,
                 unhealable_drift: Vec::new(),
+                fleet: None,
             },
         )
     }
@@ -478,6 +523,35 @@ mod tests {
             has_line(&out, &["error: start web.service: timeout"]),
             "{out}"
         );
+    }
+
+    #[test]
+    fn render_status_shows_host_groups_lock_and_layers() {
+        use leger_api_types::fleet::{FleetStatus, LockState, LockStatus};
+        let mut doc = fixture();
+        doc.status.apps[0].layer = Some("hosts/web-03/apps".into());
+        doc.status.fleet = Some(FleetStatus {
+            host: "web-03".into(),
+            groups: vec!["eu".into(), "canary".into()],
+            lock: Some(LockStatus {
+                service: "FleetLock server http://192.0.2.1:8080".into(),
+                group: "default".into(),
+                state: LockState::Held,
+                held_since: Some("2026-11-30T08:00:00Z".into()),
+                held_reason: Some("rolled_back".into()),
+                last_answer: None,
+            }),
+        });
+        let out = render_status(&doc);
+        for want in [
+            "Host:       web-03 (groups: eu, canary)",
+            "Fleet lock: HELD since 2026-11-30T08:00:00Z after a rollback",
+            "legerctl fleet release",
+            "group default at FleetLock server http://192.0.2.1:8080",
+            "  web  (layer hosts/web-03/apps)",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in:\n{out}");
+        }
     }
 
     #[test]

@@ -130,12 +130,18 @@ pub fn validate(dir: &Path, keys: KeyTable, limits: &Limits) -> Result<Report, V
         dir: dir.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let snapshot = DirSource::new(DirSourceSpec { path: abs.clone() }, limits.clone())
-        .fetch()
-        .map_err(|e| ValidateError::Source {
-            dir: abs,
-            reason: e.to_string(),
-        })?;
+    let snapshot = DirSource::new(
+        DirSourceSpec {
+            path: abs.clone(),
+            overlays: Vec::new(),
+        },
+        limits.clone(),
+    )
+    .fetch()
+    .map_err(|e| ValidateError::Source {
+        dir: abs,
+        reason: e.to_string(),
+    })?;
     let podman = podman_used(&keys);
     Ok(match assemble(&snapshot, limits, &Target::offline(keys)) {
         Ok(tree) => Report {

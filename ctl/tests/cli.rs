@@ -146,10 +146,44 @@ fn cli_set_desired_dir_keeps_the_policy() {
     assert_eq!(
         d.source,
         SourceSpec::Dir(leger_api_types::DirSourceSpec {
-            path: "/srv/other".into()
+            path: "/srv/other".into(),
+            overlays: Vec::new(),
         })
     );
     assert!(d.policy.suspend && !d.policy.prune, "{:?}", d.policy);
+}
+
+#[test]
+fn cli_set_desired_overlays_are_repeatable_and_checked() {
+    let env = Env::new();
+    env.write_desired(VALID);
+    let o = env.run(&[
+        "set-desired",
+        "git",
+        "https://git.example.org/fleet.git",
+        "--path",
+        "apps",
+        "--overlay",
+        "groups/{group}/apps",
+        "--overlay",
+        "hosts/{host}/apps",
+    ]);
+    assert_code(&o, 0);
+    let d = DesiredState::from_toml_str(&env.read_desired()).unwrap();
+    assert_eq!(d.overlays(), ["groups/{group}/apps", "hosts/{host}/apps"]);
+    for bad in ["hosts/{hostname}/apps", "hosts/../x"] {
+        let o = env.run(&["set-desired", "dir", "/srv/x", "--overlay", bad]);
+        assert_code(&o, 2);
+        assert!(stderr(&o).contains(bad), "{}", stderr(&o));
+    }
+    assert_eq!(
+        DesiredState::from_toml_str(&env.read_desired())
+            .unwrap()
+            .overlays()
+            .len(),
+        2,
+        "a refused edit leaves the file alone"
+    );
 }
 
 #[test]
@@ -303,6 +337,7 @@ fn status_doc() -> StatusDocument {
             }],
             apps: vec![AppStatus {
                 name: "web".into(),
+                layer: None,
                 units: vec![UnitStatus {
                     name: "web.service".into(),
                     active_state: "failed".into(),
@@ -315,6 +350,7 @@ fn status_doc() -> StatusDocument {
             pinned_revision: None,
             podman: None,
             unhealable_drift: Vec::new(),
+            fleet: None,
         },
     )
 }
@@ -361,6 +397,7 @@ async fn cli_status_history_and_reconcile_talk_to_legerd() {
         revisions: None,
         backups: None,
         access: legerd::access::AccessPolicy::owner_only(),
+        fleet: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {
@@ -437,6 +474,7 @@ async fn cli_secrets_set_list_rm_and_identity_never_show_values() {
         revisions: None,
         backups: None,
         access: legerd::access::AccessPolicy::owner_only(),
+        fleet: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {

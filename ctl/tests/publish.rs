@@ -207,3 +207,70 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn publish_keeps_overlay_folders_and_checks_one_composition() {
+    use legerctl::publish::{OverlayCheck, publish_with};
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let write = |rel: &str, text: &str| {
+        let p = src.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    let ok = "[Container]\nImage=localhost/busybox:latest\n";
+    write("web/web.container", ok);
+    write("groups/eu/apps/cache/cache.container", ok);
+    write(
+        "hosts/h1/apps/web/web.container",
+        "[Container]\nImage=x\nNotAKey=1\n",
+    );
+    write("hosts/h2/apps/web/leger.toml", "enabled = false\n");
+    let check = |host: &str| OverlayCheck {
+        overlays: vec!["groups/{group}/apps".into(), "hosts/{host}/apps".into()],
+        host: Some(host.into()),
+        groups: vec!["eu".into()],
+    };
+    // h1's composition carries a broken quadlet: refused, naming it, nothing written.
+    let out = tmp.path().join("out");
+    let e = publish_with(
+        &src,
+        &out,
+        None,
+        "2026-01-01T00:00:00Z",
+        &limits(),
+        legerd::quadlet::KeyTable::newest(),
+        &check("h1"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("web/web.container") && e.contains("NotAKey"),
+        "{e}"
+    );
+    assert!(!out.join("latest.json").exists());
+    // h2's composition is fine; the published tree keeps every overlay folder.
+    let p = publish_with(
+        &src,
+        &out,
+        None,
+        "2026-01-01T00:00:00Z",
+        &limits(),
+        legerd::quadlet::KeyTable::newest(),
+        &check("h2"),
+    )
+    .unwrap();
+    assert_eq!(p.apps, ["cache"]);
+    let (_, m) = read_manifest(&out.join("v1"));
+    let names: Vec<&str> = m.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "groups/eu/apps/cache/cache.container",
+            "hosts/h1/apps/web/web.container",
+            "hosts/h2/apps/web/leger.toml",
+            "web/web.container"
+        ]
+    );
+    check_entries(&m, &limits()).unwrap();
+}

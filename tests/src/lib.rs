@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod fleet_net;
+pub mod fleet_server;
+
 /// Where the share dir appears inside every machine.
 pub const SHARE_DIR_INSIDE: &str = "/srv/leger";
 
@@ -128,6 +131,12 @@ impl Testbed {
             log_dir,
             share_dir,
         })
+    }
+
+    /// PID 1 of the machine as the host sees it, e.g. to move a veth into its network
+    /// namespace.
+    pub fn leader_pid(&self) -> u32 {
+        self.leader_pid
     }
 
     /// The machine name.

@@ -223,6 +223,8 @@ pub async fn converge<U: UnitManager>(
         tree,
         mode,
         desired: cx.desired,
+        observed: &observed,
+        healthy: None,
     };
     let gated = *mode != Mode::Rollback;
     if gated {
@@ -236,14 +238,18 @@ pub async fn converge<U: UnitManager>(
             });
         }
     }
-    let observed_units = std::mem::take(&mut observed.units);
     let result = apply_and_check(
         cx, mode, target, &plan, &inventory, &prepared, &also, &regate,
     )
     .await;
     if gated {
-        gate::release_all(cx.gates, input).await;
+        let released = GateInput {
+            healthy: Some(result.is_ok()),
+            ..input
+        };
+        gate::release_all(cx.gates, released).await;
     }
+    let observed_units = std::mem::take(&mut observed.units);
     result.map(|mut c| {
         if !c.changed && regate.is_empty() {
             c.observed_units = Some(observed_units);

@@ -26,7 +26,7 @@ impl ActiveSource {
     fn new(spec: &SourceSpec, settings: &Settings) -> Self {
         match spec {
             SourceSpec::Git(g) => ActiveSource::Git(GitSource::new(
-                g.clone(),
+                crate::overlay::whole_tree(g),
                 &settings.paths.state_dir,
                 settings.limits.clone(),
             )),
@@ -77,6 +77,10 @@ impl Fetcher {
         };
         let kind = source.kind();
         let t0 = Instant::now();
+        // With overlays the host applies (source revision, composition): the source
+        // compares against its own part, and the fetched tree is composed for this host.
+        let applied = applied.map(|a| crate::overlay::source_revision(&a).to_owned());
+        let composition = crate::overlay::Composition::for_source(desired, &settings.fleet);
         let _op = crate::activity::begin(format!("fetch of the {kind} source"));
         let (source, result) = blocking::run(move || {
             let mut source = source;
@@ -84,6 +88,10 @@ impl Fetcher {
                 ActiveSource::Git(g) => g.fetch(applied.as_deref()).map(|f| f.snapshot),
                 ActiveSource::Dir(d) => d.fetch(),
                 ActiveSource::Manifest(m) => m.fetch(applied.as_deref()).map(|f| f.snapshot),
+            };
+            let result = match &composition {
+                Some(c) => result.map(|root| crate::overlay::compose(&root, c)),
+                None => result,
             };
             (source, result)
         })

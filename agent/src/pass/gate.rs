@@ -19,7 +19,7 @@ use leger_api_types::DesiredState;
 use leger_api_types::status::reason;
 
 use super::converge::Mode;
-use crate::model::DesiredTree;
+use crate::model::{DesiredTree, Observed};
 use crate::plan::Plan;
 
 /// What a gate sees.
@@ -33,6 +33,11 @@ pub struct GateInput<'a> {
     pub mode: &'a Mode,
     /// The desired state in force.
     pub desired: &'a DesiredState,
+    /// The host as observed before planning (unit states: is a unit running now).
+    pub observed: &'a Observed,
+    /// In [`Gate::release`]: whether the apply passed its health gate (`Some(true)`)
+    /// or not; `None` in [`Gate::check`]. The fleet lock keeps its slot after a failure.
+    pub healthy: Option<bool>,
 }
 
 /// A gate's answer.

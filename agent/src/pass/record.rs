@@ -98,6 +98,7 @@ pub fn apps_from(state: &mut HostState, tree: &DesiredTree, states: &BTreeMap<St
                     }
                 })
                 .collect(),
+            layer: tree.layers.get(&app.name).cloned(),
         })
         .collect();
 }

@@ -293,10 +293,10 @@ impl<U: UnitManager> Pass<'_, '_, U> {
             self.state.held = Some((reason, message));
             w.retry_after = retry_after;
             record::refresh_apps(self.host, self.state, tree).await;
-            return Ok(if reason == reason::SUSPENDED {
-                PassOutcome::Suspended
-            } else {
-                PassOutcome::Noop
+            return Ok(match reason {
+                reason::SUSPENDED => PassOutcome::Suspended,
+                reason::WAITING_FOR_FLEET_LOCK => PassOutcome::Waiting,
+                _ => PassOutcome::Noop,
             });
         }
         record::good(self.host, self.state, tree, c.observed_units.as_ref()).await;
