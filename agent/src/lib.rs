@@ -8,6 +8,7 @@ pub mod apply;
 pub mod assemble;
 pub mod backoff;
 pub mod backup;
+pub mod cli;
 pub mod controller;
 pub mod crashpoint;
 pub mod fswatch;

@@ -1,6 +1,5 @@
 //! legerctl: edits desired state and reads legerd's status. Never touches units.
 
-mod cli;
 mod client;
 
 use std::io::Read;
@@ -17,8 +16,8 @@ use leger_api_types::{
 use leger_config::{Environment, Mode, Settings, default_dropin_dirs};
 use legerctl::{backups, edit, logs, publish, render};
 
-use crate::cli::{Cli, Command, SecretsCommand, SetDesired, SourceCommand};
 use crate::client::Client;
+use legerctl::cli::{Cli, Command, SecretsCommand, SetDesired, SourceCommand};
 
 fn secrets(loc: &mut Locations, cmd: SecretsCommand) -> Result<()> {
     let client = loc.client()?;
