@@ -269,7 +269,11 @@ pub(crate) fn write_file(quadlet_dir: &Path, key: &str, bytes: &[u8]) -> Result<
     // Each folder legerd creates gets exactly 0755, whatever the umask (legerd runs with
     // UMask=0077): the quadlet generator and a container's mounts read through them.
     let mut dir = quadlet_dir.to_path_buf();
-    for component in Path::new(key).parent().into_iter().flat_map(Path::components) {
+    for component in Path::new(key)
+        .parent()
+        .into_iter()
+        .flat_map(Path::components)
+    {
         dir.push(component);
         match std::fs::DirBuilder::new().mode(0o755).create(&dir) {
             Ok(()) => std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
