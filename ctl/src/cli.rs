@@ -145,6 +145,18 @@ Examples:
         json: bool,
     },
 
+    /// Change how legerd converges: mode (auto|staged), prune, self-heal, allow-empty.
+    #[command(
+        after_help = "Only the settings named change; the rest of desired.toml is kept (rewritten in canonical form).
+legerd notices the change within a second and applies it at its next pass.
+
+Examples:
+  legerctl set-policy --mode staged
+  legerctl set-policy --prune false --self-heal false
+  legerctl set-policy --mode auto --allow-empty true"
+    )]
+    SetPolicy(SetPolicy),
+
     /// Stop changing the host: legerd keeps fetching and reporting (sets policy.suspend).
     #[command(after_help = "desired.toml is rewritten in canonical form; comments are not kept.")]
     Suspend,
@@ -153,7 +165,7 @@ Examples:
     #[command(after_help = "desired.toml is rewritten in canonical form; comments are not kept.")]
     Resume,
 
-    /// Show the journal of an app's units (or of legerd and every managed unit) through journalctl.
+    /// Show the journal of an app's units, of one managed unit, or of legerd and every managed unit, through journalctl.
     #[command(
         after_help = "Without APP: legerd itself and every unit it manages, interleaved.
 Needs legerd running to know an app's units; journalctl's own permissions apply
@@ -161,11 +173,13 @@ Needs legerd running to know an app's units; journalctl's own permissions apply
 
 Examples:
   legerctl logs web -f
+  legerctl logs web-db.service -n 100
   legerctl logs web -u web-db.service -n 100
   journalctl MESSAGE_ID=fc2e5769da014e6c827e73b17a4eb9e8   # every revision applied (docs/journal.md)"
     )]
     Logs {
-        /// The app whose units to show.
+        /// The app whose units to show, or one unit legerd manages (`web.service`, `web`).
+        #[arg(value_name = "APP|UNIT")]
         app: Option<String>,
         /// Only this unit (repeatable); it must belong to APP, or be managed by legerd.
         #[arg(short = 'u', long = "unit", value_name = "UNIT")]
@@ -274,6 +288,24 @@ pub enum SecretsCommand {
     },
 }
 
+/// `legerctl set-policy`: at least one setting.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+pub struct SetPolicy {
+    /// auto: apply each new revision; staged: wait for `legerctl approve`.
+    #[arg(long, value_enum)]
+    pub mode: Option<legerctl::policy::ModeArg>,
+    /// Remove installed apps that left the source.
+    #[arg(long, value_name = "true|false")]
+    pub prune: Option<bool>,
+    /// Restore hand-edited managed files and restart managed units that stop.
+    #[arg(long, value_name = "true|false")]
+    pub self_heal: Option<bool>,
+    /// Let a source with no apps remove every installed app.
+    #[arg(long, value_name = "true|false")]
+    pub allow_empty: Option<bool>,
+}
+
 #[derive(Debug, Args)]
 pub struct SetDesired {
     /// Take the whole document from FILE (`-` for stdin); it is validated and written as-is.
@@ -334,5 +366,8 @@ pub enum SourceCommand {
     Dir {
         /// The folder; a relative path is made absolute from the current directory.
         path: PathBuf,
+        /// Accept a folder that does not exist (yet); legerd reports it until it does.
+        #[arg(long)]
+        force: bool,
     },
 }

@@ -14,5 +14,6 @@ pub mod backups;
 pub mod cli;
 pub mod edit;
 pub mod logs;
+pub mod policy;
 pub mod publish;
 pub mod render;

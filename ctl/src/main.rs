@@ -17,7 +17,7 @@ use leger_config::{Environment, Mode, Settings, default_dropin_dirs};
 use legerctl::{backups, edit, logs, publish, render};
 
 use crate::client::Client;
-use legerctl::cli::{Cli, Command, SecretsCommand, SetDesired, SourceCommand};
+use legerctl::cli::{Cli, Command, SecretsCommand, SetDesired, SetPolicy, SourceCommand};
 
 fn secrets(loc: &mut Locations, cmd: SecretsCommand) -> Result<()> {
     let client = loc.client()?;
@@ -265,6 +265,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
             |list: &[RevisionInfo]| render::render_revisions(list),
         )?,
+        Command::SetPolicy(args) => set_policy(&loc.desired_file()?, args)?,
         Command::Suspend => set_suspend(&loc.desired_file()?, true)?,
         Command::Resume => set_suspend(&loc.desired_file()?, false)?,
         Command::Logs {
@@ -418,12 +419,33 @@ fn show_logs(
             )));
         }
     };
+    if loc.mode == Mode::System
+        && let Some(hint) = logs::journal_group_hint(
+            rustix::process::geteuid().as_raw(),
+            &caller_groups(),
+            &std::fs::read_to_string("/etc/group").unwrap_or_default(),
+        )
+    {
+        eprintln!("legerctl: {hint}");
+    }
     let args = logs::journalctl_args(&selected, loc.mode, options);
     let err = std::process::Command::new("journalctl").args(&args).exec();
     Err(anyhow::Error::new(err).context(format!(
         "cannot run journalctl {}; legerctl logs reads the journal through it (package systemd)",
         args.join(" ")
     )))
+}
+
+/// The caller's supplementary and primary group ids, from /proc/self/status.
+fn caller_groups() -> Vec<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mut groups: Vec<u32> = status
+        .lines()
+        .filter_map(|l| l.strip_prefix("Groups:"))
+        .flat_map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()))
+        .collect();
+    groups.push(rustix::process::getegid().as_raw());
+    groups
 }
 
 /// legerctl makes one request per run; a current-thread runtime is all it needs.
@@ -487,10 +509,12 @@ fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
                     }
                     SourceSpec::Manifest(m)
                 }
-                SourceCommand::Dir { path: dir } => SourceSpec::Dir(DirSourceSpec {
-                    path: std::path::absolute(&dir)
-                        .with_context(|| format!("cannot make {} absolute", dir.display()))?,
-                }),
+                SourceCommand::Dir { path: dir, force } => {
+                    let dir = std::path::absolute(&dir)
+                        .with_context(|| format!("cannot make {} absolute", dir.display()))?;
+                    check_source_dir(&dir, force)?;
+                    SourceSpec::Dir(DirSourceSpec { path: dir })
+                }
             };
             edit::replace_source(current.as_deref(), source)
                 .with_context(|| {
@@ -575,6 +599,61 @@ fn set_suspend(path: &Path, suspend: bool) -> Result<()> {
             path.display()
         );
     }
+    Ok(())
+}
+
+/// A dir source that is not a folder is almost always a typo: refuse it, unless
+/// `--force` says the folder comes later.
+fn check_source_dir(dir: &Path, force: bool) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!(
+            "{} is not a folder; a dir source is a folder with one sub-folder per app",
+            dir.display()
+        ),
+        Err(e) if force => {
+            eprintln!(
+                "legerctl: warning: {} cannot be read ({e}); legerd reports the source as unavailable until it exists",
+                dir.display()
+            );
+            Ok(())
+        }
+        Err(e) => bail!(
+            "{} cannot be read ({e}); create it first, or pass --force to set it anyway",
+            dir.display()
+        ),
+    }
+}
+
+/// `legerctl set-policy`: edits only the named settings and says what follows.
+fn set_policy(path: &Path, args: SetPolicy) -> Result<()> {
+    let change = legerctl::policy::PolicyChange {
+        mode: args.mode,
+        prune: args.prune,
+        self_heal: args.self_heal,
+        allow_empty: args.allow_empty,
+    };
+    let current = read_optional(path)?.with_context(|| {
+        format!(
+            "no desired state at {}; set one first with `legerctl set-desired`",
+            path.display()
+        )
+    })?;
+    let mut said = Vec::new();
+    let (_, text) = edit::edit_policy(&current, |p| said = legerctl::policy::apply(p, change))
+        .with_context(|| format!("cannot edit {}; it is unchanged", path.display()))?;
+    if said.is_empty() {
+        println!(
+            "nothing to change: the policy already says that ({} is unchanged)",
+            path.display()
+        );
+        return Ok(());
+    }
+    write_desired(path, &text)?;
+    for line in &said {
+        println!("{line}");
+    }
+    println!("(wrote {})", path.display());
     Ok(())
 }
 
