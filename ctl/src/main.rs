@@ -184,15 +184,30 @@ fn run(cli: Cli) -> Result<()> {
         Command::Diff { app, json } => {
             let client = loc.client()?;
             let body = match block_on(client.get("/v1/staged")) {
-                Ok(body) => body,
-                Err(e) if e.to_string().contains("nothing is staged") => {
-                    println!("nothing is staged");
-                    return Ok(());
-                }
+                Ok(body) => Some(body),
+                Err(e) if e.to_string().contains("nothing is staged") => None,
                 Err(e) => return Err(e),
             };
-            let staged: StagedChange = serde_json::from_str(&body)
+            let staged: Option<StagedChange> = body
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
                 .context("legerd sent a staged change this legerctl cannot read")?;
+            if let Some(app) = app.as_deref() {
+                let installed: Vec<String> = fetch_status(&mut loc)?
+                    .status
+                    .apps
+                    .into_iter()
+                    .map(|a| a.name)
+                    .collect();
+                if let Some(e) = render::unknown_diff_app(app, &installed, staged.as_ref()) {
+                    bail!(e);
+                }
+            }
+            let (Some(body), Some(staged)) = (body, staged) else {
+                println!("nothing is staged");
+                return Ok(());
+            };
             let changes = render::staged_has_changes(&staged, app.as_deref());
             if json {
                 println!("{}", body.trim_end());

@@ -238,6 +238,34 @@ pub fn staged_has_changes(staged: &StagedChange, app: Option<&str>) -> bool {
     staged.actions.iter().any(|a| keep(&a.app)) || staged.files.iter().any(|f| keep(&f.app))
 }
 
+/// `legerctl diff APP` for an app that is neither installed (`installed`, from status)
+/// nor touched by the staged change: the error to show, listing the apps there are, so
+/// a typo is not mistaken for "no changes".
+pub fn unknown_diff_app(
+    app: &str,
+    installed: &[String],
+    staged: Option<&StagedChange>,
+) -> Option<String> {
+    let mut known: Vec<&str> = installed.iter().map(String::as_str).collect();
+    if let Some(s) = staged {
+        known.extend(s.actions.iter().map(|a| a.app.as_str()));
+        known.extend(s.files.iter().map(|f| f.app.as_str()));
+    }
+    known.sort_unstable();
+    known.dedup();
+    if known.contains(&app) {
+        return None;
+    }
+    let list = if known.is_empty() {
+        "none".to_owned()
+    } else {
+        known.join(", ")
+    };
+    Some(format!(
+        "no app named {app:?}: it is neither installed nor in the staged revision; apps: {list}"
+    ))
+}
+
 /// `legerctl diff`: the unit actions, then a unified diff of every file.
 pub fn render_staged(staged: &StagedChange, app: Option<&str>, color: bool) -> String {
     let keep = |a: &str| app.is_none_or(|x| x == a);
@@ -513,5 +541,26 @@ mod tests {
         assert_eq!(&lines[1][col..col + 6], "failed");
         assert_eq!(&lines[2][col..col + 7], "applied");
         assert_eq!(render_history(&[]), "no passes recorded yet\n");
+    }
+
+    #[test]
+    fn unknown_diff_app_knows_installed_and_staged_apps() {
+        let staged = StagedChange {
+            revision: "r2".into(),
+            applied_revision: Some("r1".into()),
+            actions: vec![leger_api_types::StagedAction {
+                action: "start".into(),
+                unit: "new.service".into(),
+                app: "new".into(),
+            }],
+            files: vec![],
+        };
+        let installed = vec!["web".to_owned()];
+        assert_eq!(unknown_diff_app("web", &installed, Some(&staged)), None);
+        assert_eq!(unknown_diff_app("new", &installed, Some(&staged)), None);
+        let e = unknown_diff_app("wbe", &installed, Some(&staged)).unwrap();
+        assert!(e.contains("\"wbe\"") && e.contains("new, web"), "{e}");
+        let e = unknown_diff_app("web", &[], None).unwrap();
+        assert!(e.ends_with("apps: none"), "{e}");
     }
 }
