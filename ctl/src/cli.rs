@@ -23,7 +23,7 @@ use legerctl::edit::{
   legerctl suspend
   legerctl logs web -f
 
-Exit codes: 0 on success, 1 when the command failed, 2 for usage errors.")]
+Exit codes: 0 on success, 1 when the command failed, 2 for usage errors, 3 when --wait timed out.")]
 pub struct Cli {
     /// Use user-mode paths (rootless podman, ~/.config/leger, $XDG_RUNTIME_DIR/leger).
     #[arg(long, global = true)]
@@ -68,7 +68,10 @@ read the conditions, e.g.
     },
 
     /// Ask legerd for a reconcile pass now instead of at the next poll.
-    Reconcile,
+    Reconcile {
+        #[command(flatten)]
+        wait: WaitArg,
+    },
 
     /// Write desired.toml: where apps come from (validated, written atomically).
     #[command(
@@ -112,6 +115,8 @@ Examples:
     Approve {
         /// The revision to apply.
         revision: Option<String>,
+        #[command(flatten)]
+        wait: WaitArg,
     },
 
     /// Hold the host at REV from legerd's own revision store, whatever the source says (sets policy.pin).
@@ -121,6 +126,8 @@ Examples:
     Pin {
         /// The revision.
         revision: String,
+        #[command(flatten)]
+        wait: WaitArg,
     },
 
     /// Follow the source again (clears policy.pin).
@@ -133,6 +140,8 @@ Examples:
     Rollback {
         /// The revision to go back to.
         revision: Option<String>,
+        #[command(flatten)]
+        wait: WaitArg,
     },
 
     /// List the revisions legerd has seen, newest first, and which can be pinned.
@@ -257,6 +266,8 @@ Examples:
         app: String,
         /// The backup id from `legerctl backups` [default: the app's newest].
         backup: Option<String>,
+        #[command(flatten)]
+        wait: WaitArg,
     },
 
     /// Print this node's age recipient: encrypt `secrets/NAME.age` files to it.
@@ -274,6 +285,8 @@ pub enum SecretsCommand {
     Set {
         /// The secret name, as in `Secret=NAME`.
         name: String,
+        #[command(flatten)]
+        wait: WaitArg,
     },
     /// List names, versions, sources and consuming units.
     List {
@@ -290,7 +303,8 @@ pub enum SecretsCommand {
 
 /// `legerctl set-policy`: at least one setting.
 #[derive(Debug, Args)]
-#[group(required = true, multiple = true)]
+#[command(group(clap::ArgGroup::new("setting").required(true).multiple(true)
+    .args(["mode", "prune", "self_heal", "allow_empty"])))]
 pub struct SetPolicy {
     /// auto: apply each new revision; staged: wait for `legerctl approve`.
     #[arg(long, value_enum)]
@@ -304,6 +318,19 @@ pub struct SetPolicy {
     /// Let a source with no apps remove every installed app.
     #[arg(long, value_name = "true|false")]
     pub allow_empty: Option<bool>,
+    #[command(flatten)]
+    pub wait: WaitArg,
+}
+
+/// `--wait[=TIMEOUT]` on the commands that change what legerd does.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct WaitArg {
+    /// Wait until the resulting pass has applied (exit 0), failed or rolled back (1), or
+    /// TIMEOUT passed (3), showing its progress [default TIMEOUT: 10m].
+    #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, require_equals = true,
+          default_missing_value = legerctl::wait::DEFAULT_WAIT,
+          value_parser = legerctl::wait::parse_wait)]
+    pub wait: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -314,6 +341,13 @@ pub struct SetDesired {
 
     #[command(subcommand)]
     pub source: Option<SourceCommand>,
+
+    /// Wait until the new desired state has been applied (exit 0), failed or rolled
+    /// back (1), or TIMEOUT passed (3), showing progress [default TIMEOUT: 10m].
+    #[arg(long, global = true, value_name = "TIMEOUT", num_args = 0..=1, require_equals = true,
+          default_missing_value = legerctl::wait::DEFAULT_WAIT,
+          value_parser = legerctl::wait::parse_wait)]
+    pub wait: Option<Duration>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -370,4 +404,21 @@ pub enum SourceCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+impl Command {
+    /// The `--wait` timeout, on the commands that have one.
+    pub fn wait(&self) -> Option<Duration> {
+        match self {
+            Command::Reconcile { wait }
+            | Command::Approve { wait, .. }
+            | Command::Pin { wait, .. }
+            | Command::Rollback { wait, .. }
+            | Command::Restore { wait, .. }
+            | Command::Secrets(SecretsCommand::Set { wait, .. }) => wait.wait,
+            Command::SetPolicy(p) => p.wait.wait,
+            Command::SetDesired(d) => d.wait,
+            _ => None,
+        }
+    }
 }

@@ -17,3 +17,4 @@ pub mod logs;
 pub mod policy;
 pub mod publish;
 pub mod render;
+pub mod wait;

@@ -22,7 +22,7 @@ use legerctl::cli::{Cli, Command, SecretsCommand, SetDesired, SetPolicy, SourceC
 fn secrets(loc: &mut Locations, cmd: SecretsCommand) -> Result<()> {
     let client = loc.client()?;
     match cmd {
-        SecretsCommand::Set { name } => {
+        SecretsCommand::Set { name, .. } => {
             let mut value = zeroize::Zeroizing::new(Vec::new());
             std::io::stdin()
                 .read_to_end(&mut value)
@@ -123,6 +123,12 @@ fn run(cli: Cli) -> Result<()> {
         desired_file: cli.desired_file,
         settings: None,
     };
+    // --wait: legerd must be there to watch, before anything is changed.
+    let wait = cli.command.wait();
+    if wait.is_some() {
+        fetch_status(&mut loc)
+            .context("--wait follows legerd's passes, so legerd must be running")?;
+    }
     match cli.command {
         Command::Status { json } => {
             let client = loc.client()?;
@@ -141,7 +147,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
             |passes: &[PassRecord]| render::render_history(passes),
         )?,
-        Command::Reconcile => {
+        Command::Reconcile { .. } => {
             let client = loc.client()?;
             let body = block_on(client.post("/v1/reconcile"))?;
             let r: ReconcileResponse =
@@ -170,7 +176,7 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", backups::render(&list));
             }
         }
-        Command::Restore { app, backup } => restore(&mut loc, &app, backup.as_deref())?,
+        Command::Restore { app, backup, .. } => restore(&mut loc, &app, backup.as_deref())?,
         Command::GetDesired => {
             let path = loc.desired_file()?;
             match read_optional(&path)? {
@@ -221,7 +227,7 @@ fn run(cli: Cli) -> Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Approve { revision } => {
+        Command::Approve { revision, .. } => {
             let revision = match revision {
                 Some(r) => r,
                 None => {
@@ -237,7 +243,7 @@ fn run(cli: Cli) -> Result<()> {
                 "approved {revision}: legerd applies it at its next pass (`legerctl reconcile` for now)"
             );
         }
-        Command::Pin { revision } => {
+        Command::Pin { revision, .. } => {
             let rev = revision.clone();
             edit_policy(&loc.desired_file()?, move |p| p.pin = Some(rev))?;
             println!(
@@ -248,7 +254,7 @@ fn run(cli: Cli) -> Result<()> {
             edit_policy(&loc.desired_file()?, |p| p.pin = None)?;
             println!("unpinned: legerd follows the source again");
         }
-        Command::Rollback { revision } => {
+        Command::Rollback { revision, .. } => {
             let revision = match revision {
                 Some(r) => r,
                 None => {
@@ -312,7 +318,69 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
     }
+    if let Some(timeout) = wait {
+        // Status times have whole seconds: start counting at the next second, so a pass
+        // that began before the edit (in the edit's own second) is never taken for the
+        // pass that applies it. Then ask for a pass, whatever legerd's watches noticed.
+        let boundary = legerctl::wait::next_second(std::time::SystemTime::now());
+        if let Ok(gap) = boundary.duration_since(std::time::SystemTime::now()) {
+            std::thread::sleep(gap);
+        }
+        block_on(loc.client()?.post("/v1/reconcile"))?;
+        let verdict = wait_for_pass(&mut loc, boundary, timeout)?;
+        std::process::exit(verdict.into());
+    }
     Ok(())
+}
+
+/// Follows legerd's status until a pass that started at or after `since` (a whole
+/// second) finished.
+/// Progress goes to stderr: one rewritten line on a terminal, plain lines otherwise.
+fn wait_for_pass(
+    loc: &mut Locations,
+    since: std::time::SystemTime,
+    timeout: std::time::Duration,
+) -> Result<u8> {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stderr().is_terminal();
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let doc = fetch_status(loc)?;
+        if let Some(v) = legerctl::wait::judge(&doc, since) {
+            if tty && !last.is_empty() {
+                eprint!("\r\x1b[2K");
+            }
+            if v.code == 0 {
+                println!("{}", v.message);
+            } else {
+                eprintln!("legerctl: {}", v.message);
+            }
+            return Ok(v.code);
+        }
+        let now =
+            legerctl::wait::progress(&doc).unwrap_or_else(|| "waiting for legerd's pass".into());
+        if now != last {
+            if tty {
+                eprint!("\r\x1b[2K… {now}");
+                let _ = std::io::stderr().flush();
+            } else {
+                eprintln!("… {now}");
+            }
+            last = now;
+        }
+        if std::time::Instant::now() >= deadline {
+            if tty {
+                eprintln!();
+            }
+            eprintln!(
+                "legerctl: timed out after {}: the pass has not finished; `legerctl status` shows where it is",
+                humantime::format_duration(timeout)
+            );
+            return Ok(legerctl::wait::EXIT_TIMEOUT);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
 }
 
 fn backups_path(app: Option<&str>) -> String {

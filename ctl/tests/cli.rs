@@ -583,3 +583,30 @@ async fn cli_secrets_set_list_rm_and_identity_never_show_values() {
         .unwrap()
         .unwrap();
 }
+
+#[test]
+fn cli_wait_refuses_a_zero_timeout() {
+    let env = Env::new();
+    env.write_desired(VALID);
+    let o = env.run(&["set-policy", "--mode", "staged", "--wait=0s"]);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("greater than zero"), "{}", stderr(&o));
+    let o = env.run(&["reconcile", "--wait=soon"]);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("not a duration"), "{}", stderr(&o));
+    assert_eq!(env.read_desired(), VALID);
+}
+
+#[test]
+fn cli_wait_without_legerd_changes_nothing() {
+    let env = Env::new();
+    env.write_desired(VALID);
+    let o = env.run(&["set-policy", "--mode", "staged", "--wait"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("legerd must be running"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(env.read_desired(), VALID, "nothing half-applied");
+}

@@ -1,6 +1,7 @@
 //! The Debian package end to end: `dpkg -i` the deb `contrib/package.sh deb` built on a
 //! fresh test-bed machine, then only what the README tells an operator to do:
-//! `systemctl enable --now legerd`, `legerctl secrets set`, `legerctl set-desired git`.
+//! `systemctl enable --now legerd`, `legerctl secrets set`, `legerctl set-desired git
+//! --wait`.
 //! legerd runs under the shipped, hardened unit and converges an app with a secret, a
 //! backed-up volume and a health-checked container; the unit's exposure score stays
 //! within 5.0. Removing the package stops and disables legerd and leaves the app, its
@@ -191,11 +192,20 @@ fn deb_installs_and_converges_an_app_under_the_hardened_unit() -> Result<()> {
         &tb,
         &[(VOLUME, "[Volume]\n"), (CONTAINER, &web_container())],
     )?;
-    legerctl(
-        &tb,
-        &["set-desired", "git", &fleet.url_inside(), "--path", "apps"],
-    )?;
+    // --wait: returns once the pass has applied (after the health gate), exit 0.
     let v1 = fleet.head()?;
+    let out = legerctl(
+        &tb,
+        &[
+            "set-desired",
+            "git",
+            &fleet.url_inside(),
+            "--path",
+            "apps",
+            "--wait=90s",
+        ],
+    )?;
+    assert!(out.contains(&v1), "{out}");
     wait_applied(&tb, &v1)?;
 
     // Converged: running, healthy, with the secret's value and data in its volume.
@@ -239,6 +249,22 @@ fn deb_installs_and_converges_an_app_under_the_hardened_unit() -> Result<()> {
         "runuser", "-u", "alice", "--", "legerctl", "status", "--json",
     ])?;
     assert!(as_alice.contains(&v2), "{as_alice}");
+
+    // A broken revision: `reconcile --wait` exits 1 and says why; the app keeps running.
+    fleet.commit(
+        &[(
+            "apps/bad/bad.container",
+            "[Container]\nImage=localhost/busybox:latest\nNotAKey=1\n",
+        )],
+        &[],
+        "broken",
+    )?;
+    let o = tb.exec(&["legerctl", "reconcile", "--wait=90s"])?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("failed") && err.contains("NotAKey"), "{err}");
+    assert_eq!(applied(&tb)?.as_deref(), Some(v2.as_str()));
+    assert_eq!(unit_state(&tb, "web.service")?, "active");
 
     // Remove: legerd stopped and disabled; the app, its quadlets and the state stay.
     let web_id = web_container_id(&tb)?;
