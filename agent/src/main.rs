@@ -38,8 +38,16 @@ fn init_logging() {
         registry.with(layer).init();
         return;
     }
+    // Colours only for a person at a terminal, and never with NO_COLOR set
+    // (no-color.org): a file or pipe gets plain text without escape codes.
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     registry
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal() && !no_color),
+        )
         .init();
 }
 

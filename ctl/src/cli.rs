@@ -53,6 +53,10 @@ read the conditions, e.g.
         /// Print the status document as JSON (stable; check apiVersion and kind).
         #[arg(long)]
         json: bool,
+        /// Show condition messages and the last error whole (podman's output, journal
+        /// lines), not shortened to one line.
+        #[arg(long)]
+        details: bool,
     },
 
     /// Show recent reconcile passes, newest first.

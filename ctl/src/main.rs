@@ -130,7 +130,7 @@ fn run(cli: Cli) -> Result<()> {
             .context("--wait follows legerd's passes, so legerd must be running")?;
     }
     match cli.command {
-        Command::Status { json } => {
+        Command::Status { json, details } => {
             let client = loc.client()?;
             let body = block_on(client.get("/v1/status"))?;
             if json {
@@ -138,7 +138,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 let doc: StatusDocument = serde_json::from_str(&body)
                     .context("legerd sent a status document this legerctl cannot read; use --json or a matching legerctl")?;
-                print!("{}", render::render_status(&doc));
+                print!("{}", render::render_status_details(&doc, details));
             }
         }
         Command::History { limit, json } => print_list(
@@ -219,7 +219,10 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", body.trim_end());
             } else {
                 use std::io::IsTerminal;
-                let color = std::io::stdout().is_terminal();
+                let color = render::use_color(
+                    std::io::stdout().is_terminal(),
+                    std::env::var_os("NO_COLOR").as_deref(),
+                );
                 print!("{}", render::render_staged(&staged, app.as_deref(), color));
             }
             if changes {

@@ -60,7 +60,7 @@ pub fn judge(doc: &StatusDocument, since: SystemTime) -> Option<Verdict> {
     }
     let rev = pass.revision.as_deref().unwrap_or("-");
     let error = || pass.error.clone().unwrap_or_default();
-    let first_line = |s: String| one_line(&s);
+    let first_line = |s: String| crate::render::summary_line(&s);
     Some(match pass.outcome {
         PassOutcome::Applied => Verdict {
             code: 0,
@@ -123,25 +123,6 @@ pub fn judge(doc: &StatusDocument, since: SystemTime) -> Option<Verdict> {
             ),
         },
     })
-}
-
-/// An error as one line: its first line (the summary) and, when the summary only says
-/// there are problems, the first detail line, cut to a readable length. The long text
-/// (podman's output, journal lines) stays in `legerctl status`.
-fn one_line(text: &str) -> String {
-    const MAX_DETAIL: usize = 160;
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.next().unwrap_or_default().to_owned();
-    match lines.next() {
-        Some(detail) => {
-            let mut detail: String = detail.chars().take(MAX_DETAIL).collect();
-            if detail.len() < text.len() && detail.chars().count() == MAX_DETAIL {
-                detail.push('…');
-            }
-            format!("{first}: {detail}")
-        }
-        None => first,
-    }
 }
 
 /// What legerd is doing now, for the progress display: the Reconciling condition's
@@ -236,7 +217,7 @@ mod tests {
             "{v:?}"
         );
         let long = format!("summary\n{}\nmore", "x".repeat(500));
-        let line = one_line(&long);
+        let line = crate::render::summary_line(&long);
         assert!(!line.contains('\n') && line.chars().count() < 200, "{line}");
     }
 
