@@ -1110,9 +1110,5 @@ impl<U: UnitManager> Reconciler<U> {
 /// The first 12 characters of a revision, for people; a manifest revision keeps its
 /// version: `v3@sha256:0123…` reads `v3@0123456789ab`.
 pub fn short(revision: &str) -> std::borrow::Cow<'_, str> {
-    if let Some((version, digest)) = revision.split_once("@sha256:") {
-        return format!("{version}@{}", &digest[..digest.len().min(12)]).into();
-    }
-    let r = revision.strip_prefix("sha256:").unwrap_or(revision);
-    r[..r.len().min(12)].into()
+    leger_api_types::revision::short(revision)
 }

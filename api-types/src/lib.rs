@@ -8,6 +8,7 @@ pub mod app_config;
 pub mod backups;
 pub mod desired;
 pub mod manifest;
+pub mod revision;
 pub mod secrets;
 pub mod status;
 

@@ -16,7 +16,7 @@ pub const LEGERD_UNIT: &str = "legerd.service";
 pub enum LogsError {
     /// Neither an app nor a managed unit of that name is in legerd's status.
     #[error(
-        "no app or unit named {app:?} in legerd's status; apps: {known}; units: {units}. Use journalctl -u for units legerd does not manage"
+        "no app named {app:?}, nor a unit, in legerd's status; apps: {known}; units: {units}. Use journalctl -u for units legerd does not manage"
     )]
     UnknownApp {
         /// What was asked for.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use leger_api_types::{PassRecord, RevisionInfo, StagedChange, StatusDocument};
 
 /// How many characters of a revision `history` shows; enough to be unique in practice.
-pub const SHORT_REVISION: usize = 12;
+pub const SHORT_REVISION: usize = leger_api_types::revision::SHORT_LEN;
 
 /// Whether to colour output: only on a terminal, and never with `NO_COLOR` set to
 /// anything but the empty string (no-color.org).
@@ -148,7 +148,7 @@ pub fn render_status_details(doc: &StatusDocument, details: bool) -> String {
                 p.started_at,
                 duration(p.duration_ms),
                 p.trigger,
-                p.revision.as_deref().map(short).unwrap_or("-")
+                p.revision.as_deref().map(short).unwrap_or("-".into())
             );
             if let Some(e) = &p.error {
                 let e = if details { e.clone() } else { summary_line(e) };
@@ -188,7 +188,10 @@ pub fn render_history(passes: &[PassRecord]) -> String {
                 p.started_at.clone(),
                 duration(p.duration_ms),
                 p.trigger.clone(),
-                p.revision.as_deref().map(short).unwrap_or("-").to_owned(),
+                p.revision
+                    .as_deref()
+                    .map(|r| short(r).into_owned())
+                    .unwrap_or_else(|| "-".to_owned()),
                 p.outcome.as_str().to_owned(),
                 p.error.as_deref().map(one_line).unwrap_or_default(),
             ]
@@ -224,11 +227,9 @@ fn opt(s: &Option<String>) -> &str {
     s.as_deref().unwrap_or("-")
 }
 
-fn short(rev: &str) -> &str {
-    match rev.char_indices().nth(SHORT_REVISION) {
-        Some((i, _)) => &rev[..i],
-        None => rev,
-    }
+/// Shortens a revision the way legerd does (one formatter: `leger_api_types::revision`).
+pub fn short(rev: &str) -> std::borrow::Cow<'_, str> {
+    leger_api_types::revision::short(rev)
 }
 
 fn duration(ms: u64) -> String {

@@ -58,7 +58,11 @@ pub fn judge(doc: &StatusDocument, since: SystemTime) -> Option<Verdict> {
     if started < since_second {
         return None;
     }
-    let rev = pass.revision.as_deref().unwrap_or("-");
+    let rev = pass
+        .revision
+        .as_deref()
+        .map(crate::render::short)
+        .unwrap_or("-".into());
     let error = || pass.error.clone().unwrap_or_default();
     let first_line = |s: String| crate::render::summary_line(&s);
     Some(match pass.outcome {
@@ -78,7 +82,9 @@ pub fn judge(doc: &StatusDocument, since: SystemTime) -> Option<Verdict> {
                 (Some(fetched), Some(applied), None) if fetched != applied => Verdict {
                     code: 1,
                     message: format!(
-                        "{fetched} is not applied: it failed before and legerd keeps {applied} (pass #{}); `legerctl history` says why",
+                        "{} is not applied: it failed before and legerd keeps {} (pass #{}); `legerctl history` says why",
+                        crate::render::short(fetched),
+                        crate::render::short(applied),
                         pass.id
                     ),
                 },
@@ -86,7 +92,10 @@ pub fn judge(doc: &StatusDocument, since: SystemTime) -> Option<Verdict> {
                     code: 0,
                     message: format!(
                         "up to date: the host runs {} (pass #{})",
-                        st.applied_revision.as_deref().unwrap_or(rev),
+                        st.applied_revision
+                            .as_deref()
+                            .map(crate::render::short)
+                            .unwrap_or(rev.clone()),
                         pass.id
                     ),
                 },
