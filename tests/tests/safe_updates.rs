@@ -43,13 +43,25 @@ fn bad_revision_is_rolled_back_and_not_retried() -> Result<()> {
     // Reported as a rollback, never as success.
     let history = legerctl(&tb, &["history", "--json"])?;
     let passes: serde_json::Value = serde_json::from_str(&history)?;
-    let rolled = passes
+    // The pass that tried the bad revision is recorded as rolled back. A later pass
+    // (the drift echo of the rollback's own writes) may also name the bad revision,
+    // as failed; neither is ever a success.
+    let on_bad: Vec<&serde_json::Value> = passes
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["revision"] == bad.as_str())
-        .expect("a pass on the bad revision");
-    assert_eq!(rolled["outcome"], "rolled_back", "{rolled:#}");
+        .filter(|p| p["revision"] == bad.as_str())
+        .collect();
+    assert!(
+        on_bad.iter().any(|p| p["outcome"] == "rolled_back"),
+        "{on_bad:#?}"
+    );
+    assert!(
+        on_bad
+            .iter()
+            .all(|p| p["outcome"] == "rolled_back" || p["outcome"] == "failed"),
+        "{on_bad:#?}"
+    );
     let events = tb.exec_ok(&[
         "journalctl",
         "-o",
