@@ -3,19 +3,29 @@
 # repository on a real systemd + podman machine (the test bed), then converging a
 # change pushed to that repository.
 #
-#   sudo contrib/demo.sh          # run the demo and take the machine down
-#   sudo contrib/demo.sh --keep   # leave it running; `contrib/testbed/testbed.sh down` later
+#   contrib/demo.sh               # as root; or: sudo contrib/demo.sh
+#   contrib/demo.sh --keep        # leave it running; `contrib/testbed/testbed.sh down` later
 #
-# Needs root (systemd-nspawn). The first run builds the test bed (about 1-2 minutes).
+# Needs root (systemd-nspawn). Under sudo it uses your ~/.cargo/bin toolchain. The first
+# run builds the test bed (about 1-2 minutes) and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-keep=0; [ "${1:-}" = --keep ] && keep=1
-[ "$(id -u)" = 0 ] || { echo "demo.sh: needs root for systemd-nspawn: sudo $0" >&2; exit 2; }
+keep=0
+case "${1:-}" in
+    "") ;;
+    --keep) keep=1 ;;
+    *) echo "demo.sh: unknown argument '$1': the only option is --keep" >&2; exit 2 ;;
+esac
+# shellcheck source=contrib/lib/common.sh
+. contrib/lib/common.sh
+leger_need_root "$0"
+leger_find_cargo
 
 export LEGER_TESTBED_NAME=${LEGER_TESTBED_NAME:-leger-demo}
 TB=contrib/testbed/testbed.sh
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+say() { leger_say "$@"; }
 
+leger_testbed_notice
 say "building legerd and legerctl"
 cargo build --bins --locked
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
@@ -23,6 +33,7 @@ target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,s
 share=$(mktemp -d /var/tmp/leger-demo-share.XXXXXX)
 cleanup() {
     if [ "$keep" = 0 ]; then "$TB" down >/dev/null 2>&1 || true; rm -rf "$share"; fi
+    leger_give_back_target
 }
 trap cleanup EXIT
 

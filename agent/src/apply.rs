@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::num::NonZeroUsize;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -305,12 +305,21 @@ pub(crate) fn write_file(quadlet_dir: &Path, key: &str, bytes: &[u8]) -> Result<
         path: path.clone(),
         source,
     };
-    if let Some(parent) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(err)?;
+    // Each folder legerd creates gets exactly 0755, whatever the umask (legerd runs with
+    // UMask=0077): the quadlet generator and a container's mounts read through them.
+    let mut dir = quadlet_dir.to_path_buf();
+    for component in Path::new(key)
+        .parent()
+        .into_iter()
+        .flat_map(Path::components)
+    {
+        dir.push(component);
+        match std::fs::DirBuilder::new().mode(0o755).create(&dir) {
+            Ok(()) => std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(err)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err(e)),
+        }
     }
     write_atomic_with(&path, bytes, FILE_MODE, || crashpoint::hit("before-rename")).map_err(err)
 }

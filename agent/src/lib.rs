@@ -10,6 +10,7 @@ pub mod apply;
 pub mod assemble;
 pub mod backoff;
 pub mod backup;
+pub mod cli;
 pub mod clock;
 pub mod command;
 pub mod controller;

@@ -2,7 +2,6 @@
 //! library's parts together, and turn errors into messages for people.
 
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -11,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use leger_config::{Environment, Mode, Settings};
 use legerd::api::{self, ApiContext};
+use legerd::cli::Args;
 use legerd::controller::Controller;
 use legerd::fswatch;
 use legerd::metrics::{self, Metrics};
@@ -18,26 +18,6 @@ use legerd::reconciler::Reconciler;
 use legerd::schedule::Trigger;
 use legerd::store::Store;
 use legerd::systemd::{BusTarget, DbusUnitManager};
-
-/// legerd converges Podman quadlets on this host to the desired state in desired.toml
-/// (a git repository or a local folder), driving systemd over D-Bus.
-#[derive(Debug, Parser)]
-#[command(
-    version,
-    after_help = "Examples:\n  legerd                      # system mode, as the legerd.service unit runs it\n  legerd --user               # rootless, for one user's quadlets\n  legerd --config-dir /tmp/c  # read config drop-ins from /tmp/c only\n\nEdit desired state with `legerctl set-desired`, read status with `legerctl status`."
-)]
-struct Args {
-    /// Manage the calling user's quadlets over the user bus (rootless podman).
-    #[arg(long)]
-    user: bool,
-    /// Read config drop-ins (*.toml) from these directories instead of the defaults
-    /// (/usr/lib/leger/config.d, /run/leger/config.d, /etc/leger/config.d). Repeatable.
-    #[arg(long = "config-dir", value_name = "DIR")]
-    config_dirs: Vec<PathBuf>,
-    /// Run one reconcile pass, print its outcome, and exit (1 when it failed).
-    #[arg(long)]
-    once: bool,
-}
 
 fn init_logging() {
     use tracing_subscriber::prelude::*;
@@ -57,8 +37,16 @@ fn init_logging() {
         registry.with(layer).init();
         return;
     }
+    // Colours only for a person at a terminal, and never with NO_COLOR set
+    // (no-color.org): a file or pipe gets plain text without escape codes.
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     registry
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal() && !no_color),
+        )
         .init();
 }
 

@@ -10,6 +10,7 @@ pub mod desired;
 pub mod fleet;
 pub mod manifest;
 pub mod overlay;
+pub mod revision;
 pub mod secrets;
 pub mod status;
 

@@ -7,7 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Prefix of temporary files, so a scan of a directory can recognise and skip them
@@ -50,6 +50,9 @@ pub fn write_atomic_with(
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
+        // Exactly `mode`, whatever the umask: legerd runs with UMask=0077, and a companion
+        // file a container mounts must stay readable by the container's user.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
@@ -104,7 +107,19 @@ pub fn remove_stale_temp_files(dir: &Path) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn write_atomic_sets_the_mode_past_the_umask() {
+        // 0o666 survives only when the mode is set explicitly: any umask (022 here,
+        // 0077 under legerd's unit) would clear the group and other write bits.
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("shared.conf");
+        write_atomic(&p, b"x", 0o666).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o666
+        );
+    }
 
     #[test]
     fn write_atomic_replaces_and_sets_mode() {

@@ -23,7 +23,7 @@ use legerctl::edit::{
   legerctl suspend
   legerctl logs web -f
 
-Exit codes: 0 on success, 1 when the command failed, 2 for usage errors.")]
+Exit codes: 0 on success, 1 when the command failed, 2 for usage errors, 3 when --wait timed out.")]
 pub struct Cli {
     /// Use user-mode paths (rootless podman, ~/.config/leger, $XDG_RUNTIME_DIR/leger).
     #[arg(long, global = true)]
@@ -53,6 +53,10 @@ read the conditions, e.g.
         /// Print the status document as JSON (stable; check apiVersion and kind).
         #[arg(long)]
         json: bool,
+        /// Show condition messages and the last error whole (podman's output, journal
+        /// lines), not shortened to one line.
+        #[arg(long)]
+        details: bool,
     },
 
     /// Show recent reconcile passes, newest first.
@@ -68,7 +72,10 @@ read the conditions, e.g.
     },
 
     /// Ask legerd for a reconcile pass now instead of at the next poll.
-    Reconcile,
+    Reconcile {
+        #[command(flatten)]
+        wait: WaitArg,
+    },
 
     /// Fleet commands: the restart slot this host holds.
     #[command(subcommand)]
@@ -119,6 +126,8 @@ Examples:
         /// Approve a revision that already failed its health gate, so legerd tries it again.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        wait: WaitArg,
     },
 
     /// Hold the host at REV from legerd's own revision store, whatever the source says (sets policy.pin).
@@ -131,6 +140,8 @@ Examples:
         /// Pin a revision that already failed its health gate, so legerd tries it again.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        wait: WaitArg,
     },
 
     /// Follow the source again (clears policy.pin).
@@ -143,6 +154,8 @@ Examples:
     Rollback {
         /// The revision to go back to.
         revision: Option<String>,
+        #[command(flatten)]
+        wait: WaitArg,
     },
 
     /// List the revisions legerd has seen, newest first, and which can be pinned.
@@ -155,6 +168,18 @@ Examples:
         json: bool,
     },
 
+    /// Change how legerd converges: mode (auto|staged), prune, self-heal, allow-empty.
+    #[command(
+        after_help = "Only the settings named change; the rest of desired.toml is kept (rewritten in canonical form).
+legerd notices the change within a second and applies it at its next pass.
+
+Examples:
+  legerctl set-policy --mode staged
+  legerctl set-policy --prune false --self-heal false
+  legerctl set-policy --mode auto --allow-empty true"
+    )]
+    SetPolicy(SetPolicy),
+
     /// Stop changing the host: legerd keeps fetching and reporting (sets policy.suspend).
     #[command(after_help = "desired.toml is rewritten in canonical form; comments are not kept.")]
     Suspend,
@@ -163,7 +188,7 @@ Examples:
     #[command(after_help = "desired.toml is rewritten in canonical form; comments are not kept.")]
     Resume,
 
-    /// Show the journal of an app's units (or of legerd and every managed unit) through journalctl.
+    /// Show the journal of an app's units, of one managed unit, or of legerd and every managed unit, through journalctl.
     #[command(
         after_help = "Without APP: legerd itself and every unit it manages, interleaved.
 Needs legerd running to know an app's units; journalctl's own permissions apply
@@ -171,11 +196,13 @@ Needs legerd running to know an app's units; journalctl's own permissions apply
 
 Examples:
   legerctl logs web -f
+  legerctl logs web-db.service -n 100
   legerctl logs web -u web-db.service -n 100
   journalctl MESSAGE_ID=fc2e5769da014e6c827e73b17a4eb9e8   # every revision applied (docs/journal.md)"
     )]
     Logs {
-        /// The app whose units to show.
+        /// The app whose units to show, or one unit legerd manages (`web.service`, `web`).
+        #[arg(value_name = "APP|UNIT")]
         app: Option<String>,
         /// Only this unit (repeatable); it must belong to APP, or be managed by legerd.
         #[arg(short = 'u', long = "unit", value_name = "UNIT")]
@@ -285,6 +312,8 @@ Examples:
         app: String,
         /// The backup id from `legerctl backups` [default: the app's newest].
         backup: Option<String>,
+        #[command(flatten)]
+        wait: WaitArg,
     },
 
     /// Print this node's age recipient: encrypt `secrets/NAME.age` files to it.
@@ -302,6 +331,8 @@ pub enum SecretsCommand {
     Set {
         /// The secret name, as in `Secret=NAME`.
         name: String,
+        #[command(flatten)]
+        wait: WaitArg,
     },
     /// List names, versions, sources and consuming units.
     List {
@@ -325,6 +356,38 @@ pub enum FleetCommand {
     Release,
 }
 
+/// `legerctl set-policy`: at least one setting.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("setting").required(true).multiple(true)
+    .args(["mode", "prune", "self_heal", "allow_empty"])))]
+pub struct SetPolicy {
+    /// auto: apply each new revision; staged: wait for `legerctl approve`.
+    #[arg(long, value_enum)]
+    pub mode: Option<legerctl::policy::ModeArg>,
+    /// Remove installed apps that left the source.
+    #[arg(long, value_name = "true|false")]
+    pub prune: Option<bool>,
+    /// Restore hand-edited managed files and restart managed units that stop.
+    #[arg(long, value_name = "true|false")]
+    pub self_heal: Option<bool>,
+    /// Let a source with no apps remove every installed app.
+    #[arg(long, value_name = "true|false")]
+    pub allow_empty: Option<bool>,
+    #[command(flatten)]
+    pub wait: WaitArg,
+}
+
+/// `--wait[=TIMEOUT]` on the commands that change what legerd does.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct WaitArg {
+    /// Wait until the resulting pass has applied (exit 0), failed or rolled back (1), or
+    /// TIMEOUT passed (3), showing its progress [default TIMEOUT: 10m].
+    #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, require_equals = true,
+          default_missing_value = legerctl::wait::DEFAULT_WAIT,
+          value_parser = legerctl::wait::parse_wait)]
+    pub wait: Option<Duration>,
+}
+
 #[derive(Debug, Args)]
 pub struct SetDesired {
     /// Take the whole document from FILE (`-` for stdin); it is validated and written as-is.
@@ -338,6 +401,13 @@ pub struct SetDesired {
 
     #[command(subcommand)]
     pub source: Option<SourceCommand>,
+
+    /// Wait until the new desired state has been applied (exit 0), failed or rolled
+    /// back (1), or TIMEOUT passed (3), showing progress [default TIMEOUT: 10m].
+    #[arg(long, global = true, value_name = "TIMEOUT", num_args = 0..=1, require_equals = true,
+          default_missing_value = legerctl::wait::DEFAULT_WAIT,
+          value_parser = legerctl::wait::parse_wait)]
+    pub wait: Option<Duration>,
 }
 
 fn parse_overlay(s: &str) -> Result<String, String> {
@@ -398,5 +468,25 @@ pub enum SourceCommand {
     Dir {
         /// The folder; a relative path is made absolute from the current directory.
         path: PathBuf,
+        /// Accept a folder that does not exist (yet); legerd reports it until it does.
+        #[arg(long)]
+        force: bool,
     },
+}
+
+impl Command {
+    /// The `--wait` timeout, on the commands that have one.
+    pub fn wait(&self) -> Option<Duration> {
+        match self {
+            Command::Reconcile { wait }
+            | Command::Approve { wait, .. }
+            | Command::Pin { wait, .. }
+            | Command::Rollback { wait, .. }
+            | Command::Restore { wait, .. }
+            | Command::Secrets(SecretsCommand::Set { wait, .. }) => wait.wait,
+            Command::SetPolicy(p) => p.wait.wait,
+            Command::SetDesired(d) => d.wait,
+            _ => None,
+        }
+    }
 }

@@ -14,13 +14,17 @@ pub const LEGERD_UNIT: &str = "legerd.service";
 /// Why the units to show could not be chosen.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LogsError {
-    /// The app is not in legerd's status.
-    #[error("no app named {app:?} in legerd's status; apps: {known}")]
+    /// Neither an app nor a managed unit of that name is in legerd's status.
+    #[error(
+        "no app named {app:?}, nor a unit, in legerd's status; apps: {known}; units: {units}. Use journalctl -u for units legerd does not manage"
+    )]
     UnknownApp {
         /// What was asked for.
         app: String,
         /// The apps there are, comma-separated, or "none".
         known: String,
+        /// The managed units there are, comma-separated, or "none".
+        units: String,
     },
     /// A `-u` unit is not one legerd manages (for the app, when one was named).
     #[error("{unit} is not {scope}; units: {known}. Use journalctl -u for other units")]
@@ -54,6 +58,22 @@ pub fn select_units(
     units: &[String],
 ) -> Result<Vec<String>, LogsError> {
     let apps = &doc.status.apps;
+    let managed: Vec<String> = std::iter::once(LEGERD_UNIT.to_owned())
+        .chain(
+            apps.iter()
+                .flat_map(|a| a.units.iter().map(|u| u.name.clone())),
+        )
+        .collect();
+    // `legerctl logs web.service` (or `web-db`): a managed unit, named like an app.
+    if let Some(name) = app
+        && units.is_empty()
+        && !apps.iter().any(|a| a.name == name)
+        && let Some(unit) = managed
+            .iter()
+            .find(|u| *u == name || **u == format!("{name}.service"))
+    {
+        return Ok(vec![unit.clone()]);
+    }
     let (scope, candidates): (String, Vec<String>) = match app {
         Some(name) => {
             let a = apps
@@ -62,21 +82,14 @@ pub fn select_units(
                 .ok_or_else(|| LogsError::UnknownApp {
                     app: name.to_owned(),
                     known: list(&apps.iter().map(|a| a.name.clone()).collect::<Vec<_>>()),
+                    units: list(&managed),
                 })?;
             (
                 format!("a unit of app {name}"),
                 a.units.iter().map(|u| u.name.clone()).collect(),
             )
         }
-        None => (
-            "a unit legerd manages".to_owned(),
-            std::iter::once(LEGERD_UNIT.to_owned())
-                .chain(
-                    apps.iter()
-                        .flat_map(|a| a.units.iter().map(|u| u.name.clone())),
-                )
-                .collect(),
-        ),
+        None => ("a unit legerd manages".to_owned(), managed),
     };
     if units.is_empty() {
         return Ok(candidates);
@@ -91,6 +104,34 @@ pub fn select_units(
         }
     }
     Ok(units.to_vec())
+}
+
+/// Groups whose members may read the whole system journal (journalctl(1)).
+const JOURNAL_GROUPS: [&str; 3] = ["systemd-journal", "adm", "wheel"];
+
+/// A hint for a non-root caller in none of the journal's reader groups: journalctl then
+/// shows only the caller's own entries, which looks like "no logs". `group_file` is
+/// `/etc/group`'s text and `groups` the caller's group ids.
+pub fn journal_group_hint(euid: u32, groups: &[u32], group_file: &str) -> Option<String> {
+    if euid == 0 {
+        return None;
+    }
+    let readers: Vec<u32> = group_file
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let gid = f.nth(1)?.parse().ok()?;
+            JOURNAL_GROUPS.contains(&name).then_some(gid)
+        })
+        .collect();
+    if groups.iter().any(|g| readers.contains(g)) {
+        return None;
+    }
+    Some(
+        "you are not root and not in group systemd-journal (or adm): journalctl shows only          your own entries, not the units' logs. Run it with sudo, or join the group:          sudo usermod -aG systemd-journal $USER (then log in again)"
+            .to_owned(),
+    )
 }
 
 /// How to show the journal.
@@ -197,11 +238,43 @@ mod tests {
     }
 
     #[test]
-    fn select_units_unknown_app_lists_the_apps() {
+    fn select_units_unknown_app_lists_the_apps_and_units() {
         let e = select_units(&doc(), Some("wbe"), &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"wbe\"") && e.contains("web, cache"), "{e}");
+        assert!(e.contains("web-db.service"), "{e}");
+    }
+
+    #[test]
+    fn select_units_takes_a_managed_unit_in_place_of_an_app() {
+        assert_eq!(
+            select_units(&doc(), Some("web-db.service"), &[]).unwrap(),
+            strings(&["web-db.service"])
+        );
+        assert_eq!(
+            select_units(&doc(), Some("web-db"), &[]).unwrap(),
+            strings(&["web-db.service"])
+        );
+        // An app wins over a unit of the same stem.
+        assert_eq!(
+            select_units(&doc(), Some("web"), &[]).unwrap(),
+            strings(&["web.service", "web-db.service"])
+        );
+        assert_eq!(
+            select_units(&doc(), Some("legerd"), &[]).unwrap(),
+            strings(&["legerd.service"])
+        );
+    }
+
+    #[test]
+    fn journal_group_hint_only_for_non_root_outside_the_groups() {
+        let group = "root:x:0:\nadm:x:4:\nsystemd-journal:x:999:\nalice:x:1000:\n";
+        assert_eq!(journal_group_hint(0, &[0], group), None);
+        assert_eq!(journal_group_hint(1000, &[1000, 999], group), None);
+        assert_eq!(journal_group_hint(1000, &[1000, 4], group), None);
+        let hint = journal_group_hint(1000, &[1000], group).unwrap();
+        assert!(hint.contains("usermod -aG systemd-journal"), "{hint}");
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! legerctl: edits desired state and reads legerd's status. Never touches units.
 
-mod cli;
 mod client;
 mod desired_file;
 
@@ -18,13 +17,13 @@ use leger_api_types::{
 use leger_config::{Environment, Mode, Settings, default_dropin_dirs};
 use legerctl::{backups, edit, logs, publish, render};
 
-use crate::cli::{Cli, Command, SecretsCommand, SetDesired, SourceCommand};
 use crate::client::Client;
+use legerctl::cli::{Cli, Command, SecretsCommand, SetDesired, SetPolicy, SourceCommand};
 
 fn secrets(loc: &mut Locations, cmd: SecretsCommand) -> Result<()> {
     let client = loc.client()?;
     match cmd {
-        SecretsCommand::Set { name } => {
+        SecretsCommand::Set { name, .. } => {
             let mut value = zeroize::Zeroizing::new(Vec::new());
             std::io::stdin()
                 .read_to_end(&mut value)
@@ -125,8 +124,14 @@ fn run(cli: Cli) -> Result<()> {
         desired_file: cli.desired_file,
         settings: None,
     };
+    // --wait: legerd must be there to watch, before anything is changed.
+    let wait = cli.command.wait();
+    if wait.is_some() {
+        fetch_status(&mut loc)
+            .context("--wait follows legerd's passes, so legerd must be running")?;
+    }
     match cli.command {
-        Command::Status { json } => {
+        Command::Status { json, details } => {
             let client = loc.client()?;
             let body = block_on(client.get("/v1/status"))?;
             if json {
@@ -134,7 +139,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 let doc: StatusDocument = serde_json::from_str(&body)
                     .context("legerd sent a status document this legerctl cannot read; use --json or a matching legerctl")?;
-                print!("{}", render::render_status(&doc));
+                print!("{}", render::render_status_details(&doc, details));
             }
         }
         Command::History { limit, json } => print_list(
@@ -143,7 +148,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
             |passes: &[PassRecord]| render::render_history(passes),
         )?,
-        Command::Reconcile => {
+        Command::Reconcile { .. } => {
             let client = loc.client()?;
             let body = block_on(client.post("/v1/reconcile"))?;
             let r: ReconcileResponse =
@@ -154,7 +159,7 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("legerd did not queue a reconcile pass");
             }
         }
-        Command::Fleet(crate::cli::FleetCommand::Release) => {
+        Command::Fleet(legerctl::cli::FleetCommand::Release) => {
             println!("asking legerd to release this host's restart slot…");
             let client = loc.client()?;
             let body = block_on(client.post("/v1/fleet/release"))?;
@@ -180,7 +185,7 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", backups::render(&list));
             }
         }
-        Command::Restore { app, backup } => restore(&mut loc, &app, backup.as_deref())?,
+        Command::Restore { app, backup, .. } => restore(&mut loc, &app, backup.as_deref())?,
         Command::GetDesired => {
             let path = loc.desired_file()?;
             match read_optional(&path)? {
@@ -194,21 +199,39 @@ fn run(cli: Cli) -> Result<()> {
         Command::Diff { app, json } => {
             let client = loc.client()?;
             let body = match block_on(client.get("/v1/staged")) {
-                Ok(body) => body,
-                Err(e) if e.to_string().contains("nothing is staged") => {
-                    println!("nothing is staged");
-                    return Ok(());
-                }
+                Ok(body) => Some(body),
+                Err(e) if e.to_string().contains("nothing is staged") => None,
                 Err(e) => return Err(e),
             };
-            let staged: StagedChange = serde_json::from_str(&body)
+            let staged: Option<StagedChange> = body
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
                 .context("legerd sent a staged change this legerctl cannot read")?;
+            if let Some(app) = app.as_deref() {
+                let installed: Vec<String> = fetch_status(&mut loc)?
+                    .status
+                    .apps
+                    .into_iter()
+                    .map(|a| a.name)
+                    .collect();
+                if let Some(e) = render::unknown_diff_app(app, &installed, staged.as_ref()) {
+                    bail!(e);
+                }
+            }
+            let (Some(body), Some(staged)) = (body, staged) else {
+                println!("nothing is staged");
+                return Ok(());
+            };
             let changes = render::staged_has_changes(&staged, app.as_deref());
             if json {
                 println!("{}", body.trim_end());
             } else {
                 use std::io::IsTerminal;
-                let color = std::io::stdout().is_terminal();
+                let color = render::use_color(
+                    std::io::stdout().is_terminal(),
+                    std::env::var_os("NO_COLOR").as_deref(),
+                );
                 print!("{}", render::render_staged(&staged, app.as_deref(), color));
             }
             if changes {
@@ -216,7 +239,9 @@ fn run(cli: Cli) -> Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Approve { revision, force } => {
+        Command::Approve {
+            revision, force, ..
+        } => {
             let revision = match revision {
                 Some(r) => r,
                 None => {
@@ -233,7 +258,9 @@ fn run(cli: Cli) -> Result<()> {
                 "approved {revision}: legerd applies it at its next pass (`legerctl reconcile` for now)"
             );
         }
-        Command::Pin { revision, force } => {
+        Command::Pin {
+            revision, force, ..
+        } => {
             refuse_failed(&mut loc, &revision, force, "pin")?;
             let rev = revision.clone();
             edit_policy(&loc.desired_file()?, move |p| p.pin = Some(rev))?;
@@ -245,7 +272,7 @@ fn run(cli: Cli) -> Result<()> {
             edit_policy(&loc.desired_file()?, |p| p.pin = None)?;
             println!("unpinned: legerd follows the source again");
         }
-        Command::Rollback { revision } => {
+        Command::Rollback { revision, .. } => {
             let revision = match revision {
                 Some(r) => r,
                 None => {
@@ -277,6 +304,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
             |list: &[RevisionInfo]| render::render_revisions(list),
         )?,
+        Command::SetPolicy(args) => set_policy(&loc.desired_file()?, args)?,
         Command::Suspend => set_suspend(&loc.desired_file()?, true)?,
         Command::Resume => set_suspend(&loc.desired_file()?, false)?,
         Command::Logs {
@@ -327,7 +355,69 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
     }
+    if let Some(timeout) = wait {
+        // Status times have whole seconds: start counting at the next second, so a pass
+        // that began before the edit (in the edit's own second) is never taken for the
+        // pass that applies it. Then ask for a pass, whatever legerd's watches noticed.
+        let boundary = legerctl::wait::next_second(std::time::SystemTime::now());
+        if let Ok(gap) = boundary.duration_since(std::time::SystemTime::now()) {
+            std::thread::sleep(gap);
+        }
+        block_on(loc.client()?.post("/v1/reconcile"))?;
+        let verdict = wait_for_pass(&mut loc, boundary, timeout)?;
+        std::process::exit(verdict.into());
+    }
     Ok(())
+}
+
+/// Follows legerd's status until a pass that started at or after `since` (a whole
+/// second) finished.
+/// Progress goes to stderr: one rewritten line on a terminal, plain lines otherwise.
+fn wait_for_pass(
+    loc: &mut Locations,
+    since: std::time::SystemTime,
+    timeout: std::time::Duration,
+) -> Result<u8> {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stderr().is_terminal();
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let doc = fetch_status(loc)?;
+        if let Some(v) = legerctl::wait::judge(&doc, since) {
+            if tty && !last.is_empty() {
+                eprint!("\r\x1b[2K");
+            }
+            if v.code == 0 {
+                println!("{}", v.message);
+            } else {
+                eprintln!("legerctl: {}", v.message);
+            }
+            return Ok(v.code);
+        }
+        let now =
+            legerctl::wait::progress(&doc).unwrap_or_else(|| "waiting for legerd's pass".into());
+        if now != last {
+            if tty {
+                eprint!("\r\x1b[2K… {now}");
+                let _ = std::io::stderr().flush();
+            } else {
+                eprintln!("… {now}");
+            }
+            last = now;
+        }
+        if std::time::Instant::now() >= deadline {
+            if tty {
+                eprintln!();
+            }
+            eprintln!(
+                "legerctl: timed out after {}: the pass has not finished; `legerctl status` shows where it is",
+                humantime::format_duration(timeout)
+            );
+            return Ok(legerctl::wait::EXIT_TIMEOUT);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
 }
 
 fn backups_path(app: Option<&str>) -> String {
@@ -466,12 +556,33 @@ fn show_logs(
             )));
         }
     };
+    if loc.mode == Mode::System
+        && let Some(hint) = logs::journal_group_hint(
+            rustix::process::geteuid().as_raw(),
+            &caller_groups(),
+            &std::fs::read_to_string("/etc/group").unwrap_or_default(),
+        )
+    {
+        eprintln!("legerctl: {hint}");
+    }
     let args = logs::journalctl_args(&selected, loc.mode, options);
     let err = std::process::Command::new("journalctl").args(&args).exec();
     Err(anyhow::Error::new(err).context(format!(
         "cannot run journalctl {}; legerctl logs reads the journal through it (package systemd)",
         args.join(" ")
     )))
+}
+
+/// The caller's supplementary and primary group ids, from /proc/self/status.
+fn caller_groups() -> Vec<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mut groups: Vec<u32> = status
+        .lines()
+        .filter_map(|l| l.strip_prefix("Groups:"))
+        .flat_map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()))
+        .collect();
+    groups.push(rustix::process::getegid().as_raw());
+    groups
 }
 
 /// legerctl makes one request per run; a current-thread runtime is all it needs.
@@ -548,11 +659,15 @@ fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
                     }
                     SourceSpec::Manifest(m)
                 }
-                SourceCommand::Dir { path: dir } => SourceSpec::Dir(DirSourceSpec {
-                    path: std::path::absolute(&dir)
-                        .with_context(|| format!("cannot make {} absolute", dir.display()))?,
-                    overlays: Vec::new(),
-                }),
+                SourceCommand::Dir { path: dir, force } => {
+                    let dir = std::path::absolute(&dir)
+                        .with_context(|| format!("cannot make {} absolute", dir.display()))?;
+                    check_source_dir(&dir, force)?;
+                    SourceSpec::Dir(DirSourceSpec {
+                        path: dir,
+                        overlays: Vec::new(),
+                    })
+                }
             };
             let source = edit::with_overlays(source, overlays);
             edit::replace_source(current.as_deref(), source)
@@ -702,6 +817,61 @@ fn refuse_failed(loc: &mut Locations, revision: &str, force: bool, verb: &str) -
         }
         Err(e) => bail!("{e}"),
     }
+}
+
+/// A dir source that is not a folder is almost always a typo: refuse it, unless
+/// `--force` says the folder comes later.
+fn check_source_dir(dir: &Path, force: bool) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!(
+            "{} is not a folder; a dir source is a folder with one sub-folder per app",
+            dir.display()
+        ),
+        Err(e) if force => {
+            eprintln!(
+                "legerctl: warning: {} cannot be read ({e}); legerd reports the source as unavailable until it exists",
+                dir.display()
+            );
+            Ok(())
+        }
+        Err(e) => bail!(
+            "{} cannot be read ({e}); create it first, or pass --force to set it anyway",
+            dir.display()
+        ),
+    }
+}
+
+/// `legerctl set-policy`: edits only the named settings and says what follows.
+fn set_policy(path: &Path, args: SetPolicy) -> Result<()> {
+    let change = legerctl::policy::PolicyChange {
+        mode: args.mode,
+        prune: args.prune,
+        self_heal: args.self_heal,
+        allow_empty: args.allow_empty,
+    };
+    let current = read_optional(path)?.with_context(|| {
+        format!(
+            "no desired state at {}; set one first with `legerctl set-desired`",
+            path.display()
+        )
+    })?;
+    let mut said = Vec::new();
+    let (_, text) = edit::edit_policy(&current, |p| said = legerctl::policy::apply(p, change))
+        .with_context(|| format!("cannot edit {}; it is unchanged", path.display()))?;
+    if said.is_empty() {
+        println!(
+            "nothing to change: the policy already says that ({} is unchanged)",
+            path.display()
+        );
+        return Ok(());
+    }
+    write_desired(path, &text)?;
+    for line in &said {
+        println!("{line}");
+    }
+    println!("(wrote {})", path.display());
+    Ok(())
 }
 
 /// legerd's status document.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use leger_api_types::{PassRecord, RevisionInfo, StagedChange, StatusDocument};
 
 /// How many characters of a revision `history` shows; enough to be unique in practice.
-pub const SHORT_REVISION: usize = 12;
+pub const SHORT_REVISION: usize = leger_api_types::revision::SHORT_LEN;
 
 /// The host's fleet lines: name, groups, and the restart-slot lock.
 fn render_fleet(out: &mut String, f: &leger_api_types::fleet::FleetStatus) {
@@ -45,8 +45,28 @@ fn render_fleet(out: &mut String, f: &leger_api_types::fleet::FleetStatus) {
     }
 }
 
-/// Renders the status document for people.
+/// Whether to colour output: only on a terminal, and never with `NO_COLOR` set to
+/// anything but the empty string (no-color.org).
+pub fn use_color(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Renders the status document for people, each condition message and the last error
+/// on one line (see [`render_status_details`]).
 pub fn render_status(doc: &StatusDocument) -> String {
+    render_status_details(doc, false)
+}
+
+/// Renders the status document for people; `details` keeps the full text of condition
+/// messages and the last pass's error (`legerctl status --details`).
+pub fn render_status_details(doc: &StatusDocument, details: bool) -> String {
+    let text = |s: &str| {
+        if details {
+            s.to_owned()
+        } else {
+            summary_line(s)
+        }
+    };
     let mut out = String::new();
     let spec = &doc.spec;
     let st = &doc.status;
@@ -136,7 +156,7 @@ pub fn render_status(doc: &StatusDocument) -> String {
             c.type_,
             format!("{:?}", c.status),
             c.reason,
-            c.message
+            text(&c.message)
         );
     }
 
@@ -185,12 +205,26 @@ pub fn render_status(doc: &StatusDocument) -> String {
                 p.started_at,
                 duration(p.duration_ms),
                 p.trigger,
-                p.revision.as_deref().map(short).unwrap_or("-")
+                p.revision.as_deref().map(short).unwrap_or("-".into())
             );
             if let Some(e) = &p.error {
-                let _ = writeln!(out, "  error: {}", one_line(e));
+                let e = if details { e.clone() } else { summary_line(e) };
+                let _ = writeln!(out, "  error: {e}");
             }
         }
+    }
+    if !details
+        && (st.conditions.iter().any(|c| c.message.contains('\n'))
+            || st
+                .last_pass
+                .as_ref()
+                .and_then(|p| p.error.as_ref())
+                .is_some_and(|e| e.contains('\n')))
+    {
+        let _ = writeln!(
+            out,
+            "\n(shortened: `legerctl status --details` shows the whole messages)"
+        );
     }
     out
 }
@@ -211,7 +245,10 @@ pub fn render_history(passes: &[PassRecord]) -> String {
                 p.started_at.clone(),
                 duration(p.duration_ms),
                 p.trigger.clone(),
-                p.revision.as_deref().map(short).unwrap_or("-").to_owned(),
+                p.revision
+                    .as_deref()
+                    .map(|r| short(r).into_owned())
+                    .unwrap_or_else(|| "-".to_owned()),
                 p.outcome.as_str().to_owned(),
                 p.error.as_deref().map(one_line).unwrap_or_default(),
             ]
@@ -247,15 +284,33 @@ fn opt(s: &Option<String>) -> &str {
     s.as_deref().unwrap_or("-")
 }
 
-fn short(rev: &str) -> &str {
-    match rev.char_indices().nth(SHORT_REVISION) {
-        Some((i, _)) => &rev[..i],
-        None => rev,
-    }
+/// Shortens a revision the way legerd does (one formatter: `leger_api_types::revision`).
+pub fn short(rev: &str) -> std::borrow::Cow<'_, str> {
+    leger_api_types::revision::short(rev)
 }
 
 fn duration(ms: u64) -> String {
     humantime::format_duration(Duration::from_millis(ms)).to_string()
+}
+
+/// A long message (podman's output, journal lines) as one short line: its first line
+/// (the summary) and the first detail line, cut to a readable length. `legerctl status
+/// --details` and `legerctl history --json` keep the whole text.
+pub fn summary_line(text: &str) -> String {
+    const MAX_DETAIL: usize = 160;
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default().to_owned();
+    match lines.next() {
+        Some(detail) => {
+            let mut cut: String = detail.chars().take(MAX_DETAIL).collect();
+            if detail.chars().count() > MAX_DETAIL {
+                cut.push('…');
+            }
+            let sep = if first.ends_with(':') { " " } else { ": " };
+            format!("{first}{sep}{cut}")
+        }
+        None => first,
+    }
 }
 
 fn one_line(s: &str) -> String {
@@ -293,6 +348,34 @@ pub fn render_secrets(list: &[leger_api_types::SecretInfo]) -> String {
 pub fn staged_has_changes(staged: &StagedChange, app: Option<&str>) -> bool {
     let keep = |a: &str| app.is_none_or(|x| x == a);
     staged.actions.iter().any(|a| keep(&a.app)) || staged.files.iter().any(|f| keep(&f.app))
+}
+
+/// `legerctl diff APP` for an app that is neither installed (`installed`, from status)
+/// nor touched by the staged change: the error to show, listing the apps there are, so
+/// a typo is not mistaken for "no changes".
+pub fn unknown_diff_app(
+    app: &str,
+    installed: &[String],
+    staged: Option<&StagedChange>,
+) -> Option<String> {
+    let mut known: Vec<&str> = installed.iter().map(String::as_str).collect();
+    if let Some(s) = staged {
+        known.extend(s.actions.iter().map(|a| a.app.as_str()));
+        known.extend(s.files.iter().map(|f| f.app.as_str()));
+    }
+    known.sort_unstable();
+    known.dedup();
+    if known.contains(&app) {
+        return None;
+    }
+    let list = if known.is_empty() {
+        "none".to_owned()
+    } else {
+        known.join(", ")
+    };
+    Some(format!(
+        "no app named {app:?}: it is neither installed nor in the staged revision; apps: {list}"
+    ))
 }
 
 /// `legerctl diff`: the unit actions, then a unified diff of every file.
@@ -603,5 +686,66 @@ mod tests {
         assert_eq!(&lines[1][col..col + 6], "failed");
         assert_eq!(&lines[2][col..col + 7], "applied");
         assert_eq!(render_history(&[]), "no passes recorded yet\n");
+    }
+
+    #[test]
+    fn unknown_diff_app_knows_installed_and_staged_apps() {
+        let staged = StagedChange {
+            revision: "r2".into(),
+            applied_revision: Some("r1".into()),
+            actions: vec![leger_api_types::StagedAction {
+                action: "start".into(),
+                unit: "new.service".into(),
+                app: "new".into(),
+            }],
+            files: vec![],
+        };
+        let installed = vec!["web".to_owned()];
+        assert_eq!(unknown_diff_app("web", &installed, Some(&staged)), None);
+        assert_eq!(unknown_diff_app("new", &installed, Some(&staged)), None);
+        let e = unknown_diff_app("wbe", &installed, Some(&staged)).unwrap();
+        assert!(e.contains("\"wbe\"") && e.contains("new, web"), "{e}");
+        let e = unknown_diff_app("web", &[], None).unwrap();
+        assert!(e.ends_with("apps: none"), "{e}");
+    }
+
+    #[test]
+    fn render_status_keeps_condition_messages_to_one_line_unless_details() {
+        let mut doc = fixture();
+        let long = format!(
+            "web.service failed the health gate\n{}",
+            "Trying to pull localhost/x... Error: a long podman pull log line\n".repeat(40)
+        );
+        doc.status.conditions[0].message = long.clone();
+        let short = render_status(&doc);
+        let line = short
+            .lines()
+            .find(|l| l.contains("failed the health gate"))
+            .unwrap();
+        assert!(line.chars().count() < 260, "{line}");
+        assert_eq!(short.matches("Trying to pull").count(), 1, "{short}");
+        assert!(short.contains("legerctl status --details"), "{short}");
+        let full = render_status_details(&doc, true);
+        assert_eq!(full.matches("Trying to pull").count(), 40);
+        assert!(!full.contains("shortened"), "{full}");
+    }
+
+    #[test]
+    fn summary_line_keeps_the_summary_and_one_detail() {
+        assert_eq!(summary_line("one"), "one");
+        assert_eq!(
+            summary_line("1 problem to fix\n  bad.container:3 NotAKey\nmore"),
+            "1 problem to fix: bad.container:3 NotAKey"
+        );
+        assert!(summary_line(&format!("s\n{}", "x".repeat(300))).ends_with('…'));
+    }
+
+    #[test]
+    fn use_color_needs_a_terminal_and_no_no_color() {
+        use std::ffi::OsStr;
+        assert!(use_color(true, None));
+        assert!(use_color(true, Some(OsStr::new(""))));
+        assert!(!use_color(true, Some(OsStr::new("1"))));
+        assert!(!use_color(false, None));
     }
 }

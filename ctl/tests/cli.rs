@@ -140,13 +140,15 @@ fn cli_set_desired_git_writes_a_valid_file() {
 fn cli_set_desired_dir_keeps_the_policy() {
     let env = Env::new();
     env.write_desired(VALID);
-    let o = env.run(&["set-desired", "dir", "/srv/other"]);
+    let other = env.dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let o = env.run(&["set-desired", "dir", other.to_str().unwrap()]);
     assert_code(&o, 0);
     let d = DesiredState::from_toml_str(&env.read_desired()).unwrap();
     assert_eq!(
         d.source,
         SourceSpec::Dir(leger_api_types::DirSourceSpec {
-            path: "/srv/other".into(),
+            path: other,
             overlays: Vec::new(),
         })
     );
@@ -184,6 +186,75 @@ fn cli_set_desired_overlays_are_repeatable_and_checked() {
         2,
         "a refused edit leaves the file alone"
     );
+}
+
+#[test]
+fn cli_set_desired_dir_refuses_a_missing_folder_unless_forced() {
+    let env = Env::new();
+    env.write_desired(VALID);
+    let o = env.run(&["set-desired", "dir", "/nonexistent/leger-apps"]);
+    assert_code(&o, 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains("/nonexistent/leger-apps") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(env.read_desired(), VALID, "nothing half-applied");
+
+    let file = env.dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let o = env.run(&["set-desired", "dir", file.to_str().unwrap(), "--force"]);
+    assert_code(&o, 1);
+    assert!(stderr(&o).contains("is not a folder"), "{}", stderr(&o));
+
+    let o = env.run(&["set-desired", "dir", "/nonexistent/leger-apps", "--force"]);
+    assert_code(&o, 0);
+    assert!(stderr(&o).contains("warning"), "{}", stderr(&o));
+    assert!(env.read_desired().contains("/nonexistent/leger-apps"));
+}
+
+#[test]
+fn cli_set_policy_changes_only_the_named_settings_and_says_what_follows() {
+    let env = Env::new();
+    env.write_desired(VALID);
+    let o = env.run(&["set-policy", "--mode", "staged", "--allow-empty", "true"]);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("mode staged") && out.contains("legerctl approve"),
+        "{out}"
+    );
+    assert!(out.contains("allow-empty on"), "{out}");
+    assert!(out.contains("suspended"), "VALID is suspended: {out}");
+    let d = DesiredState::from_toml_str(&env.read_desired()).unwrap();
+    assert_eq!(d.policy.mode, leger_api_types::UpdateMode::Staged);
+    assert!(d.policy.allow_empty && d.policy.suspend && !d.policy.prune);
+
+    let before = env.read_desired();
+    let o = env.run(&["set-policy", "--mode", "staged"]);
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("nothing to change"), "{}", stdout(&o));
+    assert_eq!(env.read_desired(), before);
+}
+
+#[test]
+fn cli_set_policy_refuses_bad_input_and_changes_nothing() {
+    let env = Env::new();
+    env.write_desired(VALID);
+    let o = env.run(&["set-policy", "--mode", "nope"]);
+    assert_code(&o, 2);
+    let err = stderr(&o);
+    assert!(
+        err.contains("nope") && err.contains("auto") && err.contains("staged"),
+        "{err}"
+    );
+    let o = env.run(&["set-policy", "--prune", "maybe"]);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("maybe"), "{}", stderr(&o));
+    let o = env.run(&["set-policy"]);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("--mode"), "{}", stderr(&o));
+    assert_eq!(env.read_desired(), VALID);
 }
 
 #[test]
@@ -587,4 +658,31 @@ fn cli_set_desired_git_takes_a_credentials_file_and_refuses_a_url_with_credentia
         g.credentials_file.as_deref(),
         Some(std::path::Path::new("/etc/leger/git-credentials"))
     );
+}
+
+#[test]
+fn cli_wait_refuses_a_zero_timeout() {
+    let env = Env::new();
+    env.write_desired(VALID);
+    let o = env.run(&["set-policy", "--mode", "staged", "--wait=0s"]);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("greater than zero"), "{}", stderr(&o));
+    let o = env.run(&["reconcile", "--wait=soon"]);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("not a duration"), "{}", stderr(&o));
+    assert_eq!(env.read_desired(), VALID);
+}
+
+#[test]
+fn cli_wait_without_legerd_changes_nothing() {
+    let env = Env::new();
+    env.write_desired(VALID);
+    let o = env.run(&["set-policy", "--mode", "staged", "--wait"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("legerd must be running"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(env.read_desired(), VALID, "nothing half-applied");
 }
