@@ -307,6 +307,14 @@ pub(crate) fn write_file(quadlet_dir: &Path, key: &str, bytes: &[u8]) -> Result<
     };
     // Each folder legerd creates gets exactly 0755, whatever the umask (legerd runs with
     // UMask=0077): the quadlet generator and a container's mounts read through them.
+    // The quadlet dir itself may not exist yet on a fresh host (or a test's temp root).
+    if !quadlet_dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(quadlet_dir)
+            .map_err(err)?;
+    }
     let mut dir = quadlet_dir.to_path_buf();
     for component in Path::new(key)
         .parent()
