@@ -59,10 +59,13 @@ fn assert_documented(page: &str, page_name: &str, table: &str, key: &str) {
     assert!(found, "{page_name} does not document the key {key:?}");
 }
 
+/// Checks every key of `tables` (`""` for the top level). A top-level key must be one of
+/// `top_keys` (a plain key, documented as a bold term) or hold one of `tables`.
 fn assert_tables_documented(
     page_file: &str,
     parse: &dyn Fn(&str) -> Option<String>,
     tables: &[&str],
+    top_keys: &[&str],
 ) {
     let page = read(&repo_file(page_file));
     for table in tables {
@@ -72,13 +75,17 @@ fn assert_tables_documented(
             "{page_file} has no section {table}"
         );
         for key in accepted_keys(parse, table) {
-            // A top-level key of these formats is a table, which has its own section.
-            if table.is_empty() {
+            // A top-level key is either a plain key, documented like any other, or a
+            // table, which has its own section and is checked above.
+            if table.is_empty() && top_keys.contains(&key.as_str()) {
+                assert_documented(&page, page_file, table, &key);
+            } else if table.is_empty() {
                 assert!(
                     tables
                         .iter()
                         .any(|t| t.trim_matches(['[', ']']).starts_with(&key)),
-                    "{page_file}: the table [{key}] is not checked by this test; add it"
+                    "{page_file}: the table [{key}] is not checked by this test; add it \
+                     (or, for a plain top-level key, add it to the top-level keys)"
                 );
             } else {
                 assert_documented(&page, page_file, table, &key);
@@ -105,8 +112,10 @@ fn legerd_conf_page_documents_every_config_key() {
         "[metrics]",
         "[health]",
         "[backups]",
+        "[fleet]",
+        "[fleet.lock]",
     ];
-    assert_tables_documented("docs/man/legerd.conf.5", &parse, &tables);
+    assert_tables_documented("docs/man/legerd.conf.5", &parse, &tables, &[]);
 }
 
 #[test]
@@ -123,14 +132,15 @@ fn desired_toml_page_documents_every_key() {
         "[secrets]",
         "[[secrets.sources]]",
     ];
-    assert_tables_documented("docs/man/desired.toml.5", &parse, &tables);
+    assert_tables_documented("docs/man/desired.toml.5", &parse, &tables, &[]);
 }
 
 #[test]
 fn leger_toml_page_documents_every_key() {
     let parse = |doc: &str| leger_api_types::app_config::AppConfig::from_toml_str(doc).err();
-    let tables = ["", "[health]", "[secrets]"];
-    assert_tables_documented("docs/man/leger.toml.5", &parse, &tables);
+    let tables = ["", "[health]", "[secrets]", "[volumes]"];
+    let top_keys = ["enabled", "backup_failure", "backup_volumes"];
+    assert_tables_documented("docs/man/leger.toml.5", &parse, &tables, &top_keys);
 }
 
 #[test]
