@@ -162,7 +162,12 @@ async fn pass_forward_apply_calls_systemd_in_order() {
     bed.units.set_state_after_job("db.service", active());
     bed.source(&[("web/web.container", WEB), ("db/db.container", DB)]);
     let r = bed.pass().await;
-    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record.error);
+    assert_eq!(
+        r.record.outcome,
+        PassOutcome::Applied,
+        "{:?}",
+        r.record.error
+    );
     assert_eq!(
         bed.units.actions(),
         [
