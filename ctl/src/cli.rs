@@ -237,27 +237,44 @@ Example:
         #[arg(long = "overlay", value_name = "TEMPLATE", value_parser = parse_overlay)]
         overlays: Vec<String>,
         /// Check the composition of this host offline (with --overlay).
-        #[arg(long, value_name = "HOST")]
+        #[arg(long, value_name = "HOST", value_parser = parse_segment)]
         host: Option<String>,
         /// ... in this group (repeatable, in order).
-        #[arg(long = "group", value_name = "GROUP")]
+        #[arg(long = "group", value_name = "GROUP", value_parser = parse_segment)]
         groups: Vec<String>,
     },
 
-    /// Check a folder of apps offline, the way legerd checks a revision.
+    /// Check a folder of apps, or one host's composition of a tree, offline, the way legerd checks a revision.
     #[command(
         after_help = "Needs no legerd, no root and no podman. Uses exactly legerd's validation, for the podman given with --podman, else the podman installed here, else the newest podman release legerd knows (the output says which).
-Exits 0 when the tree is valid and 1 when it is not; problems print as file:line: message.
+With --root, validates the composition one host gets from a tree with overlays, composed by legerd's own code: the common layer (--path, default the root), then each --overlay template expanded for --host and its --group list, in order. Without --host no host folder applies.
+Exits 0 when valid, 1 when not, 2 for usage errors; problems print as file:line: message, the file relative to the tree.
 
 Examples:
   legerctl validate
   legerctl validate --podman 5.4 ./apps
-  legerctl validate --json ./apps | jq '.errors[]'"
+  legerctl validate --json ./apps | jq '.errors[]'
+  legerctl validate --root . --overlay 'groups/{group}/apps' --overlay 'hosts/{host}/apps' --host web1 --group eu"
     )]
     Validate {
         /// The folder with one sub-folder per app (the one `publish` takes).
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Validate a whole tree (a repository checkout, a publish folder) as one host composes it.
+        #[arg(long, value_name = "DIR", conflicts_with = "dir")]
+        root: Option<PathBuf>,
+        /// The common layer under --root, like a git source's `path` (default: the root).
+        #[arg(long, value_name = "DIR", requires = "root", conflicts_with = "dir", value_parser = parse_subpath)]
+        path: Option<String>,
+        /// An overlay template as in desired.toml (`hosts/{host}/apps`). Repeatable, in order.
+        #[arg(long = "overlay", value_name = "TEMPLATE", requires = "root", conflicts_with = "dir", value_parser = parse_overlay)]
+        overlays: Vec<String>,
+        /// The host whose composition to validate.
+        #[arg(long, value_name = "HOST", requires = "root", conflicts_with = "dir", value_parser = parse_segment)]
+        host: Option<String>,
+        /// ... in this group (repeatable, in order).
+        #[arg(long = "group", value_name = "GROUP", requires = "root", conflicts_with = "dir", value_parser = parse_segment)]
+        groups: Vec<String>,
         /// Validate for this podman release (X.Y or X.Y.Z, 4.4 or newer).
         #[arg(long, value_name = "X.Y", value_parser = legerctl::validate::parse_podman_arg)]
         podman: Option<legerd::quadlet::PodmanVersion>,
@@ -412,6 +429,11 @@ pub struct SetDesired {
 
 fn parse_overlay(s: &str) -> Result<String, String> {
     leger_api_types::overlay::validate_template(s).map(|()| s.to_owned())
+}
+
+/// A host or group name, checked like `[fleet]`'s.
+fn parse_segment(s: &str) -> Result<String, String> {
+    leger_config::fleet::check_segment(s).map(|()| s.to_owned())
 }
 
 #[derive(Debug, Subcommand)]

@@ -326,14 +326,6 @@ fn run(cli: Cli) -> Result<()> {
             host,
             groups,
         } => {
-            for (what, name) in host
-                .iter()
-                .map(|h| ("--host", h))
-                .chain(groups.iter().map(|g| ("--group", g)))
-            {
-                leger_config::fleet::check_segment(name)
-                    .map_err(|e| anyhow::anyhow!("{what} {name:?}: {e}"))?;
-            }
             let check = publish::OverlayCheck {
                 overlays,
                 host,
@@ -341,7 +333,27 @@ fn run(cli: Cli) -> Result<()> {
             };
             run_publish(&mut loc, &apps_dir, &out_dir, sign.as_deref(), &check)?
         }
-        Command::Validate { dir, podman, json } => run_validate(&mut loc, &dir, podman, json)?,
+        Command::Validate {
+            dir,
+            root,
+            path,
+            overlays,
+            host,
+            groups,
+            podman,
+            json,
+        } => {
+            let check = publish::OverlayCheck {
+                overlays,
+                host,
+                groups,
+            };
+            let (dir, base) = match &root {
+                Some(r) => (r.as_path(), path.as_deref()),
+                None => (dir.as_path(), None),
+            };
+            run_validate(&mut loc, dir, root.is_some(), base, &check, podman, json)?
+        }
         Command::Keygen { out } => {
             let k = publish::keygen(&out)?;
             println!(
@@ -691,11 +703,19 @@ fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
 fn run_validate(
     loc: &mut Locations,
     dir: &Path,
+    composed: bool,
+    base: Option<&str>,
+    check: &publish::OverlayCheck,
     podman: Option<legerd::quadlet::PodmanVersion>,
     json: bool,
 ) -> Result<()> {
     let keys = legerctl::validate::key_table(podman, Path::new("podman"));
-    let report = legerctl::validate::validate(dir, keys, &local_limits(loc))?;
+    let limits = local_limits(loc);
+    let report = if composed {
+        legerctl::validate::validate_composition(dir, base, check, keys, &limits)?
+    } else {
+        legerctl::validate::validate(dir, keys, &limits)?
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

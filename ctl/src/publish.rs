@@ -10,13 +10,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use leger_api_types::DirSourceSpec;
 use leger_api_types::manifest::{
     LATEST_FILE, Latest, MANIFEST_FILE, SIGNATURE_SUFFIX, validate_file_name, version_dir,
 };
 use leger_config::Limits;
 use legerd::assemble::assemble;
-use legerd::source::dir::DirSource;
 use legerd::source::manifest::manifest_for;
 use sha2::{Digest, Sha256};
 
@@ -154,29 +152,16 @@ pub fn publish_with(
     check: &OverlayCheck,
 ) -> Result<Published, PublishError> {
     let target = legerd::quadlet::Target::offline(keys);
-    let abs = std::path::absolute(apps_dir).map_err(io("resolving", apps_dir))?;
-    let snapshot = DirSource::new(
-        DirSourceSpec {
-            path: abs.clone(),
-            overlays: Vec::new(),
-        },
-        limits.clone(),
-    )
-    .fetch()
-    .map_err(|e| PublishError::Source {
-        dir: abs.clone(),
-        reason: e.to_string(),
+    let crate::validate::Composed {
+        dir: abs,
+        whole: snapshot,
+        composition,
+        checked,
+    } = crate::validate::compose_tree(apps_dir, None, check, limits).map_err(|e| match e {
+        crate::validate::ValidateError::Source { dir, reason } => {
+            PublishError::Source { dir, reason }
+        }
     })?;
-    let composition = legerd::overlay::Composition::new(
-        &check.overlays,
-        None,
-        check.host.as_deref().unwrap_or("-"),
-        &check.groups,
-    );
-    let checked = match &composition {
-        Some(c) => legerd::overlay::compose(&snapshot, c),
-        None => snapshot.clone(),
-    };
     let tree = assemble(&checked, limits, &target).map_err(|e| PublishError::Invalid {
         dir: abs.clone(),
         reason: e.to_string(),

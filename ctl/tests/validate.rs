@@ -146,3 +146,120 @@ fn validate_reports_a_missing_reference_with_a_hint() {
         out(&o)
     );
 }
+
+/// A tree with overlays: `web` in the common layer, `cache` for group eu, and host h1
+/// replacing `web` with a broken quadlet.
+fn overlay_tree(root: &Path) {
+    let ok = "[Container]\nImage=localhost/busybox:latest\n";
+    write(
+        root,
+        &[
+            ("web/web.container", ok),
+            ("groups/eu/apps/cache/cache.container", ok),
+            (
+                "hosts/h1/apps/web/web.container",
+                "[Container]\nImage=x\nNotAKey=1\n",
+            ),
+        ],
+    );
+}
+
+fn for_host(host: &str) -> Vec<String> {
+    [
+        "--root",
+        ".",
+        "--overlay",
+        "groups/{group}/apps",
+        "--overlay",
+        "hosts/{host}/apps",
+        "--group",
+        "eu",
+        "--podman",
+        "5.4",
+        "--host",
+        host,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn validate_checks_one_hosts_composition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tree");
+    let empty = tmp.path().join("bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    overlay_tree(&root);
+
+    // h1's layer replaces web with a broken quadlet: refused, naming the real file.
+    let args = for_host("h1");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = validate(&root, &empty, &args);
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    assert_eq!(
+        out(&o),
+        "hosts/h1/apps/web/web.container:3: unknown key 'NotAKey' in [Container]: no podman release's quadlet supports it\n\
+         composition: host h1, groups eu; layers . < groups/eu/apps < hosts/h1/apps\n\
+         invalid: 1 problem to fix; validated for podman 5.4 (--podman)\n"
+    );
+
+    // h2 gets the common web and the group's cache.
+    let args = for_host("h2");
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = validate(&root, &empty, &args);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    assert_eq!(
+        out(&o),
+        "composition: host h2, groups eu; layers . < groups/eu/apps < hosts/h2/apps\n\
+         valid: 2 apps (cache, web); validated for podman 5.4 (--podman)\n"
+    );
+    args.push("--json");
+    let o = validate(&root, &empty, &args);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["composition"]["host"], "h2");
+    assert_eq!(
+        v["composition"]["layers"],
+        serde_json::json!(["groups/eu/apps", "hosts/h2/apps"])
+    );
+
+    // --path: the common layer is a folder under the root; diagnostics name the file.
+    write(
+        &root,
+        &[("base/api/api.container", "[Container]\nImage=x\nBad=1\n")],
+    );
+    let o = validate(
+        &root,
+        &empty,
+        &["--root", ".", "--path", "base", "--podman", "5.4"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    assert!(
+        out(&o).starts_with("base/api/api.container:3: unknown key 'Bad'"),
+        "{}",
+        out(&o)
+    );
+}
+
+#[test]
+fn validate_refuses_bad_overlays_and_names_as_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tree");
+    let empty = tmp.path().join("bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    overlay_tree(&root);
+    for (args, named) in [
+        (
+            &["--root", ".", "--overlay", "hosts/{hostname}/apps"][..],
+            "{hostname}",
+        ),
+        (&["--root", ".", "--overlay", "hosts/../apps"][..], "'..'"),
+        (&["--root", ".", "--host", "a/b"][..], "\"a/b\""),
+        (&["--root", ".", "--path", "../x"][..], "../x"),
+        (&["--host", "h1", "."][..], "--host"),
+    ] {
+        let o = validate(&root, &empty, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}{}", out(&o), err(&o));
+        assert!(err(&o).contains(named), "{args:?}: {}", err(&o));
+        assert!(out(&o).is_empty(), "{args:?}: {}", out(&o));
+    }
+}
