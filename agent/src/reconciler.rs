@@ -60,6 +60,34 @@ pub struct Reconciler<U> {
     podman: Arc<dyn crate::podman::Podman>,
 }
 
+/// The `Host` of a pass, built from the reconciler's fields. A macro, not a method: a
+/// method would borrow all of `self`, and the pass also needs `&mut self.state`.
+macro_rules! host_of {
+    ($r:ident) => {
+        Host {
+            settings: &$r.settings,
+            units: &*$r.units,
+            store: &$r.store,
+            metrics: &$r.metrics,
+            podman: &$r.podman,
+        }
+    };
+}
+
+/// The `Pass` over `host`, borrowing the rest of the reconciler's fields mutably.
+macro_rules! pass_of {
+    ($r:ident, $host:ident) => {
+        Pass {
+            host: &$host,
+            state: &mut $r.state,
+            fetcher: &mut $r.fetcher,
+            validator: &mut $r.validator,
+            secrets: $r.secrets.as_mut(),
+            gates: &$r.gates,
+        }
+    };
+}
+
 impl<U: UnitManager> Reconciler<U> {
     /// A reconciler with no pass run yet.
     pub fn new(settings: Settings, units: Arc<U>, store: Arc<Mutex<Store>>) -> Self {
@@ -216,21 +244,8 @@ impl<U: UnitManager> Reconciler<U> {
                 ),
             }),
         };
-        let host = Host {
-            settings: &self.settings,
-            units: &*self.units,
-            store: &self.store,
-            metrics: &self.metrics,
-            podman: &self.podman,
-        };
-        let pass = Pass {
-            host: &host,
-            state: &mut self.state,
-            fetcher: &mut self.fetcher,
-            validator: &mut self.validator,
-            secrets: self.secrets.as_mut(),
-            gates: &self.gates,
-        };
+        let host = host_of!(self);
+        let pass = pass_of!(self, host);
         pass.run(desired.as_ref().map_err(Clone::clone), &triggers.join(","))
             .await
     }
@@ -242,21 +257,8 @@ impl<U: UnitManager> Reconciler<U> {
         request: &RestoreRequest,
     ) -> (PassResult, Result<RestoreResponse, BackupError>) {
         self.load_desired();
-        let host = Host {
-            settings: &self.settings,
-            units: &*self.units,
-            store: &self.store,
-            metrics: &self.metrics,
-            podman: &self.podman,
-        };
-        let pass = Pass {
-            host: &host,
-            state: &mut self.state,
-            fetcher: &mut self.fetcher,
-            validator: &mut self.validator,
-            secrets: self.secrets.as_mut(),
-            gates: &self.gates,
-        };
+        let host = host_of!(self);
+        let pass = pass_of!(self, host);
         pass.restore(self.desired.as_ref(), request).await
     }
 
@@ -281,13 +283,7 @@ impl<U: UnitManager> Reconciler<U> {
             ),
             false,
         );
-        let host = Host {
-            settings: &self.settings,
-            units: &*self.units,
-            store: &self.store,
-            metrics: &self.metrics,
-            podman: &self.podman,
-        };
+        let host = host_of!(self);
         let elapsed = started.elapsed().unwrap_or(budget);
         crate::pass::run::record_abandoned(
             &host,
