@@ -16,13 +16,12 @@
 //! regression points at its stage.
 
 use std::hint::black_box;
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use leger_api_types::{DesiredState, PassOutcome};
+use leger_benches::git;
 use leger_benches::{active_unit, source_files};
 use legerd::metrics::Metrics;
 use legerd::pass::fetch::Fetcher;
@@ -36,31 +35,6 @@ use tempfile::TempDir;
 use tokio::runtime::Runtime;
 
 const SIZES: [usize; 2] = [100, 1_000];
-
-/// Runs git with a fixed identity and no user or system config; panics with its stderr.
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .args([
-            "-c",
-            "user.name=leger bench",
-            "-c",
-            "user.email=bench@leger.invalid",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A host whose reconciler applied the source's only commit (through the real stages,
 /// outside any timing): every later pass is a no-op.

@@ -18,13 +18,13 @@
 //! is legerd's own work, not the D-Bus round trips or container starts of a given host.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use leger_api_types::PassOutcome;
+use leger_benches::git;
 use leger_benches::{active_unit, app_files, app_name, desired, source_files};
 use legerd::observe::observe;
 use legerd::podman::RecordingPodman;
@@ -33,31 +33,6 @@ use legerd::store::Store;
 use legerd::systemd::recording::RecordingUnitManager;
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
-
-/// Runs git with a fixed identity and no user or system config; panics with its stderr.
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .args([
-            "-c",
-            "user.name=leger bench",
-            "-c",
-            "user.email=bench@leger.invalid",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A host that applied the source's first commit, with the repository to push to.
 struct Host {

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 
 use leger_config::Limits;
@@ -210,6 +211,31 @@ pub fn converged(tree: &DesiredTree) -> Observed {
         }
     }
     observed
+}
+
+/// Runs git with a fixed identity and no user or system config; panics with its stderr.
+pub fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args([
+            "-c",
+            "user.name=leger bench",
+            "-c",
+            "user.email=bench@leger.invalid",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[cfg(test)]
