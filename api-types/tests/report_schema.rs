@@ -172,7 +172,12 @@ fn report_with_only_required_fields_validates() {
     report.conditions.clear();
     report.apps[0].layer = None;
     let report = json(&report);
-    for key in ["source", "fetchedRevision", "appliedRevision", "lastOutcome"] {
+    for key in [
+        "source",
+        "fetchedRevision",
+        "appliedRevision",
+        "lastOutcome",
+    ] {
         assert!(report.get(key).is_none(), "{key} is left out when unset");
     }
     v.check(&report).unwrap();

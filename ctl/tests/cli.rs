@@ -824,7 +824,11 @@ async fn cli_fleet_release_gives_a_kept_slot_back_through_legerd() {
     // A second release says there was nothing on record, and still tells the server.
     let o = run_async(&env, &["fleet", "release"]).await;
     assert_code(&o, 0);
-    assert!(stdout(&o).contains("h1 held no slot on record"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("h1 held no slot on record"),
+        "{}",
+        stdout(&o)
+    );
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 
@@ -849,7 +853,10 @@ async fn cli_fleet_release_gives_a_kept_slot_back_through_legerd() {
     assert_code(&o, 1);
     let err = stderr(&o);
     assert!(err.contains("the slot is still held on record"), "{err}");
-    assert!(err.contains(&format!("FleetLock server {gone} is unreachable")), "{err}");
+    assert!(
+        err.contains(&format!("FleetLock server {gone} is unreachable")),
+        "{err}"
+    );
     assert!(stranded.holds_slot());
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
