@@ -183,6 +183,9 @@ fn report_with_only_required_fields_validates() {
     v.check(&report).unwrap();
 }
 
+/// A change that breaks a report.
+type Breakage = fn(&mut Value);
+
 /// The check above can fail: reports that break the schema in the ways a code
 /// change would (a renamed or undocumented field, a new enum value, a bad time) are
 /// refused.
@@ -191,7 +194,7 @@ fn report_schema_refuses_what_the_type_must_not_send() {
     let v = Validator::new();
     let good = json(&full("pass", PassOutcome::Applied, held("rolled_back")));
     v.check(&good).unwrap();
-    let broken: [(&str, fn(&mut Value)); 6] = [
+    let broken: [(&str, Breakage); 6] = [
         ("agentVersion", |r| {
             let version = r.as_object_mut().unwrap().remove("agentVersion").unwrap();
             r["agent_version"] = version;
