@@ -11,6 +11,7 @@
 //!
 //! Environment: `LEGER_SIM_HOSTS` (default 10,000) sets the fleet size,
 //! `LEGER_SIM_GIT_HOSTS` (default 300) the hosts measured for the git source,
+//! `LEGER_SIM_GIT_TAGS` (default 50) the tags in its repository,
 //! `LEGER_SIM_SLOTS` (default `1,10,100,500`) the FleetLock slot counts. The figures go
 //! to stdout and `target/fleet-sim.txt`. Criterion benchmarks of one idle poll follow.
 //!
@@ -53,6 +54,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn main() {
     let hosts: usize = env_or("LEGER_SIM_HOSTS", 10_000);
     let git_hosts: usize = env_or("LEGER_SIM_GIT_HOSTS", 300);
+    let git_tags: usize = env_or("LEGER_SIM_GIT_TAGS", 50);
     let slots: Vec<usize> = std::env::var("LEGER_SIM_SLOTS")
         .unwrap_or_else(|_| "1,10,100,500".into())
         .split(',')
@@ -76,7 +78,9 @@ fn main() {
         o.push_str(&part);
     };
     keep(&mut report, &|o| manifest_sim::run(&rt, hosts, o));
-    keep(&mut report, &|o| git_sim::run(git_hosts, hosts, o));
+    keep(&mut report, &|o| {
+        git_sim::run(git_hosts, git_tags, hosts, o)
+    });
     let _ = writeln!(
         report,
         "FleetLock rollout, {hosts} hosts, each holding its slot {} (scaled: the simulated clock), retry 2s doubling to 5m + up to 50% jitter, capped by the 60s poll:",

@@ -24,10 +24,8 @@ use crate::git_http::GitHttpServer;
 
 /// Client threads (hosts polling at once).
 const THREADS: usize = 4;
-/// Apps in the repository, and release tags next to `main` (a tag per release is
-/// common; legerd asks only for the branch, and this shows whether tags still cost).
+/// Apps in the repository.
 const APPS: usize = 20;
-const TAGS: usize = 50;
 
 fn write_apps(work: &Path, generation: u32) {
     for i in 0..APPS {
@@ -71,7 +69,10 @@ fn since(a: Round, b: Round) -> Round {
 }
 
 /// The simulation; appends its figures to `out`. `fleet` is the size extrapolated to.
-pub fn run(hosts: usize, fleet: usize, out: &mut String) {
+///
+/// `tags` release tags sit next to `main` (a tag per release is common; legerd asks
+/// only for the branch, and this shows whether tags still cost on every poll).
+pub fn run(hosts: usize, tags: usize, fleet: usize, out: &mut String) {
     let root = tempfile::tempdir().unwrap();
     let work = root.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
@@ -79,7 +80,7 @@ pub fn run(hosts: usize, fleet: usize, out: &mut String) {
     write_apps(&work, 1);
     git(&work, &["add", "-A"]);
     git(&work, &["commit", "-q", "-m", "v1"]);
-    for t in 0..TAGS {
+    for t in 0..tags {
         git(&work, &["tag", &format!("v0.{t}")]);
     }
     let served = root.path().join("srv");
@@ -173,7 +174,7 @@ pub fn run(hosts: usize, fleet: usize, out: &mut String) {
     let busy = rate * mean(&idle_ns).as_secs_f64();
     let _ = writeln!(
         out,
-        "git source over smart HTTP (gix, as legerd; git http-backend as CGI on 127.0.0.1), {hosts} hosts measured, a repository of {APPS} apps, branch main + {TAGS} tags:"
+        "git source over smart HTTP (gix, as legerd; git http-backend as CGI on 127.0.0.1), {hosts} hosts measured, a repository of {APPS} apps, branch main + {tags} tags:"
     );
     let _ = writeln!(
         out,
