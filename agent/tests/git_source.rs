@@ -366,6 +366,48 @@ fn git_source_over_http_clones_polls_and_sends_no_fetch_when_idle() {
     assert_eq!(server.fetches(), 2);
 }
 
+/// An idle poll asks only for the configured ref: other branches and tags of the
+/// repository do not make it bigger (each one used to add about 62 bytes to every
+/// idle poll of every host; see the fleet simulation in docs/fleet.md).
+#[test]
+fn git_source_idle_poll_does_not_grow_with_other_refs() {
+    let t = tempfile::tempdir().unwrap();
+    let (_up, first) = seeded(t.path());
+    let server = GitHttpServer::start(t.path());
+    let mut src = GitSource::new(
+        spec(&server.url("fleet.git"), "main", Some("apps")),
+        &t.path().join("state"),
+        limits(),
+    );
+    src.fetch(None).unwrap();
+    let answered = || {
+        server
+            .counts
+            .response_bytes
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let poll = |src: &mut GitSource| {
+        let before = answered();
+        let idle = src.fetch(Some(&first)).unwrap();
+        assert_eq!(idle.snapshot.revision, first);
+        assert!(!idle.stats.received_pack);
+        answered() - before
+    };
+    let alone = poll(&mut src);
+    let bare = t.path().join("fleet.git");
+    for i in 0..60 {
+        git(&bare, &["tag", &format!("release-{i:03}"), "main"]);
+    }
+    for i in 0..20 {
+        git(&bare, &["branch", &format!("feature-{i:02}"), "main"]);
+    }
+    let crowded = poll(&mut src);
+    assert!(
+        crowded < alone + 200,
+        "an idle poll answered {alone} bytes alone and {crowded} with 80 more refs"
+    );
+}
+
 /// Success with credentials needs https: gix never sends credentials over plain http,
 /// and that refusal is an auth error too.
 #[test]

@@ -39,6 +39,17 @@ const REFSPECS: [&str; 2] = [
 /// How many remote ref names a "ref not found" error lists.
 const LISTED_REFS: usize = 20;
 
+/// The refspecs of a poll for `reference`: its branch and its tag only. Why: with
+/// protocol v2 the remote lists only refs under these prefixes, so an idle poll does
+/// not grow with every other branch and tag of the repository (the fleet simulation
+/// measured about 62 bytes per tag per poll, 32 kB for 500 tags).
+fn narrow_refspecs(reference: &str) -> [String; 2] {
+    [
+        format!("+refs/heads/{reference}:refs/remotes/origin/{reference}"),
+        format!("+refs/tags/{reference}:refs/tags/{reference}"),
+    ]
+}
+
 /// A git source with its local cache.
 #[derive(Debug)]
 pub struct GitSource {
@@ -123,7 +134,7 @@ impl GitSource {
                 }
             })?;
             if !has_commit(&repo, id) {
-                let listed = self.fetch_remote(&repo, None, &mut stats)?;
+                let listed = self.fetch_remote(&repo, &REFSPECS, None, &mut stats)?;
                 if !has_commit(&repo, id) {
                     return Err(SourceError::RefNotFound {
                         url: self.display_url.clone(),
@@ -135,7 +146,13 @@ impl GitSource {
             (id, RefKind::Commit)
         } else {
             let mut found = None;
-            let listed = self.fetch_remote(&repo, Some(&mut found), &mut stats)?;
+            let narrow = narrow_refspecs(&self.spec.reference);
+            let mut listed = self.fetch_remote(&repo, &narrow, Some(&mut found), &mut stats)?;
+            if found.is_none() {
+                // Only now list every branch and tag: for the "not found" message, and
+                // in case the remote filtered by prefix differently.
+                listed = self.fetch_remote(&repo, &REFSPECS, Some(&mut found), &mut stats)?;
+            }
             let Some((target, kind)) = found else {
                 return Err(SourceError::RefNotFound {
                     url: self.display_url.clone(),
@@ -206,19 +223,27 @@ impl GitSource {
 
     /// Lists the remote's refs and fetches a pack when needed.
     ///
-    /// With `found`, the configured ref is looked up in the advertisement (branch
-    /// first, then tag) and a pack is requested only when its object is missing
-    /// locally. Without it (a pinned commit that is not cached yet), every branch and
-    /// tag is fetched. Returns some advertised names, for a "not found" message.
-    fn fetch_remote(
+    /// The remote is asked for the refs of `refspecs` ([`narrow_refspecs`] for a poll,
+    /// [`REFSPECS`] for everything). With `found`, the configured ref is looked up in
+    /// the advertisement (branch first, then tag) and a pack is requested only when
+    /// its object is missing locally. Without it (a pinned commit that is not cached
+    /// yet), every ref of `refspecs` is fetched. Returns some advertised names, for a
+    /// "not found" message.
+    fn fetch_remote<S: AsRef<str>>(
         &self,
         repo: &Repository,
+        refspecs: &[S],
         found: Option<&mut Option<(ObjectId, RefKind)>>,
         stats: &mut FetchStats,
     ) -> Result<Vec<String>, SourceError> {
         let remote = repo
             .remote_at(self.spec.url.as_str())
-            .and_then(|r| r.with_refspecs(REFSPECS, Direction::Fetch))
+            .and_then(|r| {
+                r.with_refspecs(
+                    refspecs.iter().map(|s| s.as_ref().as_bytes()),
+                    Direction::Fetch,
+                )
+            })
             .map_err(|e| self.unreachable(&e))?
             .with_fetch_tags(gix::remote::fetch::Tags::None);
         let credentials = match &self.spec.credentials_file {
