@@ -27,8 +27,8 @@ use zeroize::Zeroizing;
 
 pub use identity::NodeIdentity;
 
-use crate::pass::blocking;
 use crate::model::{DesiredTree, Snapshot};
+use crate::pass::blocking;
 use crate::store::{OwnedSecret, Store};
 
 /// A secret's plaintext. Zeroized on drop; `Debug` never shows it.
