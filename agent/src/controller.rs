@@ -134,7 +134,7 @@ impl<U: UnitManager + 'static> Controller<U> {
             let result = {
                 let started_at = std::time::SystemTime::now();
                 let pass = self.reconciler.reconcile(&labels).instrument(span);
-                match run_within_budget(pass, pass_budget, &self.status).await {
+                match run_within_budget(pass, pass_budget, &self.status, !ready_sent).await {
                     Ok(result) => result,
                     Err(stuck) => {
                         tracing::error!(budget = %humantime::format_duration(pass_budget), stuck = %stuck, "pass abandoned over its budget");
@@ -248,14 +248,25 @@ const WATCHDOG_SLACK: Duration = Duration::from_secs(30);
 /// How often the Reconciling condition is refreshed with what a running pass waits on.
 const PROGRESS_REFRESH: Duration = Duration::from_secs(2);
 
+/// How far each refresh of the first pass pushes systemd's start timeout: many
+/// refreshes long, so a loaded host that misses a few does not lose the start.
+const START_EXTENSION_USEC: u32 = 60_000_000;
+
 /// Runs `pass` for at most `budget`. Meanwhile the published status (and systemd's
 /// STATUS= line) says what the pass is waiting on, so `legerctl status` names a hung
-/// command before the budget is up. On timeout the pass is dropped, which kills any command it was running, and
-/// the error describes what it was stuck in.
+/// command before the budget is up. On timeout the pass is dropped, which kills any
+/// command it was running, and the error describes what it was stuck in.
+///
+/// `starting`: this is the pass before READY=1. A first converge of many apps (or of
+/// large images) can outlast the unit's `TimeoutStartSec=`, and systemd would kill
+/// legerd mid-apply and start it again, forever. So while the loop is alive and the
+/// pass within its budget, each refresh extends the start timeout a little
+/// (`EXTEND_TIMEOUT_USEC`); a wedged loop stops extending and times out as before.
 async fn run_within_budget<F: Future<Output = PassResult>>(
     pass: F,
     budget: Duration,
     status: &tokio::sync::watch::Sender<StatusDocument>,
+    starting: bool,
 ) -> Result<PassResult, String> {
     tokio::pin!(pass);
     let deadline = tokio::time::Instant::now() + budget;
@@ -275,6 +286,9 @@ async fn run_within_budget<F: Future<Output = PassResult>>(
                 notify(&[sd_notify::NotifyState::Status(&format!(
                     "reconciling · waiting on {waiting}"
                 ))]);
+                if starting {
+                    notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(START_EXTENSION_USEC)]);
+                }
             }
         }
     }
@@ -444,7 +458,9 @@ mod tests {
             std::future::pending::<PassResult>().await
         };
         let budget = PROGRESS_REFRESH * 2 + Duration::from_millis(500);
-        let err = run_within_budget(stuck, budget, &tx).await.unwrap_err();
+        let err = run_within_budget(stuck, budget, &tx, false)
+            .await
+            .unwrap_err();
         assert!(err.contains("`budget-test hang` (running "), "{err}");
         let message = reconciling_message(&rx.borrow());
         assert!(

@@ -98,7 +98,10 @@ fn git_source_picks_up_new_commit_and_idle_poll_gets_no_pack() {
 
     let idle = src.fetch(Some(&first)).unwrap();
     assert_eq!(idle.snapshot.revision, first);
-    assert!(idle.stats.contacted_remote);
+    assert!(
+        !idle.stats.contacted_remote,
+        "an idle poll of a local repository reads its ref, with no upload-pack"
+    );
     assert!(
         !idle.stats.received_pack,
         "an unchanged ref must not fetch a pack"
@@ -108,7 +111,7 @@ fn git_source_picks_up_new_commit_and_idle_poll_gets_no_pack() {
     let second = up.commit("second");
     let moved = src.fetch(Some(&first)).unwrap();
     assert_eq!(moved.snapshot.revision, second);
-    assert!(moved.stats.received_pack);
+    assert!(moved.stats.contacted_remote && moved.stats.received_pack);
     assert_eq!(text(&moved.snapshot, "web/web.env"), "A=2\n");
 
     // A new source over the same state dir reuses the cache: nothing to download.
@@ -210,7 +213,7 @@ fn git_source_unreachable_closed_port_and_missing_path() {
 #[test]
 fn git_source_force_push_is_refused_then_accepted_with_allow_rewrite() {
     let t = tempfile::tempdir().unwrap();
-    let (up, _) = seeded(t.path());
+    let (up, first) = seeded(t.path());
     up.write("apps/web/web.env", "A=2\n");
     let applied = up.commit("second");
     let mut src = GitSource::new(
@@ -247,6 +250,22 @@ fn git_source_force_push_is_refused_then_accepted_with_allow_rewrite() {
     let s = src.fetch(Some(&applied)).unwrap().snapshot;
     assert_eq!(s.revision, rewritten);
     assert_eq!(text(&s, "web/web.env"), "A=forced\n");
+
+    // A branch moved back to a commit the cache already has is read from the local
+    // repository without a fetch, and is refused all the same.
+    git(
+        &up.work,
+        &["push", "-qf", "origin", &format!("{first}:refs/heads/main")],
+    );
+    let mut strict = GitSource::new(
+        spec(&up.file_url(), "main", Some("apps")),
+        t.path(),
+        limits(),
+    );
+    match strict.fetch(Some(&rewritten)) {
+        Err(SourceError::HistoryRewritten { to, .. }) => assert_eq!(to, first),
+        other => panic!("expected HistoryRewritten back to {first}, got {other:?}"),
+    }
 }
 
 #[test]
