@@ -533,10 +533,17 @@ fn build_tree(snapshot: &Snapshot, parsed: &[Parsed]) -> DesiredTree {
     }
     let mut layers = crate::overlay::layers_of(snapshot);
     layers.retain(|app, _| apps.contains_key(app));
+    let mut uses: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for p in parsed {
+        let names = p.refs.quadlets.iter().chain(&p.refs.ordering).cloned();
+        uses.entry(p.app.clone()).or_default().extend(names);
+    }
+    uses.retain(|_, names| !names.is_empty());
     DesiredTree {
         revision: snapshot.revision.clone(),
         apps,
         layers,
+        uses,
     }
 }
 

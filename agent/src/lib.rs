@@ -40,3 +40,4 @@ pub mod store;
 pub mod systemd;
 pub mod testkit;
 pub mod unix_socket;
+pub mod validated;

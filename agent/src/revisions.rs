@@ -124,6 +124,10 @@ impl RevisionStore {
         let mut saved = Vec::new();
         for entry in entries {
             let entry = entry?;
+            // Files here are records, not revisions ([`crate::validated::RECORD_FILE`]).
+            if !entry.file_type()?.is_dir() {
+                continue;
+            }
             let modified = entry
                 .path()
                 .join(NAME_FILE)
