@@ -15,6 +15,7 @@ pub mod clock;
 pub mod command;
 pub mod controller;
 pub mod crashpoint;
+pub mod echo;
 pub mod fleet;
 pub mod fswatch;
 pub mod health;
