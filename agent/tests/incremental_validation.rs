@@ -7,11 +7,15 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use legerd::model::Snapshot;
+use legerd::model::{Snapshot, UnitState};
 use legerd::pass::validate::check_incremental;
+use legerd::podman::RecordingPodman;
 use legerd::quadlet::{Installed, KeyTable, Target};
+use legerd::reconciler::Reconciler;
+use legerd::store::Store;
+use legerd::systemd::recording::RecordingUnitManager;
 use legerd::testkit::settings_in;
 use legerd::validated::{ValidatedApps, generator_identity};
 
@@ -156,4 +160,83 @@ fn one_app_change_dry_runs_that_app_and_a_broken_shared_network_is_refused() {
         err.contains("web.container") && err.contains("api.container"),
         "the generator refuses the network's users too: {err}"
     );
+}
+
+/// Whole passes: legerd restarted on a host whose revision it validated dry-runs
+/// nothing, and a one-app change then dry-runs that app alone (the record lives in the
+/// revision store, read by the new process). systemd is the recording double.
+#[tokio::test]
+async fn a_restarted_legerd_dry_runs_only_what_changed_since_its_record() {
+    let Some(real) = real_generator() else {
+        eprintln!("skipped: no test-bed generator; run contrib/testbed/testbed.sh prepare");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let log = root.path().join("generator.log");
+    let mut settings = settings_in(root.path());
+    settings.quadlet.generator = recording_generator(root.path(), &real, &log);
+    settings.quadlet.generator_dry_run = true;
+    let source = root.path().join("src");
+    let write = |app: &str, tag: u32| {
+        let dir = source.join(app);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("{app}.container")),
+            format!("[Container]\nImage=localhost/busybox:{tag}\nExec=sleep 1000\n"),
+        )
+        .unwrap();
+    };
+    for app in ["x", "y", "z"] {
+        write(app, 1);
+    }
+    std::fs::create_dir_all(settings.paths.desired_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &settings.paths.desired_file,
+        format!(
+            "[source]\nkind = \"dir\"\npath = \"{}\"\n",
+            source.display()
+        ),
+    )
+    .unwrap();
+    let legerd = || {
+        let store = Arc::new(Mutex::new(
+            Store::open(&settings.paths.state_dir.join("legerd.db")).unwrap(),
+        ));
+        let units = Arc::new(RecordingUnitManager::new());
+        for app in ["x", "y", "z"] {
+            units.set_state_after_job(
+                &format!("{app}.service"),
+                UnitState {
+                    load_state: "loaded".into(),
+                    active_state: "active".into(),
+                    sub_state: "running".into(),
+                },
+            );
+        }
+        Reconciler::new(settings.clone(), units, store)
+            .with_podman(Arc::new(RecordingPodman::new()))
+    };
+
+    let mut first = legerd();
+    pass(&mut first).await;
+    assert_eq!(runs(&log).len(), 1);
+    assert_eq!(runs(&log)[0].len(), 3);
+    drop(first);
+
+    // A new process on the same state: the applied revision is not dry-run again.
+    let mut second = legerd();
+    pass(&mut second).await;
+    assert_eq!(runs(&log).len(), 1, "{:?}", runs(&log));
+
+    // One app changed: only it.
+    write("y", 2);
+    pass(&mut second).await;
+    assert_eq!(runs(&log).len(), 2);
+    assert_eq!(runs(&log)[1], set(&["y/y.container"]));
+}
+
+/// One pass that must not fail.
+async fn pass(r: &mut Reconciler<RecordingUnitManager>) {
+    let r = r.reconcile(&["test".to_owned()]).await;
+    assert!(r.record.error.is_none(), "{:?}", r.record);
 }
