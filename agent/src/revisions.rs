@@ -208,9 +208,13 @@ mod tests {
                 .unwrap();
             f.set_modified(when).unwrap();
         }
+        // The validation record sits beside the revisions; it is not one.
+        let record = t.path().join(crate::validated::RECORD_FILE);
+        std::fs::write(&record, b"{}").unwrap();
         store.keep_newest(1, "a").unwrap();
         assert!(store.contains("a"), "always kept");
         assert!(!store.contains("b"));
         assert!(store.contains("c"), "newest kept");
+        assert!(record.exists(), "the record is left alone");
     }
 }
