@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use legerd::assemble::ParseCache;
 use legerd::model::{Snapshot, UnitState};
 use legerd::pass::validate::check_incremental;
 use legerd::podman::RecordingPodman;
@@ -110,8 +111,15 @@ fn one_app_change_dry_runs_that_app_and_a_broken_shared_network_is_refused() {
     let identity = generator_identity(&settings.quadlet.generator, "test", false);
     let net = "[Network]\n";
     let check = |rev: &str, f: &[(String, String)], record: Option<&ValidatedApps>| {
-        check_incremental(&snapshot(rev, f), &settings, &target, record, &identity)
-            .expect("the generator gives a verdict")
+        check_incremental(
+            &snapshot(rev, f),
+            &settings,
+            &target,
+            record,
+            &identity,
+            &mut ParseCache::default(),
+        )
+        .expect("the generator gives a verdict")
     };
 
     // The first revision: every app.

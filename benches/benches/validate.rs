@@ -6,7 +6,8 @@
 //! plus the generator's dry run):
 //! - `whole`: no record of what passed before (the first validation, and every
 //!   validation before incremental validation): the generator sees every app;
-//! - `one_change`: the previous revision's record: the generator sees the one app.
+//! - `one_change`: the previous revision's record and parse cache: the generator sees
+//!   the one app, and only its folder is parsed again.
 //!
 //! The generator is the test bed's (`/var/tmp/leger-testbed/base-trixie`, made by
 //! `contrib/testbed/testbed.sh prepare`) or `LEGER_QUADLET_GENERATOR`; without one the
@@ -15,8 +16,9 @@
 use std::hint::black_box;
 use std::path::PathBuf;
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use leger_benches::{bench_target, desired, snapshot};
+use legerd::assemble::{ParseCache, assemble_cached};
 use legerd::pass::validate::check_incremental;
 use legerd::testkit::settings_in;
 use legerd::validated::{ValidatedApps, generator_identity};
@@ -57,15 +59,32 @@ fn bench(c: &mut Criterion) {
     for n in sizes() {
         let changed = snapshot(n, Some(0));
         let record = ValidatedApps::of(&desired(n, None), identity.clone());
+        let previous = snapshot(n, None);
+        // The parse of the previous revision's folders, as legerd holds it (made
+        // afresh for each iteration, untimed: an iteration adds the changed folder).
+        let warm = || {
+            let mut cache = ParseCache::default();
+            assemble_cached(&previous, &settings.limits, &target, &mut cache)
+                .expect("the fixture validates");
+            cache
+        };
         for (case, record) in [("whole", None), ("one_change", Some(&record))] {
             group.bench_with_input(BenchmarkId::new(case, n), &n, |b, _| {
-                b.iter(|| {
-                    let (tree, scope) =
-                        check_incremental(&changed, &settings, &target, record, &identity)
-                            .expect("a verdict")
-                            .expect("the fixture validates");
-                    black_box((tree, scope))
-                });
+                b.iter_batched(
+                    || match record {
+                        Some(_) => warm(),
+                        None => ParseCache::default(),
+                    },
+                    |mut cache| {
+                        let (tree, scope) = check_incremental(
+                            &changed, &settings, &target, record, &identity, &mut cache,
+                        )
+                        .expect("a verdict")
+                        .expect("the fixture validates");
+                        black_box((tree, scope))
+                    },
+                    BatchSize::PerIteration,
+                );
             });
         }
     }

@@ -13,7 +13,7 @@ use leger_api_types::status::reason;
 use leger_config::Settings;
 
 use super::{Failure, Host, blocking};
-use crate::assemble::assemble;
+use crate::assemble::{ParseCache, assemble, assemble_cached};
 use crate::host_podman::{self, HostPodman};
 use crate::model::{DesiredTree, Revision, Snapshot};
 use crate::quadlet::Target;
@@ -30,6 +30,9 @@ pub struct Validator {
     /// What passed the generator's dry run last, per app (incremental validation):
     /// `None` until read from the revision store at the first validation.
     dry_run_record: Option<Option<ValidatedApps>>,
+    /// The parse of app folders that passed before: a new revision re-parses only the
+    /// changed ones. `None` while a validation has it on the blocking pool.
+    parse_cache: Option<ParseCache>,
     /// The host's podman, detected at the first validation and again whenever its
     /// binary changes: the key tables revisions are checked against.
     podman: Option<HostPodman>,
@@ -99,8 +102,9 @@ impl Validator {
             settings.mode == leger_config::Mode::User,
         );
         let record = self.dry_run_record.take();
+        let mut cache = self.parse_cache.take().unwrap_or_default();
         let store = Arc::clone(host.store);
-        let (record, result) = blocking::run(move || {
+        let (record, cache, result) = blocking::run(move || {
             let record_dir = validated::record_dir(&settings.paths.state_dir);
             let record = record.unwrap_or_else(|| ValidatedApps::load(&record_dir));
             let target = host_target(keys, &settings, &store);
@@ -110,15 +114,16 @@ impl Validator {
                 &target,
                 record.as_ref(),
                 &identity,
+                &mut cache,
             ) {
                 Ok(Ok((tree, _))) => tree,
-                other => return (record, other.map(|r| r.map(|(t, _)| t))),
+                other => return (record, cache, other.map(|r| r.map(|(t, _)| t))),
             };
             if let Err(e) = revisions.save(&snapshot) {
                 tracing::warn!(error = %e, "cannot keep the revision for rollbacks and pins");
             }
             if !dry_run_enabled(&settings) {
-                return (record, Ok(Ok(tree)));
+                return (record, cache, Ok(Ok(tree)));
             }
             let passed = ValidatedApps::of(&tree, identity);
             if record.as_ref() != Some(&passed)
@@ -126,10 +131,11 @@ impl Validator {
             {
                 tracing::warn!(error = %e, "cannot keep the validation record");
             }
-            (Some(passed), Ok(Ok(tree)))
+            (Some(passed), cache, Ok(Ok(tree)))
         })
         .await;
         self.dry_run_record = Some(record);
+        self.parse_cache = Some(cache);
         // No verdict is not a rejection: retry the pass, do not remember it.
         let result = result.map_err(|e| {
             Failure::new(
@@ -207,7 +213,8 @@ pub fn check(
 }
 
 /// [`check`] for a new revision: assembles the whole snapshot (legerd's own checks
-/// always see every app), then dry-runs only the apps [`validated::scope`] names given
+/// always see every app; app folders unchanged since `cache` saw them pass are not
+/// parsed again), then dry-runs only the apps [`validated::scope`] names given
 /// `record`, what passed before under the generator `identity`. Returns the tree and
 /// that scope; `Err` when the generator gave no verdict. Blocking.
 pub fn check_incremental(
@@ -216,8 +223,9 @@ pub fn check_incremental(
     target: &Target,
     record: Option<&ValidatedApps>,
     identity: &str,
+    cache: &mut ParseCache,
 ) -> Result<Result<(DesiredTree, validated::Scope), String>, GeneratorUnavailable> {
-    let tree = match assemble(snapshot, &settings.limits, target) {
+    let tree = match assemble_cached(snapshot, &settings.limits, target, cache) {
         Ok(tree) => tree,
         Err(e) => return Ok(Err(e.to_string())),
     };
