@@ -46,6 +46,7 @@ impl fmt::Display for ValidationErrors {
 const REVISION_FILE: &str = "(revision)";
 
 /// One parsed quadlet of the tree, with what it refers to.
+#[derive(Debug, Clone)]
 struct Parsed {
     app: String,
     /// Path relative to the app folder (`web.container`).
@@ -68,8 +69,20 @@ pub fn assemble(
     limits: &Limits,
     target: &Target,
 ) -> Result<DesiredTree, ValidationErrors> {
+    assemble_cached(snapshot, limits, target, &mut ParseCache::default())
+}
+
+/// [`assemble`], reusing from `cache` the parse of app folders that did not change
+/// since they last passed, and keeping the new ones there. The result is the same as
+/// [`assemble`]'s.
+pub fn assemble_cached(
+    snapshot: &Snapshot,
+    limits: &Limits,
+    target: &Target,
+    cache: &mut ParseCache,
+) -> Result<DesiredTree, ValidationErrors> {
     let (expanded, origins, mut diags) = split_bundles(snapshot);
-    match assemble_expanded(&expanded, limits, target) {
+    match assemble_expanded(&expanded, limits, target, cache) {
         Ok(tree) if diags.is_empty() => Ok(tree),
         Ok(_) => Err(ValidationErrors { diagnostics: diags }),
         Err(e) => {
@@ -143,6 +156,7 @@ fn assemble_expanded(
     snapshot: &Snapshot,
     limits: &Limits,
     target: &Target,
+    cache: &mut ParseCache,
 ) -> Result<DesiredTree, ValidationErrors> {
     let mut diags = Vec::new();
     if snapshot.files.len() > limits.max_files {
@@ -161,67 +175,21 @@ fn assemble_expanded(
     let mut parsed: Vec<Parsed> = Vec::new();
     let mut configs: BTreeMap<String, AppConfig> = BTreeMap::new();
     for (app, files) in &folders {
-        if let Some((_, bytes)) = files.iter().find(|(rel, _)| *rel == APP_CONFIG) {
-            let path = install_key(app, APP_CONFIG);
-            match std::str::from_utf8(bytes)
-                .map_err(|_| "not valid UTF-8 text".to_owned())
-                .and_then(AppConfig::from_toml_str)
-            {
-                Ok(config) if !config.is_enabled() => {
-                    // `enabled = false`: the app is not part of this revision at all.
-                    continue;
+        let one = match cache.get(app, files, limits, &target.keys) {
+            Some(one) => one,
+            None => {
+                let (one, app_diags) = parse_app(app, files, limits, &target.keys);
+                if app_diags.is_empty() {
+                    cache.put(app, files, limits, &target.keys, one.clone());
                 }
-                Ok(config) => {
-                    configs.insert(app.to_string(), config);
-                }
-                Err(e) => diags.push(Diagnostic::new(&path, None, e)),
+                diags.extend(app_diags);
+                one
             }
+        };
+        if let Some(config) = one.config {
+            configs.insert(app.to_string(), config);
         }
-        let has_bundle = files
-            .iter()
-            .any(|(rel, _)| !rel.contains('/') && bundle::is_bundle(rel));
-        let quadlets: Vec<(&str, &Arc<[u8]>)> = files
-            .iter()
-            .filter(|(rel, _)| is_quadlet_name(rel))
-            .map(|(rel, bytes)| (*rel, *bytes))
-            .collect();
-        if quadlets.is_empty() && !has_bundle {
-            continue;
-        }
-        if let Some(problem) = app_name_problem(app) {
-            diags.push(Diagnostic::new(*app, None, problem));
-        }
-        for (rel, bytes) in quadlets {
-            let path = install_key(app, rel);
-            if let Some(d) = check_size(&path, bytes, limits) {
-                diags.push(d);
-                continue;
-            }
-            let Ok(text) = std::str::from_utf8(bytes) else {
-                diags.push(Diagnostic::new(
-                    &path,
-                    None,
-                    "not valid UTF-8 text: save the quadlet as UTF-8",
-                ));
-                continue;
-            };
-            let q = match quadlet::parse(&path, text) {
-                Ok(q) => q,
-                Err(errors) => {
-                    diags.extend(errors);
-                    continue;
-                }
-            };
-            diags.extend(quadlet::validate(&q, &target.keys));
-            let refs = quadlet::references(&q);
-            parsed.push(Parsed {
-                app: app.to_string(),
-                rel: rel.to_string(),
-                q,
-                refs,
-                companions: BTreeSet::new(),
-            });
-        }
+        parsed.extend(one.parsed);
     }
 
     check_duplicates(&parsed, &mut diags);
@@ -278,6 +246,152 @@ fn check_secret_names(tree: &DesiredTree, diags: &mut Vec<Diagnostic>) {
                 ));
             }
         }
+    }
+}
+
+/// What one app folder parses to on its own: its `leger.toml` and its quadlets with
+/// what they reference. Everything here depends on the folder's files, the limits and
+/// the key table only, so [`ParseCache`] may reuse it.
+#[derive(Debug, Clone, Default)]
+struct AppParse {
+    config: Option<AppConfig>,
+    parsed: Vec<Parsed>,
+}
+
+/// Parses one app folder; a disabled app (`enabled = false`) parses to nothing.
+fn parse_app(
+    app: &str,
+    files: &FolderFiles<'_>,
+    limits: &Limits,
+    keys: &quadlet::KeyTable,
+) -> (AppParse, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let mut out = AppParse::default();
+    if let Some((_, bytes)) = files.iter().find(|(rel, _)| *rel == APP_CONFIG) {
+        let path = install_key(app, APP_CONFIG);
+        match std::str::from_utf8(bytes)
+            .map_err(|_| "not valid UTF-8 text".to_owned())
+            .and_then(AppConfig::from_toml_str)
+        {
+            Ok(config) if !config.is_enabled() => {
+                // `enabled = false`: the app is not part of this revision at all.
+                return (out, diags);
+            }
+            Ok(config) => out.config = Some(config),
+            Err(e) => diags.push(Diagnostic::new(&path, None, e)),
+        }
+    }
+    let has_bundle = files
+        .iter()
+        .any(|(rel, _)| !rel.contains('/') && bundle::is_bundle(rel));
+    let quadlets: Vec<(&str, &Arc<[u8]>)> = files
+        .iter()
+        .filter(|(rel, _)| is_quadlet_name(rel))
+        .map(|(rel, bytes)| (*rel, *bytes))
+        .collect();
+    if quadlets.is_empty() && !has_bundle {
+        return (out, diags);
+    }
+    if let Some(problem) = app_name_problem(app) {
+        diags.push(Diagnostic::new(app, None, problem));
+    }
+    for (rel, bytes) in quadlets {
+        let path = install_key(app, rel);
+        if let Some(d) = check_size(&path, bytes, limits) {
+            diags.push(d);
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            diags.push(Diagnostic::new(
+                &path,
+                None,
+                "not valid UTF-8 text: save the quadlet as UTF-8",
+            ));
+            continue;
+        };
+        let q = match quadlet::parse(&path, text) {
+            Ok(q) => q,
+            Err(errors) => {
+                diags.extend(errors);
+                continue;
+            }
+        };
+        diags.extend(quadlet::validate(&q, keys));
+        let refs = quadlet::references(&q);
+        out.parsed.push(Parsed {
+            app: app.to_string(),
+            rel: rel.to_string(),
+            q,
+            refs,
+            companions: BTreeSet::new(),
+        });
+    }
+    (out, diags)
+}
+
+/// The parse of app folders that passed on their own before, so a new revision
+/// re-parses only the folders whose files changed (incremental validation). A folder
+/// is reused only when its every file is byte for byte the same, for the same limits
+/// and key table; the checks across apps (names, references, companions, secrets) run
+/// over every app each time.
+#[derive(Debug, Default)]
+pub struct ParseCache {
+    /// The limits and key table the entries were made with.
+    made_with: Option<(u64, quadlet::KeyTable)>,
+    apps: std::collections::HashMap<String, (OwnedFolder, AppParse)>,
+}
+
+/// A folder's files as [`ParseCache`] keeps them: (path inside the folder, bytes).
+type OwnedFolder = Vec<(String, Arc<[u8]>)>;
+
+impl ParseCache {
+    fn get(
+        &self,
+        app: &str,
+        files: &FolderFiles<'_>,
+        limits: &Limits,
+        keys: &quadlet::KeyTable,
+    ) -> Option<AppParse> {
+        if self.made_with != Some((limits.max_file_size, *keys)) {
+            return None;
+        }
+        let (seen, parse) = self.apps.get(app)?;
+        let same = seen.len() == files.len()
+            && seen
+                .iter()
+                .zip(files)
+                .all(|((rel, bytes), (r, b))| rel == r && (Arc::ptr_eq(bytes, b) || bytes == *b));
+        same.then(|| parse.clone())
+    }
+
+    fn put(
+        &mut self,
+        app: &str,
+        files: &FolderFiles<'_>,
+        limits: &Limits,
+        keys: &quadlet::KeyTable,
+        parse: AppParse,
+    ) {
+        let made_with = Some((limits.max_file_size, *keys));
+        if self.made_with != made_with {
+            self.apps.clear();
+            self.made_with = made_with;
+        }
+        let files = files
+            .iter()
+            .map(|(rel, bytes)| (rel.to_string(), Arc::clone(bytes)))
+            .collect();
+        self.apps.insert(app.to_owned(), (files, parse));
+    }
+
+    /// Number of folders held.
+    pub fn len(&self) -> usize {
+        self.apps.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty()
     }
 }
 
@@ -533,10 +647,17 @@ fn build_tree(snapshot: &Snapshot, parsed: &[Parsed]) -> DesiredTree {
     }
     let mut layers = crate::overlay::layers_of(snapshot);
     layers.retain(|app, _| apps.contains_key(app));
+    let mut uses: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for p in parsed {
+        let names = p.refs.quadlets.iter().chain(&p.refs.ordering).cloned();
+        uses.entry(p.app.clone()).or_default().extend(names);
+    }
+    uses.retain(|_, names| !names.is_empty());
     DesiredTree {
         revision: snapshot.revision.clone(),
         apps,
         layers,
+        uses,
     }
 }
 
@@ -592,6 +713,49 @@ mod tests {
     }
 
     const WEB: &str = "[Container]\nImage=localhost/web:1\nEnvironmentFile=web.env\nVolume=./conf:/etc/conf:ro\nVolume=data.volume:/data\nNetwork=net.network\nSecret=db-pass,type=env\n";
+
+    #[test]
+    fn assemble_cached_gives_what_assemble_gives_and_still_checks_across_apps() {
+        let net = "[Network]\n";
+        let user = "[Container]\nImage=x\nNetwork=shared.network\n";
+        let mut cache = ParseCache::default();
+        let s1 = snapshot(&[("infra/shared.network", net), ("web/web.container", user)]);
+        let t1 = assemble_cached(&s1, &limits(), &target(), &mut cache).unwrap();
+        assert_eq!(t1, assemble(&s1, &limits(), &target()).unwrap());
+        assert_eq!(cache.len(), 2);
+
+        // web changes; infra comes from the cache: the same tree as from scratch.
+        let s2 = snapshot(&[
+            ("infra/shared.network", net),
+            (
+                "web/web.container",
+                "[Container]\nImage=y\nNetwork=shared.network\n",
+            ),
+        ]);
+        let t2 = assemble_cached(&s2, &limits(), &target(), &mut cache).unwrap();
+        assert_eq!(t2, assemble(&s2, &limits(), &target()).unwrap());
+
+        // infra renames its network; the unchanged, cached web is still refused for it.
+        let s3 = snapshot(&[
+            ("infra/other.network", net),
+            (
+                "web/web.container",
+                "[Container]\nImage=y\nNetwork=shared.network\n",
+            ),
+        ]);
+        let e = assemble_cached(&s3, &limits(), &target(), &mut cache).unwrap_err();
+        assert!(e.to_string().contains("Network=shared.network"), "{e}");
+
+        // A folder with problems is never kept: it fails the same way every time.
+        let s4 = snapshot(&[
+            ("infra/shared.network", net),
+            ("bad/bad.container", "[Container]\nNotAKey=1\n"),
+        ]);
+        let first = assemble_cached(&s4, &limits(), &target(), &mut cache).unwrap_err();
+        let again = assemble_cached(&s4, &limits(), &target(), &mut cache).unwrap_err();
+        assert_eq!(first, again);
+        assert_eq!(first, assemble(&s4, &limits(), &target()).unwrap_err());
+    }
 
     #[test]
     fn assemble_drops_a_disabled_app_and_keeps_overlay_layers() {

@@ -104,11 +104,19 @@ impl<U: UnitManager + 'static> Controller<U> {
                 biased;
                 () = &mut shutdown => break,
                 Some(t) = self.triggers.recv() => {
-                    // legerd's own writes come back here too and cost one no-op pass;
-                    // filtering them by time would also drop a hand edit made right
-                    // after an apply, and drift must never be missed.
-                    tracing::debug!(trigger = %t.label(), "trigger");
-                    schedule.on_trigger(&t, Instant::now(), debounce);
+                    // legerd's own writes and restarts come back here too; they are
+                    // told apart by what the host holds now, not by time, so a hand
+                    // edit right after an apply is still drift.
+                    let mut batch = vec![t];
+                    while let Ok(t) = self.triggers.try_recv() {
+                        batch.push(t);
+                    }
+                    let (units, store) = self.reconciler.echo_parts();
+                    let quadlet_dir = &self.settings.paths.quadlet_dir;
+                    for t in crate::echo::drop_echoes(batch, quadlet_dir, store, units).await {
+                        tracing::debug!(trigger = %t.label(), "trigger");
+                        schedule.on_trigger(&t, Instant::now(), debounce);
+                    }
                     continue;
                 }
                 Some(job) = next_restore(&mut self.restores) => {

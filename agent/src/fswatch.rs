@@ -21,13 +21,27 @@ pub fn watch(
     tx: UnboundedSender<Trigger>,
     trigger: Trigger,
 ) -> notify::Result<RecommendedWatcher> {
+    watch_paths(path, recursive, filter, tx, move |_| trigger.clone())
+}
+
+/// [`watch`], sending the trigger `make` builds from the changed paths `filter`
+/// accepts (the quadlet dir's trigger names them, so legerd's own writes can be told
+/// apart: [`crate::echo`]).
+pub fn watch_paths(
+    path: &Path,
+    recursive: bool,
+    filter: impl Fn(&Path) -> bool + Send + 'static,
+    tx: UnboundedSender<Trigger>,
+    make: impl Fn(Vec<PathBuf>) -> Trigger + Send + 'static,
+) -> notify::Result<RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
         if matches!(event.kind, EventKind::Access(_)) {
             return;
         }
-        if event.paths.iter().any(|p| filter(p)) {
-            let _ = tx.send(trigger.clone());
+        let paths: Vec<PathBuf> = event.paths.into_iter().filter(|p| filter(p)).collect();
+        if !paths.is_empty() {
+            let _ = tx.send(make(paths));
         }
     })?;
     let mode = if recursive {

@@ -297,6 +297,7 @@ mod tests {
             revision: "r".into(),
             apps: [("web".to_owned(), app)].into(),
             layers: Default::default(),
+            uses: Default::default(),
         }
     }
 

@@ -205,12 +205,12 @@ async fn run(args: Args) -> Result<bool> {
 
     let _desired_watch = fswatch::watch_desired_file(&paths.desired_file, trigger_tx.clone())
         .with_context(|| format!("cannot watch {}", paths.desired_file.display()))?;
-    let _quadlet_watch = fswatch::watch(
+    let _quadlet_watch = fswatch::watch_paths(
         &paths.quadlet_dir,
         true,
         |p| !fswatch::is_temp_file(p),
         trigger_tx.clone(),
-        Trigger::QuadletDirChanged,
+        Trigger::QuadletFilesChanged,
     )
     .with_context(|| format!("cannot watch {}", paths.quadlet_dir.display()))?;
 

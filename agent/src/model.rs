@@ -60,6 +60,10 @@ pub struct DesiredTree {
     /// The overlay layer each app came from (empty for a source without overlays);
     /// shown in status and reports.
     pub layers: BTreeMap<String, String>,
+    /// The quadlets (base names) each app's quadlets reference, resources and `[Unit]`
+    /// ordering both, wherever they are defined. Incremental validation
+    /// ([`crate::validated`]) follows them to an app's dependents.
+    pub uses: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// One app: the files legerd installs for it and the units they make.

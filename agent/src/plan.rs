@@ -490,6 +490,7 @@ mod tests {
             revision: "r1".into(),
             apps: apps.into_iter().map(|a| (a.name.clone(), a)).collect(),
             layers: Default::default(),
+            uses: Default::default(),
         }
     }
 

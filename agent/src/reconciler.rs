@@ -164,6 +164,11 @@ impl<U: UnitManager> Reconciler<U> {
         self
     }
 
+    /// What [`crate::echo::drop_echoes`] reads: systemd and the store.
+    pub fn echo_parts(&self) -> (&U, &Arc<Mutex<Store>>) {
+        (&self.units, &self.store)
+    }
+
     /// The set of managed unit names, shared with the unit event filter.
     pub fn managed_units(&self) -> Arc<RwLock<BTreeSet<String>>> {
         Arc::clone(&self.state.managed_units)

@@ -124,6 +124,10 @@ impl RevisionStore {
         let mut saved = Vec::new();
         for entry in entries {
             let entry = entry?;
+            // Files here are records, not revisions ([`crate::validated::RECORD_FILE`]).
+            if !entry.file_type()?.is_dir() {
+                continue;
+            }
             let modified = entry
                 .path()
                 .join(NAME_FILE)
@@ -204,9 +208,13 @@ mod tests {
                 .unwrap();
             f.set_modified(when).unwrap();
         }
+        // The validation record sits beside the revisions; it is not one.
+        let record = t.path().join(crate::validated::RECORD_FILE);
+        std::fs::write(&record, b"{}").unwrap();
         store.keep_newest(1, "a").unwrap();
         assert!(store.contains("a"), "always kept");
         assert!(!store.contains("b"));
         assert!(store.contains("c"), "newest kept");
+        assert!(record.exists(), "the record is left alone");
     }
 }

@@ -23,8 +23,9 @@ pub enum Trigger {
     Poll,
     /// A file of a `dir` source changed.
     SourceChanged,
-    /// Something changed in the quadlet dir (possible drift).
-    QuadletDirChanged,
+    /// These paths changed in the quadlet dir (possible drift, or the echo of legerd's
+    /// own writes: see [`crate::echo`]).
+    QuadletFilesChanged(Vec<std::path::PathBuf>),
     /// A managed unit left `active`.
     UnitLeftActive(String),
     /// `legerctl reconcile`.
@@ -48,7 +49,7 @@ impl Trigger {
             Trigger::DesiredChanged => "desired-changed".into(),
             Trigger::Poll => "poll".into(),
             Trigger::SourceChanged => "source-changed".into(),
-            Trigger::QuadletDirChanged => "drift-file".into(),
+            Trigger::QuadletFilesChanged(_) => "drift-file".into(),
             Trigger::UnitLeftActive(u) => format!("drift-unit:{u}"),
             Trigger::Manual => "manual".into(),
             Trigger::BusReconnected => "bus-reconnected".into(),
@@ -152,7 +153,11 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Schedule::default();
         s.on_trigger(&Trigger::Startup, t0, DEBOUNCE);
-        s.on_trigger(&Trigger::QuadletDirChanged, t0 + ms(100), DEBOUNCE);
+        s.on_trigger(
+            &Trigger::QuadletFilesChanged(vec![]),
+            t0 + ms(100),
+            DEBOUNCE,
+        );
         assert_eq!(s.next_run(), Some(t0 + DEBOUNCE));
         assert_eq!(s.take_due(t0 + ms(100)), None);
         let labels = s.take_due(t0 + DEBOUNCE).unwrap();
@@ -196,7 +201,7 @@ mod tests {
         assert_eq!(s.take_due(t0 + Duration::from_secs(2)).unwrap(), ["retry"]);
         s.after_pass(t0 + Duration::from_secs(3), poll(Duration::from_secs(60)));
         s.on_trigger(
-            &Trigger::QuadletDirChanged,
+            &Trigger::QuadletFilesChanged(vec![]),
             t0 + Duration::from_secs(4),
             DEBOUNCE,
         );

@@ -117,6 +117,7 @@ mod tests {
             )]
             .into(),
             layers: Default::default(),
+            uses: Default::default(),
         };
         let plan = Plan {
             actions: vec![

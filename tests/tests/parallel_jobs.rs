@@ -79,3 +79,56 @@ fn failing_unit_in_a_level_fails_only_itself() -> Result<()> {
     assert!(!message.contains("two.service"), "{message}");
     Ok(())
 }
+
+/// Every pass in legerd's history, oldest first.
+fn passes(tb: &Testbed) -> Result<Vec<Value>> {
+    let h: Value = serde_json::from_str(&legerctl(tb, &["history", "-n", "100", "--json"])?)?;
+    let mut passes = h.as_array().cloned().unwrap_or_default();
+    passes.sort_by_key(|p| p["id"].as_i64());
+    Ok(passes)
+}
+
+/// No echo: the files an apply writes and the restart it makes (the unit is briefly
+/// `inactive`) are legerd's own work, not drift, so no pass follows for them. A pass
+/// asked for after the apply is the marker: an echo would have run before it, or
+/// merged into it, with a `drift-*` trigger.
+#[test]
+fn an_apply_is_not_followed_by_a_pass_for_its_own_changes() -> Result<()> {
+    let tb = Testbed::boot("e2e-echo")?;
+    let (fleet, _good, old_web) = web_converged(&tb)?;
+    let rev = fleet.commit(
+        &[("apps/web/web.container", &container("web", "web v2"))],
+        &[],
+        "web v2",
+    )?;
+    reconcile(&tb)?;
+    wait_applied(&tb, &rev)?;
+    let new_web = wait_running(&tb, "web.service", "web")?;
+    assert_ne!(
+        new_web, old_web,
+        "web was restarted, so it went through inactive"
+    );
+    reconcile_and_wait_for_pass(&tb)?;
+
+    let passes = passes(&tb)?;
+    let apply = passes
+        .iter()
+        .position(|p| {
+            p["revision"].as_str() == Some(&*rev)
+                && !p["actions"].as_array().is_none_or(Vec::is_empty)
+        })
+        .expect("the apply is in the history");
+    let after: Vec<&str> = passes[apply + 1..]
+        .iter()
+        .map(|p| p["trigger"].as_str().unwrap_or_default())
+        .collect();
+    assert!(after.contains(&"manual"), "the marker pass: {after:?}");
+    assert!(
+        after.iter().all(|t| !t.contains("drift")),
+        "no pass for legerd's own writes and restart: {after:?}"
+    );
+    // Drift right after an apply is still drift.
+    tb.exec_ok(&["systemctl", "stop", "web.service"])?;
+    wait_running(&tb, "web.service", "web")?;
+    Ok(())
+}

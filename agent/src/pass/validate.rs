@@ -13,19 +13,26 @@ use leger_api_types::status::reason;
 use leger_config::Settings;
 
 use super::{Failure, Host, blocking};
-use crate::assemble::assemble;
+use crate::assemble::{ParseCache, assemble, assemble_cached};
 use crate::host_podman::{self, HostPodman};
 use crate::model::{DesiredTree, Revision, Snapshot};
 use crate::quadlet::Target;
 use crate::quadlet::generator::{self, DryRunError, GeneratorUnavailable};
 use crate::store::RevisionState;
 use crate::store::Store;
+use crate::validated::{self, ValidatedApps};
 
 /// The validation cache.
 #[derive(Debug, Default)]
 pub struct Validator {
     validated: Vec<Arc<DesiredTree>>,
     rejected: HashMap<String, String>,
+    /// What passed the generator's dry run last, per app (incremental validation):
+    /// `None` until read from the revision store at the first validation.
+    dry_run_record: Option<Option<ValidatedApps>>,
+    /// The parse of app folders that passed before: a new revision re-parses only the
+    /// changed ones. `None` while a validation has it on the blocking pool.
+    parse_cache: Option<ParseCache>,
     /// The host's podman, detected at the first validation and again whenever its
     /// binary changes: the key tables revisions are checked against.
     podman: Option<HostPodman>,
@@ -89,24 +96,46 @@ impl Validator {
         let settings = host.settings.clone();
         let revisions = host.revision_store();
         let keys = self.detect_podman().keys();
+        let identity = validated::generator_identity(
+            &settings.quadlet.generator,
+            &self.detect_podman().describe(),
+            settings.mode == leger_config::Mode::User,
+        );
+        let record = self.dry_run_record.take();
+        let mut cache = self.parse_cache.take().unwrap_or_default();
         let store = Arc::clone(host.store);
-        let result = blocking::run(move || {
+        let (record, cache, result) = blocking::run(move || {
+            let record_dir = validated::record_dir(&settings.paths.state_dir);
+            let record = record.unwrap_or_else(|| ValidatedApps::load(&record_dir));
             let target = host_target(keys, &settings, &store);
-            let tree = match assemble(&snapshot, &settings.limits, &target) {
-                Ok(tree) => tree,
-                Err(e) => return Ok(Err(e.to_string())),
+            let tree = match check_incremental(
+                &snapshot,
+                &settings,
+                &target,
+                record.as_ref(),
+                &identity,
+                &mut cache,
+            ) {
+                Ok(Ok((tree, _))) => tree,
+                other => return (record, cache, other.map(|r| r.map(|(t, _)| t))),
             };
-            match dry_run(&tree, &settings) {
-                Ok(()) => {}
-                Err(DryRunError::Refused(diags)) => return Ok(Err(refused(&diags))),
-                Err(DryRunError::Unavailable(e)) => return Err(e),
-            }
             if let Err(e) = revisions.save(&snapshot) {
                 tracing::warn!(error = %e, "cannot keep the revision for rollbacks and pins");
             }
-            Ok(Ok(tree))
+            if !dry_run_enabled(&settings) {
+                return (record, cache, Ok(Ok(tree)));
+            }
+            let passed = ValidatedApps::of(&tree, identity);
+            if record.as_ref() != Some(&passed)
+                && let Err(e) = passed.save(&record_dir)
+            {
+                tracing::warn!(error = %e, "cannot keep the validation record");
+            }
+            (Some(passed), cache, Ok(Ok(tree)))
         })
         .await;
+        self.dry_run_record = Some(record);
+        self.parse_cache = Some(cache);
         // No verdict is not a rejection: retry the pass, do not remember it.
         let result = result.map_err(|e| {
             Failure::new(
@@ -176,10 +205,41 @@ pub fn check(
     target: &Target,
 ) -> Result<DesiredTree, String> {
     let tree = assemble(snapshot, &settings.limits, target).map_err(|e| e.to_string())?;
-    match dry_run(&tree, settings) {
+    match dry_run(&tree, settings, None) {
         Ok(()) => Ok(tree),
         Err(DryRunError::Refused(diags)) => Err(refused(&diags)),
         Err(DryRunError::Unavailable(e)) => Err(e.to_string()),
+    }
+}
+
+/// [`check`] for a new revision: assembles the whole snapshot (legerd's own checks
+/// always see every app; app folders unchanged since `cache` saw them pass are not
+/// parsed again), then dry-runs only the apps [`validated::scope`] names given
+/// `record`, what passed before under the generator `identity`. Returns the tree and
+/// that scope; `Err` when the generator gave no verdict. Blocking.
+pub fn check_incremental(
+    snapshot: &Snapshot,
+    settings: &Settings,
+    target: &Target,
+    record: Option<&ValidatedApps>,
+    identity: &str,
+    cache: &mut ParseCache,
+) -> Result<Result<(DesiredTree, validated::Scope), String>, GeneratorUnavailable> {
+    let tree = match assemble_cached(snapshot, &settings.limits, target, cache) {
+        Ok(tree) => tree,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let scope = validated::scope(&tree, record, identity);
+    tracing::debug!(
+        checked = scope.checked.len(),
+        staged = scope.staged.len(),
+        apps = tree.apps.len(),
+        "generator dry run scope"
+    );
+    match dry_run(&tree, settings, Some(&scope.staged)) {
+        Ok(()) => Ok(Ok((tree, scope))),
+        Err(DryRunError::Refused(diags)) => Ok(Err(refused(&diags))),
+        Err(DryRunError::Unavailable(e)) => Err(e),
     }
 }
 
@@ -191,9 +251,19 @@ fn refused(diags: &[crate::quadlet::Diagnostic]) -> String {
     )
 }
 
-/// Runs podman's generator in dry-run mode over the tree staged in a scratch dir.
-fn dry_run(tree: &DesiredTree, settings: &Settings) -> Result<(), DryRunError> {
-    if !settings.quadlet.generator_dry_run || !settings.quadlet.generator.exists() {
+/// True when validation runs podman's generator.
+fn dry_run_enabled(settings: &Settings) -> bool {
+    settings.quadlet.generator_dry_run && settings.quadlet.generator.exists()
+}
+
+/// Runs podman's generator in dry-run mode over the tree, or only the apps `only`
+/// (see [`validated::scope`]), staged in a scratch dir. Nothing to stage: no run.
+fn dry_run(
+    tree: &DesiredTree,
+    settings: &Settings,
+    only: Option<&BTreeSet<String>>,
+) -> Result<(), DryRunError> {
+    if !dry_run_enabled(settings) || only.is_some_and(BTreeSet::is_empty) {
         return Ok(());
     }
     let unavailable = |m: String| DryRunError::Unavailable(GeneratorUnavailable(m));
@@ -209,7 +279,7 @@ fn dry_run(tree: &DesiredTree, settings: &Settings) -> Result<(), DryRunError> {
                 staging.display()
             ))
         })?;
-    stage(tree, dir.path()).map_err(unavailable)?;
+    stage(tree, only, dir.path()).map_err(unavailable)?;
     let user = settings.mode == leger_config::Mode::User;
     generator::dry_run(
         &settings.quadlet.generator,
@@ -219,8 +289,12 @@ fn dry_run(tree: &DesiredTree, settings: &Settings) -> Result<(), DryRunError> {
     )
 }
 
-fn stage(tree: &DesiredTree, dir: &Path) -> Result<(), String> {
-    for app in tree.apps.values() {
+fn stage(tree: &DesiredTree, only: Option<&BTreeSet<String>>, dir: &Path) -> Result<(), String> {
+    let apps = tree
+        .apps
+        .values()
+        .filter(|a| only.is_none_or(|o| o.contains(&a.name)));
+    for app in apps {
         for (rel, file) in &app.files {
             let path = dir.join(&app.name).join(rel);
             if let Some(parent) = path.parent() {

@@ -1,0 +1,386 @@
+//! The test-bed benchmark (issue 14): legerd on a real systemd-nspawn machine (systemd,
+//! D-Bus, podman, the quadlet generator), with N busybox apps in a git source polled
+//! every 60 s. For each N it prints:
+//! - `first converge`: `legerctl set-desired` until all N units are active (seen from
+//!   outside, so up to one check interval late);
+//! - `no-op pass CPU`: the CPU of legerd's cgroup (`cpu.stat` `usage_usec`, children
+//!   included) for one full pass (`legerctl reconcile`: fetch, observe, plan), median
+//!   of 5;
+//! - `one change → active`: a commit that changes one app, `legerctl reconcile`, until
+//!   systemd's `ActiveEnterTimestamp` of its unit (exact, from systemd), median of 3;
+//! - over one poll interval of idling (65 s from just after a poll pass, during which
+//!   nothing asks legerd anything; checked to hold exactly one poll pass): the cgroup's CPU
+//!   (that is one quiet poll plus a minute of idle), context switches per second of
+//!   legerd's threads (`/proc/PID/task/*/status`, voluntary and not, per thread), and
+//!   VmRSS.
+//!
+//! Run as root (it boots machines), with the workspace's binaries built:
+//! `cargo build --workspace --bins && sudo LEGER_E2E_PREFIX=me- cargo bench --profile dev
+//! -p leger-benches --bench testbed`. `LEGER_BENCH_SIZES=10,100,1000` picks N (default
+//! 10,100). `LEGER_BENCH_LEGERD=/path/to/legerd` measures another legerd binary (a
+//! release build); legerctl always comes from the build being benchmarked. Results
+//! also go to `target/testbed-bench.txt`. See docs/performance.md.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use leger_benches::git;
+use leger_e2e::{AGENT_DIR_INSIDE, SHARE_DIR_INSIDE, Testbed, wait_until};
+use serde_json::Value;
+
+/// Long enough for 1,000 container starts on a loaded 2-core machine.
+const CONVERGE_WAIT: Duration = Duration::from_secs(1800);
+const WAIT: Duration = Duration::from_secs(180);
+/// The source's poll interval, as in the issue's measurements.
+const POLL: Duration = Duration::from_secs(60);
+
+/// App `i`'s quadlet: a long-running busybox container that prints `word`.
+fn quadlet(i: usize, word: &str) -> String {
+    format!(
+        "[Container]\nContainerName=app{i}\nImage=localhost/busybox:latest\nNetwork=none\n\
+         Exec=/bin/sh -c 'trap \"exit 0\" TERM; while :; do echo \"{word}\"; sleep 60 & wait $!; done'\n"
+    )
+}
+
+fn legerctl(tb: &Testbed, args: &[&str]) -> Result<String> {
+    let bin = format!("{AGENT_DIR_INSIDE}/legerctl");
+    let mut full = vec![bin.as_str()];
+    full.extend_from_slice(args);
+    tb.exec_ok(&full)
+}
+
+fn last_pass(tb: &Testbed) -> Result<Value> {
+    let doc: Value = serde_json::from_str(&legerctl(tb, &["status", "--json"])?)?;
+    Ok(doc["status"]["lastPass"].clone())
+}
+
+fn last_pass_id(tb: &Testbed) -> Result<i64> {
+    Ok(last_pass(tb)?["id"].as_i64().unwrap_or(0))
+}
+
+/// One reading of legerd's counters.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    cpu_usec: u64,
+    rss_kib: u64,
+    /// The anonymous part of VmRSS (heap, stacks); the rest is mapped files (text).
+    anon_kib: u64,
+    threads: u64,
+}
+
+fn sample(tb: &Testbed) -> Result<Sample> {
+    let script = "pid=$(systemctl show -P MainPID legerd.service); \
+        cpu=$(awk '/^usage_usec/{print $2}' /sys/fs/cgroup/system.slice/legerd.service/cpu.stat); \
+        rss=$(awk '/^VmRSS/{print $2}' /proc/$pid/status); \
+        anon=$(awk '/^RssAnon/{print $2}' /proc/$pid/status); \
+        thr=$(ls /proc/$pid/task | wc -l); echo $cpu $rss $anon $thr";
+    let out = tb.exec_ok(&["sh", "-c", script])?;
+    let v: Vec<u64> = out
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("unreadable counters: {out:?}"))?;
+    let [cpu_usec, rss_kib, anon_kib, threads] = v[..] else {
+        bail!("unreadable counters: {out:?}");
+    };
+    Ok(Sample {
+        at: Instant::now(),
+        cpu_usec,
+        rss_kib,
+        anon_kib,
+        threads,
+    })
+}
+
+/// Each legerd thread (`tid:comm`) with its context switches so far.
+fn threads(tb: &Testbed) -> Result<Vec<(String, u64)>> {
+    let script = "pid=$(systemctl show -P MainPID legerd.service); \
+        for t in /proc/$pid/task/*; do \
+        echo \"${t##*/}:$(cat $t/comm) $(awk '/ctxt_switches/{s+=$2} END{print s}' $t/status)\"; done";
+    let out = tb.exec_ok(&["sh", "-c", script])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let (name, count) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), count.parse().ok()?))
+        })
+        .collect())
+}
+
+fn active_count(tb: &Testbed) -> Result<usize> {
+    let out = tb.exec_ok(&[
+        "systemctl",
+        "list-units",
+        "--type=service",
+        "--state=active",
+        "--plain",
+        "--no-legend",
+        "app*.service",
+    ])?;
+    Ok(out.lines().filter(|l| !l.trim().is_empty()).count())
+}
+
+/// systemd's `ActiveEnterTimestamp` of `unit`, µs since the epoch (0: never active).
+fn active_enter_usec(tb: &Testbed, unit: &str) -> Result<u64> {
+    let path = format!(
+        "/org/freedesktop/systemd1/unit/{}",
+        unit.replace('.', "_2e").replace('-', "_2d")
+    );
+    let out = tb.exec_ok(&[
+        "busctl",
+        "get-property",
+        "org.freedesktop.systemd1",
+        &path,
+        "org.freedesktop.systemd1.Unit",
+        "ActiveEnterTimestamp",
+    ])?;
+    out.trim()
+        .trim_start_matches("t ")
+        .parse()
+        .with_context(|| format!("unreadable timestamp {out:?}"))
+}
+
+fn now_usec() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// The figures of one N.
+struct Figures {
+    n: usize,
+    first_converge: Duration,
+    noop_cpu_us: u64,
+    one_change: Duration,
+    idle_window: Duration,
+    idle_cpu_us: u64,
+    /// The largest 1 s step of the cgroup's CPU in the window: the poll.
+    poll_step_us: u64,
+    /// The median 1 s step: idling.
+    idle_step_us: u64,
+    idle_ctx_per_s: f64,
+    rss_kib: u64,
+    anon_kib: u64,
+    threads: u64,
+}
+
+fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
+    let tb = Testbed::boot(&format!("bench{n}"))?;
+    let share = tb.share_dir_host().to_owned();
+    let work = share.join("work");
+    std::fs::create_dir_all(&work)?;
+    git(&work, &["init", "-q", "-b", "main"]);
+    for i in 0..n {
+        let dir = work.join(format!("apps/app{i}"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(format!("app{i}.container")), quadlet(i, "v1"))?;
+    }
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-qm", "apps"]);
+    git(&share, &["clone", "-q", "--bare", "work", "fleet.git"]);
+    git(&work, &["remote", "add", "origin", "../fleet.git"]);
+
+    let exec_start = match legerd {
+        Some(bin) => {
+            std::fs::copy(bin, share.join("legerd"))?;
+            format!("ExecStart={SHARE_DIR_INSIDE}/legerd")
+        }
+        None => format!("ExecStart={AGENT_DIR_INSIDE}/legerd"),
+    };
+    let unit = include_str!("../../contrib/systemd/legerd.service")
+        .replace("ExecStart=/usr/bin/legerd", &exec_start);
+    // The issue's measurement settings: health settle 2 s; a generous job timeout for
+    // many starts at once on a loaded machine.
+    // No poll jitter: the idle window must hold exactly one poll.
+    let config = "[health]\ntimeout = \"5m\"\nsettle = \"2s\"\n[reconcile]\njitter = 0.0\n";
+    let root = std::path::PathBuf::from(tb.env_var("LEGER_TESTBED_ROOT"));
+    std::fs::create_dir_all(root.join("etc/leger/config.d"))?;
+    std::fs::write(root.join("etc/leger/config.d/50-bench.toml"), config)?;
+    std::fs::write(root.join("etc/systemd/system/legerd.service"), unit)?;
+    tb.exec_ok(&["systemctl", "daemon-reload"])?;
+    tb.exec_ok(&["systemctl", "start", "legerd.service"])?;
+
+    // First converge: set-desired → all N active.
+    let url = format!("{SHARE_DIR_INSIDE}/fleet.git");
+    let t0 = Instant::now();
+    legerctl(
+        &tb,
+        &[
+            "set-desired",
+            "git",
+            &url,
+            "--path",
+            "apps",
+            "--interval",
+            &format!("{}s", POLL.as_secs()),
+        ],
+    )?;
+    wait_until(CONVERGE_WAIT, &format!("{n} units active"), || {
+        Ok(active_count(&tb)? == n)
+    })?;
+    let first_converge = t0.elapsed();
+    let head = git_head(&work)?;
+    wait_until(WAIT, "the first revision applied", || {
+        Ok(last_pass(&tb)?["revision"].as_str() == Some(&*head))
+    })?;
+
+    // No-op pass: a full pass (manual, so it observes), five times.
+    let mut noop = Vec::new();
+    for _ in 0..5 {
+        let id = last_pass_id(&tb)?;
+        let before = sample(&tb)?;
+        legerctl(&tb, &["reconcile"])?;
+        wait_until(WAIT, "the manual pass", || Ok(last_pass_id(&tb)? > id))?;
+        noop.push(sample(&tb)?.cpu_usec - before.cpu_usec);
+    }
+
+    // One change → active, three times (apps 0, 1, 2), median.
+    let mut changes = Vec::new();
+    for i in 0..3.min(n) {
+        std::fs::write(
+            work.join(format!("apps/app{i}/app{i}.container")),
+            quadlet(i, "v2"),
+        )?;
+        git(&work, &["commit", "-qam", "one app changed"]);
+        git(&work, &["push", "-q", "origin", "main"]);
+        let changed = git_head(&work)?;
+        let unit = format!("app{i}.service");
+        let t0 = now_usec();
+        legerctl(&tb, &["reconcile"])?;
+        wait_until(WAIT, &format!("{unit} restarted"), || {
+            Ok(active_enter_usec(&tb, &unit)? > t0)
+        })?;
+        changes.push(active_enter_usec(&tb, &unit)? - t0);
+        wait_until(WAIT, "the change applied", || {
+            Ok(last_pass(&tb)?["revision"].as_str() == Some(&*changed))
+        })?;
+    }
+    let one_change = Duration::from_micros(median(changes));
+
+    // Idle: from just after one poll pass to the next.
+    let poll_after = |id: i64| -> Result<i64> {
+        let mut seen = id;
+        wait_until(WAIT, "a poll pass", || {
+            let p = last_pass(&tb)?;
+            seen = p["id"].as_i64().unwrap_or(0);
+            Ok(seen > id && p["trigger"].as_str() == Some("poll"))
+        })?;
+        Ok(seen)
+    };
+    // Nothing may ask legerd anything inside the window (`legerctl status` would be
+    // the wakeups measured), so the window is a plain wait, checked afterwards to
+    // hold exactly one poll pass.
+    let first = poll_after(last_pass_id(&tb)?)?;
+    let s1 = sample(&tb)?;
+    let t1 = threads(&tb)?;
+    // The cgroup's CPU every second, read inside the machine (cgroup files, not
+    // legerd): the poll's second stands out from the idle ones.
+    let script = format!(
+        "for i in $(seq {}); do awk '/^usage_usec/{{print $2}}' \
+         /sys/fs/cgroup/system.slice/legerd.service/cpu.stat; sleep 1; done",
+        POLL.as_secs() + 5
+    );
+    let readings: Vec<u64> = tb
+        .exec_ok(&["sh", "-c", &script])?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let steps: Vec<u64> = readings.windows(2).map(|w| w[1] - w[0]).collect();
+    let s2 = sample(&tb)?;
+    let p = last_pass(&tb)?;
+    if p["id"].as_i64() != Some(first + 1) || p["trigger"].as_str() != Some("poll") {
+        bail!("the idle window held other passes than one poll: last pass {p}");
+    }
+    // Each thread's context switches over the window (threads that started in it count
+    // from zero; a thread that ended inside it is lost: the blocking pool's threads
+    // of the previous poll, about one switch each). Who woke up goes to stderr.
+    let mut switches = 0;
+    for (name, after) in threads(&tb)? {
+        let before = t1.iter().find(|(n, _)| *n == name).map_or(0, |(_, c)| *c);
+        let d = after.saturating_sub(before);
+        eprintln!("N={n} thread {name}: {d} context switches in the window");
+        switches += d;
+    }
+    let window = s2.at - s1.at;
+    let figures = Figures {
+        n,
+        first_converge,
+        noop_cpu_us: median(noop),
+        one_change,
+        idle_window: window,
+        idle_cpu_us: s2.cpu_usec - s1.cpu_usec,
+        poll_step_us: steps.iter().copied().max().unwrap_or(0),
+        idle_step_us: median(steps),
+        idle_ctx_per_s: switches as f64 / window.as_secs_f64(),
+        rss_kib: s2.rss_kib,
+        anon_kib: s2.anon_kib,
+        threads: s2.threads,
+    };
+    let _ = tb.exec(&["systemctl", "stop", "legerd.service"]);
+    Ok(figures)
+}
+
+fn git_head(work: &Path) -> Result<String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(work)
+        .args(["rev-parse", "HEAD"])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn main() -> Result<()> {
+    // Only root can boot the machines; /proc/self belongs to the effective user.
+    if std::fs::metadata("/proc/self").map(|m| m.uid())? != 0 {
+        eprintln!("testbed bench: skipped, run it as root (it boots machines)");
+        return Ok(());
+    }
+    let sizes: Vec<usize> = std::env::var("LEGER_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10, 100]);
+    let legerd = std::env::var_os("LEGER_BENCH_LEGERD").map(std::path::PathBuf::from);
+    let mut lines = vec![
+        format!(
+            "legerd: {}",
+            legerd
+                .as_deref()
+                .map_or("the build's own".to_owned(), |p| p.display().to_string())
+        ),
+        "| N | first converge | no-op pass CPU | one change → active | idle window | CPU in window (1 poll + idle) | poll's second | idle second (median) | ctx switches/s | VmRSS (anon) | threads |".to_owned(),
+        "|---|---|---|---|---|---|---|---|---|---|---|".to_owned(),
+    ];
+    for n in sizes {
+        let f = measure(n, legerd.as_deref()).with_context(|| format!("N = {n}"))?;
+        let line = format!(
+            "| {} | {:.1} s | {:.1} ms | {:.2} s | {:.0} s | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} | {:.1} MB ({:.1} MB) | {} |",
+            f.n,
+            f.first_converge.as_secs_f64(),
+            f.noop_cpu_us as f64 / 1000.0,
+            f.one_change.as_secs_f64(),
+            f.idle_window.as_secs_f64(),
+            f.idle_cpu_us as f64 / 1000.0,
+            f.poll_step_us as f64 / 1000.0,
+            f.idle_step_us as f64 / 1000.0,
+            f.idle_ctx_per_s,
+            f.rss_kib as f64 / 1024.0,
+            f.anon_kib as f64 / 1024.0,
+            f.threads,
+        );
+        println!("{line}");
+        lines.push(line);
+    }
+    let text = lines.join("\n") + "\n";
+    println!("{text}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/testbed-bench.txt");
+    std::fs::write(&out, text)?;
+    Ok(())
+}
