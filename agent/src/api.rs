@@ -10,7 +10,7 @@
 //!
 //! **Architecture invariant:** handlers never block the runtime. Status comes from a
 //! `watch` channel, history and backup lists from disk inside `spawn_blocking`,
-//! reconcile requests go through `try_send`, restores through a channel to the loop.
+//! reconcile requests go through `try_send`, restores and plans through a channel to the loop.
 
 use std::future::Future;
 use std::io;
@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::access::{AccessPolicy, Caller, Role};
 use crate::backup::{BackupError, Backups, RestoreJob};
+use crate::pass::preview::{PlanJob, PreviewError};
 use crate::revisions::RevisionStore;
 use crate::secrets::{NodeIdentity, SecretValue, validate_name};
 use crate::store::Store;
@@ -73,6 +74,8 @@ pub struct ApiContext {
     pub access: AccessPolicy,
     /// The fleet gate, for `legerctl fleet release`; `None` answers with 503.
     pub fleet: Option<Arc<crate::fleet::FleetGate>>,
+    /// Plan requests to the controller loop (`legerctl plan`); `None` answers with 503.
+    pub plan: Option<mpsc::Sender<PlanJob>>,
 }
 
 /// The credentials of the connection a request came on, taken when it was accepted.
@@ -156,6 +159,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/reconcile", post(reconcile))
         .route("/v1/staged", get(staged))
+        .route("/v1/plan", get(plan))
         .route("/v1/revisions", get(revisions))
         .route("/v1/revisions/{revision}/retry", post(retry_revision))
         .route("/v1/identity", get(identity))
@@ -305,6 +309,44 @@ async fn staged(State(ctx): State<ApiContext>) -> Result<Json<StagedChange>, Api
             "nothing is staged: legerd is not in staged mode (policy.mode = \"staged\"), or the host runs the newest revision".to_owned(),
         )
     })
+}
+
+/// `?app=APP` on `/v1/plan`.
+#[derive(Debug, Deserialize)]
+struct PlanQuery {
+    app: Option<String>,
+}
+
+/// `GET /v1/plan`: what the next pass would do now. The controller loop answers it
+/// between passes; nothing on the host changes.
+async fn plan(
+    State(ctx): State<ApiContext>,
+    query: Result<Query<PlanQuery>, QueryRejection>,
+) -> Result<Json<leger_api_types::PlanDocument>, ApiFailure> {
+    let Query(q) = query.map_err(|e| {
+        ApiFailure(
+            StatusCode::BAD_REQUEST,
+            format!("invalid query: {}", e.body_text()),
+        )
+    })?;
+    let gone = || {
+        ApiFailure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the reconcile loop is not running; check legerd's log in the journal".to_owned(),
+        )
+    };
+    let tx = ctx.plan.clone().ok_or_else(gone)?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    tx.send(PlanJob { app: q.app, reply })
+        .await
+        .map_err(|_| gone())?;
+    match answer.await.map_err(|_| gone())? {
+        Ok(doc) => Ok(Json(doc)),
+        Err(e @ PreviewError::UnknownApp(_)) => {
+            Err(ApiFailure(StatusCode::NOT_FOUND, e.to_string()))
+        }
+        Err(e @ PreviewError::Failed(_)) => Err(ApiFailure(StatusCode::CONFLICT, e.to_string())),
+    }
 }
 
 async fn revisions(
@@ -679,7 +721,7 @@ async fn restore_request(
 async fn not_found() -> ApiFailure {
     ApiFailure(
         StatusCode::NOT_FOUND,
-        "no such endpoint; see /v1/status, /v1/history, /v1/reconcile, /v1/identity, /v1/secrets, /v1/backups, /v1/restore"
+        "no such endpoint; see /v1/status, /v1/history, /v1/plan, /v1/reconcile, /v1/identity, /v1/secrets, /v1/backups, /v1/restore"
             .to_owned(),
     )
 }

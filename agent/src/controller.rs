@@ -22,6 +22,7 @@ use crate::activity;
 use crate::backup::RestoreJob;
 use crate::fswatch;
 use crate::pass::PassResult;
+use crate::pass::preview::PlanJob;
 use crate::pass::retry::{Next, RetryPolicy};
 use crate::reconciler::Reconciler;
 use crate::schedule::{Schedule, Trigger};
@@ -41,6 +42,8 @@ pub struct Controller<U> {
     dir_watch: Option<(PathBuf, RecommendedWatcher)>,
     /// Restore requests from the API, run between passes.
     restores: Option<mpsc::Receiver<RestoreJob>>,
+    /// Plan requests (`legerctl plan`), answered between passes.
+    plans: Option<mpsc::Receiver<PlanJob>>,
 }
 
 /// Tells the service manager about progress. A no-op outside systemd.
@@ -66,6 +69,7 @@ impl<U: UnitManager + 'static> Controller<U> {
             dir_watch: None,
             staged: None,
             restores: None,
+            plans: None,
         }
     }
 
@@ -79,6 +83,13 @@ impl<U: UnitManager + 'static> Controller<U> {
     /// passes: a restore that ran during an apply would fight it over the same files.
     pub fn with_restores(mut self, rx: mpsc::Receiver<RestoreJob>) -> Self {
         self.restores = Some(rx);
+        self
+    }
+
+    /// Answers plan requests (`GET /v1/plan`) from `rx` between passes: a plan borrows
+    /// the pass's source, validation cache and secrets.
+    pub fn with_plans(mut self, rx: mpsc::Receiver<PlanJob>) -> Self {
+        self.plans = Some(rx);
         self
     }
 
@@ -111,7 +122,7 @@ impl<U: UnitManager + 'static> Controller<U> {
                     schedule.on_trigger(&t, Instant::now(), debounce);
                     continue;
                 }
-                Some(job) = next_restore(&mut self.restores) => {
+                Some(job) = next_job(&mut self.restores) => {
                 let span = tracing::info_span!("restore", app = %job.request.app);
                 let (_, result) = self.reconciler.restore(&job.request).instrument(span).await;
                 if let Err(e) = &result {
@@ -121,6 +132,12 @@ impl<U: UnitManager + 'static> Controller<U> {
                 let _ = job.reply.send(result);
                 continue;
             }
+                Some(job) = next_job(&mut self.plans) => {
+                    let span = tracing::info_span!("plan");
+                    let answer = self.reconciler.plan(job.app.as_deref()).instrument(span).await;
+                    let _ = job.reply.send(answer);
+                    continue;
+                }
                 () = sleep_until(due) => {}
             }
             let Some(labels) = schedule.take_due(Instant::now()) else {
@@ -375,8 +392,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The next restore request; never resolves when there is no channel.
-async fn next_restore(rx: &mut Option<mpsc::Receiver<RestoreJob>>) -> Option<RestoreJob> {
+/// The next request on an optional channel; never resolves when there is none.
+async fn next_job<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -226,6 +226,7 @@ async fn run(args: Args) -> Result<bool> {
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (staged_tx, staged_rx) = watch::channel(None);
     let (restore_tx, restore_rx) = mpsc::channel(4);
+    let (plan_tx, plan_rx) = mpsc::channel(4);
     let ctx = ApiContext {
         status: status_rx,
         store: Arc::clone(&store),
@@ -247,6 +248,7 @@ async fn run(args: Args) -> Result<bool> {
             settings.admin_group.as_deref(),
         ),
         fleet: Some(reconciler.fleet_gate()),
+        plan: Some(plan_tx),
     };
     let api_task = tokio::spawn(api::serve(listener, ctx, async move {
         let _ = api_stop_rx.await;
@@ -267,7 +269,8 @@ async fn run(args: Args) -> Result<bool> {
         status_tx,
     )
     .with_staged(staged_tx)
-    .with_restores(restore_rx);
+    .with_restores(restore_rx)
+    .with_plans(plan_rx);
     let mut last_ok = true;
     let once = args.once;
     let bus_lost = Arc::new(Mutex::new(None));

@@ -250,6 +250,25 @@ impl<U: UnitManager> Reconciler<U> {
             .await
     }
 
+    /// What the next pass would do now (`legerctl plan`): the pass's stages up to the
+    /// plan, without gates or apply. The controller calls it between passes.
+    pub async fn plan(
+        &mut self,
+        app: Option<&str>,
+    ) -> Result<leger_api_types::PlanDocument, crate::pass::preview::PreviewError> {
+        self.load_desired();
+        let Some(desired) = self.desired.clone() else {
+            return Err(crate::pass::preview::PreviewError::Failed(
+                self.desired_error.clone().unwrap_or_else(|| {
+                    "no desired state: set it with `legerctl set-desired`".to_owned()
+                }),
+            ));
+        };
+        let host = host_of!(self);
+        let pass = pass_of!(self, host);
+        crate::pass::preview::plan_now(pass, &desired, app).await
+    }
+
     /// Restores an app from one of its backups through the converge stage. The
     /// controller calls it between passes, so a restore never races an apply.
     pub async fn restore(

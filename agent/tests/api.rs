@@ -101,6 +101,7 @@ async fn start_with(passes: u64, access: legerd::access::AccessPolicy) -> Server
         backups: None,
         access,
         fleet: None,
+        plan: None,
     };
     let (shutdown, shutdown_rx) = oneshot::channel();
     let task = tokio::spawn(serve(listener, ctx, async {

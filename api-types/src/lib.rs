@@ -10,6 +10,7 @@ pub mod desired;
 pub mod fleet;
 pub mod manifest;
 pub mod overlay;
+pub mod plan;
 pub mod revision;
 pub mod secrets;
 pub mod status;
@@ -19,5 +20,6 @@ pub use desired::{
     DesiredState, DesiredStateError, DirSourceSpec, GitSourceSpec, ManifestSourceSpec,
     ManifestVersion, Policy, SecretSourceSpec, SecretsSpec, SourceSpec, UpdateMode,
 };
+pub use plan::{PlanDocument, PlanDrift, PlanSecret};
 pub use secrets::{IdentityResponse, SecretInfo, SecretSetResponse};
 pub use status::*;

@@ -116,6 +116,27 @@ Examples:
         json: bool,
     },
 
+    /// Show what the next pass would do now: unit actions, secrets by name, drift and a
+    /// diff of every file. Changes nothing.
+    #[command(
+        after_help = "Works in every mode: while suspended it shows what `legerctl resume` would let the next
+pass do; in staged mode, what approving the staged revision would do. legerd fetches the
+source and plans as a pass would, between passes, without touching the host. Secret values
+are never shown, only their names. Exit code 0 when the plan was read, whatever it says.
+
+Examples:
+  legerctl plan            # every app
+  legerctl plan web        # one app
+  legerctl plan --json"
+    )]
+    Plan {
+        /// Only this app.
+        app: Option<String>,
+        /// Print the plan as JSON (check apiVersion and kind).
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Approve a staged revision: legerd applies exactly that revision (sets policy.approved).
     #[command(
         after_help = "Without REV: the revision staged now (see `legerctl status` or `legerctl diff`)."

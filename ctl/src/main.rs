@@ -176,7 +176,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Secrets(cmd) => secrets(&mut loc, cmd)?,
         Command::Backups { app, json } => {
-            let body = block_on(loc.client()?.get(&backups_path(app.as_deref())))?;
+            let body = block_on(loc.client()?.get(&with_app("/v1/backups", app.as_deref())))?;
             if json {
                 println!("{}", body.trim_end());
             } else {
@@ -237,6 +237,23 @@ fn run(cli: Cli) -> Result<()> {
             if changes {
                 // diff(1)'s convention: 1 means "there are differences".
                 std::process::exit(1);
+            }
+        }
+        Command::Plan { app, json } => {
+            let path = with_app("/v1/plan", app.as_deref());
+            // legerd answers between passes and fetches the source first.
+            let body = block_on(loc.client()?.get_within(&path, PLAN_TIMEOUT))?;
+            if json {
+                println!("{}", body.trim_end());
+            } else {
+                let doc: leger_api_types::PlanDocument = serde_json::from_str(&body)
+                    .context("legerd sent a plan this legerctl cannot read; use --json")?;
+                use std::io::IsTerminal;
+                let color = render::use_color(
+                    std::io::stdout().is_terminal(),
+                    std::env::var_os("NO_COLOR").as_deref(),
+                );
+                print!("{}", legerctl::plan::render_plan(&doc, color));
             }
         }
         Command::Approve {
@@ -432,7 +449,8 @@ fn wait_for_pass(
     }
 }
 
-fn backups_path(app: Option<&str>) -> String {
+/// `path` with `?app=APP` (percent-encoded) when an app is given.
+fn with_app(path: &str, app: Option<&str>) -> String {
     match app {
         Some(a) => {
             let encoded: String = a
@@ -444,11 +462,14 @@ fn backups_path(app: Option<&str>) -> String {
                     _ => format!("%{b:02X}"),
                 })
                 .collect();
-            format!("/v1/backups?app={encoded}")
+            format!("{path}?app={encoded}")
         }
-        None => "/v1/backups".to_owned(),
+        None => path.to_owned(),
     }
 }
+
+/// How long `legerctl plan` waits: legerd answers between passes, after fetching.
+const PLAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 /// How long `legerctl restore` waits: legerd finishes its current pass first, and
 /// importing a large volume takes a while.
@@ -459,7 +480,7 @@ const RESTORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 *
 /// naming the backup keeps a backup taken in between from being picked instead.
 fn restore(loc: &mut Locations, app: &str, id: Option<&str>) -> Result<()> {
     let client = loc.client()?;
-    let body = block_on(client.get(&backups_path(Some(app))))?;
+    let body = block_on(client.get(&with_app("/v1/backups", Some(app))))?;
     let list: Vec<BackupInfo> =
         serde_json::from_str(&body).context("cannot read legerd's backup list")?;
     let chosen = backups::choose(&list, app, id).map_err(anyhow::Error::msg)?;

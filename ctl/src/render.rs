@@ -7,7 +7,9 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use leger_api_types::{PassRecord, RevisionInfo, StagedChange, StatusDocument};
+use leger_api_types::{
+    FileDiff, PassRecord, RevisionInfo, StagedAction, StagedChange, StatusDocument,
+};
 
 /// How many characters of a revision `history` shows; enough to be unique in practice.
 pub const SHORT_REVISION: usize = leger_api_types::revision::SHORT_LEN;
@@ -381,6 +383,36 @@ pub fn unknown_diff_app(
 /// `legerctl diff`: the unit actions, then a unified diff of every file.
 pub fn render_staged(staged: &StagedChange, app: Option<&str>, color: bool) -> String {
     let keep = |a: &str| app.is_none_or(|x| x == a);
+    let mut out = format!(
+        "staged revision {} (applied: {})\n",
+        staged.revision,
+        staged.applied_revision.as_deref().unwrap_or("none")
+    );
+    let actions: Vec<_> = staged.actions.iter().filter(|a| keep(&a.app)).collect();
+    let files: Vec<_> = staged.files.iter().filter(|f| keep(&f.app)).collect();
+    if actions.is_empty() && files.is_empty() {
+        out.push_str("no changes\n");
+        return out;
+    }
+    out.push_str(&render_unit_actions(&actions));
+    out.push_str(&render_file_diffs(&files, color));
+    out
+}
+
+/// The "Unit actions:" block of `diff` and `plan`; empty when there are none.
+pub fn render_unit_actions(actions: &[&StagedAction]) -> String {
+    let mut out = String::new();
+    if !actions.is_empty() {
+        out.push_str("\nUnit actions:\n");
+        for a in actions {
+            out.push_str(&format!("  {:<8} {} (app {})\n", a.action, a.unit, a.app));
+        }
+    }
+    out
+}
+
+/// Each changed file with its unified diff, coloured when `color`.
+pub fn render_file_diffs(files: &[&FileDiff], color: bool) -> String {
     let paint = |code: &str, line: &str| {
         if color {
             format!("\x1b[{code}m{line}\x1b[0m")
@@ -388,23 +420,8 @@ pub fn render_staged(staged: &StagedChange, app: Option<&str>, color: bool) -> S
             line.to_owned()
         }
     };
-    let mut out = format!(
-        "staged revision {} (applied: {})\n",
-        staged.revision,
-        staged.applied_revision.as_deref().unwrap_or("none")
-    );
-    let actions: Vec<_> = staged.actions.iter().filter(|a| keep(&a.app)).collect();
-    if actions.is_empty() && !staged.files.iter().any(|f| keep(&f.app)) {
-        out.push_str("no changes\n");
-        return out;
-    }
-    if !actions.is_empty() {
-        out.push_str("\nUnit actions:\n");
-        for a in actions {
-            out.push_str(&format!("  {:<8} {} (app {})\n", a.action, a.unit, a.app));
-        }
-    }
-    for f in staged.files.iter().filter(|f| keep(&f.app)) {
+    let mut out = String::new();
+    for f in files {
         out.push('\n');
         out.push_str(&paint("1", &format!("{} {}", f.change, f.path)));
         out.push('\n');

@@ -469,6 +469,7 @@ async fn cli_status_history_and_reconcile_talk_to_legerd() {
         backups: None,
         access: legerd::access::AccessPolicy::owner_only(),
         fleet: None,
+        plan: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {
@@ -546,6 +547,7 @@ async fn cli_secrets_set_list_rm_and_identity_never_show_values() {
         backups: None,
         access: legerd::access::AccessPolicy::owner_only(),
         fleet: None,
+        plan: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {

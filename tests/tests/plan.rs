@@ -1,0 +1,104 @@
+//! End-to-end: `legerctl plan` on the test bed shows what the next pass would do while
+//! legerd is suspended, and changes nothing on the host.
+
+mod common;
+
+use anyhow::Result;
+use common::*;
+use leger_e2e::{AGENT_DIR_INSIDE, Testbed, wait_until};
+
+/// Runs legerctl inside and returns (exit code, stdout, stderr).
+fn legerctl_out(tb: &Testbed, args: &[&str]) -> Result<(i32, String, String)> {
+    let bin = format!("{AGENT_DIR_INSIDE}/legerctl");
+    let mut full = vec![bin.as_str()];
+    full.extend_from_slice(args);
+    let out = tb.exec(&full)?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// The unit's `ActiveEnterTimestampMonotonic`: moves on every (re)start.
+fn started_at(tb: &Testbed, unit: &str) -> Result<String> {
+    tb.exec_ok(&[
+        "systemctl",
+        "show",
+        "-P",
+        "ActiveEnterTimestampMonotonic",
+        unit,
+    ])
+    .map(|s| s.trim().to_owned())
+}
+
+#[test]
+fn plan_while_suspended_shows_the_restart_resume_would_do_and_changes_nothing() -> Result<()> {
+    let tb = Testbed::boot("e2e-plan")?;
+    let (fleet, good, web) = web_converged(&tb)?;
+    legerctl(&tb, &["suspend"])?;
+    // A pass that saw the suspension, so none can apply what is pushed next.
+    wait_until(WAIT, "a suspended pass", || {
+        Ok(status(&tb)?["status"]["lastPass"]["outcome"].as_str() == Some("suspended"))
+    })?;
+    let second = fleet.commit(
+        &[("apps/web/web.container", &container("web", "web v2"))],
+        &[],
+        "web v2",
+    )?;
+    let before = started_at(&tb, "web.service")?;
+    let installed = "/etc/containers/systemd/web/web.container";
+    let file_before = tb.exec_ok(&["cat", installed])?;
+
+    let (code, text, err) = legerctl_out(&tb, &["plan"])?;
+    assert_eq!(code, 0, "plan reads fine:\n{text}{err}");
+    assert!(
+        text.contains(&format!("revision {second}")),
+        "plan targets the new commit:\n{text}"
+    );
+    assert!(
+        text.contains("held:") && text.contains("legerctl resume"),
+        "{text}"
+    );
+    assert!(
+        text.contains("restart") && text.contains("web.service"),
+        "the restart resume would do:\n{text}"
+    );
+    assert!(text.contains("+Exec=") && text.contains("web v2"), "{text}");
+    assert!(!text.contains("\x1b["), "no colours when not on a terminal");
+
+    let (code, json, err) = legerctl_out(&tb, &["plan", "web", "--json"])?;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json)?;
+    assert_eq!(v["apiVersion"], "leger.run/v1alpha1");
+    assert_eq!(v["kind"], "Plan");
+    assert_eq!(v["revision"], second.as_str());
+    assert_eq!(v["appliedRevision"], good.as_str());
+    assert_eq!(v["actions"][0]["action"], "restart");
+    assert_eq!(v["actions"][0]["unit"], "web.service");
+
+    let (code, _, err) = legerctl_out(&tb, &["plan", "nope"])?;
+    assert_ne!(code, 0, "an unknown app is an error");
+    assert!(
+        err.contains("\"nope\"") && err.contains("legerctl status"),
+        "{err}"
+    );
+
+    // Nothing changed: same unit start, same container, same file, same revision.
+    assert_eq!(started_at(&tb, "web.service")?, before);
+    assert_eq!(container_id(&tb, "web")?.as_deref(), Some(web.as_str()));
+    assert_eq!(tb.exec_ok(&["cat", installed])?, file_before);
+    assert_eq!(applied_revision(&tb)?.as_deref(), Some(good.as_str()));
+
+    // Resuming does what the plan said.
+    legerctl(&tb, &["resume"])?;
+    wait_applied(&tb, &second)?;
+    assert_ne!(
+        started_at(&tb, "web.service")?,
+        before,
+        "web.service restarted"
+    );
+    let (_, after, _) = legerctl_out(&tb, &["plan"])?;
+    assert!(after.contains("no changes"), "{after}");
+    Ok(())
+}
