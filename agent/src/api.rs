@@ -157,6 +157,8 @@ pub fn router(ctx: ApiContext) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/history", get(history))
+        .route("/v1/history/summary", get(history_summary))
+        .route("/v1/history/{id}", get(history_pass))
         .route("/v1/reconcile", post(reconcile))
         .route("/v1/staged", get(staged))
         .route("/v1/plan", get(plan))
@@ -261,10 +263,15 @@ async fn status(State(ctx): State<ApiContext>) -> Json<StatusDocument> {
     Json(ctx.status.borrow().clone())
 }
 
-/// `?limit=N` on `/v1/history`.
+/// `?limit=N&changes=true&failed=true&app=APP` on `/v1/history`.
 #[derive(Debug, Deserialize)]
 struct HistoryQuery {
     limit: Option<usize>,
+    #[serde(default)]
+    changes: bool,
+    #[serde(default)]
+    failed: bool,
+    app: Option<String>,
 }
 
 async fn history(
@@ -284,12 +291,39 @@ async fn history(
             format!("limit {limit} is out of range; use 1 to {MAX_HISTORY_LIMIT}"),
         ));
     }
+    let app = q.app.map(|name| {
+        // The app's units now, so a pass naming only `web.service` counts as web's.
+        let units = ctx
+            .status
+            .borrow()
+            .status
+            .apps
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.units.iter().map(|u| u.name.clone()).collect())
+            .unwrap_or_default();
+        crate::history::AppFilter { name, units }
+    });
+    let filter = crate::history::Filter {
+        changes: q.changes,
+        failed: q.failed,
+        app,
+    };
+    let passes = read_history(&ctx, move |s| s.passes_matching(limit, &filter)).await?;
+    Ok(Json(passes))
+}
+
+/// Runs a history read on the blocking pool.
+async fn read_history<T: Send + 'static>(
+    ctx: &ApiContext,
+    f: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ApiFailure> {
     let store = ctx.store.clone();
-    let passes = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let store = store
             .lock()
             .map_err(|_| "the store lock is poisoned; restart legerd".to_owned())?;
-        store.passes(limit).map_err(|e| e.to_string())
+        f(&store).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| {
@@ -298,8 +332,38 @@ async fn history(
             format!("history task failed: {e}"),
         )
     })?
-    .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    Ok(Json(passes))
+    .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e))
+}
+
+/// `GET /v1/history/summary`: the passes counted rather than listed.
+async fn history_summary(
+    State(ctx): State<ApiContext>,
+) -> Result<Json<leger_api_types::HistorySummary>, ApiFailure> {
+    read_history(&ctx, |s| s.history_summary()).await.map(Json)
+}
+
+/// `GET /v1/history/{id}`: one pass with its whole error text.
+async fn history_pass(
+    State(ctx): State<ApiContext>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<PassRecord>, ApiFailure> {
+    let n: i64 = id.parse().map_err(|_| {
+        ApiFailure(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a pass id; take one from `legerctl history`"),
+        )
+    })?;
+    read_history(&ctx, move |s| s.pass(n))
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiFailure(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no pass {n} in history: it never existed, or a later repeat of it replaced it; see `legerctl history`"
+                ),
+            )
+        })
 }
 
 async fn staged(State(ctx): State<ApiContext>) -> Result<Json<StagedChange>, ApiFailure> {

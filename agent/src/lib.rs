@@ -18,6 +18,7 @@ pub mod crashpoint;
 pub mod fleet;
 pub mod fswatch;
 pub mod health;
+pub mod history;
 pub mod host_podman;
 pub mod journal;
 pub mod metrics;

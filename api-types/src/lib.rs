@@ -8,6 +8,7 @@ pub mod app_config;
 pub mod backups;
 pub mod desired;
 pub mod fleet;
+pub mod history;
 pub mod manifest;
 pub mod overlay;
 pub mod plan;
@@ -20,6 +21,7 @@ pub use desired::{
     DesiredState, DesiredStateError, DirSourceSpec, GitSourceSpec, ManifestSourceSpec,
     ManifestVersion, Policy, SecretSourceSpec, SecretsSpec, SourceSpec, UpdateMode,
 };
+pub use history::HistorySummary;
 pub use plan::{PlanDocument, PlanDrift, PlanSecret};
 pub use secrets::{IdentityResponse, SecretInfo, SecretSetResponse};
 pub use status::*;

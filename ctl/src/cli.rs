@@ -60,15 +60,37 @@ read the conditions, e.g.
     },
 
     /// Show recent reconcile passes, newest first.
-    #[command(after_help = "Example:\n  legerctl history -n 50 --json")]
+    ///
+    /// Idle polls and the no-op passes legerd's own changes trigger are counted, not
+    /// listed (one summary line); a failure or hold repeated with the same revision and
+    /// error is one row with a run count.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:
+  legerctl history -n 50 --json
+  legerctl history --failed
+  legerctl history --changes --app web
+  legerctl history show 42        # one pass whole: its actions and the full error"
+    )]
     History {
         /// How many passes to show (1 to 1000).
         #[arg(short = 'n', long = "limit", default_value_t = 20,
               value_parser = clap::value_parser!(u16).range(1..=1000))]
         limit: u16,
+        /// Only passes that changed the host.
+        #[arg(long)]
+        changes: bool,
+        /// Only failed and rolled-back passes.
+        #[arg(long)]
+        failed: bool,
+        /// Only passes about this app (its files or units).
+        #[arg(long, value_name = "APP")]
+        app: Option<String>,
         /// Print the passes as JSON.
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        show: Option<HistoryCommand>,
     },
 
     /// Ask legerd for a reconcile pass now instead of at the next poll.
@@ -514,6 +536,20 @@ pub enum SourceCommand {
         /// Accept a folder that does not exist (yet); legerd reports it until it does.
         #[arg(long)]
         force: bool,
+    },
+}
+
+/// `legerctl history show ID`.
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// Print one pass whole: every action and the full error (podman's output, journal
+    /// lines) that the table keeps to one line.
+    Show {
+        /// The pass id (the ID column of `legerctl history`).
+        id: i64,
+        /// Print the pass as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

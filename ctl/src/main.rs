@@ -142,12 +142,54 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", render::render_status_details(&doc, details));
             }
         }
-        Command::History { limit, json } => print_list(
-            &mut loc,
-            &format!("/v1/history?limit={limit}"),
+        Command::History {
+            show: Some(legerctl::cli::HistoryCommand::Show { id, json }),
+            ..
+        } => {
+            let body = block_on(loc.client()?.get(&format!("/v1/history/{id}")))?;
+            if json {
+                println!("{}", body.trim_end());
+            } else {
+                let pass: PassRecord = serde_json::from_str(&body)
+                    .context("legerd sent a pass this legerctl cannot read; use --json")?;
+                print!("{}", render::render_pass(&pass));
+            }
+        }
+        Command::History {
+            limit,
+            changes,
+            failed,
+            app,
             json,
-            |passes: &[PassRecord]| render::render_history(passes),
-        )?,
+            show: None,
+        } => {
+            let mut path = with_app("/v1/history", app.as_deref());
+            path.push(if path.contains('?') { '&' } else { '?' });
+            path.push_str(&format!("limit={limit}"));
+            if changes {
+                path.push_str("&changes=true");
+            }
+            if failed {
+                path.push_str("&failed=true");
+            }
+            let client = loc.client()?;
+            let body = block_on(client.get(&path))?;
+            if json {
+                println!("{}", body.trim_end());
+            } else {
+                let passes: Vec<PassRecord> = serde_json::from_str(&body)
+                    .context("legerd sent a history this legerctl cannot read; use --json")?;
+                // An older legerd has no summary: the table alone is still right.
+                let summary: Option<leger_api_types::HistorySummary> =
+                    block_on(client.get("/v1/history/summary"))
+                        .ok()
+                        .and_then(|b| serde_json::from_str(&b).ok());
+                print!("{}", render::render_history(&passes));
+                if let Some(line) = summary.as_ref().and_then(render::history_summary_line) {
+                    println!("{line}");
+                }
+            }
+        }
         Command::Reconcile { .. } => {
             let client = loc.client()?;
             let body = block_on(client.post("/v1/reconcile"))?;

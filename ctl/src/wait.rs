@@ -166,6 +166,8 @@ mod tests {
                     outcome,
                     actions: vec![],
                     error: Some("unit web.service failed\npodman said a lot".into()),
+                    runs: 1,
+                    first_started_at: None,
                 }),
                 ..AgentStatus::default()
             },

@@ -446,6 +446,8 @@ fn store_with_pass(path: &Path) -> Store {
             outcome: PassOutcome::Failed,
             actions: vec!["start web.service".into()],
             error: Some("web.service failed".into()),
+            runs: 1,
+            first_started_at: None,
         })
         .unwrap();
     store

@@ -111,9 +111,13 @@ pub async fn pass<U>(
     duration: Duration,
     suspended: bool,
 ) -> PassRecord {
+    record.trigger = crate::history::summarize_triggers(&record.trigger);
     let row = record.clone();
-    if let Ok(id) = blocking::store(host.store, move |s| s.insert_pass(&row)).await {
-        record.id = id;
+    // An idle poll or a drift echo is counted (id 0); a repeated failure or hold
+    // replaces the row it repeats (see `crate::history`).
+    match blocking::store(host.store, move |s| s.record_pass(&row)).await {
+        Ok((recorded, _)) => record = recorded,
+        Err(e) => tracing::warn!(error = %e, "cannot record the pass in history"),
     }
     host.metrics.record_pass(&PassSummary {
         outcome: record.outcome,

@@ -123,6 +123,8 @@ impl<U: UnitManager> Pass<'_, '_, U> {
             outcome,
             actions: w.actions,
             error,
+            runs: 1,
+            first_started_at: None,
         };
         self.state.reconciling = false;
         let record = record::pass(self.host, self.state, record, t0.elapsed(), suspended).await;
@@ -631,6 +633,8 @@ pub async fn record_abandoned<U>(
         outcome: PassOutcome::Failed,
         actions: Vec::new(),
         error: Some(failure.message.clone()),
+        runs: 1,
+        first_started_at: None,
     };
     let cause = failure.reason;
     state.last_failure = Some(failure);
