@@ -44,6 +44,9 @@ pub struct Controller<U> {
     restores: Option<mpsc::Receiver<RestoreJob>>,
     /// Plan requests (`legerctl plan`), answered between passes.
     plans: Option<mpsc::Receiver<PlanJob>>,
+    /// A managed unit changed state: status's unit states are read again between
+    /// passes, so they stay live while passes are suspended.
+    unit_changes: Option<mpsc::Receiver<()>>,
 }
 
 /// Tells the service manager about progress. A no-op outside systemd.
@@ -70,6 +73,7 @@ impl<U: UnitManager + 'static> Controller<U> {
             staged: None,
             restores: None,
             plans: None,
+            unit_changes: None,
         }
     }
 
@@ -90,6 +94,12 @@ impl<U: UnitManager + 'static> Controller<U> {
     /// the pass's source, validation cache and secrets.
     pub fn with_plans(mut self, rx: mpsc::Receiver<PlanJob>) -> Self {
         self.plans = Some(rx);
+        self
+    }
+
+    /// Refreshes status's unit states when `rx` says a managed unit changed state.
+    pub fn with_unit_changes(mut self, rx: mpsc::Receiver<()>) -> Self {
+        self.unit_changes = Some(rx);
         self
     }
 
@@ -132,6 +142,15 @@ impl<U: UnitManager + 'static> Controller<U> {
                 let _ = job.reply.send(result);
                 continue;
             }
+                Some(()) = next_job(&mut self.unit_changes) => {
+                    // Events that queued meanwhile need no second read.
+                    if let Some(rx) = self.unit_changes.as_mut() {
+                        while rx.try_recv().is_ok() {}
+                    }
+                    self.reconciler.refresh_unit_states().await;
+                    self.publish_status();
+                    continue;
+                }
                 Some(job) = next_job(&mut self.plans) => {
                     let span = tracing::info_span!("plan");
                     let answer = self.reconciler.plan(job.app.as_deref()).instrument(span).await;

@@ -250,6 +250,13 @@ impl<U: UnitManager> Reconciler<U> {
             .await
     }
 
+    /// Re-reads the states of the units status shows (one D-Bus call), between passes,
+    /// so status stays live while passes are suspended or held.
+    pub async fn refresh_unit_states(&mut self) {
+        let host = host_of!(self);
+        crate::pass::record::refresh_unit_states(&host, &mut self.state).await;
+    }
+
     /// What the next pass would do now (`legerctl plan`): the pass's stages up to the
     /// plan, without gates or apply. The controller calls it between passes.
     pub async fn plan(

@@ -102,3 +102,48 @@ fn plan_while_suspended_shows_the_restart_resume_would_do_and_changes_nothing() 
     assert!(after.contains("no changes"), "{after}");
     Ok(())
 }
+
+/// The state status shows for `unit`.
+fn shown_state(tb: &Testbed, unit: &str) -> Result<Option<String>> {
+    let doc = status(tb)?;
+    Ok(doc["status"]["apps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|a| a["units"].as_array().into_iter().flatten())
+        .find(|u| u["name"] == unit)
+        .and_then(|u| u["activeState"].as_str().map(str::to_owned)))
+}
+
+/// Passes that cannot refresh status (suspended, and the source unreachable so every
+/// pass fails at its fetch, before observe) must not leave status's unit states stale:
+/// unit events refresh them between passes.
+#[test]
+fn status_unit_states_stay_live_while_suspended() -> Result<()> {
+    let tb = Testbed::boot("e2e-live-units")?;
+    let (_fleet, _, _) = web_converged(&tb)?;
+    legerctl(&tb, &["suspend"])?;
+    wait_until(WAIT, "a suspended pass", || {
+        Ok(status(&tb)?["status"]["lastPass"]["outcome"].as_str() == Some("suspended"))
+    })?;
+    let repo = tb.share_dir_host().join("fleet.git");
+    std::fs::rename(&repo, repo.with_extension("away"))?;
+
+    tb.exec_ok(&["systemctl", "stop", "web.service"])?;
+    wait_until(WAIT, "web inactive in status", || {
+        Ok(shown_state(&tb, "web.service")?.as_deref() == Some("inactive"))
+    })?;
+    tb.exec_ok(&["systemctl", "start", "web.service"])?;
+    wait_until(WAIT, "web active in status", || {
+        Ok(shown_state(&tb, "web.service")?.as_deref() == Some("active"))
+    })?;
+    // The passes meanwhile failed at their fetch: they did not refresh status.
+    wait_until(WAIT, "a pass failed at the fetch", || {
+        Ok(status(&tb)?["status"]["lastPass"]["outcome"].as_str() == Some("failed"))
+    })?;
+    tb.exec_ok(&["systemctl", "stop", "web.service"])?;
+    wait_until(WAIT, "web inactive in status again", || {
+        Ok(shown_state(&tb, "web.service")?.as_deref() == Some("inactive"))
+    })?;
+    Ok(())
+}
