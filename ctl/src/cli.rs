@@ -47,12 +47,11 @@ pub enum Command {
     #[command(
         after_help = "Exits 0 whenever status was read, whatever it says: scripts should \
 read the conditions, e.g.
-  legerctl status --json | jq -e '.status.conditions[] | select(.type == \"Ready\") | .status == \"True\"'"
+  legerctl status -o json | jq -e '.status.conditions[] | select(.type == \"Ready\") | .status == \"True\"'"
     )]
     Status {
-        /// Print the status document as JSON (stable; check apiVersion and kind).
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
         /// Show condition messages and the last error whole (podman's output, journal
         /// lines), not shortened to one line.
         #[arg(long)]
@@ -86,9 +85,8 @@ read the conditions, e.g.
         /// Only passes about this app (its files or units).
         #[arg(long, value_name = "APP")]
         app: Option<String>,
-        /// Print the passes as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
         #[command(subcommand)]
         show: Option<HistoryCommand>,
     },
@@ -133,9 +131,8 @@ Examples:
     Diff {
         /// Only this app.
         app: Option<String>,
-        /// Print the staged change as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
     },
 
     /// Show what the next pass would do now: unit actions, secrets by name, drift and a
@@ -154,9 +151,8 @@ Examples:
     Plan {
         /// Only this app.
         app: Option<String>,
-        /// Print the plan as JSON (check apiVersion and kind).
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
     },
 
     /// Approve a staged revision: legerd applies exactly that revision (sets policy.approved).
@@ -206,9 +202,8 @@ Examples:
         /// How many.
         #[arg(short = 'n', long = "limit", default_value_t = 20)]
         limit: usize,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
     },
 
     /// Change how legerd converges: mode (auto|staged), prune, self-heal, allow-empty.
@@ -353,9 +348,8 @@ Examples:
     Backups {
         /// Only this app's backups.
         app: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
     },
 
     /// Ask legerd to restore an app from a backup: stop its units, import its volumes,
@@ -396,9 +390,8 @@ pub enum SecretsCommand {
     },
     /// List names, versions, sources and consuming units.
     List {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
     },
     /// Remove NAME from the local store (units that need it then wait for another source).
     Rm {
@@ -547,9 +540,8 @@ pub enum HistoryCommand {
     Show {
         /// The pass id (the ID column of `legerctl history`).
         id: i64,
-        /// Print the pass as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
     },
 }
 

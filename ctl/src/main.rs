@@ -15,6 +15,7 @@ use leger_api_types::{
     SecretSetResponse, SourceSpec, StagedChange, StatusDocument,
 };
 use leger_config::{Environment, Mode, Settings, default_dropin_dirs};
+use legerctl::output::print_read;
 use legerctl::{backups, edit, logs, publish, render};
 
 use crate::client::Client;
@@ -41,15 +42,16 @@ fn secrets(loc: &mut Locations, cmd: SecretsCommand) -> Result<()> {
                 r.name, r.version
             );
         }
-        SecretsCommand::List { json } => {
+        SecretsCommand::List { out } => {
             let body = block_on(client.get("/v1/secrets"))?;
-            if json {
-                println!("{}", body.trim_end());
-            } else {
-                let list: Vec<SecretInfo> =
-                    serde_json::from_str(&body).context("cannot read legerd's secret list")?;
-                print!("{}", render::render_secrets(&list));
-            }
+            print!(
+                "{}",
+                print_read(&out, "SecretList", &body, |b| {
+                    let list: Vec<SecretInfo> =
+                        serde_json::from_str(b).context("cannot read legerd's secret list")?;
+                    Ok(render::render_secrets(&list))
+                })?
+            );
         }
         SecretsCommand::Rm { name } => {
             block_on(client.delete(&format!("/v1/secrets/{name}")))?;
@@ -131,36 +133,39 @@ fn run(cli: Cli) -> Result<()> {
             .context("--wait follows legerd's passes, so legerd must be running")?;
     }
     match cli.command {
-        Command::Status { json, details } => {
+        Command::Status { out, details } => {
             let client = loc.client()?;
             let body = block_on(client.get("/v1/status"))?;
-            if json {
-                println!("{}", body.trim_end());
-            } else {
-                let doc: StatusDocument = serde_json::from_str(&body)
-                    .context("legerd sent a status document this legerctl cannot read; use --json or a matching legerctl")?;
-                print!("{}", render::render_status_details(&doc, details));
-            }
+            print!(
+                "{}",
+                print_read(&out, "AgentStatus", &body, |b| {
+                    let doc: StatusDocument = serde_json::from_str(b)
+                        .context("legerd sent a status document this legerctl cannot read; use --output json or a matching legerctl")?;
+                    Ok(render::render_status_details(&doc, details))
+                })?
+            );
         }
         Command::History {
-            show: Some(legerctl::cli::HistoryCommand::Show { id, json }),
+            show: Some(legerctl::cli::HistoryCommand::Show { id, out }),
             ..
         } => {
             let body = block_on(loc.client()?.get(&format!("/v1/history/{id}")))?;
-            if json {
-                println!("{}", body.trim_end());
-            } else {
-                let pass: PassRecord = serde_json::from_str(&body)
-                    .context("legerd sent a pass this legerctl cannot read; use --json")?;
-                print!("{}", render::render_pass(&pass));
-            }
+            print!(
+                "{}",
+                print_read(&out, "Pass", &body, |b| {
+                    let pass: PassRecord = serde_json::from_str(b).context(
+                        "legerd sent a pass this legerctl cannot read; use --output json",
+                    )?;
+                    Ok(render::render_pass(&pass))
+                })?
+            );
         }
         Command::History {
             limit,
             changes,
             failed,
             app,
-            json,
+            out,
             show: None,
         } => {
             let mut path = with_app("/v1/history", app.as_deref());
@@ -174,20 +179,32 @@ fn run(cli: Cli) -> Result<()> {
             }
             let client = loc.client()?;
             let body = block_on(client.get(&path))?;
-            if json {
-                println!("{}", body.trim_end());
+            // An older legerd has no summary: the rows alone are still right.
+            let summary: Option<leger_api_types::HistorySummary> = if out.json {
+                None
             } else {
-                let passes: Vec<PassRecord> = serde_json::from_str(&body)
-                    .context("legerd sent a history this legerctl cannot read; use --json")?;
-                // An older legerd has no summary: the table alone is still right.
-                let summary: Option<leger_api_types::HistorySummary> =
-                    block_on(client.get("/v1/history/summary"))
-                        .ok()
-                        .and_then(|b| serde_json::from_str(&b).ok());
+                block_on(client.get("/v1/history/summary"))
+                    .ok()
+                    .and_then(|b| serde_json::from_str(&b).ok())
+            };
+            if out.human() {
+                let passes: Vec<PassRecord> = serde_json::from_str(&body).context(
+                    "legerd sent a history this legerctl cannot read; use --output json",
+                )?;
                 print!("{}", render::render_history(&passes));
                 if let Some(line) = summary.as_ref().and_then(render::history_summary_line) {
                     println!("{line}");
                 }
+            } else if out.json {
+                println!("{}", body.trim_end());
+            } else {
+                let items: serde_json::Value = serde_json::from_str(&body)
+                    .context("legerd sent a history that is not JSON")?;
+                let mut doc = legerctl::output::document("PassList", items);
+                if let Some(s) = summary {
+                    doc["notListed"] = serde_json::to_value(s).expect("plain data serializes");
+                }
+                print!("{}", legerctl::output::to_text(out.output, &doc)?);
             }
         }
         Command::Reconcile { .. } => {
@@ -217,15 +234,16 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", r.recipient);
         }
         Command::Secrets(cmd) => secrets(&mut loc, cmd)?,
-        Command::Backups { app, json } => {
+        Command::Backups { app, out } => {
             let body = block_on(loc.client()?.get(&with_app("/v1/backups", app.as_deref())))?;
-            if json {
-                println!("{}", body.trim_end());
-            } else {
-                let list: Vec<BackupInfo> =
-                    serde_json::from_str(&body).context("cannot read legerd's backup list")?;
-                print!("{}", backups::render(&list));
-            }
+            print!(
+                "{}",
+                print_read(&out, "BackupList", &body, |b| {
+                    let list: Vec<BackupInfo> =
+                        serde_json::from_str(b).context("cannot read legerd's backup list")?;
+                    Ok(backups::render(&list))
+                })?
+            );
         }
         Command::Restore { app, backup, .. } => restore(&mut loc, &app, backup.as_deref())?,
         Command::GetDesired => {
@@ -238,7 +256,7 @@ fn run(cli: Cli) -> Result<()> {
                 ),
             }
         }
-        Command::Diff { app, json } => {
+        Command::Diff { app, out } => {
             let client = loc.client()?;
             let body = match block_on(client.get("/v1/staged")) {
                 Ok(body) => Some(body),
@@ -266,37 +284,32 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             };
             let changes = render::staged_has_changes(&staged, app.as_deref());
-            if json {
-                println!("{}", body.trim_end());
-            } else {
-                use std::io::IsTerminal;
-                let color = render::use_color(
-                    std::io::stdout().is_terminal(),
-                    std::env::var_os("NO_COLOR").as_deref(),
-                );
-                print!("{}", render::render_staged(&staged, app.as_deref(), color));
-            }
+            print!(
+                "{}",
+                print_read(&out, "StagedChange", &body, |_| Ok(render::render_staged(
+                    &staged,
+                    app.as_deref(),
+                    stdout_color()
+                )))?
+            );
             if changes {
                 // diff(1)'s convention: 1 means "there are differences".
                 std::process::exit(1);
             }
         }
-        Command::Plan { app, json } => {
+        Command::Plan { app, out } => {
             let path = with_app("/v1/plan", app.as_deref());
             // legerd answers between passes and fetches the source first.
             let body = block_on(loc.client()?.get_within(&path, PLAN_TIMEOUT))?;
-            if json {
-                println!("{}", body.trim_end());
-            } else {
-                let doc: leger_api_types::PlanDocument = serde_json::from_str(&body)
-                    .context("legerd sent a plan this legerctl cannot read; use --json")?;
-                use std::io::IsTerminal;
-                let color = render::use_color(
-                    std::io::stdout().is_terminal(),
-                    std::env::var_os("NO_COLOR").as_deref(),
-                );
-                print!("{}", legerctl::plan::render_plan(&doc, color));
-            }
+            print!(
+                "{}",
+                print_read(&out, "Plan", &body, |b| {
+                    let doc: leger_api_types::PlanDocument = serde_json::from_str(b).context(
+                        "legerd sent a plan this legerctl cannot read; use --output json",
+                    )?;
+                    Ok(legerctl::plan::render_plan(&doc, stdout_color()))
+                })?
+            );
         }
         Command::Approve {
             revision, force, ..
@@ -357,12 +370,17 @@ fn run(cli: Cli) -> Result<()> {
                 "rolling back to {revision} (pinned): legerd re-applies it from its revision store; `legerctl unpin` follows the source again"
             );
         }
-        Command::Revisions { limit, json } => print_list(
-            &mut loc,
-            &format!("/v1/revisions?limit={limit}"),
-            json,
-            |list: &[RevisionInfo]| render::render_revisions(list),
-        )?,
+        Command::Revisions { limit, out } => {
+            let body = block_on(loc.client()?.get(&format!("/v1/revisions?limit={limit}")))?;
+            print!(
+                "{}",
+                print_read(&out, "RevisionList", &body, |b| {
+                    let list: Vec<RevisionInfo> =
+                        serde_json::from_str(b).context("cannot read legerd's revision list")?;
+                    Ok(render::render_revisions(&list))
+                })?
+            );
+        }
         Command::SetPolicy(args) => set_policy(&loc.desired_file()?, args)?,
         Command::Suspend => set_suspend(&loc.desired_file()?, true)?,
         Command::Resume => set_suspend(&loc.desired_file()?, false)?,
@@ -489,6 +507,15 @@ fn wait_for_pass(
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
+}
+
+/// Colours on stdout: a terminal, and no `NO_COLOR`.
+fn stdout_color() -> bool {
+    use std::io::IsTerminal;
+    render::use_color(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
 }
 
 /// `path` with `?app=APP` (percent-encoded) when an app is given.
@@ -961,25 +988,6 @@ fn set_policy(path: &Path, args: SetPolicy) -> Result<()> {
 fn fetch_status(loc: &mut Locations) -> Result<StatusDocument> {
     serde_json::from_str(&block_on(loc.client()?.get("/v1/status"))?)
         .context("cannot read legerd's status")
-}
-
-/// GETs a list from legerd and prints it as JSON (as sent) or through `render`.
-fn print_list<T: serde::de::DeserializeOwned>(
-    loc: &mut Locations,
-    path: &str,
-    json: bool,
-    render: impl FnOnce(&[T]) -> String,
-) -> Result<()> {
-    let body = block_on(loc.client()?.get(path))?;
-    if json {
-        println!("{}", body.trim_end());
-    } else {
-        let list: Vec<T> = serde_json::from_str(&body).with_context(|| {
-            format!("legerd sent {path} in a form this legerctl cannot read; use --json")
-        })?;
-        print!("{}", render(&list));
-    }
-    Ok(())
 }
 
 /// Edits `[policy]` of the desired state at `path`, validated and atomically.
