@@ -170,7 +170,7 @@ impl<U: UnitManager + 'static> Controller<U> {
             let result = {
                 let started_at = std::time::SystemTime::now();
                 let pass = self.reconciler.reconcile(&labels).instrument(span);
-                match run_within_budget(pass, pass_budget, &self.status).await {
+                match run_within_budget(pass, pass_budget, &self.status, &mut ready_sent).await {
                     Ok(result) => result,
                     Err(stuck) => {
                         tracing::error!(budget = %humantime::format_duration(pass_budget), stuck = %stuck, "pass abandoned over its budget");
@@ -215,8 +215,9 @@ impl<U: UnitManager + 'static> Controller<U> {
             );
             notify(&[sd_notify::NotifyState::Status(&line)]);
             if !ready_sent {
-                // READY once the first pass is over, whatever its outcome: units that
-                // order after legerd then see a host that has been converged once.
+                // READY once the first pass is over, whatever its outcome, unless its
+                // apply already said so (see `run_within_budget`): units that order
+                // after legerd then see a host that has been converged once.
                 notify(&[sd_notify::NotifyState::Ready]);
                 ready_sent = true;
             }
@@ -288,14 +289,21 @@ const PROGRESS_REFRESH: Duration = Duration::from_secs(2);
 /// STATUS= line) says what the pass is waiting on, so `legerctl status` names a hung
 /// command before the budget is up. On timeout the pass is dropped, which kills any command it was running, and
 /// the error describes what it was stuck in.
+///
+/// When the pass has applied a revision and its health gate starts, status says it is
+/// verifying, and the first time READY=1 goes out (`ready_sent`): `systemctl start
+/// legerd` returns once the first revision is applied, not after the gate's settle
+/// time, and the gate goes on (a failed gate still rolls back).
 async fn run_within_budget<F: Future<Output = PassResult>>(
     pass: F,
     budget: Duration,
     status: &tokio::sync::watch::Sender<StatusDocument>,
+    ready_sent: &mut bool,
 ) -> Result<PassResult, String> {
     tokio::pin!(pass);
     let deadline = tokio::time::Instant::now() + budget;
     let mut refresh = tokio::time::interval(PROGRESS_REFRESH);
+    let mut verifying = activity::watch_verifying();
     refresh.tick().await;
     loop {
         tokio::select! {
@@ -304,16 +312,39 @@ async fn run_within_budget<F: Future<Output = PassResult>>(
                 // Read before the pass is dropped: dropping it unregisters its operations.
                 return Err(describe_stuck(&activity::all()));
             }
+            Ok(()) = verifying.changed() => {
+                let Some(revision) = verifying.borrow_and_update().clone() else {
+                    continue;
+                };
+                let line = verifying_line(&revision);
+                status.send_modify(|doc| note_reconciling(doc, &line));
+                notify(&[sd_notify::NotifyState::Status(&line)]);
+                if !*ready_sent {
+                    notify(&[sd_notify::NotifyState::Ready]);
+                    *ready_sent = true;
+                    tracing::info!(leger_revision = %revision, "first revision applied: ready; its health gate goes on");
+                }
+            }
             _ = refresh.tick() => {
                 let waiting = describe_stuck(&activity::all());
-                status.send_modify(|doc| note_waiting(doc, &waiting));
+                let line = match verifying.borrow().as_deref() {
+                    Some(r) => format!("{} · waiting on {waiting}", verifying_line(r)),
+                    None => format!("reconcile pass in progress; waiting on {waiting}"),
+                };
+                status.send_modify(|doc| note_reconciling(doc, &line));
                 // `systemctl status legerd` says it too, until the pass ends.
-                notify(&[sd_notify::NotifyState::Status(&format!(
-                    "reconciling · waiting on {waiting}"
-                ))]);
+                notify(&[sd_notify::NotifyState::Status(&line)]);
             }
         }
     }
+}
+
+/// What status and `STATUS=` say while an applied revision's health gate runs.
+fn verifying_line(revision: &str) -> String {
+    format!(
+        "verifying: revision {} applied, health gate running",
+        crate::model::Revision(revision)
+    )
 }
 
 /// The operations a pass is waiting on, outermost first: "health gate of web.service
@@ -331,8 +362,8 @@ pub fn describe_stuck(ops: &[activity::Operation]) -> String {
         .join(" → ")
 }
 
-/// Puts what the running pass waits on into the Reconciling condition's message.
-fn note_waiting(doc: &mut StatusDocument, waiting: &str) {
+/// Puts what the running pass is doing into the Reconciling condition's message.
+fn note_reconciling(doc: &mut StatusDocument, message: &str) {
     use leger_api_types::status::condition_type;
     if let Some(c) = doc
         .status
@@ -340,7 +371,7 @@ fn note_waiting(doc: &mut StatusDocument, waiting: &str) {
         .iter_mut()
         .find(|c| c.type_ == condition_type::RECONCILING)
     {
-        c.message = format!("reconcile pass in progress; waiting on {waiting}");
+        message.clone_into(&mut c.message);
     }
 }
 
@@ -480,7 +511,9 @@ mod tests {
             std::future::pending::<PassResult>().await
         };
         let budget = PROGRESS_REFRESH * 2 + Duration::from_millis(500);
-        let err = run_within_budget(stuck, budget, &tx).await.unwrap_err();
+        let err = run_within_budget(stuck, budget, &tx, &mut false)
+            .await
+            .unwrap_err();
         assert!(err.contains("`budget-test hang` (running "), "{err}");
         let message = reconciling_message(&rx.borrow());
         assert!(
@@ -492,6 +525,67 @@ mod tests {
             !activity::all()
                 .iter()
                 .any(|o| o.label == "`budget-test hang`")
+        );
+    }
+
+    /// An applied revision whose health gate starts makes legerd READY at once and
+    /// status say it is verifying, while the pass (the gate) goes on.
+    #[tokio::test]
+    async fn run_within_budget_is_ready_and_verifying_once_the_revision_is_applied() {
+        use leger_api_types::{
+            AgentStatus, Condition, ConditionStatus, PassOutcome, PassRecord, StatusSpec,
+        };
+        let doc = StatusDocument::new(
+            StatusSpec::default(),
+            AgentStatus {
+                conditions: vec![Condition {
+                    type_: "Reconciling".into(),
+                    status: ConditionStatus::True,
+                    reason: "Progressing".into(),
+                    message: "reconcile pass in progress".into(),
+                    last_transition_time: String::new(),
+                }],
+                ..AgentStatus::default()
+            },
+        );
+        let (tx, rx) = tokio::sync::watch::channel(doc);
+        let mut seen = rx.clone();
+        let pass = async move {
+            let _gate = activity::verifying("0123456789abcdef0123");
+            // The gate "runs" until the controller has published that it is verifying.
+            seen.wait_for(|d| reconciling_message(d).starts_with("verifying"))
+                .await
+                .unwrap();
+            PassResult {
+                record: PassRecord {
+                    id: 1,
+                    started_at: String::new(),
+                    finished_at: String::new(),
+                    duration_ms: 0,
+                    trigger: "startup".into(),
+                    revision: None,
+                    outcome: PassOutcome::Applied,
+                    actions: vec![],
+                    error: None,
+                    runs: 1,
+                    first_started_at: None,
+                },
+                failure_cause: None,
+                retry_after: None,
+            }
+        };
+        let mut ready = false;
+        let result = tokio::time::timeout(
+            Duration::from_secs(60),
+            run_within_budget(pass, Duration::from_secs(120), &tx, &mut ready),
+        )
+        .await
+        .expect("the pass ends once verifying was published");
+        assert!(result.is_ok());
+        assert!(ready, "READY went out when the revision was applied");
+        assert_eq!(
+            reconciling_message(&rx.borrow()),
+            "verifying: revision 0123456789ab applied, health gate running"
         );
     }
 

@@ -522,7 +522,10 @@ async fn cli_status_history_and_reconcile_talk_to_legerd() {
         out.contains("apiVersion: leger.run/v1alpha1") && out.contains("kind: PassList"),
         "{out}"
     );
-    assert!(out.contains("items:") && out.contains("trigger: startup"), "{out}");
+    assert!(
+        out.contains("items:") && out.contains("trigger: startup"),
+        "{out}"
+    );
     assert!(out.contains("notListed:"), "the counters come along: {out}");
     let o = run_async(&env, &["history", "--output", "json"]).await;
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -536,7 +539,10 @@ async fn cli_status_history_and_reconcile_talk_to_legerd() {
     let o = run_async(&env, &["history", "show", &id.to_string(), "-o", "json"]).await;
     assert_code(&o, 0);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!((v["kind"].as_str(), v["id"].as_i64()), (Some("Pass"), Some(id)));
+    assert_eq!(
+        (v["kind"].as_str(), v["id"].as_i64()),
+        (Some("Pass"), Some(id))
+    );
     let o = run_async(&env, &["history", "--json", "-o", "yaml"]).await;
     assert_code(&o, 2);
 
