@@ -461,7 +461,9 @@ fn run(cli: Cli) -> Result<()> {
 
 /// Follows legerd's status until a pass that started at or after `since` (a whole
 /// second) finished.
-/// Progress goes to stderr: one rewritten line on a terminal, plain lines otherwise.
+/// Progress goes to stderr: on a terminal one line rewritten in place with a spinner,
+/// the elapsed time and the stage (fetching, validating, backing up, applying, health
+/// gate); otherwise a plain line each time the stage or what it waits on changes.
 fn wait_for_pass(
     loc: &mut Locations,
     since: std::time::SystemTime,
@@ -469,8 +471,15 @@ fn wait_for_pass(
 ) -> Result<u8> {
     use std::io::{IsTerminal, Write};
     let tty = std::io::stderr().is_terminal();
-    let deadline = std::time::Instant::now() + timeout;
+    // No terminal-size crate for one line: $COLUMNS when the shell exports it.
+    let width = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(100usize);
+    let started = std::time::Instant::now();
+    let deadline = started + timeout;
     let mut last = String::new();
+    let mut frame = 0usize;
     loop {
         let doc = fetch_status(loc)?;
         if let Some(v) = legerctl::wait::judge(&doc, since) {
@@ -486,13 +495,17 @@ fn wait_for_pass(
         }
         let now =
             legerctl::wait::progress(&doc).unwrap_or_else(|| "waiting for legerd's pass".into());
-        if now != last {
-            if tty {
-                eprint!("\r\x1b[2K… {now}");
-                let _ = std::io::stderr().flush();
-            } else {
-                eprintln!("… {now}");
-            }
+        if tty {
+            let line = legerctl::wait::progress_line(&now, started.elapsed(), Some(frame), width);
+            eprint!("\r\x1b[2K{line}");
+            let _ = std::io::stderr().flush();
+            frame += 1;
+            last = now;
+        } else if now != last {
+            eprintln!(
+                "{}",
+                legerctl::wait::progress_line(&now, started.elapsed(), None, width)
+            );
             last = now;
         }
         if std::time::Instant::now() >= deadline {
