@@ -487,12 +487,10 @@ mod tests {
             .unwrap_or_default()
     }
 
-    /// A pass that never finishes is given up at its budget, the error names what it
-    /// was waiting on, and meanwhile the published status says so.
-    #[tokio::test]
-    async fn run_within_budget_abandons_a_stuck_pass_naming_its_operation() {
+    /// A status document whose Reconciling condition says a pass runs.
+    fn reconciling_doc() -> StatusDocument {
         use leger_api_types::{AgentStatus, Condition, ConditionStatus, StatusSpec};
-        let doc = StatusDocument::new(
+        StatusDocument::new(
             StatusSpec::default(),
             AgentStatus {
                 conditions: vec![Condition {
@@ -504,8 +502,14 @@ mod tests {
                 }],
                 ..AgentStatus::default()
             },
-        );
-        let (tx, rx) = tokio::sync::watch::channel(doc);
+        )
+    }
+
+    /// A pass that never finishes is given up at its budget, the error names what it
+    /// was waiting on, and meanwhile the published status says so.
+    #[tokio::test]
+    async fn run_within_budget_abandons_a_stuck_pass_naming_its_operation() {
+        let (tx, rx) = tokio::sync::watch::channel(reconciling_doc());
         let stuck = async {
             let _op = activity::begin("`budget-test hang`");
             std::future::pending::<PassResult>().await
@@ -532,23 +536,8 @@ mod tests {
     /// status say it is verifying, while the pass (the gate) goes on.
     #[tokio::test]
     async fn run_within_budget_is_ready_and_verifying_once_the_revision_is_applied() {
-        use leger_api_types::{
-            AgentStatus, Condition, ConditionStatus, PassOutcome, PassRecord, StatusSpec,
-        };
-        let doc = StatusDocument::new(
-            StatusSpec::default(),
-            AgentStatus {
-                conditions: vec![Condition {
-                    type_: "Reconciling".into(),
-                    status: ConditionStatus::True,
-                    reason: "Progressing".into(),
-                    message: "reconcile pass in progress".into(),
-                    last_transition_time: String::new(),
-                }],
-                ..AgentStatus::default()
-            },
-        );
-        let (tx, rx) = tokio::sync::watch::channel(doc);
+        use leger_api_types::{PassOutcome, PassRecord};
+        let (tx, rx) = tokio::sync::watch::channel(reconciling_doc());
         let mut seen = rx.clone();
         let pass = async move {
             let _gate = activity::verifying("0123456789abcdef0123");

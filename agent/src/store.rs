@@ -446,29 +446,7 @@ impl Store {
 
     /// Appends a pass to the history and returns its id. `pass.id` is ignored.
     pub fn insert_pass(&self, pass: &PassRecord) -> Result<i64, StoreError> {
-        let actions = serde_json::to_string(&pass.actions).expect("strings always serialize");
-        self.conn
-            .prepare_cached(
-                "INSERT INTO passes (started_at, finished_at, duration_ms, trigger, revision,
-                   outcome, actions, error, runs, first_started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    pass.started_at,
-                    pass.finished_at,
-                    i64::try_from(pass.duration_ms).unwrap_or(i64::MAX),
-                    pass.trigger,
-                    pass.revision,
-                    pass.outcome.as_str(),
-                    actions,
-                    pass.error,
-                    pass.runs.max(1),
-                    pass.first_started_at
-                ])
-            })
-            .map_err(self.err("insert pass"))?;
-        Ok(self.conn.last_insert_rowid())
+        insert_pass_row(&self.conn, pass).map_err(self.err("insert pass"))
     }
 
     /// The newest `limit` passes, newest first.
@@ -603,27 +581,7 @@ impl Store {
                     tx.execute("DELETE FROM passes WHERE id = ?1", [id])
                         .map_err(err("fold a repeated pass"))?;
                 }
-                let actions =
-                    serde_json::to_string(&row.actions).expect("strings always serialize");
-                tx.execute(
-                    "INSERT INTO passes (started_at, finished_at, duration_ms, trigger, revision,
-                       outcome, actions, error, runs, first_started_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![
-                        row.started_at,
-                        row.finished_at,
-                        i64::try_from(row.duration_ms).unwrap_or(i64::MAX),
-                        row.trigger,
-                        row.revision,
-                        row.outcome.as_str(),
-                        actions,
-                        row.error,
-                        row.runs.max(1),
-                        row.first_started_at
-                    ],
-                )
-                .map_err(err("insert pass"))?;
-                tx.last_insert_rowid()
+                insert_pass_row(&tx, &row).map_err(err("insert pass"))?
             }
         };
         tx.commit().map_err(err("commit history write"))?;
@@ -988,6 +946,29 @@ impl Store {
             .map_err(self.err("forget podman secret"))?;
         Ok(())
     }
+}
+
+/// Inserts one history row (`pass.id` ignored) and returns its id.
+fn insert_pass_row(conn: &Connection, pass: &PassRecord) -> rusqlite::Result<i64> {
+    let actions = serde_json::to_string(&pass.actions).expect("strings always serialize");
+    conn.prepare_cached(
+        "INSERT INTO passes (started_at, finished_at, duration_ms, trigger, revision,
+           outcome, actions, error, runs, first_started_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        pass.started_at,
+        pass.finished_at,
+        i64::try_from(pass.duration_ms).unwrap_or(i64::MAX),
+        pass.trigger,
+        pass.revision,
+        pass.outcome.as_str(),
+        actions,
+        pass.error,
+        pass.runs.max(1),
+        pass.first_started_at
+    ])?;
+    Ok(conn.last_insert_rowid())
 }
 
 fn parse_outcome(s: &str) -> Option<PassOutcome> {

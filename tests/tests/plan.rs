@@ -5,20 +5,7 @@ mod common;
 
 use anyhow::Result;
 use common::*;
-use leger_e2e::{AGENT_DIR_INSIDE, Testbed, wait_until};
-
-/// Runs legerctl inside and returns (exit code, stdout, stderr).
-fn legerctl_out(tb: &Testbed, args: &[&str]) -> Result<(i32, String, String)> {
-    let bin = format!("{AGENT_DIR_INSIDE}/legerctl");
-    let mut full = vec![bin.as_str()];
-    full.extend_from_slice(args);
-    let out = tb.exec(&full)?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
+use leger_e2e::{Testbed, wait_until};
 
 /// The unit's `ActiveEnterTimestampMonotonic`: moves on every (re)start.
 fn started_at(tb: &Testbed, unit: &str) -> Result<String> {

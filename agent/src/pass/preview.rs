@@ -20,7 +20,7 @@ use super::observe::observe;
 use super::run::{Pass, failed_among, load_stored, refusal};
 use super::{Failure, completed, secrets};
 use crate::model::{DesiredTree, Revision};
-use crate::plan::{Action, Plan, PlanPolicy, WriteReason, plan};
+use crate::plan::{Plan, PlanPolicy, plan};
 use crate::resource_changes::{ResourceStep, plan_resources};
 use crate::systemd::UnitManager;
 
@@ -128,15 +128,7 @@ pub fn describe(
                 .collect(),
         })
         .collect();
-    let updated = plan.actions.iter().filter_map(|a| match a {
-        Action::WriteFile {
-            key,
-            reason: WriteReason::Update,
-            ..
-        } => Some(key.as_str()),
-        _ => None,
-    });
-    let resources = plan_resources(tree, updated);
+    let resources = plan_resources(tree, plan.updated_files());
     doc.resources = resources
         .steps
         .iter()
@@ -320,7 +312,7 @@ pub async fn plan_now<U: UnitManager>(
 mod tests {
     use super::*;
     use crate::model::{App, AppFile, ContentHash};
-    use crate::plan::{Drift, DriftKind};
+    use crate::plan::{Action, Drift, DriftKind, WriteReason};
     use leger_api_types::{FileDiff, StagedAction};
 
     fn candidates<'a>(fetched: &'a str, applied: &'a str) -> Candidates<'a> {
