@@ -65,13 +65,19 @@ pub fn judge(doc: &StatusDocument, since: SystemTime) -> Option<Verdict> {
         .unwrap_or("-".into());
     let error = || pass.error.clone().unwrap_or_default();
     let first_line = |s: String| crate::render::summary_line(&s);
+    // An idle pass is counted, not listed: it has no id to look up.
+    let id = if pass.id == 0 {
+        "not listed in history".to_owned()
+    } else {
+        format!("#{}", pass.id)
+    };
     Some(match pass.outcome {
         // Waiting for a restart slot from the fleet lock is not an end: the pass that
         // gets the slot will apply (or fail), so keep waiting for it.
         PassOutcome::Waiting => return None,
         PassOutcome::Applied => Verdict {
             code: 0,
-            message: format!("applied {rev} (pass #{})", pass.id),
+            message: format!("applied {rev} (pass {})", id),
         },
         PassOutcome::Noop => {
             let st = &doc.status;
@@ -85,21 +91,21 @@ pub fn judge(doc: &StatusDocument, since: SystemTime) -> Option<Verdict> {
                 (Some(fetched), Some(applied), None) if fetched != applied => Verdict {
                     code: 1,
                     message: format!(
-                        "{} is not applied: it failed before and legerd keeps {} (pass #{}); `legerctl history` says why",
+                        "{} is not applied: it failed before and legerd keeps {} (pass {}); `legerctl history` says why",
                         crate::render::short(fetched),
                         crate::render::short(applied),
-                        pass.id
+                        id
                     ),
                 },
                 _ => Verdict {
                     code: 0,
                     message: format!(
-                        "up to date: the host runs {} (pass #{})",
+                        "up to date: the host runs {} (pass {})",
                         st.applied_revision
                             .as_deref()
                             .map(crate::render::short)
                             .unwrap_or(rev.clone()),
-                        pass.id
+                        id
                     ),
                 },
             }
@@ -107,30 +113,30 @@ pub fn judge(doc: &StatusDocument, since: SystemTime) -> Option<Verdict> {
         PassOutcome::Staged => Verdict {
             code: 0,
             message: format!(
-                "staged {rev}: nothing applied; it waits for `legerctl approve` (pass #{})",
-                pass.id
+                "staged {rev}: nothing applied; it waits for `legerctl approve` (pass {})",
+                id
             ),
         },
         PassOutcome::Suspended => Verdict {
             code: 0,
             message: format!(
-                "suspended: nothing applied until `legerctl resume` (pass #{})",
-                pass.id
+                "suspended: nothing applied until `legerctl resume` (pass {})",
+                id
             ),
         },
         PassOutcome::Failed => Verdict {
             code: 1,
             message: format!(
-                "failed (pass #{}): {}; `legerctl status` has the details",
-                pass.id,
+                "failed (pass {}): {}; `legerctl status` has the details",
+                id,
                 first_line(error())
             ),
         },
         PassOutcome::RolledBack => Verdict {
             code: 1,
             message: format!(
-                "rolled back: {rev} failed the health gate and the last good revision runs again (pass #{}): {}",
-                pass.id,
+                "rolled back: {rev} failed the health gate and the last good revision runs again (pass {}): {}",
+                id,
                 first_line(error())
             ),
         },
