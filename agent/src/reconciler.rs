@@ -257,6 +257,12 @@ impl<U: UnitManager> Reconciler<U> {
         crate::pass::record::refresh_unit_states(&host, &mut self.state).await;
     }
 
+    /// Reads desired.toml now (a pass does it too), so the controller can watch a dir
+    /// source before the pass fetches from it.
+    pub fn reload_desired(&mut self) {
+        self.load_desired();
+    }
+
     /// What the next pass would do now (`legerctl plan`): the pass's stages up to the
     /// plan, without gates or apply. The controller calls it between passes.
     pub async fn plan(
