@@ -375,17 +375,11 @@ async fn staged(State(ctx): State<ApiContext>) -> Result<Json<StagedChange>, Api
     })
 }
 
-/// `?app=APP` on `/v1/plan`.
-#[derive(Debug, Deserialize)]
-struct PlanQuery {
-    app: Option<String>,
-}
-
 /// `GET /v1/plan`: what the next pass would do now. The controller loop answers it
 /// between passes; nothing on the host changes.
 async fn plan(
     State(ctx): State<ApiContext>,
-    query: Result<Query<PlanQuery>, QueryRejection>,
+    query: Result<Query<AppQuery>, QueryRejection>,
 ) -> Result<Json<leger_api_types::PlanDocument>, ApiFailure> {
     let Query(q) = query.map_err(|e| {
         ApiFailure(
@@ -695,15 +689,15 @@ fn backups_of(ctx: &ApiContext) -> Result<&BackupsApi, ApiFailure> {
     })
 }
 
-/// `?app=APP` on `/v1/backups`.
+/// `?app=APP` on `/v1/backups` and `/v1/plan`.
 #[derive(Debug, Deserialize)]
-struct BackupsQuery {
+struct AppQuery {
     app: Option<String>,
 }
 
 async fn list_backups(
     State(ctx): State<ApiContext>,
-    query: Result<Query<BackupsQuery>, QueryRejection>,
+    query: Result<Query<AppQuery>, QueryRejection>,
 ) -> Result<Json<Vec<BackupInfo>>, ApiFailure> {
     let Query(q) = query.map_err(|e| {
         ApiFailure(
