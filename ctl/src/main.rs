@@ -280,7 +280,14 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             let (Some(body), Some(staged)) = (body, staged) else {
-                println!("nothing is staged");
+                if out.human() || out.json {
+                    println!("nothing is staged");
+                } else {
+                    // Still a document: no revision, nothing to do.
+                    let empty = serde_json::json!({"revision": null, "actions": [], "files": []});
+                    let doc = legerctl::output::document("StagedChange", empty);
+                    print!("{}", legerctl::output::to_text(out.output, &doc)?);
+                }
                 return Ok(());
             };
             let changes = render::staged_has_changes(&staged, app.as_deref());

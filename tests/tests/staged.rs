@@ -65,6 +65,22 @@ fn staged_mode_waits_for_approval_then_rollback_and_pin() -> Result<()> {
     let (_, json, _) = legerctl_out(&tb, &["diff", "--json"])?;
     let v: serde_json::Value = serde_json::from_str(&json)?;
     assert_eq!(v["revision"], second.as_str());
+    // `plan` in staged mode: what approving the staged revision would do.
+    let plan: serde_json::Value = serde_json::from_str(&legerctl(&tb, &["plan", "-o", "json"])?)?;
+    assert_eq!(
+        (plan["kind"].as_str(), plan["mode"].as_str()),
+        (Some("Plan"), Some("approve")),
+        "{plan:#}"
+    );
+    assert_eq!(plan["revision"], second.as_str());
+    assert_eq!(plan["actions"][0]["unit"], "web.service", "{plan:#}");
+    assert!(
+        plan["notes"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("legerctl approve"),
+        "{plan:#}"
+    );
     assert_eq!(applied_revision(&tb)?, Some(first.clone()));
     assert_eq!(
         container_id(&tb, "web")?,
