@@ -290,15 +290,25 @@ const WATCHDOG_SLACK: Duration = Duration::from_secs(30);
 /// How often the Reconciling condition is refreshed with what a running pass waits on.
 const PROGRESS_REFRESH: Duration = Duration::from_secs(2);
 
+/// How far each refresh of the first pass pushes systemd's start timeout: many
+/// refreshes long, so a loaded host that misses a few does not lose the start.
+const START_EXTENSION_USEC: u32 = 60_000_000;
+
 /// Runs `pass` for at most `budget`. Meanwhile the published status (and systemd's
 /// STATUS= line) says what the pass is waiting on, so `legerctl status` names a hung
-/// command before the budget is up. On timeout the pass is dropped, which kills any command it was running, and
-/// the error describes what it was stuck in.
+/// command before the budget is up. On timeout the pass is dropped, which kills any
+/// command it was running, and the error describes what it was stuck in.
 ///
 /// When the pass has applied a revision and its health gate starts, status says it is
 /// verifying, and the first time READY=1 goes out (`ready_sent`): `systemctl start
 /// legerd` returns once the first revision is applied, not after the gate's settle
 /// time, and the gate goes on (a failed gate still rolls back).
+///
+/// Until READY: a first converge of many apps (or of large images) can outlast the
+/// unit's `TimeoutStartSec=`, and systemd would kill legerd mid-apply and start it
+/// again, forever. So while the loop is alive and the pass within its budget, each
+/// refresh extends the start timeout a little (`EXTEND_TIMEOUT_USEC`); a wedged loop
+/// stops extending and times out as before.
 async fn run_within_budget<F: Future<Output = PassResult>>(
     pass: F,
     budget: Duration,
@@ -339,6 +349,9 @@ async fn run_within_budget<F: Future<Output = PassResult>>(
                 status.send_modify(|doc| note_reconciling(doc, &line));
                 // `systemctl status legerd` says it too, until the pass ends.
                 notify(&[sd_notify::NotifyState::Status(&line)]);
+                if !*ready_sent {
+                    notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(START_EXTENSION_USEC)]);
+                }
             }
         }
     }

@@ -98,7 +98,10 @@ fn git_source_picks_up_new_commit_and_idle_poll_gets_no_pack() {
 
     let idle = src.fetch(Some(&first)).unwrap();
     assert_eq!(idle.snapshot.revision, first);
-    assert!(idle.stats.contacted_remote);
+    assert!(
+        !idle.stats.contacted_remote,
+        "an idle poll of a local repository reads its ref, with no upload-pack"
+    );
     assert!(
         !idle.stats.received_pack,
         "an unchanged ref must not fetch a pack"
@@ -108,7 +111,7 @@ fn git_source_picks_up_new_commit_and_idle_poll_gets_no_pack() {
     let second = up.commit("second");
     let moved = src.fetch(Some(&first)).unwrap();
     assert_eq!(moved.snapshot.revision, second);
-    assert!(moved.stats.received_pack);
+    assert!(moved.stats.contacted_remote && moved.stats.received_pack);
     assert_eq!(text(&moved.snapshot, "web/web.env"), "A=2\n");
 
     // A new source over the same state dir reuses the cache: nothing to download.
@@ -210,7 +213,7 @@ fn git_source_unreachable_closed_port_and_missing_path() {
 #[test]
 fn git_source_force_push_is_refused_then_accepted_with_allow_rewrite() {
     let t = tempfile::tempdir().unwrap();
-    let (up, _) = seeded(t.path());
+    let (up, first) = seeded(t.path());
     up.write("apps/web/web.env", "A=2\n");
     let applied = up.commit("second");
     let mut src = GitSource::new(
@@ -247,6 +250,22 @@ fn git_source_force_push_is_refused_then_accepted_with_allow_rewrite() {
     let s = src.fetch(Some(&applied)).unwrap().snapshot;
     assert_eq!(s.revision, rewritten);
     assert_eq!(text(&s, "web/web.env"), "A=forced\n");
+
+    // A branch moved back to a commit the cache already has is read from the local
+    // repository without a fetch, and is refused all the same.
+    git(
+        &up.work,
+        &["push", "-qf", "origin", &format!("{first}:refs/heads/main")],
+    );
+    let mut strict = GitSource::new(
+        spec(&up.file_url(), "main", Some("apps")),
+        t.path(),
+        limits(),
+    );
+    match strict.fetch(Some(&rewritten)) {
+        Err(SourceError::HistoryRewritten { to, .. }) => assert_eq!(to, first),
+        other => panic!("expected HistoryRewritten back to {first}, got {other:?}"),
+    }
 }
 
 #[test]
@@ -364,6 +383,48 @@ fn git_source_over_http_clones_polls_and_sends_no_fetch_when_idle() {
     assert_eq!(moved.snapshot.revision, second);
     assert_eq!(text(&moved.snapshot, "web/web.env"), "A=2\n");
     assert_eq!(server.fetches(), 2);
+}
+
+/// An idle poll asks only for the configured ref: other branches and tags of the
+/// repository do not make it bigger (each one used to add about 62 bytes to every
+/// idle poll of every host; see the fleet simulation in docs/fleet.md).
+#[test]
+fn git_source_idle_poll_does_not_grow_with_other_refs() {
+    let t = tempfile::tempdir().unwrap();
+    let (_up, first) = seeded(t.path());
+    let server = GitHttpServer::start(t.path());
+    let mut src = GitSource::new(
+        spec(&server.url("fleet.git"), "main", Some("apps")),
+        &t.path().join("state"),
+        limits(),
+    );
+    src.fetch(None).unwrap();
+    let answered = || {
+        server
+            .counts
+            .response_bytes
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let poll = |src: &mut GitSource| {
+        let before = answered();
+        let idle = src.fetch(Some(&first)).unwrap();
+        assert_eq!(idle.snapshot.revision, first);
+        assert!(!idle.stats.received_pack);
+        answered() - before
+    };
+    let alone = poll(&mut src);
+    let bare = t.path().join("fleet.git");
+    for i in 0..60 {
+        git(&bare, &["tag", &format!("release-{i:03}"), "main"]);
+    }
+    for i in 0..20 {
+        git(&bare, &["branch", &format!("feature-{i:02}"), "main"]);
+    }
+    let crowded = poll(&mut src);
+    assert!(
+        crowded < alone + 200,
+        "an idle poll answered {alone} bytes alone and {crowded} with 80 more refs"
+    );
 }
 
 /// Success with credentials needs https: gix never sends credentials over plain http,

@@ -722,3 +722,191 @@ fn cli_wait_without_legerd_changes_nothing() {
     );
     assert_eq!(env.read_desired(), VALID, "nothing half-applied");
 }
+
+/// Serves the legerd API on `env`'s socket with `fleet` as its fleet gate and `store`
+/// as its store; returns a stopper and the server task.
+fn serve_fleet_api(
+    env: &Env,
+    store: Arc<Mutex<Store>>,
+    fleet: Option<Arc<legerd::fleet::FleetGate>>,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = bind_socket(&env.socket(), None).unwrap();
+    let ctx = ApiContext {
+        status: tokio::sync::watch::channel(status_doc()).1,
+        store,
+        reconcile: mpsc::channel(1).0,
+        identity: None,
+        staged: tokio::sync::watch::channel(None).1,
+        revisions: None,
+        backups: None,
+        access: legerd::access::AccessPolicy::owner_only(),
+        fleet,
+        plan: None,
+    };
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, ctx, async {
+        let _ = stop_rx.await;
+    }));
+    (stop, server)
+}
+
+fn fleet_settings(host: &str, url: &str) -> leger_config::fleet::FleetSettings {
+    leger_config::fleet::FleetSettings {
+        host: host.to_owned(),
+        groups: vec![],
+        report_url: None,
+        report_token_file: None,
+        report_interval: Duration::from_secs(300),
+        lock: Some(leger_config::fleet::FleetLockSettings {
+            backend: leger_config::fleet::LockBackend::FleetLock {
+                url: url.to_owned(),
+            },
+            group: "default".into(),
+        }),
+    }
+}
+
+const FLEET_RETRY: legerd::fleet::RetrySettings = legerd::fleet::RetrySettings {
+    initial: Duration::from_secs(2),
+    max: Duration::from_secs(60),
+};
+
+/// The real path of `legerctl fleet release`: the binary, legerd's API on a Unix
+/// socket, its fleet gate with a real SQLite store, and the e2e FleetLock server on
+/// 127.0.0.1. A slot kept after a rollback blocks another host until the operator
+/// releases it; with the lock server gone, the release fails loudly and the slot
+/// stays on record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_fleet_release_gives_a_kept_slot_back_through_legerd() {
+    let env = Env::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let lock_server = leger_e2e::fleet_server::state(1, None);
+    tokio::spawn(leger_e2e::fleet_server::serve(
+        listener,
+        Arc::clone(&lock_server),
+    ));
+    let db = env.dir.path().join("state/legerd.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let store = Arc::new(Mutex::new(Store::open(&db).unwrap()));
+    let metrics = Arc::new(legerd::metrics::Metrics::new(false));
+    let gate = Arc::new(legerd::fleet::FleetGate::new(
+        &fleet_settings("h1", &url),
+        FLEET_RETRY,
+        Arc::clone(&store),
+        Arc::clone(&metrics),
+    ));
+    let restart = legerd::fleet::Disruption {
+        units: vec!["web.service".into()],
+    };
+    // h1 restarted web in its slot, and the health gate failed: it keeps the slot.
+    gate.before_apply(&restart).await.unwrap();
+    gate.after_failed_gate();
+    assert!(gate.holds_slot());
+    let other = legerd::fleet::FleetGate::new(
+        &fleet_settings("h2", &url),
+        FLEET_RETRY,
+        Arc::new(Mutex::new(
+            Store::open(&env.dir.path().join("state/h2.db")).unwrap(),
+        )),
+        Arc::new(legerd::metrics::Metrics::new(false)),
+    );
+    let (wait, _) = other.before_apply(&restart).await.unwrap_err();
+    assert!(wait.contains("holders: h1"), "{wait}");
+
+    let (stop, server) = serve_fleet_api(&env, Arc::clone(&store), Some(Arc::clone(&gate)));
+    let o = run_async(&env, &["fleet", "release"]).await;
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("asking legerd to release this host's restart slot"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "released the restart slot of h1 at FleetLock server {url}"
+        )),
+        "{out}"
+    );
+    assert!(!gate.holds_slot());
+    assert!(
+        lock_server
+            .lock()
+            .unwrap()
+            .holders
+            .values()
+            .all(Vec::is_empty)
+    );
+    // The release is on record: a restarted legerd does not think it still holds one.
+    let reopened = legerd::fleet::FleetGate::new(
+        &fleet_settings("h1", &url),
+        FLEET_RETRY,
+        Arc::new(Mutex::new(Store::open(&db).unwrap())),
+        Arc::new(legerd::metrics::Metrics::new(false)),
+    );
+    assert!(!reopened.holds_slot());
+    // The waiting host goes ahead now.
+    other.before_apply(&restart).await.unwrap();
+    let log: Vec<String> = lock_server
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .map(|e| format!("{} {}", e.op, e.id))
+        .collect();
+    assert_eq!(log, ["grant h1", "refuse h2", "release h1", "grant h2"]);
+    // A second release says there was nothing on record, and still tells the server.
+    let o = run_async(&env, &["fleet", "release"]).await;
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("h1 held no slot on record"),
+        "{}",
+        stdout(&o)
+    );
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+
+    // legerd restarts with the slot on record while its lock server is gone.
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    other.after_failed_gate();
+    drop(other);
+    let h2_db = env.dir.path().join("state/h2.db");
+    let h2_store = Arc::new(Mutex::new(Store::open(&h2_db).unwrap()));
+    let stranded = Arc::new(legerd::fleet::FleetGate::new(
+        &fleet_settings("h2", &gone),
+        FLEET_RETRY,
+        Arc::clone(&h2_store),
+        Arc::new(legerd::metrics::Metrics::new(false)),
+    ));
+    assert!(stranded.holds_slot());
+    let (stop, server) = serve_fleet_api(&env, h2_store, Some(Arc::clone(&stranded)));
+    let o = run_async(&env, &["fleet", "release"]).await;
+    assert_code(&o, 1);
+    let err = stderr(&o);
+    assert!(err.contains("the slot is still held on record"), "{err}");
+    assert!(
+        err.contains(&format!("FleetLock server {gone} is unreachable")),
+        "{err}"
+    );
+    assert!(stranded.holds_slot());
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+
+    // A legerd without a fleet gate says so.
+    let (stop, server) = serve_fleet_api(&env, store, None);
+    let o = run_async(&env, &["fleet", "release"]).await;
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("this legerd does not serve fleet commands"),
+        "{}",
+        stderr(&o)
+    );
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}

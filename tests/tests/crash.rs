@@ -156,9 +156,10 @@ fn kill_at_any_point_of_an_apply_then_converge() -> Result<()> {
             .iter()
             .map(|r| r.rsplit_once('/').map_or(*r, |(d, _)| d))
             .collect();
-        let rev = fleet.commit(&pairs, &removed_dirs, &format!("revision {i}"))?;
-
+        // Stop legerd before the commit: a legerd still running could fetch and apply
+        // the new revision itself, and the crash legerd would then have nothing to do.
         tb.exec_ok(&["systemctl", "stop", "legerd.service"])?;
+        let rev = fleet.commit(&pairs, &removed_dirs, &format!("revision {i}"))?;
         let crash_unit = format!("legerd-crash-{i}");
         tb.exec_ok(&[
             "systemd-run",
@@ -170,6 +171,14 @@ fn kill_at_any_point_of_an_apply_then_converge() -> Result<()> {
         wait_until(WAIT, &format!("legerd killed at {point}"), || {
             let state = tb.exec_ok(&["systemctl", "show", "-P", "ActiveState", &crash_unit])?;
             Ok(matches!(state.trim(), "failed" | "inactive"))
+        })
+        .map_err(|e| {
+            // Say where the pass was instead of only that it never got there.
+            let logs = tb.unit_logs(&crash_unit).unwrap_or_default();
+            let status = legerctl(&tb, &["status", "--details"]).unwrap_or_default();
+            e.context(format!(
+                "revision {i}: the pass never reached {point}\n--- {crash_unit} ---\n{logs}\n--- status ---\n{status}"
+            ))
         })?;
         let how = tb.exec_ok(&["systemctl", "show", "-P", "ExecMainStatus", &crash_unit])?;
         if how.trim() != "9" {

@@ -9,25 +9,12 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-
 use anyhow::Result;
 use common::*;
 use leger_e2e::{Testbed, wait_until};
 
 /// Where the flag files live inside the machine.
 const FLAGS: &str = "/run/leger-e2e";
-
-/// Writes a file into the machine's root filesystem (from the host side).
-fn write_inside(tb: &Testbed, path: &str, text: &str, mode: u32) -> Result<()> {
-    let root = PathBuf::from(tb.env_var("LEGER_TESTBED_ROOT"));
-    let host = root.join(path.trim_start_matches('/'));
-    std::fs::create_dir_all(host.parent().expect("a parent"))?;
-    std::fs::write(&host, text)?;
-    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode))?;
-    Ok(())
-}
 
 /// Puts a wrapper at `path` that hangs (ignoring SIGTERM) while `FLAGS/<flag>` exists,
 /// then runs `real`.

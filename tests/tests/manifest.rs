@@ -23,41 +23,35 @@ fn write_apps(tb: &Testbed, files: &[(&str, &str)]) -> Result<()> {
 /// Publishes `/srv/leger/apps` into `/srv/leger/public` inside the machine; returns the
 /// revision legerctl printed.
 fn publish(tb: &Testbed) -> Result<String> {
-    let out = legerctl(
-        tb,
-        &[
-            "publish",
-            &format!("{SHARE_DIR_INSIDE}/apps"),
-            &format!("{SHARE_DIR_INSIDE}/public"),
-            "--sign",
-            &format!("{SHARE_DIR_INSIDE}/leger.key"),
-        ],
-    )?;
+    publish_with(tb, &[])
+}
+
+/// [`publish`] with more arguments (`--overlay`, `--host`, `--group`).
+fn publish_with(tb: &Testbed, extra: &[&str]) -> Result<String> {
+    let apps = format!("{SHARE_DIR_INSIDE}/apps");
+    let public = format!("{SHARE_DIR_INSIDE}/public");
+    let key = format!("{SHARE_DIR_INSIDE}/leger.key");
+    let mut args = vec!["publish", &apps, &public, "--sign", &key];
+    args.extend_from_slice(extra);
+    let out = legerctl(tb, &args)?;
     out.lines()
         .find_map(|l| l.strip_prefix("revision: "))
         .map(ToOwned::to_owned)
         .with_context(|| format!("no revision in publish output:\n{out}"))
 }
 
-#[test]
-fn manifest_published_tree_converges_and_updates() -> Result<()> {
-    let tb = Testbed::boot("e2e-manifest")?;
-    write_apps(
-        &tb,
-        &[
-            ("web/web.container", &container("web", "web v1")),
-            ("api/api.container", &container("api", "api v1")),
-        ],
-    )?;
-    let keygen = legerctl(&tb, &["keygen", &format!("{SHARE_DIR_INSIDE}/leger")])?;
-    let public_key = keygen
+/// `legerctl keygen` in the share dir; returns the public key.
+fn keygen(tb: &Testbed) -> Result<String> {
+    let keygen = legerctl(tb, &["keygen", &format!("{SHARE_DIR_INSIDE}/leger")])?;
+    Ok(keygen
         .split_whitespace()
         .last()
         .context("keygen printed no public key")?
-        .to_owned();
-    let v1 = publish(&tb)?;
-    assert!(v1.starts_with("v1@sha256:"), "{v1}");
+        .to_owned())
+}
 
+/// Serves the published tree with a real static server inside; returns its base URL.
+fn serve_public(tb: &Testbed) -> Result<String> {
     tb.run_service(
         "manifest-http.service",
         &[],
@@ -79,6 +73,23 @@ fn manifest_published_tree_converges_and_updates() -> Result<()> {
             .status
             .success())
     })?;
+    Ok(base)
+}
+
+#[test]
+fn manifest_published_tree_converges_and_updates() -> Result<()> {
+    let tb = Testbed::boot("e2e-manifest")?;
+    write_apps(
+        &tb,
+        &[
+            ("web/web.container", &container("web", "web v1")),
+            ("api/api.container", &container("api", "api v1")),
+        ],
+    )?;
+    let public_key = keygen(&tb)?;
+    let v1 = publish(&tb)?;
+    assert!(v1.starts_with("v1@sha256:"), "{v1}");
+    let base = serve_public(&tb)?;
 
     legerctl(
         &tb,
@@ -137,5 +148,116 @@ fn manifest_published_tree_converges_and_updates() -> Result<()> {
     // Both versions stay published.
     let root = tb.share_dir_host().join("public");
     assert!(root.join("v1/manifest.json").exists() && root.join("v2/manifest.json.sig").exists());
+    Ok(())
+}
+
+/// One manifest for a whole fleet: `legerctl publish --overlay` keeps the group and
+/// host folders, and legerd (host `h1`, group `eu`) composes exactly its own apps from
+/// it: the common `web` replaced by the eu layer's, the common `cache` removed by its
+/// host layer, its host's `local` added, and nothing of group `us` or host `h2`.
+#[test]
+fn manifest_with_overlays_gives_the_host_exactly_its_apps() -> Result<()> {
+    let tb = Testbed::boot("e2e-manifest-overlay")?;
+    write_apps(
+        &tb,
+        &[
+            ("web/web.container", &container("web", "web common")),
+            ("cache/cache.container", &container("cache", "cache common")),
+            (
+                "groups/eu/apps/web/web.container",
+                &container("web", "web eu"),
+            ),
+            (
+                "groups/us/apps/extra/extra.container",
+                &container("extra", "extra us"),
+            ),
+            ("hosts/h1/apps/cache/leger.toml", "enabled = false\n"),
+            (
+                "hosts/h1/apps/local/local.container",
+                &container("local", "local h1"),
+            ),
+            (
+                "hosts/h2/apps/other/other.container",
+                &container("other", "other h2"),
+            ),
+        ],
+    )?;
+    let root = std::path::PathBuf::from(tb.env_var("LEGER_TESTBED_ROOT"));
+    std::fs::create_dir_all(root.join("etc/leger/config.d"))?;
+    std::fs::write(
+        root.join("etc/leger/config.d/60-fleet.toml"),
+        "[fleet]\nhost = \"h1\"\ngroups = [\"eu\"]\n",
+    )?;
+    let public_key = keygen(&tb)?;
+    let overlays = [
+        "--overlay",
+        "groups/{group}/apps",
+        "--overlay",
+        "hosts/{host}/apps",
+    ];
+    let mut args = overlays.to_vec();
+    args.extend(["--host", "h1", "--group", "eu"]);
+    let v1 = publish_with(&tb, &args)?;
+    let public = tb.share_dir_host().join("public/v1");
+    for kept in [
+        "groups/eu/apps/web/web.container",
+        "groups/us/apps/extra/extra.container",
+        "hosts/h1/apps/cache/leger.toml",
+        "hosts/h2/apps/other/other.container",
+    ] {
+        assert!(public.join(kept).exists(), "publish keeps {kept}");
+    }
+    let base = serve_public(&tb)?;
+    let mut set = vec![
+        "set-desired",
+        "manifest",
+        &base,
+        "--public-key",
+        &public_key,
+    ];
+    set.extend_from_slice(&overlays);
+    legerctl(&tb, &set)?;
+    start_legerd(&tb)?;
+    wait_running(&tb, "web.service", "web")?;
+    wait_running(&tb, "local.service", "local")?;
+    wait_until(
+        WAIT,
+        "a revision of v1 with its composition applied",
+        || Ok(applied_revision(&tb)?.is_some_and(|r| r.starts_with(&format!("{v1}+o")))),
+    )?;
+    let doc = status(&tb)?;
+    assert_eq!(condition(&doc, "Ready").unwrap().0, "True", "{doc:#}");
+    let apps: Vec<(String, String)> = doc["status"]["apps"]
+        .as_array()
+        .context("apps in status")?
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap_or_default().to_owned(),
+                a["layer"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        apps,
+        [
+            ("local".to_owned(), "hosts/h1/apps".to_owned()),
+            ("web".to_owned(), "groups/eu/apps".to_owned()),
+        ],
+        "{doc:#}"
+    );
+    wait_until(WAIT, "web runs the eu layer's version", || {
+        Ok(tb.unit_logs("web.service")?.contains("web eu"))
+    })?;
+    assert!(!tb.unit_logs("web.service")?.contains("web common"));
+    for absent in ["cache", "extra", "other"] {
+        assert_eq!(container_id(&tb, absent)?, None, "{absent} must not run");
+        let quadlet = root.join(format!("etc/containers/systemd/{absent}"));
+        assert!(
+            !quadlet.exists(),
+            "{} must not be installed",
+            quadlet.display()
+        );
+    }
     Ok(())
 }

@@ -61,6 +61,16 @@ impl FleetLockClient {
         }
     }
 
+    /// The same server and group for another host id, sharing this client's HTTP
+    /// connection pool. Why: a simulation of thousands of hosts in one process must
+    /// not open a pool (and file descriptors) per host.
+    pub fn for_host(&self, id: &str) -> Self {
+        FleetLockClient {
+            id: id.to_owned(),
+            ..self.clone()
+        }
+    }
+
     /// `FleetLock server <url>`.
     pub fn describe(&self) -> String {
         format!("FleetLock server {}", self.url)

@@ -28,6 +28,7 @@ use zeroize::Zeroizing;
 pub use identity::NodeIdentity;
 
 use crate::model::{DesiredTree, Snapshot};
+use crate::pass::blocking;
 use crate::store::{OwnedSecret, Store};
 
 /// A secret's plaintext. Zeroized on drop; `Debug` never shows it.
@@ -380,7 +381,8 @@ impl SecretsConverger {
         for spec in sources {
             let r: Result<Option<Resolved>, SecretError> = match spec {
                 SecretSourceSpec::Local => {
-                    let row = store.lock().expect("store lock").local_secret(name);
+                    let n = name.to_owned();
+                    let row = blocking::store(store, move |s| s.local_secret(&n)).await;
                     match row {
                         Ok(Some((ct, version))) => self.identity.decrypt(name, &ct).map(|value| {
                             Some(Resolved {
@@ -472,7 +474,7 @@ impl SecretsConverger {
         age: &BTreeMap<String, (String, Arc<[u8]>)>,
     ) -> Result<PreparedSecrets, SecretError> {
         let consumers = consumers(tree);
-        let owned = store.lock().expect("store lock").owned_secrets()?;
+        let owned = blocking::store(store, |s| s.owned_secrets()).await?;
         if consumers.is_empty() && owned.is_empty() {
             return Ok(PreparedSecrets::default());
         }
@@ -530,14 +532,17 @@ impl SecretsConverger {
                 .get(name)
                 .map(|c| c.iter().cloned().collect())
                 .unwrap_or_default();
-            store.lock().expect("store lock").upsert_owned_secret(
-                name,
-                mac,
+            let (n, m, source, version) = (
+                name.clone(),
+                mac.clone(),
                 found.source,
-                &found.version,
-                &consumers,
-                prepared.plan.changed.contains(name),
-            )?;
+                found.version.clone(),
+            );
+            let restart = prepared.plan.changed.contains(name);
+            blocking::store(store, move |s| {
+                s.upsert_owned_secret(&n, &m, source, &version, &consumers, restart)
+            })
+            .await?;
             let exists = present.contains(name);
             self.podman.upsert(name, &found.value, exists).await?;
             let verb = if exists { "replace" } else { "create" };
@@ -555,20 +560,22 @@ impl SecretsConverger {
         store: &Arc<Mutex<Store>>,
     ) -> Result<Vec<String>, SecretError> {
         let mut done = Vec::new();
-        {
-            let s = store.lock().expect("store lock");
+        let consumers: Vec<(String, Vec<String>)> = prepared
+            .consumers
+            .iter()
+            .map(|(name, units)| (name.clone(), units.iter().cloned().collect()))
+            .collect();
+        blocking::store(store, move |s| {
             s.clear_secret_restarts()?;
-            for (name, units) in &prepared.consumers {
-                let units: Vec<String> = units.iter().cloned().collect();
-                s.set_owned_secret_consumers(name, &units)?;
-            }
-        }
+            consumers
+                .iter()
+                .try_for_each(|(name, units)| s.set_owned_secret_consumers(name, units))
+        })
+        .await?;
         for name in &prepared.plan.remove {
             self.podman.remove(name).await?;
-            store
-                .lock()
-                .expect("store lock")
-                .remove_owned_secret(name)?;
+            let n = name.clone();
+            blocking::store(store, move |s| s.remove_owned_secret(&n)).await?;
             tracing::info!(secret = %name, "removed podman secret no unit references");
             done.push(format!("remove secret {name}"));
         }

@@ -7,12 +7,14 @@
 //! nothing at all.
 //!
 //! Local repositories (`file://` URLs and absolute paths) go through the same fetch
-//! as remote ones: gix runs `git upload-pack` for them. That costs a `git` binary on
-//! the host (present wherever legerd runs, and in the test bed), but keeps one code
-//! path for negotiation, the no-pack check and the force-push check, and the cache
-//! keeps serving the last good revision when the local repository disappears. Opening
-//! local repositories directly with `gix::open` would need a second path that copies
-//! objects between object databases.
+//! as remote ones when something new must come: gix runs `git upload-pack` for them.
+//! That costs a `git` binary on the host (present wherever legerd runs, and in the
+//! test bed), but keeps one code path for negotiation and copying objects, and the
+//! cache keeps serving the last good revision when the local repository disappears.
+//! Only the idle poll is short-cut: the ref is read from the local repository with
+//! `gix::open`, and when the cache already has its object there is nothing to fetch
+//! (spawning `upload-pack` for a ref advertisement was most of an idle poll's cost).
+//! The force-push check runs on the cache either way.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -38,6 +40,17 @@ const REFSPECS: [&str; 2] = [
 
 /// How many remote ref names a "ref not found" error lists.
 const LISTED_REFS: usize = 20;
+
+/// The refspecs of a poll for `reference`: its branch and its tag only. Why: with
+/// protocol v2 the remote lists only refs under these prefixes, so an idle poll does
+/// not grow with every other branch and tag of the repository (the fleet simulation
+/// measured about 62 bytes per tag per poll, 32 kB for 500 tags).
+fn narrow_refspecs(reference: &str) -> [String; 2] {
+    [
+        format!("+refs/heads/{reference}:refs/remotes/origin/{reference}"),
+        format!("+refs/tags/{reference}:refs/tags/{reference}"),
+    ]
+}
 
 /// A git source with its local cache.
 #[derive(Debug)]
@@ -123,7 +136,7 @@ impl GitSource {
                 }
             })?;
             if !has_commit(&repo, id) {
-                let listed = self.fetch_remote(&repo, None, &mut stats)?;
+                let listed = self.fetch_remote(&repo, &REFSPECS, None, &mut stats)?;
                 if !has_commit(&repo, id) {
                     return Err(SourceError::RefNotFound {
                         url: self.display_url.clone(),
@@ -134,14 +147,25 @@ impl GitSource {
             }
             (id, RefKind::Commit)
         } else {
-            let mut found = None;
-            let listed = self.fetch_remote(&repo, Some(&mut found), &mut stats)?;
-            let Some((target, kind)) = found else {
-                return Err(SourceError::RefNotFound {
-                    url: self.display_url.clone(),
-                    reference: self.spec.reference.clone(),
-                    available: listed,
-                });
+            let (target, kind) = match self.local_ref_in_cache(&repo) {
+                Some(hit) => hit,
+                None => {
+                    let mut found = None;
+                    let narrow = narrow_refspecs(&self.spec.reference);
+                    let mut listed =
+                        self.fetch_remote(&repo, &narrow, Some(&mut found), &mut stats)?;
+                    if found.is_none() {
+                        // Only now list every branch and tag: for the "not found"
+                        // message, and in case the remote filtered by prefix differently.
+                        listed =
+                            self.fetch_remote(&repo, &REFSPECS, Some(&mut found), &mut stats)?;
+                    }
+                    found.ok_or_else(|| SourceError::RefNotFound {
+                        url: self.display_url.clone(),
+                        reference: self.spec.reference.clone(),
+                        available: listed,
+                    })?
+                }
             };
             (self.peel_to_commit(&repo, target)?, kind)
         };
@@ -204,21 +228,50 @@ impl GitSource {
         gix::open_opts(&self.cache_dir, options).map_err(|e| self.cache_error(chain(&e)))
     }
 
+    /// For a local repository: what the configured ref names now, read straight from
+    /// its refs, when the cache already has that object. An idle poll of a local
+    /// source then spawns no `git upload-pack` (about 6 ms of a poll's cost, and most
+    /// of it). `None` whenever it cannot tell (a remote URL, a repository that does
+    /// not open, a missing or symbolic ref, an object the cache lacks): the real fetch
+    /// runs, with its negotiation and messages.
+    fn local_ref_in_cache(&self, cache: &Repository) -> Option<(ObjectId, RefKind)> {
+        let path = local_path(&self.spec.url)?;
+        let options = gix::open::Options::default().permissions(gix::open::Permissions::isolated());
+        let local = gix::open_opts(path, options).ok()?;
+        let wanted = &self.spec.reference;
+        let lookup = |full: String| -> Option<ObjectId> {
+            let reference = local.try_find_reference(full.as_str()).ok()??;
+            reference.target().try_id().map(ToOwned::to_owned)
+        };
+        let (id, kind) = lookup(format!("refs/heads/{wanted}"))
+            .map(|id| (id, RefKind::Branch))
+            .or_else(|| lookup(format!("refs/tags/{wanted}")).map(|id| (id, RefKind::Tag)))?;
+        cache.has_object(id).then_some((id, kind))
+    }
+
     /// Lists the remote's refs and fetches a pack when needed.
     ///
-    /// With `found`, the configured ref is looked up in the advertisement (branch
-    /// first, then tag) and a pack is requested only when its object is missing
-    /// locally. Without it (a pinned commit that is not cached yet), every branch and
-    /// tag is fetched. Returns some advertised names, for a "not found" message.
-    fn fetch_remote(
+    /// The remote is asked for the refs of `refspecs` ([`narrow_refspecs`] for a poll,
+    /// [`REFSPECS`] for everything). With `found`, the configured ref is looked up in
+    /// the advertisement (branch first, then tag) and a pack is requested only when
+    /// its object is missing locally. Without it (a pinned commit that is not cached
+    /// yet), every ref of `refspecs` is fetched. Returns some advertised names, for a
+    /// "not found" message.
+    fn fetch_remote<S: AsRef<str>>(
         &self,
         repo: &Repository,
+        refspecs: &[S],
         found: Option<&mut Option<(ObjectId, RefKind)>>,
         stats: &mut FetchStats,
     ) -> Result<Vec<String>, SourceError> {
         let remote = repo
             .remote_at(self.spec.url.as_str())
-            .and_then(|r| r.with_refspecs(REFSPECS, Direction::Fetch))
+            .and_then(|r| {
+                r.with_refspecs(
+                    refspecs.iter().map(|s| s.as_ref().as_bytes()),
+                    Direction::Fetch,
+                )
+            })
             .map_err(|e| self.unreachable(&e))?
             .with_fetch_tags(gix::remote::fetch::Tags::None);
         let credentials = match &self.spec.credentials_file {
@@ -425,6 +478,13 @@ impl GitSource {
         }
         builder.finish()
     }
+}
+
+/// The folder of a local repository URL (`file://…` or an absolute path), as gix
+/// would open it; `None` for anything reached over a transport.
+fn local_path(url: &str) -> Option<&Path> {
+    let path = url.strip_prefix("file://").unwrap_or(url);
+    path.starts_with('/').then(|| Path::new(path))
 }
 
 fn has_commit(repo: &Repository, id: ObjectId) -> bool {

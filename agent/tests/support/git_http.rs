@@ -7,8 +7,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Requests seen so far, by kind.
@@ -23,6 +23,13 @@ pub struct Counts {
     pub fetches: AtomicUsize,
     /// Requests refused with 401.
     pub unauthorized: AtomicUsize,
+    /// Bytes read from clients: request lines, headers and bodies as sent.
+    pub request_bytes: AtomicU64,
+    /// Bytes written to clients: status lines, headers and bodies.
+    pub response_bytes: AtomicU64,
+    /// Time from a request's last byte read to its answer's last byte written, in ns
+    /// (the `git http-backend` run included): the fleet bench's server latency.
+    pub handler_ns: Mutex<Vec<u64>>,
 }
 
 /// The server; it stops when dropped.
@@ -124,9 +131,10 @@ struct Request {
     body: Vec<u8>,
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Request> {
+fn read_request(reader: &mut BufReader<TcpStream>, counts: &Counts) -> std::io::Result<Request> {
+    let mut read = 0;
     let mut line = String::new();
-    reader.read_line(&mut line)?;
+    read += reader.read_line(&mut line)?;
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_owned();
     let target = parts.next().unwrap_or_default().to_owned();
@@ -137,7 +145,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Request> {
     let mut headers = HashMap::new();
     loop {
         let mut h = String::new();
-        reader.read_line(&mut h)?;
+        read += reader.read_line(&mut h)?;
         let h = h.trim_end();
         if h.is_empty() {
             break;
@@ -153,11 +161,12 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Request> {
     {
         loop {
             let mut size = String::new();
-            reader.read_line(&mut size)?;
+            read += reader.read_line(&mut size)?;
             let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
                 .map_err(std::io::Error::other)?;
             let mut chunk = vec![0; size + 2];
             reader.read_exact(&mut chunk)?;
+            read += chunk.len();
             if size == 0 {
                 break;
             }
@@ -167,7 +176,11 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Request> {
         let len: usize = len.parse().map_err(std::io::Error::other)?;
         body.resize(len, 0);
         reader.read_exact(&mut body)?;
+        read += len;
     }
+    counts
+        .request_bytes
+        .fetch_add(read as u64, Ordering::Relaxed);
     Ok(Request {
         method,
         path,
@@ -179,7 +192,8 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Request> {
 
 fn serve(stream: TcpStream, config: &Config) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
-    let req = read_request(&mut reader)?;
+    let req = read_request(&mut reader, &config.counts)?;
+    let started = std::time::Instant::now();
     let mut out = stream;
 
     if let Some(expected) = &config.authorization
@@ -256,7 +270,17 @@ fn serve(stream: TcpStream, config: &Config) -> std::io::Result<()> {
     )?;
     response.extend_from_slice(body);
     out.write_all(&response)?;
-    out.flush()
+    out.flush()?;
+    let counts = &config.counts;
+    counts
+        .response_bytes
+        .fetch_add(response.len() as u64, Ordering::Relaxed);
+    counts
+        .handler_ns
+        .lock()
+        .unwrap()
+        .push(started.elapsed().as_nanos() as u64);
+    Ok(())
 }
 
 fn count(req: &Request, counts: &Counts) {

@@ -115,6 +115,17 @@ impl Fleet {
     }
 }
 
+/// Writes a file into the machine's root filesystem (from the host side).
+pub fn write_inside(tb: &Testbed, path: &str, text: &str, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let root = PathBuf::from(tb.env_var("LEGER_TESTBED_ROOT"));
+    let host = root.join(path.trim_start_matches('/'));
+    std::fs::create_dir_all(host.parent().expect("a parent"))?;
+    std::fs::write(&host, text)?;
+    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
 /// Runs legerctl inside the machine and returns its stdout.
 pub fn legerctl(tb: &Testbed, args: &[&str]) -> Result<String> {
     let bin = format!("{AGENT_DIR_INSIDE}/legerctl");
