@@ -100,3 +100,31 @@ mod tests {
         assert!(!mine("activity-test b"));
     }
 }
+
+/// The revision whose health gate is running after its apply, if any. The controller
+/// watches it: the first applied revision is when legerd is READY, not when its gate has
+/// settled, and meanwhile status and `STATUS=` say it is verifying.
+static VERIFYING: std::sync::LazyLock<tokio::sync::watch::Sender<Option<String>>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::channel(None).0);
+
+/// Marks the health gate of `revision` as running until dropped.
+#[derive(Debug)]
+#[must_use = "verifying ends when the guard drops"]
+pub struct Verifying(());
+
+impl Drop for Verifying {
+    fn drop(&mut self) {
+        VERIFYING.send_replace(None);
+    }
+}
+
+/// The apply of `revision` is done and its health gate starts.
+pub fn verifying(revision: &str) -> Verifying {
+    VERIFYING.send_replace(Some(revision.to_owned()));
+    Verifying(())
+}
+
+/// Follows [`verifying`]: `Some(revision)` while a health gate runs.
+pub fn watch_verifying() -> tokio::sync::watch::Receiver<Option<String>> {
+    VERIFYING.subscribe()
+}

@@ -10,7 +10,7 @@
 //!
 //! **Architecture invariant:** handlers never block the runtime. Status comes from a
 //! `watch` channel, history and backup lists from disk inside `spawn_blocking`,
-//! reconcile requests go through `try_send`, restores through a channel to the loop.
+//! reconcile requests go through `try_send`, restores and plans through a channel to the loop.
 
 use std::future::Future;
 use std::io;
@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::access::{AccessPolicy, Caller, Role};
 use crate::backup::{BackupError, Backups, RestoreJob};
+use crate::pass::preview::{PlanJob, PreviewError};
 use crate::revisions::RevisionStore;
 use crate::secrets::{NodeIdentity, SecretValue, validate_name};
 use crate::store::Store;
@@ -73,6 +74,8 @@ pub struct ApiContext {
     pub access: AccessPolicy,
     /// The fleet gate, for `legerctl fleet release`; `None` answers with 503.
     pub fleet: Option<Arc<crate::fleet::FleetGate>>,
+    /// Plan requests to the controller loop (`legerctl plan`); `None` answers with 503.
+    pub plan: Option<mpsc::Sender<PlanJob>>,
 }
 
 /// The credentials of the connection a request came on, taken when it was accepted.
@@ -154,8 +157,11 @@ pub fn router(ctx: ApiContext) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/history", get(history))
+        .route("/v1/history/summary", get(history_summary))
+        .route("/v1/history/{id}", get(history_pass))
         .route("/v1/reconcile", post(reconcile))
         .route("/v1/staged", get(staged))
+        .route("/v1/plan", get(plan))
         .route("/v1/revisions", get(revisions))
         .route("/v1/revisions/{revision}/retry", post(retry_revision))
         .route("/v1/identity", get(identity))
@@ -257,10 +263,15 @@ async fn status(State(ctx): State<ApiContext>) -> Json<StatusDocument> {
     Json(ctx.status.borrow().clone())
 }
 
-/// `?limit=N` on `/v1/history`.
+/// `?limit=N&changes=true&failed=true&app=APP` on `/v1/history`.
 #[derive(Debug, Deserialize)]
 struct HistoryQuery {
     limit: Option<usize>,
+    #[serde(default)]
+    changes: bool,
+    #[serde(default)]
+    failed: bool,
+    app: Option<String>,
 }
 
 async fn history(
@@ -280,12 +291,39 @@ async fn history(
             format!("limit {limit} is out of range; use 1 to {MAX_HISTORY_LIMIT}"),
         ));
     }
+    let app = q.app.map(|name| {
+        // The app's units now, so a pass naming only `web.service` counts as web's.
+        let units = ctx
+            .status
+            .borrow()
+            .status
+            .apps
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.units.iter().map(|u| u.name.clone()).collect())
+            .unwrap_or_default();
+        crate::history::AppFilter { name, units }
+    });
+    let filter = crate::history::Filter {
+        changes: q.changes,
+        failed: q.failed,
+        app,
+    };
+    let passes = read_history(&ctx, move |s| s.passes_matching(limit, &filter)).await?;
+    Ok(Json(passes))
+}
+
+/// Runs a history read on the blocking pool.
+async fn read_history<T: Send + 'static>(
+    ctx: &ApiContext,
+    f: impl FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ApiFailure> {
     let store = ctx.store.clone();
-    let passes = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let store = store
             .lock()
             .map_err(|_| "the store lock is poisoned; restart legerd".to_owned())?;
-        store.passes(limit).map_err(|e| e.to_string())
+        f(&store).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| {
@@ -294,8 +332,38 @@ async fn history(
             format!("history task failed: {e}"),
         )
     })?
-    .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    Ok(Json(passes))
+    .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, e))
+}
+
+/// `GET /v1/history/summary`: the passes counted rather than listed.
+async fn history_summary(
+    State(ctx): State<ApiContext>,
+) -> Result<Json<leger_api_types::HistorySummary>, ApiFailure> {
+    read_history(&ctx, |s| s.history_summary()).await.map(Json)
+}
+
+/// `GET /v1/history/{id}`: one pass with its whole error text.
+async fn history_pass(
+    State(ctx): State<ApiContext>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<PassRecord>, ApiFailure> {
+    let n: i64 = id.parse().map_err(|_| {
+        ApiFailure(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a pass id; take one from `legerctl history`"),
+        )
+    })?;
+    read_history(&ctx, move |s| s.pass(n))
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiFailure(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no pass {n} in history: it never existed, or a later repeat of it replaced it; see `legerctl history`"
+                ),
+            )
+        })
 }
 
 async fn staged(State(ctx): State<ApiContext>) -> Result<Json<StagedChange>, ApiFailure> {
@@ -305,6 +373,38 @@ async fn staged(State(ctx): State<ApiContext>) -> Result<Json<StagedChange>, Api
             "nothing is staged: legerd is not in staged mode (policy.mode = \"staged\"), or the host runs the newest revision".to_owned(),
         )
     })
+}
+
+/// `GET /v1/plan`: what the next pass would do now. The controller loop answers it
+/// between passes; nothing on the host changes.
+async fn plan(
+    State(ctx): State<ApiContext>,
+    query: Result<Query<AppQuery>, QueryRejection>,
+) -> Result<Json<leger_api_types::PlanDocument>, ApiFailure> {
+    let Query(q) = query.map_err(|e| {
+        ApiFailure(
+            StatusCode::BAD_REQUEST,
+            format!("invalid query: {}", e.body_text()),
+        )
+    })?;
+    let gone = || {
+        ApiFailure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the reconcile loop is not running; check legerd's log in the journal".to_owned(),
+        )
+    };
+    let tx = ctx.plan.clone().ok_or_else(gone)?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    tx.send(PlanJob { app: q.app, reply })
+        .await
+        .map_err(|_| gone())?;
+    match answer.await.map_err(|_| gone())? {
+        Ok(doc) => Ok(Json(doc)),
+        Err(e @ PreviewError::UnknownApp(_)) => {
+            Err(ApiFailure(StatusCode::NOT_FOUND, e.to_string()))
+        }
+        Err(e @ PreviewError::Failed(_)) => Err(ApiFailure(StatusCode::CONFLICT, e.to_string())),
+    }
 }
 
 async fn revisions(
@@ -589,15 +689,15 @@ fn backups_of(ctx: &ApiContext) -> Result<&BackupsApi, ApiFailure> {
     })
 }
 
-/// `?app=APP` on `/v1/backups`.
+/// `?app=APP` on `/v1/backups` and `/v1/plan`.
 #[derive(Debug, Deserialize)]
-struct BackupsQuery {
+struct AppQuery {
     app: Option<String>,
 }
 
 async fn list_backups(
     State(ctx): State<ApiContext>,
-    query: Result<Query<BackupsQuery>, QueryRejection>,
+    query: Result<Query<AppQuery>, QueryRejection>,
 ) -> Result<Json<Vec<BackupInfo>>, ApiFailure> {
     let Query(q) = query.map_err(|e| {
         ApiFailure(
@@ -679,7 +779,7 @@ async fn restore_request(
 async fn not_found() -> ApiFailure {
     ApiFailure(
         StatusCode::NOT_FOUND,
-        "no such endpoint; see /v1/status, /v1/history, /v1/reconcile, /v1/identity, /v1/secrets, /v1/backups, /v1/restore"
+        "no such endpoint; see /v1/status, /v1/history, /v1/plan, /v1/reconcile, /v1/identity, /v1/secrets, /v1/backups, /v1/restore"
             .to_owned(),
     )
 }

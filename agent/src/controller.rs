@@ -22,6 +22,7 @@ use crate::activity;
 use crate::backup::RestoreJob;
 use crate::fswatch;
 use crate::pass::PassResult;
+use crate::pass::preview::PlanJob;
 use crate::pass::retry::{Next, RetryPolicy};
 use crate::reconciler::Reconciler;
 use crate::schedule::{Schedule, Trigger};
@@ -41,6 +42,11 @@ pub struct Controller<U> {
     dir_watch: Option<(PathBuf, RecommendedWatcher)>,
     /// Restore requests from the API, run between passes.
     restores: Option<mpsc::Receiver<RestoreJob>>,
+    /// Plan requests (`legerctl plan`), answered between passes.
+    plans: Option<mpsc::Receiver<PlanJob>>,
+    /// A managed unit changed state: status's unit states are read again between
+    /// passes, so they stay live while passes are suspended.
+    unit_changes: Option<mpsc::Receiver<()>>,
 }
 
 /// Tells the service manager about progress. A no-op outside systemd.
@@ -66,6 +72,8 @@ impl<U: UnitManager + 'static> Controller<U> {
             dir_watch: None,
             staged: None,
             restores: None,
+            plans: None,
+            unit_changes: None,
         }
     }
 
@@ -79,6 +87,19 @@ impl<U: UnitManager + 'static> Controller<U> {
     /// passes: a restore that ran during an apply would fight it over the same files.
     pub fn with_restores(mut self, rx: mpsc::Receiver<RestoreJob>) -> Self {
         self.restores = Some(rx);
+        self
+    }
+
+    /// Answers plan requests (`GET /v1/plan`) from `rx` between passes: a plan borrows
+    /// the pass's source, validation cache and secrets.
+    pub fn with_plans(mut self, rx: mpsc::Receiver<PlanJob>) -> Self {
+        self.plans = Some(rx);
+        self
+    }
+
+    /// Refreshes status's unit states when `rx` says a managed unit changed state.
+    pub fn with_unit_changes(mut self, rx: mpsc::Receiver<()>) -> Self {
+        self.unit_changes = Some(rx);
         self
     }
 
@@ -119,7 +140,7 @@ impl<U: UnitManager + 'static> Controller<U> {
                     }
                     continue;
                 }
-                Some(job) = next_restore(&mut self.restores) => {
+                Some(job) = next_job(&mut self.restores) => {
                 let span = tracing::info_span!("restore", app = %job.request.app);
                 let (_, result) = self.reconciler.restore(&job.request).instrument(span).await;
                 if let Err(e) = &result {
@@ -129,12 +150,32 @@ impl<U: UnitManager + 'static> Controller<U> {
                 let _ = job.reply.send(result);
                 continue;
             }
+                Some(()) = next_job(&mut self.unit_changes) => {
+                    // Events that queued meanwhile need no second read.
+                    if let Some(rx) = self.unit_changes.as_mut() {
+                        while rx.try_recv().is_ok() {}
+                    }
+                    self.reconciler.refresh_unit_states().await;
+                    self.publish_status();
+                    continue;
+                }
+                Some(job) = next_job(&mut self.plans) => {
+                    let span = tracing::info_span!("plan");
+                    let answer = self.reconciler.plan(job.app.as_deref()).instrument(span).await;
+                    let _ = job.reply.send(answer);
+                    continue;
+                }
                 () = sleep_until(due) => {}
             }
             let Some(labels) = schedule.take_due(Instant::now()) else {
                 continue;
             };
 
+            // Watch a dir source before the pass fetches from it: an edit made during
+            // the pass (READY comes before its health gate ends) is then a trigger, not
+            // something only the next poll sees.
+            self.reconciler.reload_desired();
+            self.update_dir_watch();
             self.reconciler.mark_reconciling();
             self.publish_status();
             let span = tracing::info_span!("reconcile", trigger = %labels.join(","));
@@ -142,7 +183,7 @@ impl<U: UnitManager + 'static> Controller<U> {
             let result = {
                 let started_at = std::time::SystemTime::now();
                 let pass = self.reconciler.reconcile(&labels).instrument(span);
-                match run_within_budget(pass, pass_budget, &self.status, !ready_sent).await {
+                match run_within_budget(pass, pass_budget, &self.status, &mut ready_sent).await {
                     Ok(result) => result,
                     Err(stuck) => {
                         tracing::error!(budget = %humantime::format_duration(pass_budget), stuck = %stuck, "pass abandoned over its budget");
@@ -187,8 +228,9 @@ impl<U: UnitManager + 'static> Controller<U> {
             );
             notify(&[sd_notify::NotifyState::Status(&line)]);
             if !ready_sent {
-                // READY once the first pass is over, whatever its outcome: units that
-                // order after legerd then see a host that has been converged once.
+                // READY once the first pass is over, whatever its outcome, unless its
+                // apply already said so (see `run_within_budget`): units that order
+                // after legerd then see a host that has been converged once.
                 notify(&[sd_notify::NotifyState::Ready]);
                 ready_sent = true;
             }
@@ -265,20 +307,26 @@ const START_EXTENSION_USEC: u32 = 60_000_000;
 /// command before the budget is up. On timeout the pass is dropped, which kills any
 /// command it was running, and the error describes what it was stuck in.
 ///
-/// `starting`: this is the pass before READY=1. A first converge of many apps (or of
-/// large images) can outlast the unit's `TimeoutStartSec=`, and systemd would kill
-/// legerd mid-apply and start it again, forever. So while the loop is alive and the
-/// pass within its budget, each refresh extends the start timeout a little
-/// (`EXTEND_TIMEOUT_USEC`); a wedged loop stops extending and times out as before.
+/// When the pass has applied a revision and its health gate starts, status says it is
+/// verifying, and the first time READY=1 goes out (`ready_sent`): `systemctl start
+/// legerd` returns once the first revision is applied, not after the gate's settle
+/// time, and the gate goes on (a failed gate still rolls back).
+///
+/// Until READY: a first converge of many apps (or of large images) can outlast the
+/// unit's `TimeoutStartSec=`, and systemd would kill legerd mid-apply and start it
+/// again, forever. So while the loop is alive and the pass within its budget, each
+/// refresh extends the start timeout a little (`EXTEND_TIMEOUT_USEC`); a wedged loop
+/// stops extending and times out as before.
 async fn run_within_budget<F: Future<Output = PassResult>>(
     pass: F,
     budget: Duration,
     status: &tokio::sync::watch::Sender<StatusDocument>,
-    starting: bool,
+    ready_sent: &mut bool,
 ) -> Result<PassResult, String> {
     tokio::pin!(pass);
     let deadline = tokio::time::Instant::now() + budget;
     let mut refresh = tokio::time::interval(PROGRESS_REFRESH);
+    let mut verifying = activity::watch_verifying();
     refresh.tick().await;
     loop {
         tokio::select! {
@@ -287,19 +335,42 @@ async fn run_within_budget<F: Future<Output = PassResult>>(
                 // Read before the pass is dropped: dropping it unregisters its operations.
                 return Err(describe_stuck(&activity::all()));
             }
+            Ok(()) = verifying.changed() => {
+                let Some(revision) = verifying.borrow_and_update().clone() else {
+                    continue;
+                };
+                let line = verifying_line(&revision);
+                status.send_modify(|doc| note_reconciling(doc, &line));
+                notify(&[sd_notify::NotifyState::Status(&line)]);
+                if !*ready_sent {
+                    notify(&[sd_notify::NotifyState::Ready]);
+                    *ready_sent = true;
+                    tracing::info!(leger_revision = %revision, "first revision applied: ready; its health gate goes on");
+                }
+            }
             _ = refresh.tick() => {
                 let waiting = describe_stuck(&activity::all());
-                status.send_modify(|doc| note_waiting(doc, &waiting));
+                let line = match verifying.borrow().as_deref() {
+                    Some(r) => format!("{} · waiting on {waiting}", verifying_line(r)),
+                    None => format!("reconcile pass in progress; waiting on {waiting}"),
+                };
+                status.send_modify(|doc| note_reconciling(doc, &line));
                 // `systemctl status legerd` says it too, until the pass ends.
-                notify(&[sd_notify::NotifyState::Status(&format!(
-                    "reconciling · waiting on {waiting}"
-                ))]);
-                if starting {
+                notify(&[sd_notify::NotifyState::Status(&line)]);
+                if !*ready_sent {
                     notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(START_EXTENSION_USEC)]);
                 }
             }
         }
     }
+}
+
+/// What status and `STATUS=` say while an applied revision's health gate runs.
+fn verifying_line(revision: &str) -> String {
+    format!(
+        "verifying: revision {} applied, health gate running",
+        crate::model::Revision(revision)
+    )
 }
 
 /// The operations a pass is waiting on, outermost first: "health gate of web.service
@@ -317,8 +388,8 @@ pub fn describe_stuck(ops: &[activity::Operation]) -> String {
         .join(" → ")
 }
 
-/// Puts what the running pass waits on into the Reconciling condition's message.
-fn note_waiting(doc: &mut StatusDocument, waiting: &str) {
+/// Puts what the running pass is doing into the Reconciling condition's message.
+fn note_reconciling(doc: &mut StatusDocument, message: &str) {
     use leger_api_types::status::condition_type;
     if let Some(c) = doc
         .status
@@ -326,7 +397,7 @@ fn note_waiting(doc: &mut StatusDocument, waiting: &str) {
         .iter_mut()
         .find(|c| c.type_ == condition_type::RECONCILING)
     {
-        c.message = format!("reconcile pass in progress; waiting on {waiting}");
+        message.clone_into(&mut c.message);
     }
 }
 
@@ -397,8 +468,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The next restore request; never resolves when there is no channel.
-async fn next_restore(rx: &mut Option<mpsc::Receiver<RestoreJob>>) -> Option<RestoreJob> {
+/// The next request on an optional channel; never resolves when there is none.
+async fn next_job<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -442,12 +513,10 @@ mod tests {
             .unwrap_or_default()
     }
 
-    /// A pass that never finishes is given up at its budget, the error names what it
-    /// was waiting on, and meanwhile the published status says so.
-    #[tokio::test]
-    async fn run_within_budget_abandons_a_stuck_pass_naming_its_operation() {
+    /// A status document whose Reconciling condition says a pass runs.
+    fn reconciling_doc() -> StatusDocument {
         use leger_api_types::{AgentStatus, Condition, ConditionStatus, StatusSpec};
-        let doc = StatusDocument::new(
+        StatusDocument::new(
             StatusSpec::default(),
             AgentStatus {
                 conditions: vec![Condition {
@@ -459,14 +528,20 @@ mod tests {
                 }],
                 ..AgentStatus::default()
             },
-        );
-        let (tx, rx) = tokio::sync::watch::channel(doc);
+        )
+    }
+
+    /// A pass that never finishes is given up at its budget, the error names what it
+    /// was waiting on, and meanwhile the published status says so.
+    #[tokio::test]
+    async fn run_within_budget_abandons_a_stuck_pass_naming_its_operation() {
+        let (tx, rx) = tokio::sync::watch::channel(reconciling_doc());
         let stuck = async {
             let _op = activity::begin("`budget-test hang`");
             std::future::pending::<PassResult>().await
         };
         let budget = PROGRESS_REFRESH * 2 + Duration::from_millis(500);
-        let err = run_within_budget(stuck, budget, &tx, false)
+        let err = run_within_budget(stuck, budget, &tx, &mut false)
             .await
             .unwrap_err();
         assert!(err.contains("`budget-test hang` (running "), "{err}");
@@ -480,6 +555,52 @@ mod tests {
             !activity::all()
                 .iter()
                 .any(|o| o.label == "`budget-test hang`")
+        );
+    }
+
+    /// An applied revision whose health gate starts makes legerd READY at once and
+    /// status say it is verifying, while the pass (the gate) goes on.
+    #[tokio::test]
+    async fn run_within_budget_is_ready_and_verifying_once_the_revision_is_applied() {
+        use leger_api_types::{PassOutcome, PassRecord};
+        let (tx, rx) = tokio::sync::watch::channel(reconciling_doc());
+        let mut seen = rx.clone();
+        let pass = async move {
+            let _gate = activity::verifying("0123456789abcdef0123");
+            // The gate "runs" until the controller has published that it is verifying.
+            seen.wait_for(|d| reconciling_message(d).starts_with("verifying"))
+                .await
+                .unwrap();
+            PassResult {
+                record: PassRecord {
+                    id: 1,
+                    started_at: String::new(),
+                    finished_at: String::new(),
+                    duration_ms: 0,
+                    trigger: "startup".into(),
+                    revision: None,
+                    outcome: PassOutcome::Applied,
+                    actions: vec![],
+                    error: None,
+                    runs: 1,
+                    first_started_at: None,
+                },
+                failure_cause: None,
+                retry_after: None,
+            }
+        };
+        let mut ready = false;
+        let result = tokio::time::timeout(
+            Duration::from_secs(60),
+            run_within_budget(pass, Duration::from_secs(120), &tx, &mut ready),
+        )
+        .await
+        .expect("the pass ends once verifying was published");
+        assert!(result.is_ok());
+        assert!(ready, "READY went out when the revision was applied");
+        assert_eq!(
+            reconciling_message(&rx.borrow()),
+            "verifying: revision 0123456789ab applied, health gate running"
         );
     }
 

@@ -19,6 +19,7 @@ pub mod echo;
 pub mod fleet;
 pub mod fswatch;
 pub mod health;
+pub mod history;
 pub mod host_podman;
 pub mod journal;
 pub mod metrics;

@@ -182,6 +182,9 @@ async fn run(args: Args) -> Result<bool> {
     // events of the gap are lost.
     let managed = reconciler.managed_units();
     let tx = trigger_tx.clone();
+    // Every state change of a managed unit refreshes status's unit states (bounded: a
+    // full queue already holds a refresh).
+    let (unit_change_tx, unit_change_rx) = mpsc::channel::<()>(1);
     let resubscribed_tx = trigger_tx.clone();
     let event_units = Arc::clone(&units);
     tokio::spawn(async move {
@@ -192,6 +195,9 @@ async fn run(args: Args) -> Result<bool> {
                         .read()
                         .map(|m| m.contains(&ev.unit))
                         .unwrap_or(false);
+                    if is_managed {
+                        let _ = unit_change_tx.try_send(());
+                    }
                     if is_managed && matches!(ev.active_state.as_str(), "failed" | "inactive") {
                         let _ = tx.send(Trigger::UnitLeftActive(ev.unit));
                     }
@@ -226,6 +232,7 @@ async fn run(args: Args) -> Result<bool> {
     let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (staged_tx, staged_rx) = watch::channel(None);
     let (restore_tx, restore_rx) = mpsc::channel(4);
+    let (plan_tx, plan_rx) = mpsc::channel(4);
     let ctx = ApiContext {
         status: status_rx,
         store: Arc::clone(&store),
@@ -247,6 +254,7 @@ async fn run(args: Args) -> Result<bool> {
             settings.admin_group.as_deref(),
         ),
         fleet: Some(reconciler.fleet_gate()),
+        plan: Some(plan_tx),
     };
     let api_task = tokio::spawn(api::serve(listener, ctx, async move {
         let _ = api_stop_rx.await;
@@ -267,7 +275,9 @@ async fn run(args: Args) -> Result<bool> {
         status_tx,
     )
     .with_staged(staged_tx)
-    .with_restores(restore_rx);
+    .with_restores(restore_rx)
+    .with_plans(plan_rx)
+    .with_unit_changes(unit_change_rx);
     let mut last_ok = true;
     let once = args.once;
     let bus_lost = Arc::new(Mutex::new(None));

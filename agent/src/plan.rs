@@ -199,6 +199,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Install keys of the files this plan rewrites (not new files): what may need a
+    /// podman resource recreated ([`crate::resource_changes`]).
+    pub fn updated_files(&self) -> impl Iterator<Item = &str> {
+        self.actions.iter().filter_map(|a| match a {
+            Action::WriteFile {
+                key,
+                reason: WriteReason::Update,
+                ..
+            } => Some(key.as_str()),
+            _ => None,
+        })
+    }
+
     /// True when there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()

@@ -255,6 +255,38 @@ impl<U: UnitManager> Reconciler<U> {
             .await
     }
 
+    /// Re-reads the states of the units status shows (one D-Bus call), between passes,
+    /// so status stays live while passes are suspended or held.
+    pub async fn refresh_unit_states(&mut self) {
+        let host = host_of!(self);
+        crate::pass::record::refresh_unit_states(&host, &mut self.state).await;
+    }
+
+    /// Reads desired.toml now (a pass does it too), so the controller can watch a dir
+    /// source before the pass fetches from it.
+    pub fn reload_desired(&mut self) {
+        self.load_desired();
+    }
+
+    /// What the next pass would do now (`legerctl plan`): the pass's stages up to the
+    /// plan, without gates or apply. The controller calls it between passes.
+    pub async fn plan(
+        &mut self,
+        app: Option<&str>,
+    ) -> Result<leger_api_types::PlanDocument, crate::pass::preview::PreviewError> {
+        self.load_desired();
+        let Some(desired) = self.desired.clone() else {
+            return Err(crate::pass::preview::PreviewError::Failed(
+                self.desired_error.clone().unwrap_or_else(|| {
+                    "no desired state: set it with `legerctl set-desired`".to_owned()
+                }),
+            ));
+        };
+        let host = host_of!(self);
+        let pass = pass_of!(self, host);
+        crate::pass::preview::plan_now(pass, &desired, app).await
+    }
+
     /// Restores an app from one of its backups through the converge stage. The
     /// controller calls it between passes, so a restore never races an apply.
     pub async fn restore(

@@ -87,7 +87,14 @@ const MIGRATIONS: &[&str] = &[
         restart_pending INTEGER NOT NULL,
         written_at      TEXT NOT NULL
     );",
+    // 2 -> 3: history rows that stand for repeated passes (a failure retried with
+    // backoff, every poll while suspended): how many, and when the first started.
+    "ALTER TABLE passes ADD COLUMN runs INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE passes ADD COLUMN first_started_at TEXT;",
 ];
+
+/// Meta key: when legerd started counting quiet passes instead of listing them.
+const META_COUNTED_SINCE: &str = "history.counted_since";
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -439,91 +446,162 @@ impl Store {
 
     /// Appends a pass to the history and returns its id. `pass.id` is ignored.
     pub fn insert_pass(&self, pass: &PassRecord) -> Result<i64, StoreError> {
-        let actions = serde_json::to_string(&pass.actions).expect("strings always serialize");
-        self.conn
-            .prepare_cached(
-                "INSERT INTO passes (started_at, finished_at, duration_ms, trigger, revision,
-                   outcome, actions, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    pass.started_at,
-                    pass.finished_at,
-                    i64::try_from(pass.duration_ms).unwrap_or(i64::MAX),
-                    pass.trigger,
-                    pass.revision,
-                    pass.outcome.as_str(),
-                    actions,
-                    pass.error
-                ])
-            })
-            .map_err(self.err("insert pass"))?;
-        Ok(self.conn.last_insert_rowid())
+        insert_pass_row(&self.conn, pass).map_err(self.err("insert pass"))
     }
 
     /// The newest `limit` passes, newest first.
     pub fn passes(&self, limit: usize) -> Result<Vec<PassRecord>, StoreError> {
+        self.passes_matching(limit, &crate::history::Filter::default())
+    }
+
+    /// The newest `limit` passes that `filter` lists, newest first. Rows are read
+    /// newest first and the scan stops at `limit` matches.
+    pub fn passes_matching(
+        &self,
+        limit: usize,
+        filter: &crate::history::Filter,
+    ) -> Result<Vec<PassRecord>, StoreError> {
+        self.read_passes("ORDER BY id DESC", [], limit, |p| filter.matches(p))
+    }
+
+    /// One pass by id, with its whole error text (`legerctl history show ID`).
+    pub fn pass(&self, id: i64) -> Result<Option<PassRecord>, StoreError> {
+        Ok(self
+            .read_passes("WHERE id = ?1", [id], 1, |_| true)?
+            .into_iter()
+            .next())
+    }
+
+    fn read_passes<P: rusqlite::Params>(
+        &self,
+        tail: &str,
+        params: P,
+        limit: usize,
+        keep: impl Fn(&PassRecord) -> bool,
+    ) -> Result<Vec<PassRecord>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT id, started_at, finished_at, duration_ms, trigger, revision, outcome,
-                   actions, error
-                 FROM passes ORDER BY id DESC LIMIT ?1",
-            )
+                   actions, error, runs, first_started_at
+                 FROM passes {tail}"
+            ))
             .map_err(self.err("read passes"))?;
-        let rows = stmt
-            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                ))
-            })
-            .map_err(self.err("read passes"))?;
+        let mut rows = stmt.query(params).map_err(self.err("read passes"))?;
         let mut out = Vec::new();
-        for row in rows {
-            let (
-                id,
-                started_at,
-                finished_at,
-                duration_ms,
-                trigger,
-                revision,
-                outcome,
-                actions,
-                error,
-            ) = row.map_err(self.err("read passes"))?;
-            let outcome = parse_outcome(&outcome).ok_or_else(|| StoreError::Corrupt {
-                path: self.path.clone(),
-                what: "passes.outcome",
-                value: outcome.clone(),
-            })?;
-            let actions: Vec<String> =
-                serde_json::from_str(&actions).map_err(|_| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    what: "passes.actions",
-                    value: actions.clone(),
-                })?;
-            out.push(PassRecord {
-                id,
-                started_at,
-                finished_at,
-                duration_ms: u64::try_from(duration_ms).unwrap_or(0),
-                trigger,
-                revision,
-                outcome,
-                actions,
-                error,
-            });
+        while out.len() < limit {
+            let Some(r) = rows.next().map_err(self.err("read passes"))? else {
+                break;
+            };
+            let pass = self.pass_of_row(r).map_err(self.err("read passes"))??;
+            if keep(&pass) {
+                out.push(pass);
+            }
         }
         Ok(out)
+    }
+
+    fn pass_of_row(
+        &self,
+        r: &rusqlite::Row<'_>,
+    ) -> rusqlite::Result<Result<PassRecord, StoreError>> {
+        let outcome: String = r.get(6)?;
+        let actions: String = r.get(7)?;
+        let Some(parsed) = parse_outcome(&outcome) else {
+            return Ok(Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                what: "passes.outcome",
+                value: outcome,
+            }));
+        };
+        let Ok(actions) = serde_json::from_str::<Vec<String>>(&actions) else {
+            return Ok(Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                what: "passes.actions",
+                value: actions,
+            }));
+        };
+        Ok(Ok(PassRecord {
+            id: r.get(0)?,
+            started_at: r.get(1)?,
+            finished_at: r.get(2)?,
+            duration_ms: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+            trigger: r.get(4)?,
+            revision: r.get(5)?,
+            outcome: parsed,
+            actions,
+            error: r.get(8)?,
+            runs: u32::try_from(r.get::<_, i64>(9)?).unwrap_or(1),
+            first_started_at: r.get(10)?,
+        }))
+    }
+
+    /// Records a finished pass as [`crate::history::classify`] decides: a new row, one
+    /// row standing for it and the newest row it repeats (the newest is replaced, so
+    /// ids keep increasing), or a counter. Returns the pass as recorded (id 0 when
+    /// counted; `runs` when folded) and the decision. One transaction, so a crash never
+    /// loses the folded row.
+    pub fn record_pass(
+        &self,
+        pass: &PassRecord,
+    ) -> Result<(PassRecord, crate::history::Keep), StoreError> {
+        use crate::history::{Keep, classify};
+        let newest = self.last_pass()?;
+        let keep = classify(pass, newest.as_ref());
+        let path = self.path.clone();
+        let err = |what| {
+            let path = path.clone();
+            move |source| StoreError::Sqlite { path, what, source }
+        };
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(err("begin history write"))?;
+        let mut row = pass.clone();
+        row.id = match keep {
+            Keep::Count(quiet) => {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, '1')
+                     ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+                    [quiet.meta_key()],
+                )
+                .map_err(err("count a quiet pass"))?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+                    params![META_COUNTED_SINCE, pass.started_at],
+                )
+                .map_err(err("count a quiet pass"))?;
+                0
+            }
+            Keep::Row | Keep::Fold { .. } => {
+                if let (Keep::Fold { id }, Some(n)) = (keep, &newest) {
+                    row.runs = n.runs.max(1) + 1;
+                    row.first_started_at =
+                        Some(n.first_started_at.clone().unwrap_or(n.started_at.clone()));
+                    tx.execute("DELETE FROM passes WHERE id = ?1", [id])
+                        .map_err(err("fold a repeated pass"))?;
+                }
+                insert_pass_row(&tx, &row).map_err(err("insert pass"))?
+            }
+        };
+        tx.commit().map_err(err("commit history write"))?;
+        Ok((row, keep))
+    }
+
+    /// The passes counted rather than listed, for `legerctl history`.
+    pub fn history_summary(&self) -> Result<leger_api_types::HistorySummary, StoreError> {
+        use crate::history::Quiet;
+        let count = |q: Quiet| -> Result<u64, StoreError> {
+            Ok(self
+                .meta(q.meta_key())?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0))
+        };
+        Ok(leger_api_types::HistorySummary {
+            idle_polls: count(Quiet::IdlePoll)?,
+            quiet_drift_checks: count(Quiet::DriftCheck)?,
+            since: self.meta(META_COUNTED_SINCE)?,
+        })
     }
 
     /// The most recent pass, if any ran.
@@ -868,6 +946,29 @@ impl Store {
             .map_err(self.err("forget podman secret"))?;
         Ok(())
     }
+}
+
+/// Inserts one history row (`pass.id` ignored) and returns its id.
+fn insert_pass_row(conn: &Connection, pass: &PassRecord) -> rusqlite::Result<i64> {
+    let actions = serde_json::to_string(&pass.actions).expect("strings always serialize");
+    conn.prepare_cached(
+        "INSERT INTO passes (started_at, finished_at, duration_ms, trigger, revision,
+           outcome, actions, error, runs, first_started_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        pass.started_at,
+        pass.finished_at,
+        i64::try_from(pass.duration_ms).unwrap_or(i64::MAX),
+        pass.trigger,
+        pass.revision,
+        pass.outcome.as_str(),
+        actions,
+        pass.error,
+        pass.runs.max(1),
+        pass.first_started_at
+    ])?;
+    Ok(conn.last_insert_rowid())
 }
 
 fn parse_outcome(s: &str) -> Option<PassOutcome> {

@@ -66,6 +66,8 @@ fn pass(n: u64) -> PassRecord {
         outcome: PassOutcome::Noop,
         actions: vec![],
         error: None,
+        runs: 1,
+        first_started_at: None,
     }
 }
 
@@ -101,6 +103,7 @@ async fn start_with(passes: u64, access: legerd::access::AccessPolicy) -> Server
         backups: None,
         access,
         fleet: None,
+        plan: None,
     };
     let (shutdown, shutdown_rx) = oneshot::channel();
     let task = tokio::spawn(serve(listener, ctx, async {
@@ -182,6 +185,57 @@ async fn api_history_is_newest_first_and_limited() {
     assert!(e.contains("out of range"), "{e}");
     let e = api_error(s.get("/v1/history?limit=lots").await, 400).await;
     assert!(e.contains("invalid query"), "{e}");
+}
+
+/// `--failed`, `--app`, `history show ID` and the counters, through the socket.
+#[tokio::test]
+async fn api_history_filters_shows_one_pass_whole_and_counts_idle_polls() {
+    let s = start(3).await;
+    {
+        let store = Store::open(&s._dir.path().join("state/legerd.db")).unwrap();
+        let mut failed = pass(50);
+        failed.outcome = PassOutcome::Failed;
+        failed.trigger = "manual".into();
+        failed.error = Some("web.service failed\nline 2 of podman's output".into());
+        store.record_pass(&failed).unwrap();
+        store.record_pass(&pass(51)).unwrap(); // an idle poll: counted
+    }
+    let mut d = doc(false);
+    d.status.apps = vec![leger_api_types::AppStatus {
+        name: "web".into(),
+        units: vec![leger_api_types::UnitStatus {
+            name: "web.service".into(),
+            active_state: "failed".into(),
+            sub_state: "failed".into(),
+        }],
+        layer: None,
+    }];
+    s.status_tx.send(d).unwrap();
+    let failed: Vec<PassRecord> = s.get("/v1/history?failed=true").await.json().await.unwrap();
+    assert_eq!(failed.len(), 1);
+    let web: Vec<PassRecord> = s.get("/v1/history?app=web").await.json().await.unwrap();
+    assert_eq!(web, failed, "the error names web's unit");
+    let none: Vec<PassRecord> = s
+        .get("/v1/history?app=db&changes=true")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let one: PassRecord = s
+        .get(&format!("/v1/history/{}", failed[0].id))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(one.error.unwrap().contains("line 2 of podman's output"));
+    let summary: leger_api_types::HistorySummary =
+        s.get("/v1/history/summary").await.json().await.unwrap();
+    assert_eq!(summary.idle_polls, 1);
+    let e = api_error(s.get("/v1/history/999").await, 404).await;
+    assert!(e.contains("legerctl history"), "{e}");
+    let e = api_error(s.get("/v1/history/abc").await, 400).await;
+    assert!(e.contains("not a pass id"), "{e}");
 }
 
 #[tokio::test]

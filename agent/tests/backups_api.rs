@@ -171,6 +171,7 @@ async fn fixture() -> Fixture {
         }),
         access: legerd::access::AccessPolicy::owner_only(),
         fleet: None,
+        plan: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     tokio::spawn(serve(listener, ctx, async {

@@ -42,6 +42,8 @@ fn doc(applied: &str, outcome: PassOutcome) -> StatusDocument {
                 outcome,
                 actions: vec![],
                 error: None,
+                runs: 1,
+                first_started_at: None,
             }),
             fleet: Some(FleetStatus {
                 host: "h1".into(),

@@ -31,6 +31,8 @@ fn pass(trigger: &str, outcome: PassOutcome, error: Option<&str>) -> PassRecord 
         outcome,
         actions: vec!["write web/web.container".into(), "start web.service".into()],
         error: error.map(str::to_owned),
+        runs: 1,
+        first_started_at: None,
     }
 }
 
@@ -250,4 +252,106 @@ fn store_reports_a_corrupt_hash_with_the_column() {
         .unwrap();
     let e = store.inventory().unwrap_err().to_string();
     assert!(e.contains("inventory.hash") && e.contains("zz"), "{e}");
+}
+
+/// A history written by the schema before version 3 (no `runs` column) is migrated in
+/// place and reads as one pass per row.
+#[test]
+fn store_migrates_a_version_2_history() {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("legerd.db");
+    drop(Store::open(&path).unwrap());
+    // Turn the file back into version 2, with one row written the old way.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "ALTER TABLE passes DROP COLUMN runs;
+             ALTER TABLE passes DROP COLUMN first_started_at;
+             INSERT INTO passes (started_at, finished_at, duration_ms, trigger, revision,
+               outcome, actions, error)
+             VALUES ('2025-01-01T00:00:00Z', '2025-01-01T00:00:01Z', 5, 'startup', 'r1',
+               'applied', '[\"start web.service\"]', NULL);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    let old = store.last_pass().unwrap().unwrap();
+    assert_eq!((old.trigger.as_str(), old.runs), ("startup", 1));
+    assert_eq!(old.first_started_at, None);
+}
+
+/// Idle polls become counters, a repeated failure folds into one row (ids keep
+/// increasing), and both survive reopening the file.
+#[test]
+fn store_records_passes_as_rows_folds_and_counters() {
+    use legerd::history::Keep;
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("legerd.db");
+    let (first_fail, second_fail);
+    {
+        let store = Store::open(&path).unwrap();
+        let applied = store
+            .record_pass(&pass("startup", PassOutcome::Applied, None))
+            .unwrap();
+        assert_eq!(applied.1, Keep::Row);
+        let mut idle = pass("poll", PassOutcome::Noop, None);
+        idle.actions.clear();
+        for _ in 0..3 {
+            let (r, keep) = store.record_pass(&idle).unwrap();
+            assert_eq!(
+                (r.id, keep),
+                (0, Keep::Count(legerd::history::Quiet::IdlePoll))
+            );
+        }
+        let mut echo = idle.clone();
+        echo.trigger = "drift-file,drift-unit:web.service".into();
+        store.record_pass(&echo).unwrap();
+        let mut bad = pass(
+            "poll",
+            PassOutcome::Failed,
+            Some("revision r2 is known bad"),
+        );
+        bad.actions.clear();
+        first_fail = store.record_pass(&bad).unwrap().0;
+        bad.started_at = "2025-01-02T04:00:00Z".into();
+        let (folded, keep) = store.record_pass(&bad).unwrap();
+        assert_eq!(keep, Keep::Fold { id: first_fail.id });
+        second_fail = folded;
+    }
+    let store = Store::open(&path).unwrap();
+    let rows = store.passes(10).unwrap();
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert!(second_fail.id > first_fail.id, "ids keep increasing");
+    assert_eq!(rows[0], second_fail);
+    assert_eq!(rows[0].runs, 2);
+    assert_eq!(
+        rows[0].first_started_at.as_deref(),
+        Some(first_fail.started_at.as_str())
+    );
+    assert_eq!(
+        store.pass(first_fail.id).unwrap(),
+        None,
+        "replaced by the fold"
+    );
+    assert_eq!(
+        store.pass(second_fail.id).unwrap().unwrap().error,
+        second_fail.error
+    );
+    let summary = store.history_summary().unwrap();
+    assert_eq!((summary.idle_polls, summary.quiet_drift_checks), (3, 1));
+    assert_eq!(summary.since.as_deref(), Some("2025-01-02T03:04:05Z"));
+    // Filters read newest first and stop at the limit.
+    let failed = legerd::history::Filter {
+        failed: true,
+        ..Default::default()
+    };
+    assert_eq!(store.passes_matching(10, &failed).unwrap(), [second_fail]);
+    assert_eq!(
+        store
+            .passes_matching(1, &legerd::history::Filter::default())
+            .unwrap()
+            .len(),
+        1
+    );
 }

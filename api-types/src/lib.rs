@@ -8,8 +8,10 @@ pub mod app_config;
 pub mod backups;
 pub mod desired;
 pub mod fleet;
+pub mod history;
 pub mod manifest;
 pub mod overlay;
+pub mod plan;
 pub mod revision;
 pub mod secrets;
 pub mod status;
@@ -19,5 +21,7 @@ pub use desired::{
     DesiredState, DesiredStateError, DirSourceSpec, GitSourceSpec, ManifestSourceSpec,
     ManifestVersion, Policy, SecretSourceSpec, SecretsSpec, SourceSpec, UpdateMode,
 };
+pub use history::HistorySummary;
+pub use plan::{PlanDocument, PlanDrift, PlanSecret};
 pub use secrets::{IdentityResponse, SecretInfo, SecretSetResponse};
 pub use status::*;

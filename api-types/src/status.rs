@@ -249,7 +249,8 @@ impl PassOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PassRecord {
-    /// Row id, increasing.
+    /// Row id, increasing; 0 for a pass kept only as a counter (an idle poll, see
+    /// [`crate::history::HistorySummary`]).
     pub id: i64,
     /// RFC 3339 start time.
     pub started_at: String,
@@ -267,6 +268,16 @@ pub struct PassRecord {
     pub actions: Vec<String>,
     /// The error, when it failed.
     pub error: Option<String>,
+    /// How many passes this row stands for: a failure or hold repeated with the same
+    /// revision, actions and error is one row, not one per retry.
+    #[serde(
+        default = "crate::history::one",
+        skip_serializing_if = "crate::history::is_one"
+    )]
+    pub runs: u32,
+    /// When the first of those passes started (set when `runs` > 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_started_at: Option<String>,
 }
 
 /// Answer to `POST /v1/reconcile`.

@@ -47,12 +47,11 @@ pub enum Command {
     #[command(
         after_help = "Exits 0 whenever status was read, whatever it says: scripts should \
 read the conditions, e.g.
-  legerctl status --json | jq -e '.status.conditions[] | select(.type == \"Ready\") | .status == \"True\"'"
+  legerctl status -o json | jq -e '.status.conditions[] | select(.type == \"Ready\") | .status == \"True\"'"
     )]
     Status {
-        /// Print the status document as JSON (stable; check apiVersion and kind).
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
         /// Show condition messages and the last error whole (podman's output, journal
         /// lines), not shortened to one line.
         #[arg(long)]
@@ -60,15 +59,36 @@ read the conditions, e.g.
     },
 
     /// Show recent reconcile passes, newest first.
-    #[command(after_help = "Example:\n  legerctl history -n 50 --json")]
+    ///
+    /// Idle polls and the no-op passes legerd's own changes trigger are counted, not
+    /// listed (one summary line); a failure or hold repeated with the same revision and
+    /// error is one row with a run count.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:
+  legerctl history -n 50 --json
+  legerctl history --failed
+  legerctl history --changes --app web
+  legerctl history show 42        # one pass whole: its actions and the full error"
+    )]
     History {
         /// How many passes to show (1 to 1000).
         #[arg(short = 'n', long = "limit", default_value_t = 20,
               value_parser = clap::value_parser!(u16).range(1..=1000))]
         limit: u16,
-        /// Print the passes as JSON.
+        /// Only passes that changed the host.
         #[arg(long)]
-        json: bool,
+        changes: bool,
+        /// Only failed and rolled-back passes.
+        #[arg(long)]
+        failed: bool,
+        /// Only passes about this app (its files or units).
+        #[arg(long, value_name = "APP")]
+        app: Option<String>,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
+        #[command(subcommand)]
+        show: Option<HistoryCommand>,
     },
 
     /// Ask legerd for a reconcile pass now instead of at the next poll.
@@ -111,9 +131,28 @@ Examples:
     Diff {
         /// Only this app.
         app: Option<String>,
-        /// Print the staged change as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
+    },
+
+    /// Show what the next pass would do now: unit actions, secrets by name, drift and a
+    /// diff of every file. Changes nothing.
+    #[command(
+        after_help = "Works in every mode: while suspended it shows what `legerctl resume` would let the next
+pass do; in staged mode, what approving the staged revision would do. legerd fetches the
+source and plans as a pass would, between passes, without touching the host. Secret values
+are never shown, only their names. Exit code 0 when the plan was read, whatever it says.
+
+Examples:
+  legerctl plan            # every app
+  legerctl plan web        # one app
+  legerctl plan --json"
+    )]
+    Plan {
+        /// Only this app.
+        app: Option<String>,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
     },
 
     /// Approve a staged revision: legerd applies exactly that revision (sets policy.approved).
@@ -163,9 +202,8 @@ Examples:
         /// How many.
         #[arg(short = 'n', long = "limit", default_value_t = 20)]
         limit: usize,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
     },
 
     /// Change how legerd converges: mode (auto|staged), prune, self-heal, allow-empty.
@@ -310,9 +348,8 @@ Examples:
     Backups {
         /// Only this app's backups.
         app: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
     },
 
     /// Ask legerd to restore an app from a backup: stop its units, import its volumes,
@@ -353,9 +390,8 @@ pub enum SecretsCommand {
     },
     /// List names, versions, sources and consuming units.
     List {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
     },
     /// Remove NAME from the local store (units that need it then wait for another source).
     Rm {
@@ -493,6 +529,19 @@ pub enum SourceCommand {
         /// Accept a folder that does not exist (yet); legerd reports it until it does.
         #[arg(long)]
         force: bool,
+    },
+}
+
+/// `legerctl history show ID`.
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// Print one pass whole: every action and the full error (podman's output, journal
+    /// lines) that the table keeps to one line.
+    Show {
+        /// The pass id (the ID column of `legerctl history`).
+        id: i64,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
     },
 }
 

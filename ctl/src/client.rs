@@ -35,6 +35,12 @@ impl Client {
         self.send(self.http.get(url(path)), path).await
     }
 
+    /// GETs a path, waiting up to `timeout` (a plan waits for the running pass).
+    pub async fn get_within(&self, path: &str, timeout: Duration) -> Result<String> {
+        self.send(self.http.get(url(path)).timeout(timeout), path)
+            .await
+    }
+
     /// POSTs to a path and returns the body.
     pub async fn post(&self, path: &str) -> Result<String> {
         self.send(self.http.post(url(path)), path).await

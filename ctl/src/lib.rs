@@ -15,6 +15,8 @@ pub mod cli;
 pub mod edit;
 pub mod failed;
 pub mod logs;
+pub mod output;
+pub mod plan;
 pub mod policy;
 pub mod publish;
 pub mod render;

@@ -15,6 +15,7 @@ use leger_api_types::{
     SecretSetResponse, SourceSpec, StagedChange, StatusDocument,
 };
 use leger_config::{Environment, Mode, Settings, default_dropin_dirs};
+use legerctl::output::print_read;
 use legerctl::{backups, edit, logs, publish, render};
 
 use crate::client::Client;
@@ -41,15 +42,16 @@ fn secrets(loc: &mut Locations, cmd: SecretsCommand) -> Result<()> {
                 r.name, r.version
             );
         }
-        SecretsCommand::List { json } => {
+        SecretsCommand::List { out } => {
             let body = block_on(client.get("/v1/secrets"))?;
-            if json {
-                println!("{}", body.trim_end());
-            } else {
-                let list: Vec<SecretInfo> =
-                    serde_json::from_str(&body).context("cannot read legerd's secret list")?;
-                print!("{}", render::render_secrets(&list));
-            }
+            print!(
+                "{}",
+                print_read(&out, "SecretList", &body, |b| {
+                    let list: Vec<SecretInfo> =
+                        serde_json::from_str(b).context("cannot read legerd's secret list")?;
+                    Ok(render::render_secrets(&list))
+                })?
+            );
         }
         SecretsCommand::Rm { name } => {
             block_on(client.delete(&format!("/v1/secrets/{name}")))?;
@@ -131,23 +133,80 @@ fn run(cli: Cli) -> Result<()> {
             .context("--wait follows legerd's passes, so legerd must be running")?;
     }
     match cli.command {
-        Command::Status { json, details } => {
+        Command::Status { out, details } => {
             let client = loc.client()?;
             let body = block_on(client.get("/v1/status"))?;
-            if json {
+            print!(
+                "{}",
+                print_read(&out, "AgentStatus", &body, |b| {
+                    let doc: StatusDocument = serde_json::from_str(b)
+                        .context("legerd sent a status document this legerctl cannot read; use --output json or a matching legerctl")?;
+                    Ok(render::render_status_details(&doc, details))
+                })?
+            );
+        }
+        Command::History {
+            show: Some(legerctl::cli::HistoryCommand::Show { id, out }),
+            ..
+        } => {
+            let body = block_on(loc.client()?.get(&format!("/v1/history/{id}")))?;
+            print!(
+                "{}",
+                print_read(&out, "Pass", &body, |b| {
+                    let pass: PassRecord = serde_json::from_str(b).context(
+                        "legerd sent a pass this legerctl cannot read; use --output json",
+                    )?;
+                    Ok(render::render_pass(&pass))
+                })?
+            );
+        }
+        Command::History {
+            limit,
+            changes,
+            failed,
+            app,
+            out,
+            show: None,
+        } => {
+            let mut path = with_app("/v1/history", app.as_deref());
+            path.push(if path.contains('?') { '&' } else { '?' });
+            path.push_str(&format!("limit={limit}"));
+            if changes {
+                path.push_str("&changes=true");
+            }
+            if failed {
+                path.push_str("&failed=true");
+            }
+            let client = loc.client()?;
+            let body = block_on(client.get(&path))?;
+            // An older legerd has no summary: the rows alone are still right.
+            let summary: Option<leger_api_types::HistorySummary> = if out.json {
+                None
+            } else {
+                block_on(client.get("/v1/history/summary"))
+                    .ok()
+                    .and_then(|b| serde_json::from_str(&b).ok())
+            };
+            if out.human() {
+                let passes: Vec<PassRecord> = serde_json::from_str(&body).context(
+                    "legerd sent a history this legerctl cannot read; use --output json",
+                )?;
+                print!("{}", render::render_history(&passes));
+                if let Some(line) = summary.as_ref().and_then(render::history_summary_line) {
+                    println!("{line}");
+                }
+            } else if out.json {
                 println!("{}", body.trim_end());
             } else {
-                let doc: StatusDocument = serde_json::from_str(&body)
-                    .context("legerd sent a status document this legerctl cannot read; use --json or a matching legerctl")?;
-                print!("{}", render::render_status_details(&doc, details));
+                let items: serde_json::Value = serde_json::from_str(&body)
+                    .context("legerd sent a history that is not JSON")?;
+                let mut doc = legerctl::output::document("PassList", items);
+                if let Some(s) = summary {
+                    doc["notListed"] = serde_json::to_value(s).expect("plain data serializes");
+                }
+                print!("{}", legerctl::output::to_text(out.output, &doc)?);
             }
         }
-        Command::History { limit, json } => print_list(
-            &mut loc,
-            &format!("/v1/history?limit={limit}"),
-            json,
-            |passes: &[PassRecord]| render::render_history(passes),
-        )?,
         Command::Reconcile { .. } => {
             let client = loc.client()?;
             let body = block_on(client.post("/v1/reconcile"))?;
@@ -175,15 +234,16 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", r.recipient);
         }
         Command::Secrets(cmd) => secrets(&mut loc, cmd)?,
-        Command::Backups { app, json } => {
-            let body = block_on(loc.client()?.get(&backups_path(app.as_deref())))?;
-            if json {
-                println!("{}", body.trim_end());
-            } else {
-                let list: Vec<BackupInfo> =
-                    serde_json::from_str(&body).context("cannot read legerd's backup list")?;
-                print!("{}", backups::render(&list));
-            }
+        Command::Backups { app, out } => {
+            let body = block_on(loc.client()?.get(&with_app("/v1/backups", app.as_deref())))?;
+            print!(
+                "{}",
+                print_read(&out, "BackupList", &body, |b| {
+                    let list: Vec<BackupInfo> =
+                        serde_json::from_str(b).context("cannot read legerd's backup list")?;
+                    Ok(backups::render(&list))
+                })?
+            );
         }
         Command::Restore { app, backup, .. } => restore(&mut loc, &app, backup.as_deref())?,
         Command::GetDesired => {
@@ -196,7 +256,7 @@ fn run(cli: Cli) -> Result<()> {
                 ),
             }
         }
-        Command::Diff { app, json } => {
+        Command::Diff { app, out } => {
             let client = loc.client()?;
             let body = match block_on(client.get("/v1/staged")) {
                 Ok(body) => Some(body),
@@ -220,24 +280,43 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             let (Some(body), Some(staged)) = (body, staged) else {
-                println!("nothing is staged");
+                if out.human() || out.json {
+                    println!("nothing is staged");
+                } else {
+                    // Still a document: no revision, nothing to do.
+                    let empty = serde_json::json!({"revision": null, "actions": [], "files": []});
+                    let doc = legerctl::output::document("StagedChange", empty);
+                    print!("{}", legerctl::output::to_text(out.output, &doc)?);
+                }
                 return Ok(());
             };
             let changes = render::staged_has_changes(&staged, app.as_deref());
-            if json {
-                println!("{}", body.trim_end());
-            } else {
-                use std::io::IsTerminal;
-                let color = render::use_color(
-                    std::io::stdout().is_terminal(),
-                    std::env::var_os("NO_COLOR").as_deref(),
-                );
-                print!("{}", render::render_staged(&staged, app.as_deref(), color));
-            }
+            print!(
+                "{}",
+                print_read(&out, "StagedChange", &body, |_| Ok(render::render_staged(
+                    &staged,
+                    app.as_deref(),
+                    stdout_color()
+                )))?
+            );
             if changes {
                 // diff(1)'s convention: 1 means "there are differences".
                 std::process::exit(1);
             }
+        }
+        Command::Plan { app, out } => {
+            let path = with_app("/v1/plan", app.as_deref());
+            // legerd answers between passes and fetches the source first.
+            let body = block_on(loc.client()?.get_within(&path, PLAN_TIMEOUT))?;
+            print!(
+                "{}",
+                print_read(&out, "Plan", &body, |b| {
+                    let doc: leger_api_types::PlanDocument = serde_json::from_str(b).context(
+                        "legerd sent a plan this legerctl cannot read; use --output json",
+                    )?;
+                    Ok(legerctl::plan::render_plan(&doc, stdout_color()))
+                })?
+            );
         }
         Command::Approve {
             revision, force, ..
@@ -298,12 +377,17 @@ fn run(cli: Cli) -> Result<()> {
                 "rolling back to {revision} (pinned): legerd re-applies it from its revision store; `legerctl unpin` follows the source again"
             );
         }
-        Command::Revisions { limit, json } => print_list(
-            &mut loc,
-            &format!("/v1/revisions?limit={limit}"),
-            json,
-            |list: &[RevisionInfo]| render::render_revisions(list),
-        )?,
+        Command::Revisions { limit, out } => {
+            let body = block_on(loc.client()?.get(&format!("/v1/revisions?limit={limit}")))?;
+            print!(
+                "{}",
+                print_read(&out, "RevisionList", &body, |b| {
+                    let list: Vec<RevisionInfo> =
+                        serde_json::from_str(b).context("cannot read legerd's revision list")?;
+                    Ok(render::render_revisions(&list))
+                })?
+            );
+        }
         Command::SetPolicy(args) => set_policy(&loc.desired_file()?, args)?,
         Command::Suspend => set_suspend(&loc.desired_file()?, true)?,
         Command::Resume => set_suspend(&loc.desired_file()?, false)?,
@@ -384,7 +468,9 @@ fn run(cli: Cli) -> Result<()> {
 
 /// Follows legerd's status until a pass that started at or after `since` (a whole
 /// second) finished.
-/// Progress goes to stderr: one rewritten line on a terminal, plain lines otherwise.
+/// Progress goes to stderr: on a terminal one line rewritten in place with a spinner,
+/// the elapsed time and the stage (fetching, validating, backing up, applying, health
+/// gate); otherwise a plain line each time the stage or what it waits on changes.
 fn wait_for_pass(
     loc: &mut Locations,
     since: std::time::SystemTime,
@@ -392,8 +478,15 @@ fn wait_for_pass(
 ) -> Result<u8> {
     use std::io::{IsTerminal, Write};
     let tty = std::io::stderr().is_terminal();
-    let deadline = std::time::Instant::now() + timeout;
+    // No terminal-size crate for one line: $COLUMNS when the shell exports it.
+    let width = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(100usize);
+    let started = std::time::Instant::now();
+    let deadline = started + timeout;
     let mut last = String::new();
+    let mut frame = 0usize;
     loop {
         let doc = fetch_status(loc)?;
         if let Some(v) = legerctl::wait::judge(&doc, since) {
@@ -409,13 +502,17 @@ fn wait_for_pass(
         }
         let now =
             legerctl::wait::progress(&doc).unwrap_or_else(|| "waiting for legerd's pass".into());
-        if now != last {
-            if tty {
-                eprint!("\r\x1b[2K… {now}");
-                let _ = std::io::stderr().flush();
-            } else {
-                eprintln!("… {now}");
-            }
+        if tty {
+            let line = legerctl::wait::progress_line(&now, started.elapsed(), Some(frame), width);
+            eprint!("\r\x1b[2K{line}");
+            let _ = std::io::stderr().flush();
+            frame += 1;
+            last = now;
+        } else if now != last {
+            eprintln!(
+                "{}",
+                legerctl::wait::progress_line(&now, started.elapsed(), None, width)
+            );
             last = now;
         }
         if std::time::Instant::now() >= deadline {
@@ -432,7 +529,17 @@ fn wait_for_pass(
     }
 }
 
-fn backups_path(app: Option<&str>) -> String {
+/// Colours on stdout: a terminal, and no `NO_COLOR`.
+fn stdout_color() -> bool {
+    use std::io::IsTerminal;
+    render::use_color(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
+/// `path` with `?app=APP` (percent-encoded) when an app is given.
+fn with_app(path: &str, app: Option<&str>) -> String {
     match app {
         Some(a) => {
             let encoded: String = a
@@ -444,11 +551,14 @@ fn backups_path(app: Option<&str>) -> String {
                     _ => format!("%{b:02X}"),
                 })
                 .collect();
-            format!("/v1/backups?app={encoded}")
+            format!("{path}?app={encoded}")
         }
-        None => "/v1/backups".to_owned(),
+        None => path.to_owned(),
     }
 }
+
+/// How long `legerctl plan` waits: legerd answers between passes, after fetching.
+const PLAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 /// How long `legerctl restore` waits: legerd finishes its current pass first, and
 /// importing a large volume takes a while.
@@ -459,7 +569,7 @@ const RESTORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 *
 /// naming the backup keeps a backup taken in between from being picked instead.
 fn restore(loc: &mut Locations, app: &str, id: Option<&str>) -> Result<()> {
     let client = loc.client()?;
-    let body = block_on(client.get(&backups_path(Some(app))))?;
+    let body = block_on(client.get(&with_app("/v1/backups", Some(app))))?;
     let list: Vec<BackupInfo> =
         serde_json::from_str(&body).context("cannot read legerd's backup list")?;
     let chosen = backups::choose(&list, app, id).map_err(anyhow::Error::msg)?;
@@ -898,25 +1008,6 @@ fn set_policy(path: &Path, args: SetPolicy) -> Result<()> {
 fn fetch_status(loc: &mut Locations) -> Result<StatusDocument> {
     serde_json::from_str(&block_on(loc.client()?.get("/v1/status"))?)
         .context("cannot read legerd's status")
-}
-
-/// GETs a list from legerd and prints it as JSON (as sent) or through `render`.
-fn print_list<T: serde::de::DeserializeOwned>(
-    loc: &mut Locations,
-    path: &str,
-    json: bool,
-    render: impl FnOnce(&[T]) -> String,
-) -> Result<()> {
-    let body = block_on(loc.client()?.get(path))?;
-    if json {
-        println!("{}", body.trim_end());
-    } else {
-        let list: Vec<T> = serde_json::from_str(&body).with_context(|| {
-            format!("legerd sent {path} in a form this legerctl cannot read; use --json")
-        })?;
-        print!("{}", render(&list));
-    }
-    Ok(())
 }
 
 /// Edits `[policy]` of the desired state at `path`, validated and atomically.

@@ -7,7 +7,9 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use leger_api_types::{PassRecord, RevisionInfo, StagedChange, StatusDocument};
+use leger_api_types::{
+    FileDiff, PassRecord, RevisionInfo, StagedAction, StagedChange, StatusDocument,
+};
 
 /// How many characters of a revision `history` shows; enough to be unique in practice.
 pub const SHORT_REVISION: usize = leger_api_types::revision::SHORT_LEN;
@@ -249,8 +251,12 @@ pub fn render_history(passes: &[PassRecord]) -> String {
                     .as_deref()
                     .map(|r| short(r).into_owned())
                     .unwrap_or_else(|| "-".to_owned()),
-                p.outcome.as_str().to_owned(),
-                p.error.as_deref().map(one_line).unwrap_or_default(),
+                if p.runs > 1 {
+                    format!("{} ×{}", p.outcome.as_str(), p.runs)
+                } else {
+                    p.outcome.as_str().to_owned()
+                },
+                p.error.as_deref().map(summary_line).unwrap_or_default(),
             ]
         })
         .collect();
@@ -276,6 +282,59 @@ pub fn render_history(passes: &[PassRecord]) -> String {
     line(&header);
     for row in &rows {
         line(&row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+/// The line under the history table: the passes counted rather than listed.
+pub fn history_summary_line(s: &leger_api_types::HistorySummary) -> Option<String> {
+    if s.idle_polls == 0 && s.quiet_drift_checks == 0 {
+        return None;
+    }
+    let since = s
+        .since
+        .as_deref()
+        .map(|t| format!(" since {t}"))
+        .unwrap_or_default();
+    Some(format!(
+        "(not listed: {} idle polls and {} drift checks that found nothing to do{since})",
+        s.idle_polls, s.quiet_drift_checks
+    ))
+}
+
+/// `legerctl history show ID`: one pass whole, its error unshortened.
+pub fn render_pass(p: &PassRecord) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Pass:      #{}", p.id);
+    let _ = writeln!(out, "Outcome:   {}", p.outcome.as_str());
+    let _ = writeln!(out, "Started:   {}", p.started_at);
+    let _ = writeln!(
+        out,
+        "Finished:  {} (took {})",
+        p.finished_at,
+        duration(p.duration_ms)
+    );
+    if p.runs > 1 {
+        let _ = writeln!(
+            out,
+            "Repeated:  {} passes alike, the first at {}",
+            p.runs,
+            opt(&p.first_started_at)
+        );
+    }
+    let _ = writeln!(out, "Trigger:   {}", p.trigger);
+    let _ = writeln!(out, "Revision:  {}", opt(&p.revision));
+    if !p.actions.is_empty() {
+        let _ = writeln!(out, "Actions:");
+        for a in &p.actions {
+            let _ = writeln!(out, "  {a}");
+        }
+    }
+    if let Some(e) = &p.error {
+        let _ = writeln!(out, "Error:");
+        for line in e.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     out
 }
@@ -311,10 +370,6 @@ pub fn summary_line(text: &str) -> String {
         }
         None => first,
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The `legerctl secrets list` table: names, versions, sources, consumers; no values.
@@ -381,6 +436,36 @@ pub fn unknown_diff_app(
 /// `legerctl diff`: the unit actions, then a unified diff of every file.
 pub fn render_staged(staged: &StagedChange, app: Option<&str>, color: bool) -> String {
     let keep = |a: &str| app.is_none_or(|x| x == a);
+    let mut out = format!(
+        "staged revision {} (applied: {})\n",
+        staged.revision,
+        staged.applied_revision.as_deref().unwrap_or("none")
+    );
+    let actions: Vec<_> = staged.actions.iter().filter(|a| keep(&a.app)).collect();
+    let files: Vec<_> = staged.files.iter().filter(|f| keep(&f.app)).collect();
+    if actions.is_empty() && files.is_empty() {
+        out.push_str("no changes\n");
+        return out;
+    }
+    out.push_str(&render_unit_actions(&actions));
+    out.push_str(&render_file_diffs(&files, color));
+    out
+}
+
+/// The "Unit actions:" block of `diff` and `plan`; empty when there are none.
+pub fn render_unit_actions(actions: &[&StagedAction]) -> String {
+    let mut out = String::new();
+    if !actions.is_empty() {
+        out.push_str("\nUnit actions:\n");
+        for a in actions {
+            out.push_str(&format!("  {:<8} {} (app {})\n", a.action, a.unit, a.app));
+        }
+    }
+    out
+}
+
+/// Each changed file with its unified diff, coloured when `color`.
+pub fn render_file_diffs(files: &[&FileDiff], color: bool) -> String {
     let paint = |code: &str, line: &str| {
         if color {
             format!("\x1b[{code}m{line}\x1b[0m")
@@ -388,23 +473,8 @@ pub fn render_staged(staged: &StagedChange, app: Option<&str>, color: bool) -> S
             line.to_owned()
         }
     };
-    let mut out = format!(
-        "staged revision {} (applied: {})\n",
-        staged.revision,
-        staged.applied_revision.as_deref().unwrap_or("none")
-    );
-    let actions: Vec<_> = staged.actions.iter().filter(|a| keep(&a.app)).collect();
-    if actions.is_empty() && !staged.files.iter().any(|f| keep(&f.app)) {
-        out.push_str("no changes\n");
-        return out;
-    }
-    if !actions.is_empty() {
-        out.push_str("\nUnit actions:\n");
-        for a in actions {
-            out.push_str(&format!("  {:<8} {} (app {})\n", a.action, a.unit, a.app));
-        }
-    }
-    for f in staged.files.iter().filter(|f| keep(&f.app)) {
+    let mut out = String::new();
+    for f in files {
         out.push('\n');
         out.push_str(&paint("1", &format!("{} {}", f.change, f.path)));
         out.push('\n');
@@ -474,6 +544,8 @@ mod tests {
             outcome,
             actions: vec![],
             error: error.map(str::to_owned),
+            runs: 1,
+            first_started_at: None,
         }
     }
 
@@ -686,6 +758,38 @@ mod tests {
         assert_eq!(&lines[1][col..col + 6], "failed");
         assert_eq!(&lines[2][col..col + 7], "applied");
         assert_eq!(render_history(&[]), "no passes recorded yet\n");
+    }
+
+    #[test]
+    fn history_keeps_errors_to_one_line_counts_runs_and_says_what_it_left_out() {
+        let long = "revision 0123456789ab rolled back: web.service failed\nTrying to pull x...\nError: manifest unknown\nmore podman output";
+        let mut repeated = pass(7, PassOutcome::Failed, Some(long));
+        repeated.runs = 4;
+        repeated.first_started_at = Some("2025-03-04T05:00:00Z".into());
+        let table = render_history(std::slice::from_ref(&repeated));
+        let row = table.lines().nth(1).unwrap();
+        assert!(row.contains("failed ×4"), "{table}");
+        assert!(
+            !row.contains("more podman output"),
+            "one line only: {table}"
+        );
+        assert_eq!(table.lines().count(), 2, "{table}");
+        let whole = render_pass(&repeated);
+        assert!(whole.contains("  more podman output"), "{whole}");
+        assert!(whole.contains("Repeated:  4 passes alike, the first at 2025-03-04T05:00:00Z"));
+        let summary = leger_api_types::HistorySummary {
+            idle_polls: 412,
+            quiet_drift_checks: 37,
+            since: Some("2025-03-01T00:00:00Z".into()),
+        };
+        assert_eq!(
+            history_summary_line(&summary).unwrap(),
+            "(not listed: 412 idle polls and 37 drift checks that found nothing to do since 2025-03-01T00:00:00Z)"
+        );
+        assert_eq!(
+            history_summary_line(&leger_api_types::HistorySummary::default()),
+            None
+        );
     }
 
     #[test]

@@ -65,13 +65,19 @@ pub fn judge(doc: &StatusDocument, since: SystemTime) -> Option<Verdict> {
         .unwrap_or("-".into());
     let error = || pass.error.clone().unwrap_or_default();
     let first_line = |s: String| crate::render::summary_line(&s);
+    // An idle pass is counted, not listed: it has no id to look up.
+    let id = if pass.id == 0 {
+        "not listed in history".to_owned()
+    } else {
+        format!("#{}", pass.id)
+    };
     Some(match pass.outcome {
         // Waiting for a restart slot from the fleet lock is not an end: the pass that
         // gets the slot will apply (or fail), so keep waiting for it.
         PassOutcome::Waiting => return None,
         PassOutcome::Applied => Verdict {
             code: 0,
-            message: format!("applied {rev} (pass #{})", pass.id),
+            message: format!("applied {rev} (pass {})", id),
         },
         PassOutcome::Noop => {
             let st = &doc.status;
@@ -85,21 +91,21 @@ pub fn judge(doc: &StatusDocument, since: SystemTime) -> Option<Verdict> {
                 (Some(fetched), Some(applied), None) if fetched != applied => Verdict {
                     code: 1,
                     message: format!(
-                        "{} is not applied: it failed before and legerd keeps {} (pass #{}); `legerctl history` says why",
+                        "{} is not applied: it failed before and legerd keeps {} (pass {}); `legerctl history` says why",
                         crate::render::short(fetched),
                         crate::render::short(applied),
-                        pass.id
+                        id
                     ),
                 },
                 _ => Verdict {
                     code: 0,
                     message: format!(
-                        "up to date: the host runs {} (pass #{})",
+                        "up to date: the host runs {} (pass {})",
                         st.applied_revision
                             .as_deref()
                             .map(crate::render::short)
                             .unwrap_or(rev.clone()),
-                        pass.id
+                        id
                     ),
                 },
             }
@@ -107,30 +113,30 @@ pub fn judge(doc: &StatusDocument, since: SystemTime) -> Option<Verdict> {
         PassOutcome::Staged => Verdict {
             code: 0,
             message: format!(
-                "staged {rev}: nothing applied; it waits for `legerctl approve` (pass #{})",
-                pass.id
+                "staged {rev}: nothing applied; it waits for `legerctl approve` (pass {})",
+                id
             ),
         },
         PassOutcome::Suspended => Verdict {
             code: 0,
             message: format!(
-                "suspended: nothing applied until `legerctl resume` (pass #{})",
-                pass.id
+                "suspended: nothing applied until `legerctl resume` (pass {})",
+                id
             ),
         },
         PassOutcome::Failed => Verdict {
             code: 1,
             message: format!(
-                "failed (pass #{}): {}; `legerctl status` has the details",
-                pass.id,
+                "failed (pass {}): {}; `legerctl status` has the details",
+                id,
                 first_line(error())
             ),
         },
         PassOutcome::RolledBack => Verdict {
             code: 1,
             message: format!(
-                "rolled back: {rev} failed the health gate and the last good revision runs again (pass #{}): {}",
-                pass.id,
+                "rolled back: {rev} failed the health gate and the last good revision runs again (pass {}): {}",
+                id,
                 first_line(error())
             ),
         },
@@ -147,8 +153,153 @@ pub fn progress(doc: &StatusDocument) -> Option<String> {
         .map(|c| c.message.lines().next().unwrap_or_default().to_owned())
 }
 
+/// Where a running pass is, for the progress display: read from what it waits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// No pass has started yet, or it waits on nothing legerd names.
+    Waiting,
+    /// Asking the source for its newest revision.
+    Fetching,
+    /// Assembling the revision and running podman's generator (dry run).
+    Validating,
+    /// Exporting volumes before the apply.
+    BackingUp,
+    /// Writing files and secrets, reloading systemd, starting and restarting units.
+    Applying,
+    /// The health gate on the units the revision changed.
+    HealthGate,
+}
+
+impl Stage {
+    /// The word shown for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Waiting => "waiting",
+            Stage::Fetching => "fetching",
+            Stage::Validating => "validating",
+            Stage::BackingUp => "backing up",
+            Stage::Applying => "applying",
+            Stage::HealthGate => "health gate",
+        }
+    }
+
+    /// The stage a Reconciling message (see [`progress`]) describes.
+    pub fn of(message: &str) -> Stage {
+        let m = message.to_ascii_lowercase();
+        if m.starts_with("verifying") || m.contains("health gate") {
+            Stage::HealthGate
+        } else if m.contains("fetch of") {
+            Stage::Fetching
+        } else if m.contains("generator") {
+            Stage::Validating
+        } else if m.contains("volume export") {
+            Stage::BackingUp
+        } else if m.contains("job of")
+            || m.contains("d-bus")
+            || m.contains("podman secret")
+            || m.contains("podman network")
+            || m.contains("podman volume")
+        {
+            Stage::Applying
+        } else {
+            Stage::Waiting
+        }
+    }
+}
+
+/// Spinner frames for a terminal.
+const SPINNER: [char; 4] = ['|', '/', '-', '\\'];
+
+/// One progress line: `[  12s] applying: waiting on systemd start job of web.service`.
+/// On a terminal (`frame` given) it starts with a spinner and is cut to `width`
+/// characters, since it is rewritten in place; plain lines keep everything.
+pub fn progress_line(
+    message: &str,
+    elapsed: Duration,
+    frame: Option<usize>,
+    width: usize,
+) -> String {
+    let detail = message
+        .trim_start_matches("reconcile pass in progress; ")
+        .trim_start_matches("reconcile pass in progress");
+    let stage = Stage::of(message).as_str();
+    let mut line = format!("[{:>4}s] {stage}", elapsed.as_secs());
+    if !detail.is_empty() {
+        line.push_str(": ");
+        line.push_str(detail);
+    }
+    match frame {
+        None => line,
+        Some(f) => {
+            let line = format!("{} {line}", SPINNER[f % SPINNER.len()]);
+            if line.chars().count() > width {
+                let mut cut: String = line.chars().take(width.saturating_sub(1)).collect();
+                cut.push('…');
+                cut
+            } else {
+                line
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stages_are_read_from_what_the_pass_waits_on() {
+        use super::Stage;
+        let cases = [
+            ("waiting for legerd's pass", Stage::Waiting),
+            (
+                "reconcile pass in progress; waiting on fetch of the git source (running 1s)",
+                Stage::Fetching,
+            ),
+            (
+                "reconcile pass in progress; waiting on `/usr/lib/systemd/system-generators/podman-system-generator -dryrun` (running 1s)",
+                Stage::Validating,
+            ),
+            (
+                "reconcile pass in progress; waiting on `podman volume export db-data` (running 3s)",
+                Stage::BackingUp,
+            ),
+            (
+                "reconcile pass in progress; waiting on systemd start job of web.service (running 2s)",
+                Stage::Applying,
+            ),
+            (
+                "reconcile pass in progress; waiting on health gate of 2 unit(s) (running 4s) → `podman inspect web` (running 0s)",
+                Stage::HealthGate,
+            ),
+            (
+                "verifying: revision 0123456789ab applied, health gate running",
+                Stage::HealthGate,
+            ),
+        ];
+        for (message, stage) in cases {
+            assert_eq!(Stage::of(message), stage, "{message}");
+        }
+    }
+
+    #[test]
+    fn progress_lines_are_plain_or_one_spinner_line_cut_to_the_terminal() {
+        use super::progress_line;
+        use std::time::Duration;
+        let m =
+            "reconcile pass in progress; waiting on systemd start job of web.service (running 2s)";
+        assert_eq!(
+            progress_line(m, Duration::from_millis(12_400), None, 40),
+            "[  12s] applying: waiting on systemd start job of web.service (running 2s)"
+        );
+        let tty = progress_line(m, Duration::from_secs(3), Some(1), 40);
+        assert!(tty.starts_with("/ [   3s] applying: "), "{tty}");
+        assert_eq!(tty.chars().count(), 40, "{tty}");
+        assert!(tty.ends_with('…'));
+        assert_eq!(
+            progress_line("waiting for legerd's pass", Duration::ZERO, None, 80),
+            "[   0s] waiting: waiting for legerd's pass"
+        );
+    }
+
     use super::*;
     use leger_api_types::{AgentStatus, Condition, PassRecord, StatusSpec};
 
@@ -166,6 +317,8 @@ mod tests {
                     outcome,
                     actions: vec![],
                     error: Some("unit web.service failed\npodman said a lot".into()),
+                    runs: 1,
+                    first_started_at: None,
                 }),
                 ..AgentStatus::default()
             },

@@ -446,6 +446,8 @@ fn store_with_pass(path: &Path) -> Store {
             outcome: PassOutcome::Failed,
             actions: vec!["start web.service".into()],
             error: Some("web.service failed".into()),
+            runs: 1,
+            first_started_at: None,
         })
         .unwrap();
     store
@@ -469,6 +471,7 @@ async fn cli_status_history_and_reconcile_talk_to_legerd() {
         backups: None,
         access: legerd::access::AccessPolicy::owner_only(),
         fleet: None,
+        plan: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {
@@ -511,6 +514,38 @@ async fn cli_status_history_and_reconcile_talk_to_legerd() {
         "{out}"
     );
 
+    // --output json|yaml: documents with apiVersion and kind; --json stays the bare list.
+    let o = run_async(&env, &["history", "-o", "yaml"]).await;
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("apiVersion: leger.run/v1alpha1") && out.contains("kind: PassList"),
+        "{out}"
+    );
+    assert!(
+        out.contains("items:") && out.contains("trigger: startup"),
+        "{out}"
+    );
+    assert!(out.contains("notListed:"), "the counters come along: {out}");
+    let o = run_async(&env, &["history", "--output", "json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["kind"], "PassList");
+    let id = v["items"][0]["id"].as_i64().unwrap();
+    let o = run_async(&env, &["history", "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v.is_array(), "--json keeps its old shape");
+    let o = run_async(&env, &["status", "-o", "yaml"]).await;
+    assert!(stdout(&o).contains("kind: AgentStatus"), "{}", stdout(&o));
+    let o = run_async(&env, &["history", "show", &id.to_string(), "-o", "json"]).await;
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (v["kind"].as_str(), v["id"].as_i64()),
+        (Some("Pass"), Some(id))
+    );
+    let o = run_async(&env, &["history", "--json", "-o", "yaml"]).await;
+    assert_code(&o, 2);
+
     let o = run_async(&env, &["reconcile"]).await;
     assert_code(&o, 0);
     assert_eq!(stdout(&o).trim(), "reconcile queued");
@@ -546,6 +581,7 @@ async fn cli_secrets_set_list_rm_and_identity_never_show_values() {
         backups: None,
         access: legerd::access::AccessPolicy::owner_only(),
         fleet: None,
+        plan: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {
@@ -708,6 +744,7 @@ fn serve_fleet_api(
         backups: None,
         access: legerd::access::AccessPolicy::owner_only(),
         fleet,
+        plan: None,
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ctx, async {

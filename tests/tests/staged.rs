@@ -4,22 +4,10 @@ mod common;
 
 use anyhow::Result;
 use common::*;
-use leger_e2e::{AGENT_DIR_INSIDE, Testbed, wait_until};
+use leger_e2e::{Testbed, wait_until};
 
 const WEB: &str = "apps/web/web.container";
 const API: &str = "apps/api/api.container";
-
-/// Runs legerctl inside and returns (exit code, stdout).
-fn legerctl_code(tb: &Testbed, args: &[&str]) -> Result<(i32, String)> {
-    let bin = format!("{AGENT_DIR_INSIDE}/legerctl");
-    let mut full = vec![bin.as_str()];
-    full.extend_from_slice(args);
-    let out = tb.exec(&full)?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    ))
-}
 
 #[test]
 fn staged_mode_waits_for_approval_then_rollback_and_pin() -> Result<()> {
@@ -57,7 +45,7 @@ fn staged_mode_waits_for_approval_then_rollback_and_pin() -> Result<()> {
     wait_until(WAIT, "second revision staged", || {
         Ok(status(&tb)?["status"]["stagedRevision"].as_str() == Some(second.as_str()))
     })?;
-    let (code, diff) = legerctl_code(&tb, &["diff"])?;
+    let (code, diff, _) = legerctl_out(&tb, &["diff"])?;
     assert_eq!(code, 1, "diff exits 1 when there are changes:\n{diff}");
     assert!(
         diff.contains("-Exec=/bin/sh -c 'trap \"exit 0\" TERM; while :; do echo \"web v1\""),
@@ -72,11 +60,27 @@ fn staged_mode_waits_for_approval_then_rollback_and_pin() -> Result<()> {
         "{diff}"
     );
     assert!(!diff.contains("\x1b["), "no colors when not on a terminal");
-    let (code, api_diff) = legerctl_code(&tb, &["diff", "api"])?;
+    let (code, api_diff, _) = legerctl_out(&tb, &["diff", "api"])?;
     assert_eq!(code, 0, "api has no changes:\n{api_diff}");
-    let (_, json) = legerctl_code(&tb, &["diff", "--json"])?;
+    let (_, json, _) = legerctl_out(&tb, &["diff", "--json"])?;
     let v: serde_json::Value = serde_json::from_str(&json)?;
     assert_eq!(v["revision"], second.as_str());
+    // `plan` in staged mode: what approving the staged revision would do.
+    let plan: serde_json::Value = serde_json::from_str(&legerctl(&tb, &["plan", "-o", "json"])?)?;
+    assert_eq!(
+        (plan["kind"].as_str(), plan["mode"].as_str()),
+        (Some("Plan"), Some("approve")),
+        "{plan:#}"
+    );
+    assert_eq!(plan["revision"], second.as_str());
+    assert_eq!(plan["actions"][0]["unit"], "web.service", "{plan:#}");
+    assert!(
+        plan["notes"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("legerctl approve"),
+        "{plan:#}"
+    );
     assert_eq!(applied_revision(&tb)?, Some(first.clone()));
     assert_eq!(
         container_id(&tb, "web")?,
@@ -90,7 +94,7 @@ fn staged_mode_waits_for_approval_then_rollback_and_pin() -> Result<()> {
         Ok(container_id(&tb, "web")?.is_some_and(|id| id != web1))
     })?;
     assert_eq!(container_id(&tb, "api")?, Some(api1.clone()));
-    let (code, _) = legerctl_code(&tb, &["diff"])?;
+    let (code, _, _) = legerctl_out(&tb, &["diff"])?;
     assert_eq!(code, 0, "nothing staged after approval");
 
     // Rollback: back to the first revision from legerd's store, without fetching.

@@ -380,11 +380,14 @@ async fn apply_and_check<U: UnitManager>(
             .map_err(|e| apply_failed(tree, e))?;
     }
     crashpoint::hit("before-gate");
+    // Applied: the controller may say READY now; the gate runs on ("verifying").
+    let verifying = work.then(|| crate::activity::verifying(&tree.revision));
     let Verdict {
         blamed,
         unrelated,
         completed: finished,
     } = health::check(host, plan, tree, &report, &blame, regate).await;
+    drop(verifying);
     crashpoint::hit("after-gate");
     converged.unrelated = unrelated;
     if let Some(failure) = blamed {

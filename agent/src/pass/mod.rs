@@ -22,6 +22,9 @@
 //! - [`health`]: the health gate, judging only what the revision changed.
 //! - [`record`]: revision states, history, journal, metrics.
 //!
+//! [`preview`] runs choose, validate, observe, secrets and plan without gates or apply,
+//! for `legerctl plan`.
+//!
 //! [`converge::converge`] runs observe through health for every [`converge::Mode`]:
 //! forward apply, approval, pin, hold-last-good, rollback and restore. None of them may
 //! skip a stage; the mode only decides what a failed health gate means and, for a
@@ -45,6 +48,7 @@ pub mod gate;
 pub mod health;
 pub mod intent;
 pub mod observe;
+pub mod preview;
 pub mod record;
 pub mod resources;
 pub mod restore;

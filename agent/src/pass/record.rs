@@ -75,6 +75,17 @@ pub async fn refresh_apps<U: UnitManager>(
     apps_from(state, tree, &states);
 }
 
+/// Puts fresh unit states into status's apps, leaving the app list as the last pass
+/// left it. Units systemd did not answer for keep their last known state.
+pub fn update_unit_states(apps: &mut [AppStatus], states: &BTreeMap<String, UnitState>) {
+    for unit in apps.iter_mut().flat_map(|a| a.units.iter_mut()) {
+        if let Some(s) = states.get(&unit.name) {
+            unit.active_state.clone_from(&s.active_state);
+            unit.sub_state.clone_from(&s.sub_state);
+        }
+    }
+}
+
 /// Sets status's apps from unit states already read (by observe, when the pass changed
 /// no unit), so a no-op pass asks systemd once, not twice.
 pub fn apps_from(state: &mut HostState, tree: &DesiredTree, states: &BTreeMap<String, UnitState>) {
@@ -103,6 +114,23 @@ pub fn apps_from(state: &mut HostState, tree: &DesiredTree, states: &BTreeMap<St
         .collect();
 }
 
+/// Re-reads the state of every unit status shows, between passes: a unit event came,
+/// and status must be live even while passes are suspended or failing before observe.
+pub async fn refresh_unit_states<U: UnitManager>(host: &Host<'_, U>, state: &mut HostState) {
+    let names: Vec<String> = state
+        .apps
+        .iter()
+        .flat_map(|a| a.units.iter().map(|u| u.name.clone()))
+        .collect();
+    if names.is_empty() {
+        return;
+    }
+    match host.units.unit_states(&names).await {
+        Ok(states) => update_unit_states(&mut state.apps, &states),
+        Err(e) => tracing::debug!(error = %e, "cannot refresh unit states for status"),
+    }
+}
+
 /// Writes the pass into history and metrics, and keeps it as the last pass.
 pub async fn pass<U>(
     host: &Host<'_, U>,
@@ -111,9 +139,13 @@ pub async fn pass<U>(
     duration: Duration,
     suspended: bool,
 ) -> PassRecord {
+    record.trigger = crate::history::summarize_triggers(&record.trigger);
     let row = record.clone();
-    if let Ok(id) = blocking::store(host.store, move |s| s.insert_pass(&row)).await {
-        record.id = id;
+    // An idle poll or a drift echo is counted (id 0); a repeated failure or hold
+    // replaces the row it repeats (see `crate::history`).
+    match blocking::store(host.store, move |s| s.record_pass(&row)).await {
+        Ok((recorded, _)) => record = recorded,
+        Err(e) => tracing::warn!(error = %e, "cannot record the pass in history"),
     }
     host.metrics.record_pass(&PassSummary {
         outcome: record.outcome,
@@ -126,4 +158,42 @@ pub async fn pass<U>(
     });
     state.last_pass = Some(record.clone());
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_unit_states_changes_only_the_units_systemd_answered_for() {
+        let unit = |name: &str, active: &str| UnitStatus {
+            name: name.into(),
+            active_state: active.into(),
+            sub_state: if active == "active" {
+                "running"
+            } else {
+                "dead"
+            }
+            .into(),
+        };
+        let mut apps = vec![AppStatus {
+            name: "web".into(),
+            units: vec![
+                unit("web.service", "active"),
+                unit("cache.service", "active"),
+            ],
+            layer: None,
+        }];
+        let states = BTreeMap::from([(
+            "web.service".to_owned(),
+            UnitState {
+                load_state: "loaded".into(),
+                active_state: "inactive".into(),
+                sub_state: "dead".into(),
+            },
+        )]);
+        update_unit_states(&mut apps, &states);
+        assert_eq!(apps[0].units[0], unit("web.service", "inactive"));
+        assert_eq!(apps[0].units[1], unit("cache.service", "active"));
+    }
 }

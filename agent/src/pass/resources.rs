@@ -9,7 +9,7 @@ use leger_api_types::status::reason;
 use super::{Failure, Host};
 use crate::journal;
 use crate::model::DesiredTree;
-use crate::plan::{Action, Plan, WriteReason};
+use crate::plan::Plan;
 use crate::resource_changes::{ResourceStep, VolumeDrift, plan_resources};
 use crate::systemd::UnitManager;
 
@@ -30,15 +30,7 @@ pub async fn run<U: UnitManager>(
     tree: &DesiredTree,
     plan: &Plan,
 ) -> Result<Outcome, Failure> {
-    let updated = plan.actions.iter().filter_map(|a| match a {
-        Action::WriteFile {
-            key,
-            reason: WriteReason::Update,
-            ..
-        } => Some(key.as_str()),
-        _ => None,
-    });
-    let resources = plan_resources(tree, updated);
+    let resources = plan_resources(tree, plan.updated_files());
     let mut out = Outcome::default();
     let fail = |what: String| Failure::new(reason::APPLY_FAILED, what, false);
     for step in &resources.steps {

@@ -123,6 +123,8 @@ impl<U: UnitManager> Pass<'_, '_, U> {
             outcome,
             actions: w.actions,
             error,
+            runs: 1,
+            first_started_at: None,
         };
         self.state.reconciling = false;
         let record = record::pass(self.host, self.state, record, t0.elapsed(), suspended).await;
@@ -631,6 +633,8 @@ pub async fn record_abandoned<U>(
         outcome: PassOutcome::Failed,
         actions: Vec::new(),
         error: Some(failure.message.clone()),
+        runs: 1,
+        first_started_at: None,
     };
     let cause = failure.reason;
     state.last_failure = Some(failure);
@@ -644,7 +648,10 @@ pub async fn record_abandoned<U>(
 }
 
 /// The failed revisions among the candidates, with their recorded errors.
-async fn failed_among<U>(host: &Host<'_, U>, c: &Candidates<'_>) -> BTreeMap<String, String> {
+pub(super) async fn failed_among<U>(
+    host: &Host<'_, U>,
+    c: &Candidates<'_>,
+) -> BTreeMap<String, String> {
     let revisions: Vec<String> = [c.pin, c.approved, c.fetched]
         .into_iter()
         .flatten()
@@ -666,7 +673,7 @@ async fn failed_among<U>(host: &Host<'_, U>, c: &Candidates<'_>) -> BTreeMap<Str
 
 /// The failure a pass reports when it holds the last good revision instead of a
 /// candidate that failed before, saying what to do.
-fn refusal(r: &Refusal, holding: Option<&str>) -> Failure {
+pub(super) fn refusal(r: &Refusal, holding: Option<&str>) -> Failure {
     let rev = Revision(&r.revision);
     let holding = holding.map_or("nothing".to_owned(), |h| Revision(h).to_string());
     let message = match r.kind {
@@ -690,7 +697,7 @@ fn refusal(r: &Refusal, holding: Option<&str>) -> Failure {
 }
 
 /// Loads a revision from legerd's own store.
-async fn load_stored<U>(
+pub(super) async fn load_stored<U>(
     host: &Host<'_, U>,
     revision: &str,
     mode: &Mode,

@@ -134,6 +134,19 @@ pub fn legerctl(tb: &Testbed, args: &[&str]) -> Result<String> {
     tb.exec_ok(&full)
 }
 
+/// Runs legerctl inside and returns (exit code, stdout, stderr), whatever the code.
+pub fn legerctl_out(tb: &Testbed, args: &[&str]) -> Result<(i32, String, String)> {
+    let bin = format!("{AGENT_DIR_INSIDE}/legerctl");
+    let mut full = vec![bin.as_str()];
+    full.extend_from_slice(args);
+    let out = tb.exec(&full)?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 /// Installs contrib/systemd/legerd.service (pointing at the built binary) and starts it.
 /// `systemctl start` returns once legerd sent READY=1, i.e. after its first pass.
 pub fn start_legerd(tb: &Testbed) -> Result<()> {
