@@ -146,15 +146,20 @@ fn thousand_apps_converge_past_the_start_timeout_and_drift_heals_from_events() -
         .and_then(|p| p["id"].as_i64())
         .unwrap_or(0);
 
-    // Drift: a deleted quadlet file and a stopped unit, at once.
+    // Drift: a stopped unit and a deleted quadlet file, at once. The stop does not
+    // wait for its job: legerd may start api again before the stop job is over.
+    let api_before = container_id(&tb, "api")?;
     let file = tb.quadlet_dir_host().join("web/web.container");
     let original = std::fs::read(&file)?;
+    tb.exec_ok(&["systemctl", "stop", "--no-block", "api.service"])?;
     std::fs::remove_file(&file)?;
-    tb.exec_ok(&["systemctl", "stop", "api.service"])?;
     wait_until(WAIT, "the deleted quadlet restored", || {
         Ok(std::fs::read(&file).ok().as_deref() == Some(&original[..]))
     })?;
-    wait_running(&tb, "api.service", "api")?;
+    wait_until(WAIT, "api running again in a new container", || {
+        Ok(active_state(&tb, "api.service")? == "active"
+            && container_id(&tb, "api")?.is_some_and(|id| Some(&id) != api_before.as_ref()))
+    })?;
     wait_running(&tb, "web.service", "web")?;
 
     // A pass is recorded after its health gate: wait until the heal is in history.

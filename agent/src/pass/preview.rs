@@ -403,6 +403,7 @@ mod tests {
             )]
             .into(),
             layers: Default::default(),
+            uses: Default::default(),
         }
     }
 
