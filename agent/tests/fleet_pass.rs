@@ -329,3 +329,88 @@ async fn fleet_pass_a_bad_revision_stops_at_the_first_host_and_keeps_the_slot() 
     );
     assert!(state.lock().unwrap().holders["web"].is_empty());
 }
+
+/// A lock URL that points at something other than a FleetLock server: every answer that
+/// is not the protocol's makes the pass wait with nothing written or restarted, and the
+/// status says what answered and what to check.
+#[tokio::test]
+async fn fleet_pass_answers_not_in_the_protocol_apply_nothing() {
+    type Answer = (u16, &'static str);
+    let answer: Arc<Mutex<Answer>> = Arc::new(Mutex::new((200, "<html>Sign in</html>")));
+    let app = axum::Router::new().fallback({
+        let answer = Arc::clone(&answer);
+        move || {
+            let (code, body) = *answer.lock().unwrap();
+            async move { (axum::http::StatusCode::from_u16(code).unwrap(), body) }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let t = tempfile::tempdir().unwrap();
+    let source = t.path().join("source");
+    write(&source, "web/web.container", COMMON);
+    let mut h1 = host(t.path(), "h1", &[], &source, &url);
+    h1.units.set_state_after_job("web.service", active());
+    // A first install needs no slot, so the server is never asked.
+    let r = h1.reconciler.reconcile(&["startup".into()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    h1.units.set_state("web.service", active());
+    write(
+        &source,
+        "web/web.container",
+        "[Container]\nImage=localhost/busybox:latest\nExec=echo common v2\n",
+    );
+    for (bad, what) in [
+        (
+            (200, "<html>Sign in</html>"),
+            "HTTP 200 with a body that is not JSON",
+        ),
+        ((409, "{}"), "HTTP 409 without a {\"kind\",\"value\"} body"),
+        ((500, "Internal Server Error"), "HTTP 500 without"),
+        ((204, ""), "HTTP 204"),
+    ] {
+        *answer.lock().unwrap() = bad;
+        h1.units.take_calls();
+        let r = h1.reconciler.reconcile(&["poll".into()]).await;
+        assert_eq!(
+            r.record.outcome,
+            PassOutcome::Waiting,
+            "{bad:?}: {:?}",
+            r.record
+        );
+        assert!(
+            !h1.units
+                .actions()
+                .iter()
+                .any(|c| matches!(c, Call::Restart(_) | Call::Stop(_))),
+            "{bad:?}: {:?}",
+            h1.units.actions()
+        );
+        let on_disk = std::fs::read_to_string(h1.quadlets.join("web/web.container")).unwrap();
+        assert!(!on_disk.contains("v2"), "{bad:?}: nothing is written");
+        let status = h1.reconciler.status(None).status;
+        let reconciling = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Reconciling")
+            .unwrap();
+        assert_eq!(reconciling.reason, reason::WAITING_FOR_FLEET_LOCK);
+        for want in [
+            what,
+            "did not answer in the FleetLock protocol",
+            "check fleet.lock.url",
+            url.as_str(),
+        ] {
+            assert!(
+                reconciling.message.contains(want),
+                "{bad:?}: no {want:?} in {}",
+                reconciling.message
+            );
+        }
+        let lock = status.fleet.unwrap().lock.unwrap();
+        assert_eq!(lock.state, LockState::Waiting, "{bad:?}");
+        assert!(lock.held_since.is_none(), "{bad:?}");
+    }
+}

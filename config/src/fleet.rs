@@ -158,7 +158,12 @@ pub fn settings(f: FleetFragment, hostname: Option<&str>) -> Result<FleetSetting
         .to_owned();
     check_segment(&host).map_err(|m| ConfigError::Value {
         key: "fleet.host".to_owned(),
-        message: m,
+        // Unset, the host is the hostname: say so, or the key looks like a mystery.
+        message: if f.host.is_some() {
+            m
+        } else {
+            format!("the hostname {m}; set fleet.host to this host's fleet name")
+        },
     })?;
     let groups = f.groups.unwrap_or_default();
     for (i, g) in groups.iter().enumerate() {
@@ -282,6 +287,22 @@ mod tests {
         }
         let d: Doc = toml::from_str(text).map_err(|e| e.to_string())?;
         settings(d.fleet, Some("node-1")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn fleet_hostname_that_is_no_path_segment_asks_for_fleet_host() {
+        let e = settings(FleetFragment::default(), Some("a/b"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fleet.host"), "{e}");
+        assert!(e.contains("the hostname \"a/b\" contains '/'"), "{e}");
+        assert!(e.contains("set fleet.host"), "{e}");
+        // An explicit good name wins over a bad hostname.
+        let f = FleetFragment {
+            host: Some("web-03".into()),
+            ..FleetFragment::default()
+        };
+        assert_eq!(settings(f, Some("a/b")).unwrap().host, "web-03");
     }
 
     #[test]
