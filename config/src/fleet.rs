@@ -143,7 +143,26 @@ fn http_url(key: &str, url: &str) -> Result<String, ConfigError> {
             ),
         });
     }
+    // A query would carry tokens into logs and reports, and the lock protocols append
+    // their own paths (`/v1/pre-reboot`), which a query or fragment would swallow.
+    if url.contains(['?', '#']) {
+        return Err(ConfigError::Value {
+            key: key.to_owned(),
+            message: format!(
+                "{:?} has a query or fragment; give the bare URL (a bearer token goes in fleet.report_token_file, never in the URL)",
+                redact_query(url)
+            ),
+        });
+    }
     Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// `url` without its query and fragment, for messages: a query may hold a token.
+fn redact_query(url: &str) -> String {
+    match url.find(['?', '#']) {
+        Some(i) => format!("{}?…", &url[..i]),
+        None => url.to_owned(),
+    }
 }
 
 /// Validates `[fleet]`; `hostname` is the default host name.
@@ -371,6 +390,11 @@ mod tests {
             ),
             ("[fleet]\nreport_url = \"file:///x\"\n", "fleet.report_url"),
             (
+                "[fleet]\nreport_url = \"https://f.example.org/r?token=abc\"\n",
+                "report_token_file",
+            ),
+            ("[fleet.lock]\nurl = \"http://a/#x\"\n", "fleet.lock.url"),
+            (
                 "[fleet]\nreport_interval = \"often\"\n",
                 "fleet.report_interval",
             ),
@@ -378,6 +402,7 @@ mod tests {
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(want), "{text:?}: {e}");
+            assert!(!e.contains("token=abc"), "a query is not repeated: {e}");
         }
     }
 
