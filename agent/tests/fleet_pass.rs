@@ -414,3 +414,63 @@ async fn fleet_pass_answers_not_in_the_protocol_apply_nothing() {
         assert!(lock.held_since.is_none(), "{bad:?}");
     }
 }
+
+/// A desired.toml whose overlay template is bad is refused as a whole: the error names
+/// the template and what is wrong, and the host keeps its last good composition (no
+/// layer of the bad list is applied).
+#[tokio::test]
+async fn fleet_pass_bad_overlay_templates_keep_the_last_good_composition() {
+    let t = tempfile::tempdir().unwrap();
+    let source = t.path().join("source");
+    write(&source, "web/web.container", COMMON);
+    write(&source, "hosts/h1/apps/extra/extra.container", COMMON);
+    write(&source, "secret/apps/other/other.container", COMMON);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut h1 = host(t.path(), "h1", &[], &source, &format!("http://{closed}"));
+    for u in ["web.service", "extra.service", "other.service"] {
+        h1.units.set_state_after_job(u, active());
+    }
+    let desired = t.path().join("h1/etc/desired.toml");
+    let with = |overlays: &str| {
+        std::fs::write(
+            &desired,
+            format!(
+                "[source]\nkind = \"dir\"\npath = \"{}\"\noverlays = [{overlays}]\n",
+                source.display()
+            ),
+        )
+        .unwrap();
+    };
+    with("");
+    let r = h1.reconciler.reconcile(&["startup".into()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    assert_eq!(apps(&h1), ["web"]);
+    for (overlays, want) in [
+        (
+            "\"hosts/{host}/apps\", \"hosts/{hostname}/apps\"",
+            "overlays[1]: overlay \"hosts/{hostname}/apps\" uses the unknown placeholder {hostname}; only {host} and {group} exist",
+        ),
+        (
+            "\"hosts/{host}/apps\", \"hosts/../secret/apps\"",
+            "overlays[1]: overlay \"hosts/../secret/apps\" has an empty, '.' or '..' folder",
+        ),
+        ("\"/etc/leger\"", "must be relative to the source root"),
+    ] {
+        with(overlays);
+        let _ = h1.reconciler.reconcile(&["poll".into()]).await;
+        let status = h1.reconciler.status(None).status;
+        let error = status.desired_state_error.unwrap_or_default();
+        for part in [want, "desired.toml", "keeping the last good desired state"] {
+            assert!(error.contains(part), "{overlays}: no {part:?} in {error}");
+        }
+        assert_eq!(apps(&h1), ["web"], "{overlays}: nothing of it is applied");
+    }
+    // Fixed, the host layer applies.
+    with("\"hosts/{host}/apps\"");
+    let r = h1.reconciler.reconcile(&["poll".into()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    assert_eq!(apps(&h1), ["extra", "web"]);
+}
