@@ -16,6 +16,10 @@ use legerd::reconciler::Reconciler;
 use legerd::store::Store;
 use legerd::systemd::recording::{Call, RecordingUnitManager};
 
+#[allow(dead_code)]
+#[path = "support/upstream.rs"]
+mod upstream;
+
 const COMMON: &str = "[Container]\nImage=localhost/busybox:latest\nExec=echo common\n";
 
 fn write(root: &Path, rel: &str, text: &str) {
@@ -473,4 +477,96 @@ async fn fleet_pass_bad_overlay_templates_keep_the_last_good_composition() {
     let r = h1.reconciler.reconcile(&["poll".into()]).await;
     assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
     assert_eq!(apps(&h1), ["extra", "web"]);
+}
+
+/// The same composition from a git source whose common layer is `path = "apps"`: the
+/// overlay folders lie outside `path` and are still read (the whole tree is fetched),
+/// each host gets exactly its apps with their layers, and a host whose groups change
+/// gets a new composition (a new revision), never the tree validated for its old groups.
+#[tokio::test]
+async fn fleet_pass_git_source_with_path_and_overlays() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = upstream::Upstream::new(t.path(), "fleet");
+    repo.write("apps/web/web.container", COMMON);
+    repo.write(
+        "apps/cache/cache.container",
+        "[Container]\nImage=localhost/busybox:latest\nExec=echo common cache\n",
+    );
+    repo.write(
+        "groups/eu/apps/cache/cache.container",
+        "[Container]\nImage=localhost/busybox:latest\nExec=echo eu cache\n",
+    );
+    repo.write("hosts/h1/apps/local/local.container", COMMON);
+    repo.write("hosts/h2/apps/web/leger.toml", "enabled = false\n");
+    let commit = repo.commit("fleet");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let down = format!("http://{closed}");
+    let desired = format!(
+        "[source]\nkind = \"git\"\nurl = \"{}\"\nref = \"main\"\npath = \"apps\"\noverlays = [\"groups/{{group}}/apps\", \"hosts/{{host}}/apps\"]\n",
+        repo.file_url()
+    );
+    let source = t.path().join("unused");
+    let run = |name: &str, groups: &[&str], lock: &str| {
+        let h = host(t.path(), name, groups, &source, lock);
+        write(&t.path().join(name), "etc/desired.toml", &desired);
+        for u in ["web.service", "cache.service", "local.service"] {
+            h.units.set_state_after_job(u, active());
+        }
+        h
+    };
+    let layers = |h: &Host| -> Vec<(String, String)> {
+        h.reconciler
+            .status(None)
+            .status
+            .apps
+            .iter()
+            .map(|a| (a.name.clone(), a.layer.clone().unwrap_or_default()))
+            .collect()
+    };
+    let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+
+    let mut h1 = run("h1", &["eu"], &down);
+    let r = h1.reconciler.reconcile(&["startup".into()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    assert_eq!(
+        layers(&h1),
+        [
+            pair("cache", "groups/eu/apps"),
+            pair("local", "hosts/h1/apps"),
+            pair("web", "apps"),
+        ]
+    );
+    let cache = std::fs::read_to_string(h1.quadlets.join("cache/cache.container")).unwrap();
+    assert!(cache.contains("eu cache"), "{cache}");
+
+    let mut h2 = run("h2", &[], &down);
+    let r = h2.reconciler.reconcile(&["startup".into()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    assert_eq!(layers(&h2), [pair("cache", "apps")]);
+    assert_eq!(apps(&h2), ["cache"]);
+    let before = h2.reconciler.applied_revision().unwrap().to_owned();
+    assert!(before.starts_with(&format!("{commit}+o")), "{before}");
+
+    // h2 joins group eu (a config change, so legerd restarts): same commit, new
+    // composition, the eu cache, and its own revision. Its cache runs, so the change
+    // takes a slot from the (now running) lock server and gives it back.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = fleet_server::state(1, None);
+    tokio::spawn(fleet_server::serve(listener, Arc::clone(&state)));
+    drop(h2);
+    let mut h2 = run("h2", &["eu"], &url);
+    h2.units.set_state("cache.service", active());
+    let r = h2.reconciler.reconcile(&["startup".into()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    let after = h2.reconciler.applied_revision().unwrap().to_owned();
+    assert!(after.starts_with(&format!("{commit}+o")), "{after}");
+    assert_ne!(before, after);
+    assert_eq!(layers(&h2), [pair("cache", "groups/eu/apps")]);
+    let cache = std::fs::read_to_string(h2.quadlets.join("cache/cache.container")).unwrap();
+    assert!(cache.contains("eu cache"), "{cache}");
+    assert_eq!(log(&state), ["grant h2", "release h2"]);
 }
