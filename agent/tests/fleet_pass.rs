@@ -570,3 +570,58 @@ async fn fleet_pass_git_source_with_path_and_overlays() {
     assert!(cache.contains("eu cache"), "{cache}");
     assert_eq!(log(&state), ["grant h2", "release h2"]);
 }
+
+/// A failed mark belongs to one composition: after h1 rolls back a bad common app, the
+/// same bad composition is held back, but the same source revision composed for new
+/// groups (whose layer replaces the bad app) applies, and gives the kept slot back.
+#[tokio::test]
+async fn fleet_pass_a_failed_mark_does_not_block_another_composition() {
+    let t = tempfile::tempdir().unwrap();
+    let source = t.path().join("source");
+    write(&source, "web/web.container", COMMON);
+    write(
+        &source,
+        "groups/eu/apps/web/web.container",
+        "[Container]\nImage=localhost/busybox:latest\nExec=echo eu web\n",
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = fleet_server::state(1, None);
+    tokio::spawn(fleet_server::serve(listener, Arc::clone(&state)));
+    let mut h1 = host(t.path(), "h1", &[], &source, &url);
+    h1.units.set_state_after_job("web.service", active());
+    let r = h1.reconciler.reconcile(&["startup".into()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+
+    write(
+        &source,
+        "web/web.container",
+        "[Container]\nImage=localhost/busybox:latest\nExec=false\n",
+    );
+    h1.units.set_state_after_job("web.service", failed());
+    let r = h1.reconciler.reconcile(&["poll".into()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::RolledBack, "{:?}", r.record);
+    let bad = r.record.revision.clone().unwrap();
+    // The same composition again: held back, nothing restarted.
+    h1.units.set_state("web.service", active());
+    h1.units.set_state_after_job("web.service", active());
+    h1.units.take_calls();
+    let r = h1.reconciler.reconcile(&["poll".into()]).await;
+    assert_ne!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    assert_eq!(restarts(&h1), 0, "{:?}", h1.units.actions());
+
+    // h1 joins eu (legerd restarts with the same store): a new composition of the same
+    // source revision, which the failed mark of the old one does not block.
+    drop(h1);
+    let mut h1 = host(t.path(), "h1", &["eu"], &source, &url);
+    h1.units.set_state("web.service", active());
+    h1.units.set_state_after_job("web.service", active());
+    let r = h1.reconciler.reconcile(&["startup".into()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    let good = h1.reconciler.applied_revision().unwrap().to_owned();
+    assert_eq!(good.split('+').next(), bad.split('+').next(), "same source");
+    assert_ne!(good, bad);
+    let web = std::fs::read_to_string(h1.quadlets.join("web/web.container")).unwrap();
+    assert!(web.contains("eu web"), "{web}");
+    assert_eq!(log(&state), ["grant h1", "release h1"]);
+}
