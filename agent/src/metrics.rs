@@ -1003,6 +1003,28 @@ mod tests {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let text = std::fs::read_to_string(&path).unwrap();
+            if path.extension().is_some_and(|e| e == "json") {
+                // A dashboard Grafana cannot import is as broken as a wrong name.
+                let d: serde_json::Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let panels = d["panels"].as_array().expect("panels");
+                let mut ids: Vec<u64> = panels.iter().filter_map(|p| p["id"].as_u64()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                assert_eq!(ids.len(), panels.len(), "{}: panel ids", path.display());
+                for p in panels {
+                    for t in p["targets"].as_array().into_iter().flatten() {
+                        assert!(
+                            t["expr"]
+                                .as_str()
+                                .is_some_and(|e| e.contains("legerd_") || e.contains("up{")),
+                            "{}: panel {} has a target without a query",
+                            path.display(),
+                            p["title"]
+                        );
+                    }
+                }
+            }
             for name in mentioned_names(&text) {
                 assert!(
                     served.contains(&name),

@@ -104,6 +104,62 @@ async fn fleetlock_other_answers_are_never_a_go_ahead() {
     assert!(matches!(e, LockError::Unreachable { .. }), "{e:?}");
 }
 
+/// `fleet.lock.etcd` pointing at a web server that is not etcd: a 200 with a web page
+/// and a 404 are protocol errors naming etcd and the setting to check, never a slot,
+/// and the gate waits on them.
+#[tokio::test]
+async fn etcd_answers_that_are_not_etcds_are_never_a_go_ahead() {
+    let answer: Arc<Mutex<(u16, &'static str)>> = Arc::new(Mutex::new((200, "<html>hi</html>")));
+    let app = axum::Router::new().fallback({
+        let answer = Arc::clone(&answer);
+        move || {
+            let (code, body) = *answer.lock().unwrap();
+            async move { (axum::http::StatusCode::from_u16(code).unwrap(), body) }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let gate = FleetGate::new(
+        &fleet(
+            "h1",
+            LockBackend::Etcd {
+                endpoints: vec![url.clone()],
+                slots: 1,
+            },
+        ),
+        RETRY,
+        Arc::new(Mutex::new(Store::open(&dir.path().join("s.db")).unwrap())),
+        Arc::new(Metrics::new(false)),
+    );
+    for bad in [
+        (200, "<html>hi</html>"),
+        (404, "not found"),
+        (200, "{\"kvs\":[]}"),
+    ] {
+        *answer.lock().unwrap() = bad;
+        let e = EtcdSemaphore::new(vec![url.clone()], "web", 1, "h1")
+            .lock()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, LockError::Protocol { .. }), "{bad:?}: {e:?}");
+        let text = e.to_string();
+        for want in [
+            "etcd v3 JSON gateway",
+            "check fleet.lock.etcd",
+            url.as_str(),
+        ] {
+            assert!(text.contains(want), "{bad:?}: no {want:?} in {text}");
+        }
+        assert!(!text.contains("FleetLock"), "{text}");
+        let (wait, _) = gate.before_apply(&restart_web()).await.unwrap_err();
+        assert!(wait.contains("check fleet.lock.etcd"), "{wait}");
+        assert!(!gate.holds_slot());
+        assert_eq!(gate.status().lock.unwrap().state, LockState::Waiting);
+    }
+}
+
 fn fleet(host: &str, backend: LockBackend) -> FleetSettings {
     FleetSettings {
         host: host.to_owned(),

@@ -120,7 +120,9 @@ impl FleetLockClient {
 pub fn judge(service: &str, status: u16, body: &[u8]) -> Result<(), LockError> {
     let protocol = |problem: String| LockError::Protocol {
         service: service.to_owned(),
+        protocol: "FleetLock",
         problem,
+        hint: "check fleet.lock.url (it must point at a FleetLock server such as airlock)",
     };
     match status {
         200 if body.trim_ascii().is_empty()
