@@ -194,6 +194,8 @@ pub struct Metrics {
     fleet_lock_requests: Family<LockLabels, Counter>,
     /// `legerd_fleet_lock_held`: 1 while this host holds a restart slot.
     fleet_lock_held: Gauge,
+    /// `legerd_fleet_lock_waiting`: 1 while a pass waits at the fleet-lock gate.
+    fleet_lock_waiting: Gauge,
 }
 
 /// A gauge family whose label sets are replaced as a whole (the current revision, the
@@ -395,6 +397,12 @@ impl Metrics {
             "1 while this host holds a restart slot of the fleet lock (kept after a failed rollout)",
             fleet_lock_held.clone(),
         );
+        let fleet_lock_waiting = Gauge::default();
+        registry.register(
+            "fleet_lock_waiting",
+            "1 while this host waits for a restart slot of the fleet lock (refused or the lock service unreachable); nothing is applied meanwhile",
+            fleet_lock_waiting.clone(),
+        );
 
         Metrics {
             registry,
@@ -418,6 +426,7 @@ impl Metrics {
             backup_bytes,
             fleet_lock_requests,
             fleet_lock_held,
+            fleet_lock_waiting,
         }
     }
 
@@ -446,6 +455,12 @@ impl Metrics {
     /// Whether this host holds a restart slot.
     pub fn set_fleet_lock_held(&self, held: bool) {
         self.fleet_lock_held.set(i64::from(held));
+    }
+
+    /// Whether a pass waits at the fleet-lock gate, so a fleet dashboard counts the
+    /// hosts a stopped rollout holds back, not just recent refusals.
+    pub fn set_fleet_lock_waiting(&self, waiting: bool) {
+        self.fleet_lock_waiting.set(i64::from(waiting));
     }
 
     /// One source fetch. `kind` is `git` or `dir`.
@@ -757,6 +772,9 @@ mod tests {
             "legerd_apps",
             "legerd_backups_total",
             "legerd_backup_bytes",
+            "legerd_fleet_lock_requests_total",
+            "legerd_fleet_lock_held",
+            "legerd_fleet_lock_waiting",
         ] {
             assert!(names.contains(want), "{want} missing from {names:?}");
         }
@@ -927,6 +945,120 @@ mod tests {
         assert_eq!(m["legerd_rollbacks_total"], 1.0);
         assert_eq!(m["legerd_reconcile_total{outcome=\"rolled_back\"}"], 1.0);
         assert_eq!(m["legerd_secrets_synced_total"], 3.0);
+    }
+
+    #[test]
+    fn metrics_fleet_lock_waiting_follows_the_gate() {
+        let metrics = Metrics::new(false);
+        let text = metrics.render();
+        assert!(
+            text.contains("# HELP legerd_fleet_lock_waiting 1 while this host waits"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE legerd_fleet_lock_waiting gauge"),
+            "{text}"
+        );
+        assert_eq!(parse(&text)["legerd_fleet_lock_waiting"], 0.0);
+        metrics.set_fleet_lock_waiting(true);
+        assert_eq!(parse(&metrics.render())["legerd_fleet_lock_waiting"], 1.0);
+        metrics.set_fleet_lock_waiting(false);
+        assert_eq!(parse(&metrics.render())["legerd_fleet_lock_waiting"], 0.0);
+    }
+
+    /// Every sample name legerd can serve, with every optional series switched on.
+    fn served_names() -> std::collections::BTreeSet<String> {
+        let metrics = Metrics::new(true);
+        let apps = [app("web", &["active"])];
+        metrics.record_pass(&pass(PassOutcome::Applied, Some("aaa"), &apps));
+        metrics.record_fetch("git", true, Duration::from_millis(1));
+        parse(&metrics.render())
+            .keys()
+            .map(|k| k[..k.find('{').unwrap_or(k.len())].to_owned())
+            .collect()
+    }
+
+    /// The `legerd_…` names a text mentions.
+    fn mentioned_names(text: &str) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("legerd_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            out.insert(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+        out
+    }
+
+    /// The dashboards and alert rules in `contrib/monitoring` read only series legerd
+    /// serves: a renamed or removed metric fails here, not silently on a dashboard.
+    #[test]
+    fn metrics_monitoring_files_use_only_served_series() {
+        let served = served_names();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/monitoring");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            if path.extension().is_some_and(|e| e == "json") {
+                // A dashboard Grafana cannot import is as broken as a wrong name.
+                let d: serde_json::Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let panels = d["panels"].as_array().expect("panels");
+                let mut ids: Vec<u64> = panels.iter().filter_map(|p| p["id"].as_u64()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                assert_eq!(ids.len(), panels.len(), "{}: panel ids", path.display());
+                for p in panels {
+                    for t in p["targets"].as_array().into_iter().flatten() {
+                        assert!(
+                            t["expr"]
+                                .as_str()
+                                .is_some_and(|e| e.contains("legerd_") || e.contains("up{")),
+                            "{}: panel {} has a target without a query",
+                            path.display(),
+                            p["title"]
+                        );
+                    }
+                }
+            }
+            for name in mentioned_names(&text) {
+                assert!(
+                    served.contains(&name),
+                    "{} uses {name}, which legerd does not serve; served: {served:?}",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 20, "only {checked} names found in {dir:?}");
+    }
+
+    /// Every family legerd serves is documented in `docs/metrics.md`.
+    #[test]
+    fn metrics_every_family_is_documented() {
+        let docs = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/metrics.md"),
+        )
+        .unwrap();
+        let documented = mentioned_names(&docs);
+        let text = Metrics::new(true).render();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let family = line.split(' ').nth(2).unwrap();
+            let kind = line.split(' ').nth(3).unwrap();
+            let name = match kind {
+                "counter" => format!("{family}_total"),
+                "info" => format!("{family}_info"),
+                _ => family.to_owned(),
+            };
+            assert!(
+                documented.contains(&name),
+                "{name} is served but not in docs/metrics.md"
+            );
+        }
     }
 
     #[tokio::test]

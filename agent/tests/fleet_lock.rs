@@ -104,6 +104,62 @@ async fn fleetlock_other_answers_are_never_a_go_ahead() {
     assert!(matches!(e, LockError::Unreachable { .. }), "{e:?}");
 }
 
+/// `fleet.lock.etcd` pointing at a web server that is not etcd: a 200 with a web page
+/// and a 404 are protocol errors naming etcd and the setting to check, never a slot,
+/// and the gate waits on them.
+#[tokio::test]
+async fn etcd_answers_that_are_not_etcds_are_never_a_go_ahead() {
+    let answer: Arc<Mutex<(u16, &'static str)>> = Arc::new(Mutex::new((200, "<html>hi</html>")));
+    let app = axum::Router::new().fallback({
+        let answer = Arc::clone(&answer);
+        move || {
+            let (code, body) = *answer.lock().unwrap();
+            async move { (axum::http::StatusCode::from_u16(code).unwrap(), body) }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let gate = FleetGate::new(
+        &fleet(
+            "h1",
+            LockBackend::Etcd {
+                endpoints: vec![url.clone()],
+                slots: 1,
+            },
+        ),
+        RETRY,
+        Arc::new(Mutex::new(Store::open(&dir.path().join("s.db")).unwrap())),
+        Arc::new(Metrics::new(false)),
+    );
+    for bad in [
+        (200, "<html>hi</html>"),
+        (404, "not found"),
+        (200, "{\"kvs\":[]}"),
+    ] {
+        *answer.lock().unwrap() = bad;
+        let e = EtcdSemaphore::new(vec![url.clone()], "web", 1, "h1")
+            .lock()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, LockError::Protocol { .. }), "{bad:?}: {e:?}");
+        let text = e.to_string();
+        for want in [
+            "etcd v3 JSON gateway",
+            "check fleet.lock.etcd",
+            url.as_str(),
+        ] {
+            assert!(text.contains(want), "{bad:?}: no {want:?} in {text}");
+        }
+        assert!(!text.contains("FleetLock"), "{text}");
+        let (wait, _) = gate.before_apply(&restart_web()).await.unwrap_err();
+        assert!(wait.contains("check fleet.lock.etcd"), "{wait}");
+        assert!(!gate.holds_slot());
+        assert_eq!(gate.status().lock.unwrap().state, LockState::Waiting);
+    }
+}
+
 fn fleet(host: &str, backend: LockBackend) -> FleetSettings {
     FleetSettings {
         host: host.to_owned(),
@@ -156,11 +212,17 @@ async fn fleet_gate_keeps_a_slot_after_a_failed_gate_across_restarts() {
     assert!(gate.holds_slot());
     // Another host of the group waits, with the server's answer in its status.
     let other_db = dir.path().join("other.db");
+    let other_metrics = Arc::new(Metrics::new(false));
     let other = FleetGate::new(
         &fleet("h2", LockBackend::FleetLock { url: url.clone() }),
         RETRY,
         Arc::new(Mutex::new(Store::open(&other_db).unwrap())),
-        Arc::new(Metrics::new(false)),
+        Arc::clone(&other_metrics),
+    );
+    assert!(
+        other_metrics
+            .render()
+            .contains("\nlegerd_fleet_lock_waiting 0\n")
     );
     let (wait, retry) = other.before_apply(&restart_web()).await.unwrap_err();
     assert!(
@@ -172,6 +234,10 @@ async fn fleet_gate_keeps_a_slot_after_a_failed_gate_across_restarts() {
         "{wait}"
     );
     assert_eq!(other.status().lock.unwrap().state, LockState::Waiting);
+    // The dashboard's "hosts waiting for the lock" reads this gauge.
+    let text = other_metrics.render();
+    assert!(text.contains("\nlegerd_fleet_lock_waiting 1\n"), "{text}");
+    assert!(text.contains("\nlegerd_fleet_lock_held 0\n"), "{text}");
     // A success that changed nothing keeps the slot, and so does a pass that only holds
     // the last good revision; the next apply of a new target returns it.
     gate.after_healthy(false, true, false).await;
@@ -181,6 +247,9 @@ async fn fleet_gate_keeps_a_slot_after_a_failed_gate_across_restarts() {
     gate.after_healthy(true, true, true).await;
     assert!(!gate.holds_slot());
     other.before_apply(&restart_web()).await.unwrap();
+    let text = other_metrics.render();
+    assert!(text.contains("\nlegerd_fleet_lock_waiting 0\n"), "{text}");
+    assert!(text.contains("\nlegerd_fleet_lock_held 1\n"), "{text}");
     assert_eq!(
         ops(&state),
         ["grant h1", "refuse h2", "release h1", "grant h2"]
@@ -200,6 +269,7 @@ async fn fleet_gate_waits_while_the_server_is_down() {
         l.local_addr().unwrap()
     };
     let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new(false));
     let gate = FleetGate::new(
         &fleet(
             "h1",
@@ -209,13 +279,20 @@ async fn fleet_gate_waits_while_the_server_is_down() {
         ),
         RETRY,
         Arc::new(Mutex::new(Store::open(&dir.path().join("s.db")).unwrap())),
-        Arc::new(Metrics::new(false)),
+        Arc::clone(&metrics),
     );
     // First installs go ahead without a server; a restart waits for it.
     gate.before_apply(&Disruption::default()).await.unwrap();
     let (wait, _) = gate.before_apply(&restart_web()).await.unwrap_err();
     assert!(wait.contains("unreachable"), "{wait}");
     assert!(!gate.holds_slot());
+    // An unreachable lock service is waiting too, and the gauge says so.
+    let text = metrics.render();
+    assert!(text.contains("\nlegerd_fleet_lock_waiting 1\n"), "{text}");
+    // A pass that no longer needs a slot (the change was undone) stops waiting.
+    gate.before_apply(&Disruption::default()).await.unwrap();
+    assert!(metrics.render().contains("\nlegerd_fleet_lock_waiting 0\n"));
+    assert_eq!(gate.status().lock.unwrap().state, LockState::Free);
 }
 
 /// A real etcd on loopback, stopped on drop.

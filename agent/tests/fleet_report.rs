@@ -105,10 +105,70 @@ async fn fleet_report_after_changes_and_as_heartbeat_with_a_bearer_token() {
     let r = wait_reports(&state, 2).await;
     assert_eq!(r[1]["appliedRevision"], "rev-2");
     assert_eq!(r[1]["trigger"], "pass");
-    // A heartbeat follows without any change.
+    // The same state published again (a no-op pass) is no news: the next report is the
+    // heartbeat, which follows without any change.
+    tx.send_replace(doc("rev-2", PassOutcome::Applied));
     let r = wait_reports(&state, 3).await;
     assert_eq!(r[2]["trigger"], "heartbeat");
     assert_eq!(r[2]["appliedRevision"], "rev-2");
+    // A change of the conditions alone (same revision, same outcome) is reported.
+    let mut changed = doc("rev-2", PassOutcome::Applied);
+    changed
+        .status
+        .conditions
+        .push(leger_api_types::status::Condition {
+            type_: "Ready".into(),
+            status: leger_api_types::status::ConditionStatus::False,
+            reason: "UnitsFailed".into(),
+            message: "web.service failed".into(),
+            last_transition_time: "t".into(),
+        });
+    let before = state.lock().unwrap().reports.len();
+    tx.send_replace(changed);
+    let r = wait_reports(&state, before + 1).await;
+    assert_eq!(r[before]["trigger"], "pass", "{:?}", r[before]);
+    assert_eq!(r[before]["conditions"][0]["reason"], "UnitsFailed");
+}
+
+/// A refused report (a wrong token: HTTP 401) is retried, and the token file is read
+/// for every send, so fixing or rotating it needs no restart of legerd.
+#[tokio::test]
+async fn fleet_report_refused_is_retried_and_the_token_file_is_reread() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/report", listener.local_addr().unwrap());
+    let state = fleet_server::state(1, Some("new-token".into()));
+    tokio::spawn(fleet_server::serve(listener, Arc::clone(&state)));
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "old-token\n").unwrap();
+    let fleet = FleetSettings {
+        host: "h1".into(),
+        groups: vec![],
+        report_url: Some(url.clone()),
+        report_token_file: Some(token.clone()),
+        report_interval: Duration::from_secs(3600),
+        lock: None,
+    };
+    let client = legerd::fleet::report::ReportClient::new(&url, Some(token.clone()));
+    let report = legerd::fleet::report::build(&doc("rev-1", PassOutcome::Applied), &fleet, "pass");
+    let e = client.send(&report).await.unwrap_err();
+    assert!(e.contains("answered HTTP 401"), "{e}");
+    assert!(!e.contains("old-token"), "{e}");
+    let (_tx, rx) = watch::channel(doc("rev-1", PassOutcome::Applied));
+    tokio::spawn(legerd::fleet::report::run(fleet, rx));
+    // Refused for now; the operator puts the right token in place.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(state.lock().unwrap().reports.is_empty());
+    std::fs::write(&token, "new-token\n").unwrap();
+    let r = wait_reports(&state, 1).await;
+    assert_eq!(r[0]["appliedRevision"], "rev-1");
+    // A token file that cannot be read says which file and key.
+    std::fs::remove_file(&token).unwrap();
+    let e = client.send(&report).await.unwrap_err();
+    assert!(
+        e.contains("fleet.report_token_file") && e.contains("token"),
+        "{e}"
+    );
 }
 
 #[tokio::test]

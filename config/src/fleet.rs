@@ -143,7 +143,26 @@ fn http_url(key: &str, url: &str) -> Result<String, ConfigError> {
             ),
         });
     }
+    // A query would carry tokens into logs and reports, and the lock protocols append
+    // their own paths (`/v1/pre-reboot`), which a query or fragment would swallow.
+    if url.contains(['?', '#']) {
+        return Err(ConfigError::Value {
+            key: key.to_owned(),
+            message: format!(
+                "{:?} has a query or fragment; give the bare URL (a bearer token goes in fleet.report_token_file, never in the URL)",
+                redact_query(url)
+            ),
+        });
+    }
     Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// `url` without its query and fragment, for messages: a query may hold a token.
+fn redact_query(url: &str) -> String {
+    match url.find(['?', '#']) {
+        Some(i) => format!("{}?…", &url[..i]),
+        None => url.to_owned(),
+    }
 }
 
 /// Validates `[fleet]`; `hostname` is the default host name.
@@ -158,7 +177,12 @@ pub fn settings(f: FleetFragment, hostname: Option<&str>) -> Result<FleetSetting
         .to_owned();
     check_segment(&host).map_err(|m| ConfigError::Value {
         key: "fleet.host".to_owned(),
-        message: m,
+        // Unset, the host is the hostname: say so, or the key looks like a mystery.
+        message: if f.host.is_some() {
+            m
+        } else {
+            format!("the hostname {m}; set fleet.host to this host's fleet name")
+        },
     })?;
     let groups = f.groups.unwrap_or_default();
     for (i, g) in groups.iter().enumerate() {
@@ -285,6 +309,22 @@ mod tests {
     }
 
     #[test]
+    fn fleet_hostname_that_is_no_path_segment_asks_for_fleet_host() {
+        let e = settings(FleetFragment::default(), Some("a/b"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fleet.host"), "{e}");
+        assert!(e.contains("the hostname \"a/b\" contains '/'"), "{e}");
+        assert!(e.contains("set fleet.host"), "{e}");
+        // An explicit good name wins over a bad hostname.
+        let f = FleetFragment {
+            host: Some("web-03".into()),
+            ..FleetFragment::default()
+        };
+        assert_eq!(settings(f, Some("a/b")).unwrap().host, "web-03");
+    }
+
+    #[test]
     fn fleet_defaults_to_hostname_no_groups_no_lock() {
         let s = parse("").unwrap();
         assert_eq!(s.host, "node-1");
@@ -350,6 +390,11 @@ mod tests {
             ),
             ("[fleet]\nreport_url = \"file:///x\"\n", "fleet.report_url"),
             (
+                "[fleet]\nreport_url = \"https://f.example.org/r?token=abc\"\n",
+                "report_token_file",
+            ),
+            ("[fleet.lock]\nurl = \"http://a/#x\"\n", "fleet.lock.url"),
+            (
                 "[fleet]\nreport_interval = \"often\"\n",
                 "fleet.report_interval",
             ),
@@ -357,6 +402,7 @@ mod tests {
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(want), "{text:?}: {e}");
+            assert!(!e.contains("token=abc"), "a query is not repeated: {e}");
         }
     }
 

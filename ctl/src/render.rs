@@ -24,6 +24,11 @@ fn render_fleet(out: &mut String, f: &leger_api_types::fleet::FleetStatus) {
     };
     let _ = writeln!(out, "Host:       {} (groups: {groups})", f.host);
     let Some(l) = &f.lock else {
+        // Say it: a missing line reads like a missing feature, not "restarts need no slot".
+        let _ = writeln!(
+            out,
+            "Fleet lock: none ([fleet.lock] is not set; restarts need no slot)"
+        );
         return;
     };
     let state = match l.state {
@@ -707,6 +712,42 @@ mod tests {
         ] {
             assert!(out.contains(want), "missing {want:?} in:\n{out}");
         }
+        // A waiting host shows the lock service's answer; a host without a lock says so.
+        let f = doc.status.fleet.as_mut().unwrap();
+        let lock = f.lock.as_mut().unwrap();
+        lock.state = LockState::Waiting;
+        lock.last_answer = Some("all 1 slots of group default are taken".into());
+        let out = render_status(&doc);
+        assert!(
+            out.contains("Fleet lock: waiting for a restart slot; group default"),
+            "{out}"
+        );
+        assert!(
+            out.contains("last answer: all 1 slots of group default are taken"),
+            "{out}"
+        );
+        doc.status.fleet.as_mut().unwrap().lock = None;
+        let out = render_status(&doc);
+        assert!(
+            out.contains("Fleet lock: none ([fleet.lock] is not set"),
+            "{out}"
+        );
+        // --json carries the same: host, groups, lock state, each app's layer.
+        doc.status.fleet.as_mut().unwrap().lock = Some(LockStatus {
+            service: "FleetLock server http://192.0.2.1:8080".into(),
+            group: "default".into(),
+            state: LockState::Waiting,
+            held_since: None,
+            held_reason: None,
+            last_answer: Some("refused".into()),
+        });
+        let json: serde_json::Value = serde_json::to_value(&doc).unwrap();
+        let fleet = &json["status"]["fleet"];
+        assert_eq!(fleet["host"], "web-03");
+        assert_eq!(fleet["groups"], serde_json::json!(["eu", "canary"]));
+        assert_eq!(fleet["lock"]["state"], "waiting");
+        assert_eq!(fleet["lock"]["lastAnswer"], "refused");
+        assert_eq!(json["status"]["apps"][0]["layer"], "hosts/web-03/apps");
     }
 
     #[test]

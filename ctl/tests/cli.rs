@@ -173,6 +173,28 @@ fn cli_set_desired_overlays_are_repeatable_and_checked() {
     assert_code(&o, 0);
     let d = DesiredState::from_toml_str(&env.read_desired()).unwrap();
     assert_eq!(d.overlays(), ["groups/{group}/apps", "hosts/{host}/apps"]);
+    // The same for the other two kinds of source.
+    for kind in [
+        &["manifest", "https://static.example.org/fleet/"][..],
+        &["dir", "/srv/leger-overlays", "--force"][..],
+    ] {
+        let mut args = vec!["set-desired"];
+        args.extend_from_slice(kind);
+        args.extend([
+            "--overlay",
+            "groups/{group}/apps",
+            "--overlay",
+            "hosts/{host}/apps",
+        ]);
+        let o = env.run(&args);
+        assert_code(&o, 0);
+        let d = DesiredState::from_toml_str(&env.read_desired()).unwrap();
+        assert_eq!(
+            d.overlays(),
+            ["groups/{group}/apps", "hosts/{host}/apps"],
+            "{kind:?}"
+        );
+    }
     for bad in ["hosts/{hostname}/apps", "hosts/../x"] {
         let o = env.run(&["set-desired", "dir", "/srv/x", "--overlay", bad]);
         assert_code(&o, 2);

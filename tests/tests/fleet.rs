@@ -70,6 +70,11 @@ fn server_get(tb: &Testbed, path: &str) -> Result<Value> {
     serde_json::from_str(&out).with_context(|| format!("{path}: {out}"))
 }
 
+/// legerd's metrics, from inside the machine (it listens on its loopback).
+fn metrics(tb: &Testbed) -> Result<String> {
+    tb.exec_ok(&["curl", "-sf", "http://127.0.0.1:9464/metrics"])
+}
+
 fn lock_state(tb: &Testbed) -> Result<String> {
     Ok(status(tb)?["status"]["fleet"]["lock"]["state"]
         .as_str()
@@ -240,6 +245,25 @@ fn rollout_stops_at_first_host(
         })?;
     }
     assert_eq!(holders()?, std::slice::from_ref(&holder));
+    // The fleet dashboard's "holding" and "waiting" panels read these gauges.
+    for tb in all {
+        let (held, waiting) = if host_name(tb) == holder {
+            (1, 0)
+        } else {
+            (0, 1)
+        };
+        let text = metrics(tb)?;
+        for want in [
+            format!("\nlegerd_fleet_lock_held {held}\n"),
+            format!("\nlegerd_fleet_lock_waiting {waiting}\n"),
+        ] {
+            assert!(
+                text.contains(&want),
+                "{}: no {want:?} in\n{text}",
+                tb.name()
+            );
+        }
+    }
     for (tb, id) in all.iter().zip(&good) {
         if host_name(tb) != holder {
             assert_eq!(
@@ -276,6 +300,15 @@ fn rollout_stops_at_first_host(
             Ok(holders()?.is_empty())
         },
     )?;
+    for tb in all {
+        let text = metrics(tb)?;
+        for want in [
+            "\nlegerd_fleet_lock_held 0\n",
+            "\nlegerd_fleet_lock_waiting 0\n",
+        ] {
+            assert!(text.contains(want), "{}: no {want:?} in\n{text}", tb.name());
+        }
+    }
 
     Ok(())
 }

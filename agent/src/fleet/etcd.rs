@@ -265,7 +265,9 @@ impl EtcdSemaphore {
     fn protocol(&self, problem: &str) -> LockError {
         LockError::Protocol {
             service: self.describe(),
+            protocol: "etcd v3 JSON gateway",
             problem: problem.to_owned(),
+            hint: "check fleet.lock.etcd (each entry must be an etcd v3 client URL, e.g. http://10.0.0.1:2379)",
         }
     }
 }

@@ -113,15 +113,27 @@ impl FleetLockClient {
     }
 }
 
-/// Reads an answer: exactly 200 is a yes; a 4xx/5xx with `{kind,value}` is a refusal;
-/// everything else is a protocol error, never a yes.
+/// Reads an answer: exactly 200 with an empty or JSON body is a yes; a 4xx/5xx with
+/// `{kind,value}` is a refusal; everything else is a protocol error, never a yes. A 200
+/// whose body is not JSON (a login page, a proxy's placeholder) is a web server that is
+/// not a FleetLock server, so it must not let a restart through.
 pub fn judge(service: &str, status: u16, body: &[u8]) -> Result<(), LockError> {
     let protocol = |problem: String| LockError::Protocol {
         service: service.to_owned(),
+        protocol: "FleetLock",
         problem,
+        hint: "check fleet.lock.url (it must point at a FleetLock server such as airlock)",
     };
     match status {
-        200 => Ok(()),
+        200 if body.trim_ascii().is_empty()
+            || serde_json::from_slice::<serde_json::Value>(body).is_ok() =>
+        {
+            Ok(())
+        }
+        200 => Err(protocol(format!(
+            "HTTP 200 with a body that is not JSON (it starts {:?})",
+            preview(body)
+        ))),
         400..=599 => match serde_json::from_slice::<ErrorBody>(body) {
             Ok(e) => Err(LockError::Refused {
                 service: service.to_owned(),
@@ -162,6 +174,7 @@ mod tests {
     #[test]
     fn fleetlock_judge_only_200_is_a_yes() {
         assert_eq!(judge("s", 200, b""), Ok(()));
+        assert_eq!(judge("s", 200, b"{}\n"), Ok(()));
         let e = judge(
             "s",
             409,
@@ -180,6 +193,10 @@ mod tests {
             (302, b""),
             (404, b"<html>not found</html>"),
             (500, b"{\"error\":\"x\"}"),
+            (200, b"<html>Sign in</html>"),
+            (409, b""),
+            (409, b"{\"kind\":\"failed_lock\"}"),
+            (503, b"Service Unavailable"),
         ] {
             let e = judge("s", status, body).unwrap_err();
             assert!(matches!(e, LockError::Protocol { .. }), "{status}: {e}");

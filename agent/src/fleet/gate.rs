@@ -132,6 +132,7 @@ impl FleetGate {
     /// Reports into `metrics` from now on (the one `GET /metrics` serves).
     pub fn set_metrics(&self, metrics: Arc<Metrics>) {
         metrics.set_fleet_lock_held(self.holds_slot());
+        metrics.set_fleet_lock_waiting(self.state().waiting);
         *self.metrics.write().expect("metrics lock") = metrics;
     }
 
@@ -147,6 +148,7 @@ impl FleetGate {
             return Ok(());
         };
         if !d.needs_slot() || self.holds_slot() {
+            self.stop_waiting();
             return Ok(());
         }
         let result = lock.acquire().await;
@@ -159,6 +161,7 @@ impl FleetGate {
                     s.last_answer = None;
                     s.attempts = 0;
                 }
+                self.metrics().set_fleet_lock_waiting(false);
                 self.hold(held_reason::ROLLOUT);
                 tracing::info!(units = %d.describe(), "took a restart slot from the fleet lock");
                 Ok(())
@@ -171,6 +174,7 @@ impl FleetGate {
                     s.attempts = s.attempts.saturating_add(1);
                     s.attempts
                 };
+                self.metrics().set_fleet_lock_waiting(true);
                 let retry = retry_delay(self.retry, attempts, rand::random());
                 Err((
                     format!(
@@ -189,9 +193,9 @@ impl FleetGate {
     /// gate, disruptive or not (the unit may still be down from the failure); passes
     /// that only hold the last good revision prove nothing and keep it.
     pub async fn after_healthy(&self, disruptive: bool, new_target: bool, changed: bool) {
+        self.stop_waiting();
         let keep = {
-            let mut s = self.state();
-            s.waiting = false;
+            let s = self.state();
             match &s.held {
                 None => true,
                 Some(h) if h.reason == held_reason::ROLLED_BACK => !(new_target && changed),
@@ -205,11 +209,8 @@ impl FleetGate {
 
     /// After a failed health gate: a held slot is kept, so the rollout stops here.
     pub fn after_failed_gate(&self) {
-        let held = {
-            let mut s = self.state();
-            s.waiting = false;
-            s.held.is_some()
-        };
+        self.stop_waiting();
+        let held = self.holds_slot();
         if held {
             self.hold(held_reason::ROLLED_BACK);
         }
@@ -272,6 +273,12 @@ impl FleetGate {
 
     fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
         self.state.lock().expect("fleet gate lock")
+    }
+
+    /// The pass got past the gate (or no longer needs it): no longer waiting.
+    fn stop_waiting(&self) {
+        self.state().waiting = false;
+        self.metrics().set_fleet_lock_waiting(false);
     }
 
     fn metrics(&self) -> Arc<Metrics> {

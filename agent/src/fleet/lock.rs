@@ -35,14 +35,16 @@ pub enum LockError {
         reason: String,
     },
     /// The answer was not the protocol's; it is never taken as a go-ahead.
-    #[error(
-        "{service} did not answer in the FleetLock protocol: {problem}; check fleet.lock.url (it must point at a FleetLock server such as airlock)"
-    )]
+    #[error("{service} did not answer in the {protocol} protocol: {problem}; {hint}")]
     Protocol {
         /// Which service.
         service: String,
+        /// `FleetLock` or `etcd v3 JSON`, so the message names what was expected.
+        protocol: &'static str,
         /// What was wrong with the answer.
         problem: String,
+        /// Which setting to check, and what it must point at.
+        hint: &'static str,
     },
 }
 
