@@ -101,13 +101,24 @@ mod tests {
     }
 }
 
+/// An applied revision whose health gate is running.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The revision.
+    pub revision: String,
+    /// Its apps and their units as they stood right after the apply, so status lists
+    /// them while the gate runs (after an early READY, `legerctl status` is the first
+    /// thing an operator runs).
+    pub apps: Vec<leger_api_types::status::AppStatus>,
+}
+
 /// The revision whose health gate is running after its apply, if any. The controller
 /// watches it: the first applied revision is when legerd is READY, not when its gate has
 /// settled, and meanwhile status and `STATUS=` say it is verifying.
-static VERIFYING: std::sync::LazyLock<tokio::sync::watch::Sender<Option<String>>> =
+static VERIFYING: std::sync::LazyLock<tokio::sync::watch::Sender<Option<Applied>>> =
     std::sync::LazyLock::new(|| tokio::sync::watch::channel(None).0);
 
-/// Marks the health gate of `revision` as running until dropped.
+/// Marks the health gate of a revision as running until dropped.
 #[derive(Debug)]
 #[must_use = "verifying ends when the guard drops"]
 pub struct Verifying(());
@@ -118,13 +129,13 @@ impl Drop for Verifying {
     }
 }
 
-/// The apply of `revision` is done and its health gate starts.
-pub fn verifying(revision: &str) -> Verifying {
-    VERIFYING.send_replace(Some(revision.to_owned()));
+/// The apply of `applied.revision` is done and its health gate starts.
+pub fn verifying(applied: Applied) -> Verifying {
+    VERIFYING.send_replace(Some(applied));
     Verifying(())
 }
 
-/// Follows [`verifying`]: `Some(revision)` while a health gate runs.
-pub fn watch_verifying() -> tokio::sync::watch::Receiver<Option<String>> {
+/// Follows [`verifying`]: `Some` while a health gate runs.
+pub fn watch_verifying() -> tokio::sync::watch::Receiver<Option<Applied>> {
     VERIFYING.subscribe()
 }

@@ -336,11 +336,17 @@ async fn run_within_budget<F: Future<Output = PassResult>>(
                 return Err(describe_stuck(&activity::all()));
             }
             Ok(()) = verifying.changed() => {
-                let Some(revision) = verifying.borrow_and_update().clone() else {
+                let Some(applied) = verifying.borrow_and_update().clone() else {
                     continue;
                 };
+                let revision = applied.revision;
                 let line = verifying_line(&revision);
-                status.send_modify(|doc| note_reconciling(doc, &line));
+                status.send_modify(|doc| {
+                    note_reconciling(doc, &line);
+                    // The applied revision's apps, so status lists what now runs while
+                    // its gate goes on; the pass's end publishes the final word.
+                    doc.status.apps = applied.apps;
+                });
                 notify(&[sd_notify::NotifyState::Status(&line)]);
                 if !*ready_sent {
                     notify(&[sd_notify::NotifyState::Ready]);
@@ -350,8 +356,8 @@ async fn run_within_budget<F: Future<Output = PassResult>>(
             }
             _ = refresh.tick() => {
                 let waiting = describe_stuck(&activity::all());
-                let line = match verifying.borrow().as_deref() {
-                    Some(r) => format!("{} · waiting on {waiting}", verifying_line(r)),
+                let line = match verifying.borrow().as_ref() {
+                    Some(a) => format!("{} · waiting on {waiting}", verifying_line(&a.revision)),
                     None => format!("reconcile pass in progress; waiting on {waiting}"),
                 };
                 status.send_modify(|doc| note_reconciling(doc, &line));
@@ -566,7 +572,14 @@ mod tests {
         let (tx, rx) = tokio::sync::watch::channel(reconciling_doc());
         let mut seen = rx.clone();
         let pass = async move {
-            let _gate = activity::verifying("0123456789abcdef0123");
+            let _gate = activity::verifying(activity::Applied {
+                revision: "0123456789abcdef0123".into(),
+                apps: vec![leger_api_types::status::AppStatus {
+                    name: "web".into(),
+                    units: vec![],
+                    layer: None,
+                }],
+            });
             // The gate "runs" until the controller has published that it is verifying.
             seen.wait_for(|d| reconciling_message(d).starts_with("verifying"))
                 .await
@@ -601,6 +614,18 @@ mod tests {
         assert_eq!(
             reconciling_message(&rx.borrow()),
             "verifying: revision 0123456789ab applied, health gate running"
+        );
+        let names: Vec<String> = rx
+            .borrow()
+            .status
+            .apps
+            .iter()
+            .map(|a| a.name.clone())
+            .collect();
+        assert_eq!(
+            names,
+            ["web"],
+            "status lists the applied apps during the gate"
         );
     }
 

@@ -280,9 +280,11 @@ fn data_backup_budget_refuses_an_apply_and_the_app_keeps_running() -> Result<()>
         let h: serde_json::Value = serde_json::from_str(&legerctl(tb, &["history", "--json"])?)?;
         Ok(h.as_array()
             .map(|a| {
+                // A repeated failure is one row with its number of runs.
                 a.iter()
                     .filter(|p| p["error"].as_str().is_some_and(|e| e.contains("no room")))
-                    .count()
+                    .map(|p| p["runs"].as_u64().map_or(1, |n| n as usize))
+                    .sum()
             })
             .unwrap_or(0))
     };

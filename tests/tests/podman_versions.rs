@@ -108,6 +108,13 @@ fn podman_quadlet_rm_of_a_managed_file_is_healed_on_sid() -> Result<()> {
     // the drift pass below is the proof it was gone.
     wait_until(WAIT, "removed quadlet restored", || {
         Ok(std::fs::read(&file).ok().as_deref() == Some(&original[..]))
+    })
+    .map_err(|e| {
+        let logs = tb.unit_logs("legerd.service").unwrap_or_default();
+        let history = legerctl(&tb, &["history"]).unwrap_or_default();
+        e.context(format!(
+            "--- legerd ---\n{logs}\n--- history ---\n{history}"
+        ))
     })?;
     wait_running(&tb, "web.service", "web")?;
     // The pass that restored it is recorded as a drift pass that applied something.

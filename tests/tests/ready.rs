@@ -28,7 +28,7 @@ fn ready_once_the_first_revision_is_applied_while_its_gate_goes_on() -> Result<(
         &tb,
         &["set-desired", "git", &fleet.url_inside(), "--path", "apps"],
     )?;
-    start_legerd(&tb)?; // returns on READY=1
+    start_legerd_until_ready(&tb)?; // returns on READY=1
 
     let doc = status(&tb)?;
     assert!(

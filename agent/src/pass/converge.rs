@@ -381,7 +381,15 @@ async fn apply_and_check<U: UnitManager>(
     }
     crashpoint::hit("before-gate");
     // Applied: the controller may say READY now; the gate runs on ("verifying").
-    let verifying = work.then(|| crate::activity::verifying(&tree.revision));
+    let verifying = if work {
+        let states = super::record::tree_unit_states(host, tree).await;
+        Some(crate::activity::verifying(crate::activity::Applied {
+            revision: tree.revision.clone(),
+            apps: super::record::app_statuses(tree, &states),
+        }))
+    } else {
+        None
+    };
     let Verdict {
         blamed,
         unrelated,

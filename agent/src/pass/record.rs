@@ -66,13 +66,20 @@ pub async fn refresh_apps<U: UnitManager>(
     state: &mut HostState,
     tree: &DesiredTree,
 ) {
+    state.apps = app_statuses(tree, &tree_unit_states(host, tree).await);
+}
+
+/// The states of every unit of `tree`, in one call; empty when systemd cannot say.
+pub async fn tree_unit_states<U: UnitManager>(
+    host: &Host<'_, U>,
+    tree: &DesiredTree,
+) -> BTreeMap<String, UnitState> {
     let names: Vec<String> = tree
         .apps
         .values()
         .flat_map(|a| a.units.iter().map(|u| u.name.clone()))
         .collect();
-    let states = host.units.unit_states(&names).await.unwrap_or_default();
-    apps_from(state, tree, &states);
+    host.units.unit_states(&names).await.unwrap_or_default()
 }
 
 /// Puts fresh unit states into status's apps, leaving the app list as the last pass
@@ -89,8 +96,13 @@ pub fn update_unit_states(apps: &mut [AppStatus], states: &BTreeMap<String, Unit
 /// Sets status's apps from unit states already read (by observe, when the pass changed
 /// no unit), so a no-op pass asks systemd once, not twice.
 pub fn apps_from(state: &mut HostState, tree: &DesiredTree, states: &BTreeMap<String, UnitState>) {
-    state.apps = tree
-        .apps
+    state.apps = app_statuses(tree, states);
+}
+
+/// Status's apps for `tree`, with the unit states read; a unit systemd did not answer
+/// for is `unknown`.
+pub fn app_statuses(tree: &DesiredTree, states: &BTreeMap<String, UnitState>) -> Vec<AppStatus> {
+    tree.apps
         .values()
         .map(|app| AppStatus {
             name: app.name.clone(),
@@ -111,7 +123,7 @@ pub fn apps_from(state: &mut HostState, tree: &DesiredTree, states: &BTreeMap<St
                 .collect(),
             layer: tree.layers.get(&app.name).cloned(),
         })
-        .collect();
+        .collect()
 }
 
 /// Re-reads the state of every unit status shows, between passes: a unit event came,

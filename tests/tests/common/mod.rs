@@ -147,9 +147,23 @@ pub fn legerctl_out(tb: &Testbed, args: &[&str]) -> Result<(i32, String, String)
     ))
 }
 
-/// Installs contrib/systemd/legerd.service (pointing at the built binary) and starts it.
-/// `systemctl start` returns once legerd sent READY=1, i.e. after its first pass.
+/// Installs contrib/systemd/legerd.service (pointing at the built binary), starts it,
+/// and waits until its first pass has ended, health gate included, whatever its
+/// outcome. `systemctl start` itself returns at READY=1, once the first revision is
+/// applied and while its gate still runs; a scenario that stopped or removed something
+/// then would have the gate judge the revision by it.
 pub fn start_legerd(tb: &Testbed) -> Result<()> {
+    start_legerd_until_ready(tb)?;
+    wait_until(FIRST_PASS, "legerd's first pass to end", || {
+        Ok(!status(tb)?["status"]["lastPass"].is_null())
+    })
+}
+
+/// How long a first pass may take in a scenario: 1,000 apps on a loaded machine.
+const FIRST_PASS: Duration = Duration::from_secs(15 * 60);
+
+/// Installs and starts legerd.service; returns at READY=1 (see [`start_legerd`]).
+pub fn start_legerd_until_ready(tb: &Testbed) -> Result<()> {
     let unit = include_str!("../../../contrib/systemd/legerd.service").replace(
         "ExecStart=/usr/bin/legerd",
         &format!("ExecStart={AGENT_DIR_INSIDE}/legerd"),
