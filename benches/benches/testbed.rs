@@ -23,6 +23,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -195,6 +196,12 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
         }
         None => format!("ExecStart={AGENT_DIR_INSIDE}/legerd"),
     };
+    // `LEGERD_LOG` (e.g. `legerd=debug,info`) is passed on to legerd, for the pass's
+    // stage events in the one-change timeline; unset, legerd logs as shipped.
+    let exec_start = match std::env::var("LEGERD_LOG") {
+        Ok(filter) => format!("Environment=LEGERD_LOG={filter}\n{exec_start}"),
+        Err(_) => exec_start,
+    };
     let unit = include_str!("../../contrib/systemd/legerd.service")
         .replace("ExecStart=/usr/bin/legerd", &exec_start);
     // The measurement settings: health settle 2 s; a generous job timeout for
@@ -242,6 +249,10 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
         noop.push(sample(&tb)?.cpu_usec - before.cpu_usec);
     }
 
+    if let Some(out) = std::env::var_os("LEGER_BENCH_PERF") {
+        profile_noop(&tb, Path::new(&out))?;
+    }
+
     // One change → active, three times (apps 0, 1, 2), median.
     let mut changes = Vec::new();
     for i in 0..3.min(n) {
@@ -262,6 +273,23 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
         wait_until(WAIT, "the change applied", || {
             Ok(last_pass(&tb)?["revision"].as_str() == Some(&*changed))
         })?;
+        // Where the time went: legerd's events and systemd's jobs, to the µs.
+        let since = format!("@{}.{:06}", t0 / 1_000_000, t0 % 1_000_000);
+        let journal = tb.exec_ok(&[
+            "journalctl",
+            "-q",
+            "-o",
+            "short-precise",
+            "--no-pager",
+            "--since",
+            &since,
+            "_SYSTEMD_UNIT=legerd.service",
+            "+",
+            "_PID=1",
+            "+",
+            &format!("_SYSTEMD_UNIT={unit}"),
+        ])?;
+        eprintln!("N={n} one change, {unit}, from the reconcile call at {since}:\n{journal}");
     }
     let one_change = Duration::from_micros(median(changes));
 
@@ -326,6 +354,45 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
     };
     let _ = tb.exec(&["systemctl", "stop", "legerd.service"]);
     Ok(figures)
+}
+
+/// legerd's PID on the host, found by its cgroup (`…/<machine>/payload/…/legerd.service`).
+fn host_pid(tb: &Testbed) -> Result<u32> {
+    let wanted = format!("{}/payload/system.slice/legerd.service", tb.name());
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        if comm.trim() == "legerd" && cgroup.lines().any(|l| l.ends_with(&wanted)) {
+            return Ok(pid);
+        }
+    }
+    bail!("no legerd process in {wanted}")
+}
+
+/// `LEGER_BENCH_PERF=<file>`: `perf record -g` of legerd over 20 no-op passes, for
+/// `perf report -i <file>`: where a no-op pass's CPU goes.
+fn profile_noop(tb: &Testbed, out: &Path) -> Result<()> {
+    let pid = host_pid(tb)?.to_string();
+    let mut perf = Command::new("perf")
+        .args(["record", "-q", "-F", "4000", "-g", "-p", &pid, "-o"])
+        .arg(out)
+        .spawn()?;
+    // perf attaches within a moment; a pass before that is only a missed sample.
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..20 {
+        let id = last_pass_id(tb)?;
+        legerctl(tb, &["reconcile"])?;
+        wait_until(WAIT, "the manual pass", || Ok(last_pass_id(tb)? > id))?;
+    }
+    // SIGINT: perf writes its file and exits.
+    Command::new("kill")
+        .args(["-INT", &perf.id().to_string()])
+        .status()?;
+    perf.wait()?;
+    Ok(())
 }
 
 fn git_head(work: &Path) -> Result<String> {
