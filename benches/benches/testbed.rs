@@ -160,6 +160,8 @@ struct Figures {
     n: usize,
     first_converge: Duration,
     noop_cpu_us: u64,
+    /// legerd's CPU for one `legerctl status --json`.
+    status_cpu_us: u64,
     one_change: Duration,
     idle_window: Duration,
     idle_cpu_us: u64,
@@ -239,14 +241,25 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
         Ok(last_pass(&tb)?["revision"].as_str() == Some(&*head))
     })?;
 
-    // No-op pass: a full pass (manual, so it observes), five times.
+    // No-op pass: a full pass (manual, so it observes), five times. The pass's end is
+    // read from the journal, not from `legerctl status` (whose rendering is legerd CPU
+    // too, measured on its own below).
     let mut noop = Vec::new();
     for _ in 0..5 {
-        let id = last_pass_id(&tb)?;
+        let finished = passes_finished(&tb)?;
         let before = sample(&tb)?;
         legerctl(&tb, &["reconcile"])?;
-        wait_until(WAIT, "the manual pass", || Ok(last_pass_id(&tb)? > id))?;
+        wait_until(WAIT, "the manual pass", || {
+            Ok(passes_finished(&tb)? > finished)
+        })?;
         noop.push(sample(&tb)?.cpu_usec - before.cpu_usec);
+    }
+    // One `legerctl status --json` (what the bench itself asked before).
+    let mut status = Vec::new();
+    for _ in 0..5 {
+        let before = sample(&tb)?;
+        legerctl(&tb, &["status", "--json"])?;
+        status.push(sample(&tb)?.cpu_usec - before.cpu_usec);
     }
 
     if let Some(out) = std::env::var_os("LEGER_BENCH_PERF") {
@@ -342,6 +355,7 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
         n,
         first_converge,
         noop_cpu_us: median(noop),
+        status_cpu_us: median(status),
         one_change,
         idle_window: window,
         idle_cpu_us: s2.cpu_usec - s1.cpu_usec,
@@ -354,6 +368,16 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
     };
     let _ = tb.exec(&["systemctl", "stop", "legerd.service"]);
     Ok(figures)
+}
+
+/// How many passes legerd logged as finished, read from the journal (asks legerd
+/// nothing).
+fn passes_finished(tb: &Testbed) -> Result<usize> {
+    let log = tb.exec_ok(&["journalctl", "-q", "-o", "cat", "-u", "legerd.service"])?;
+    Ok(log
+        .lines()
+        .filter(|l| l.starts_with("pass finished"))
+        .count())
 }
 
 /// legerd's PID on the host, found by its cgroup (`…/<machine>/payload/…/legerd.service`).
@@ -383,9 +407,11 @@ fn profile_noop(tb: &Testbed, out: &Path) -> Result<()> {
     // perf attaches within a moment; a pass before that is only a missed sample.
     std::thread::sleep(Duration::from_millis(500));
     for _ in 0..20 {
-        let id = last_pass_id(tb)?;
+        let finished = passes_finished(tb)?;
         legerctl(tb, &["reconcile"])?;
-        wait_until(WAIT, "the manual pass", || Ok(last_pass_id(tb)? > id))?;
+        wait_until(WAIT, "the manual pass", || {
+            Ok(passes_finished(tb)? > finished)
+        })?;
     }
     // SIGINT: perf writes its file and exits.
     Command::new("kill")
@@ -422,16 +448,17 @@ fn main() -> Result<()> {
                 .as_deref()
                 .map_or("the build's own".to_owned(), |p| p.display().to_string())
         ),
-        "| N | first converge | no-op pass CPU | one change → active | idle window | CPU in window (1 poll + idle) | poll's second | idle second (median) | ctx switches/s | VmRSS (anon) | threads |".to_owned(),
-        "|---|---|---|---|---|---|---|---|---|---|---|".to_owned(),
+        "| N | first converge | no-op pass CPU | status --json CPU | one change → active | idle window | CPU in window (1 poll + idle) | poll's second | idle second (median) | ctx switches/s | VmRSS (anon) | threads |".to_owned(),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|".to_owned(),
     ];
     for n in sizes {
         let f = measure(n, legerd.as_deref()).with_context(|| format!("N = {n}"))?;
         let line = format!(
-            "| {} | {:.1} s | {:.1} ms | {:.2} s | {:.0} s | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} | {:.1} MB ({:.1} MB) | {} |",
+            "| {} | {:.1} s | {:.1} ms | {:.1} ms | {:.2} s | {:.0} s | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} | {:.1} MB ({:.1} MB) | {} |",
             f.n,
             f.first_converge.as_secs_f64(),
             f.noop_cpu_us as f64 / 1000.0,
+            f.status_cpu_us as f64 / 1000.0,
             f.one_change.as_secs_f64(),
             f.idle_window.as_secs_f64(),
             f.idle_cpu_us as f64 / 1000.0,
