@@ -200,10 +200,18 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
     };
     // `LEGERD_LOG` (e.g. `legerd=debug,info`) is passed on to legerd, for the pass's
     // stage events in the one-change timeline; unset, legerd logs as shipped.
-    let exec_start = match std::env::var("LEGERD_LOG") {
-        Ok(filter) => format!("Environment=LEGERD_LOG={filter}\n{exec_start}"),
-        Err(_) => exec_start,
-    };
+    // `LEGER_BENCH_ENV` (`K=V K2=V2`) adds environment, e.g. a glibc malloc setting.
+    let mut env: Vec<String> = std::env::var("LEGER_BENCH_ENV")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if let Ok(filter) = std::env::var("LEGERD_LOG") {
+        env.push(format!("LEGERD_LOG={filter}"));
+    }
+    let exec_start = env
+        .iter()
+        .fold(exec_start, |unit, kv| format!("Environment={kv}\n{unit}"));
     let unit = include_str!("../../contrib/systemd/legerd.service")
         .replace("ExecStart=/usr/bin/legerd", &exec_start);
     // The measurement settings: health settle 2 s; a generous job timeout for
