@@ -138,6 +138,7 @@ pub async fn apply<U: UnitManager>(
                 .take_while(|a| start_level(a, &level_of) == Some(level))
                 .count();
             run_level(&actions[i..i + len], tree, target, &mut report).await;
+            tracing::debug!(stage = "unit jobs", level, "pass stage done");
             i += len;
             continue;
         }
@@ -179,6 +180,7 @@ pub async fn apply<U: UnitManager>(
             }
             Action::Reload => {
                 target.units.reload().await.map_err(ApplyError::Reload)?;
+                tracing::debug!(stage = "reload", "pass stage done");
                 crashpoint::hit("after-reload");
                 true
             }

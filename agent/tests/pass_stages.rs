@@ -140,6 +140,13 @@ async fn pass_forward_apply_writes_reloads_starts_and_records() {
     );
     assert_eq!(bed.revision_state(&rev), Some(RevisionState::Applied));
     assert_eq!(bed.reconciler.applied_revision(), Some(rev.as_str()));
+    // The revision store's copy is written while the pass applies; a finished pass has
+    // waited for it.
+    let state_dir = legerd::testkit::settings_in(bed._dir.path())
+        .paths
+        .state_dir;
+    let stored = legerd::revisions::RevisionStore::new(state_dir.join("revisions"));
+    assert!(stored.contains(&rev), "revision {rev} not in the store");
     assert_eq!(
         intent::load(&bed.store).await.unwrap(),
         None,

@@ -23,6 +23,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -159,6 +160,8 @@ struct Figures {
     n: usize,
     first_converge: Duration,
     noop_cpu_us: u64,
+    /// legerd's CPU for one `legerctl status --json`.
+    status_cpu_us: u64,
     one_change: Duration,
     idle_window: Duration,
     idle_cpu_us: u64,
@@ -195,6 +198,20 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
         }
         None => format!("ExecStart={AGENT_DIR_INSIDE}/legerd"),
     };
+    // `LEGERD_LOG` (e.g. `legerd=debug,info`) is passed on to legerd, for the pass's
+    // stage events in the one-change timeline; unset, legerd logs as shipped.
+    // `LEGER_BENCH_ENV` (`K=V K2=V2`) adds environment, e.g. a glibc malloc setting.
+    let mut env: Vec<String> = std::env::var("LEGER_BENCH_ENV")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if let Ok(filter) = std::env::var("LEGERD_LOG") {
+        env.push(format!("LEGERD_LOG={filter}"));
+    }
+    let exec_start = env
+        .iter()
+        .fold(exec_start, |unit, kv| format!("Environment={kv}\n{unit}"));
     let unit = include_str!("../../contrib/systemd/legerd.service")
         .replace("ExecStart=/usr/bin/legerd", &exec_start);
     // The measurement settings: health settle 2 s; a generous job timeout for
@@ -232,14 +249,29 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
         Ok(last_pass(&tb)?["revision"].as_str() == Some(&*head))
     })?;
 
-    // No-op pass: a full pass (manual, so it observes), five times.
+    // No-op pass: a full pass (manual, so it observes), five times. The pass's end is
+    // read from the journal, not from `legerctl status` (whose rendering is legerd CPU
+    // too, measured on its own below).
     let mut noop = Vec::new();
     for _ in 0..5 {
-        let id = last_pass_id(&tb)?;
+        let finished = passes_finished(&tb)?;
         let before = sample(&tb)?;
         legerctl(&tb, &["reconcile"])?;
-        wait_until(WAIT, "the manual pass", || Ok(last_pass_id(&tb)? > id))?;
+        wait_until(WAIT, "the manual pass", || {
+            Ok(passes_finished(&tb)? > finished)
+        })?;
         noop.push(sample(&tb)?.cpu_usec - before.cpu_usec);
+    }
+    // One `legerctl status --json` (what the bench itself asked before).
+    let mut status = Vec::new();
+    for _ in 0..5 {
+        let before = sample(&tb)?;
+        legerctl(&tb, &["status", "--json"])?;
+        status.push(sample(&tb)?.cpu_usec - before.cpu_usec);
+    }
+
+    if let Some(out) = std::env::var_os("LEGER_BENCH_PERF") {
+        profile_noop(&tb, Path::new(&out))?;
     }
 
     // One change → active, three times (apps 0, 1, 2), median.
@@ -262,6 +294,23 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
         wait_until(WAIT, "the change applied", || {
             Ok(last_pass(&tb)?["revision"].as_str() == Some(&*changed))
         })?;
+        // Where the time went: legerd's events and systemd's jobs, to the µs.
+        let since = format!("@{}.{:06}", t0 / 1_000_000, t0 % 1_000_000);
+        let journal = tb.exec_ok(&[
+            "journalctl",
+            "-q",
+            "-o",
+            "short-precise",
+            "--no-pager",
+            "--since",
+            &since,
+            "_SYSTEMD_UNIT=legerd.service",
+            "+",
+            "_PID=1",
+            "+",
+            &format!("_SYSTEMD_UNIT={unit}"),
+        ])?;
+        eprintln!("N={n} one change, {unit}, from the reconcile call at {since}:\n{journal}");
     }
     let one_change = Duration::from_micros(median(changes));
 
@@ -314,6 +363,7 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
         n,
         first_converge,
         noop_cpu_us: median(noop),
+        status_cpu_us: median(status),
         one_change,
         idle_window: window,
         idle_cpu_us: s2.cpu_usec - s1.cpu_usec,
@@ -326,6 +376,57 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
     };
     let _ = tb.exec(&["systemctl", "stop", "legerd.service"]);
     Ok(figures)
+}
+
+/// How many passes legerd logged as finished, read from the journal (asks legerd
+/// nothing).
+fn passes_finished(tb: &Testbed) -> Result<usize> {
+    let log = tb.exec_ok(&["journalctl", "-q", "-o", "cat", "-u", "legerd.service"])?;
+    Ok(log
+        .lines()
+        .filter(|l| l.starts_with("pass finished"))
+        .count())
+}
+
+/// legerd's PID on the host, found by its cgroup (`…/<machine>/payload/…/legerd.service`).
+fn host_pid(tb: &Testbed) -> Result<u32> {
+    let wanted = format!("{}/payload/system.slice/legerd.service", tb.name());
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        if comm.trim() == "legerd" && cgroup.lines().any(|l| l.ends_with(&wanted)) {
+            return Ok(pid);
+        }
+    }
+    bail!("no legerd process in {wanted}")
+}
+
+/// `LEGER_BENCH_PERF=<file>`: `perf record -g` of legerd over 20 no-op passes, for
+/// `perf report -i <file>`: where a no-op pass's CPU goes.
+fn profile_noop(tb: &Testbed, out: &Path) -> Result<()> {
+    let pid = host_pid(tb)?.to_string();
+    let mut perf = Command::new("perf")
+        .args(["record", "-q", "-F", "4000", "-g", "-p", &pid, "-o"])
+        .arg(out)
+        .spawn()?;
+    // perf attaches within a moment; a pass before that is only a missed sample.
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..20 {
+        let finished = passes_finished(tb)?;
+        legerctl(tb, &["reconcile"])?;
+        wait_until(WAIT, "the manual pass", || {
+            Ok(passes_finished(tb)? > finished)
+        })?;
+    }
+    // SIGINT: perf writes its file and exits.
+    Command::new("kill")
+        .args(["-INT", &perf.id().to_string()])
+        .status()?;
+    perf.wait()?;
+    Ok(())
 }
 
 fn git_head(work: &Path) -> Result<String> {
@@ -355,16 +456,17 @@ fn main() -> Result<()> {
                 .as_deref()
                 .map_or("the build's own".to_owned(), |p| p.display().to_string())
         ),
-        "| N | first converge | no-op pass CPU | one change → active | idle window | CPU in window (1 poll + idle) | poll's second | idle second (median) | ctx switches/s | VmRSS (anon) | threads |".to_owned(),
-        "|---|---|---|---|---|---|---|---|---|---|---|".to_owned(),
+        "| N | first converge | no-op pass CPU | status --json CPU | one change → active | idle window | CPU in window (1 poll + idle) | poll's second | idle second (median) | ctx switches/s | VmRSS (anon) | threads |".to_owned(),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|".to_owned(),
     ];
     for n in sizes {
         let f = measure(n, legerd.as_deref()).with_context(|| format!("N = {n}"))?;
         let line = format!(
-            "| {} | {:.1} s | {:.1} ms | {:.2} s | {:.0} s | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} | {:.1} MB ({:.1} MB) | {} |",
+            "| {} | {:.1} s | {:.1} ms | {:.1} ms | {:.2} s | {:.0} s | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} | {:.1} MB ({:.1} MB) | {} |",
             f.n,
             f.first_converge.as_secs_f64(),
             f.noop_cpu_us as f64 / 1000.0,
+            f.status_cpu_us as f64 / 1000.0,
             f.one_change.as_secs_f64(),
             f.idle_window.as_secs_f64(),
             f.idle_cpu_us as f64 / 1000.0,

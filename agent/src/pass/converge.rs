@@ -176,6 +176,7 @@ pub async fn converge<U: UnitManager>(
         .await
         .map_err(|e| Failure::new(reason::APPLY_FAILED, e.to_string(), false))?;
     completed::fill(&mut observed, tree, &memory);
+    tracing::debug!(stage = "observe", "pass stage done");
     crashpoint::hit("after-observe");
 
     let prepared = secrets_stage::prepare(
@@ -211,6 +212,7 @@ pub async fn converge<U: UnitManager>(
 
     let plan = plan(tree, &observed, policy)
         .map_err(|e| Failure::new(reason::PLAN_REFUSED, e.to_string(), true))?;
+    tracing::debug!(stage = "plan", "pass stage done");
     crashpoint::hit("after-plan");
     for d in &plan.drift {
         journal::drift(&tree.revision, d);
@@ -286,6 +288,7 @@ async fn apply_and_check<U: UnitManager>(
         )
         .await?;
     }
+    tracing::debug!(stage = "backup", "pass stage done");
     crashpoint::hit("after-backup");
 
     let blame = health::changed_units(plan, tree, &observed_changed(prepared), also);
@@ -309,6 +312,7 @@ async fn apply_and_check<U: UnitManager>(
         intent::save(host.store, &record)
             .await
             .map_err(|e| apply_failed(tree, e))?;
+        tracing::debug!(stage = "intent", "pass stage done");
         crashpoint::hit("after-intent");
     }
 

@@ -99,6 +99,7 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         t0: Instant,
         suspended: bool,
     ) -> PassResult {
+        self.validator.stored().await;
         let (outcome, error, failure_cause) = match w.outcome {
             Ok(o) => {
                 self.state.last_failure = None;
@@ -159,6 +160,7 @@ impl<U: UnitManager> Pass<'_, '_, U> {
                     .map_err(|e| Failure::new(e.reason(), e.to_string(), true))?;
                 self.state.fetched_revision = Some(s.revision.clone());
                 w.revision = Some(s.revision.clone());
+                tracing::debug!(stage = "fetch", "pass stage done");
                 crate::crashpoint::hit("after-fetch");
                 Some(s)
             }
@@ -195,6 +197,7 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         w.revision = Some(revision.clone());
         let age_files = secrets::age_files(&snapshot);
         let tree = self.validator.validate(host, snapshot).await?;
+        tracing::debug!(stage = "validate", "pass stage done");
         crate::crashpoint::hit("after-validate");
         if quiet_poll
             && mode == Mode::Forward
@@ -247,6 +250,8 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         w: &mut Worked,
     ) -> Result<PassOutcome, Failure> {
         let result = converge::converge(&mut self.context(desired), mode, target).await;
+        // The revision's units run now; what follows may read or prune the store.
+        self.validator.stored().await;
         let tree = &target.tree;
         match result {
             Ok(c) => self.converged(c, tree, w).await,

@@ -36,6 +36,11 @@ pub struct Validator {
     /// The host's podman, detected at the first validation and again whenever its
     /// binary changes: the key tables revisions are checked against.
     podman: Option<HostPodman>,
+    /// The revision store's copy of the last good revision, still being written (one
+    /// fsync per file and folder). It is off the path from a change to its unit being
+    /// restarted; the pass waits for it before anything reads or prunes the store
+    /// ([`Validator::stored`]).
+    storing: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Validator {
@@ -68,6 +73,19 @@ impl Validator {
         self.detect_podman().keys()
     }
 
+    /// Waits until the last good revision is in the revision store. The pass calls it
+    /// before anything reads or prunes the store (recording a revision good, a
+    /// rollback) and before it ends, so a finished pass always left its revision there.
+    pub async fn stored(&mut self) {
+        if let Some(saving) = self.storing.take() {
+            match saving.await {
+                Ok(()) => {}
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => panic!("revision store task was cancelled: {e}"),
+            }
+        }
+    }
+
     /// Forgets everything: the source changed.
     pub fn reset(&mut self) {
         self.validated.clear();
@@ -92,6 +110,7 @@ impl Validator {
         if let Some(e) = self.rejected.get(&snapshot.revision) {
             return Err(Failure::new(reason::VALIDATION_FAILED, e.clone(), true));
         }
+        self.stored().await;
         let revision = snapshot.revision.clone();
         let settings = host.settings.clone();
         let revisions = host.revision_store();
@@ -104,6 +123,8 @@ impl Validator {
         let record = self.dry_run_record.take();
         let mut cache = self.parse_cache.take().unwrap_or_default();
         let store = Arc::clone(host.store);
+        // Cheap: the files are shared, not copied.
+        let to_store = snapshot.clone();
         let (record, cache, result) = blocking::run(move || {
             let record_dir = validated::record_dir(&settings.paths.state_dir);
             let record = record.unwrap_or_else(|| ValidatedApps::load(&record_dir));
@@ -119,9 +140,6 @@ impl Validator {
                 Ok(Ok((tree, _))) => tree,
                 other => return (record, cache, other.map(|r| r.map(|(t, _)| t))),
             };
-            if let Err(e) = revisions.save(&snapshot) {
-                tracing::warn!(error = %e, "cannot keep the revision for rollbacks and pins");
-            }
             if !dry_run_enabled(&settings) {
                 return (record, cache, Ok(Ok(tree)));
             }
@@ -146,6 +164,12 @@ impl Validator {
         })?;
         match result {
             Ok(tree) => {
+                tracing::debug!(stage = "dry run", "pass stage done");
+                self.storing = Some(tokio::task::spawn_blocking(move || {
+                    if let Err(e) = revisions.save(&to_store) {
+                        tracing::warn!(error = %e, "cannot keep the revision for rollbacks and pins");
+                    }
+                }));
                 let tree = Arc::new(tree);
                 self.validated.push(Arc::clone(&tree));
                 if self.validated.len() > 2 {
