@@ -246,10 +246,11 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Restore { app, backup, .. } => restore(&mut loc, &app, backup.as_deref())?,
-        Command::GetDesired => {
+        Command::GetDesired { out } => {
             let path = loc.desired_file()?;
             match read_optional(&path)? {
-                Some(text) => print!("{text}"),
+                Some(text) if out.human() => print!("{text}"),
+                Some(text) => print!("{}", desired_document(&path, &text, &out)?),
                 None => bail!(
                     "no desired state at {}; set one with `legerctl set-desired git URL` or `legerctl set-desired dir PATH`",
                     path.display()
@@ -425,7 +426,7 @@ fn run(cli: Cli) -> Result<()> {
             host,
             groups,
             podman,
-            json,
+            out,
         } => {
             let check = publish::OverlayCheck {
                 overlays,
@@ -436,7 +437,7 @@ fn run(cli: Cli) -> Result<()> {
                 Some(r) => (r.as_path(), path.as_deref()),
                 None => (dir.as_path(), None),
             };
-            run_validate(&mut loc, dir, root.is_some(), base, &check, podman, json)?
+            run_validate(&mut loc, dir, root.is_some(), base, &check, podman, &out)?
         }
         Command::Keygen { out } => {
             let k = publish::keygen(&out)?;
@@ -810,6 +811,19 @@ fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
 }
 
 /// Prints the report and exits 1 when the tree is invalid.
+/// desired.toml as a `DesiredState` document (`--output json|yaml`), or as JSON
+/// (`--json`): what legerd reads from it, so a file legerd would refuse is an error here.
+fn desired_document(path: &Path, text: &str, out: &legerctl::output::OutputArg) -> Result<String> {
+    let desired = DesiredState::from_toml_str(text).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a valid desired state: {e}; fix it, or print it as it is with `legerctl get-desired`",
+            path.display()
+        )
+    })?;
+    let body = serde_json::to_string(&desired)?;
+    print_read(out, "DesiredState", &body, |_| Ok(text.to_owned()))
+}
+
 fn run_validate(
     loc: &mut Locations,
     dir: &Path,
@@ -817,7 +831,7 @@ fn run_validate(
     base: Option<&str>,
     check: &publish::OverlayCheck,
     podman: Option<legerd::quadlet::PodmanVersion>,
-    json: bool,
+    out: &legerctl::output::OutputArg,
 ) -> Result<()> {
     let keys = legerctl::validate::key_table(podman, Path::new("podman"));
     let limits = local_limits(loc);
@@ -826,11 +840,13 @@ fn run_validate(
     } else {
         legerctl::validate::validate(dir, keys, &limits)?
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", legerctl::validate::render(&report));
-    }
+    let body = serde_json::to_string_pretty(&report)?;
+    print!(
+        "{}",
+        print_read(out, "ValidationReport", &body, |_| Ok(
+            legerctl::validate::render(&report)
+        ))?
+    );
     if !report.valid {
         std::process::exit(1);
     }

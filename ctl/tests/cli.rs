@@ -374,6 +374,34 @@ fn cli_get_desired_prints_the_file_or_how_to_set_one() {
     let o = env.run(&["get-desired"]);
     assert_code(&o, 0);
     assert_eq!(stdout(&o), VALID);
+    // A read command like the others: documents with apiVersion and kind.
+    let o = env.run(&["get-desired", "-o", "yaml"]);
+    assert_code(&o, 0);
+    let y = stdout(&o);
+    assert!(
+        y.contains("apiVersion: leger.run/v1alpha1") && y.contains("kind: DesiredState"),
+        "{y}"
+    );
+    assert!(
+        y.contains("path: /srv/apps") && y.contains("suspend: true"),
+        "{y}"
+    );
+    let o = env.run(&["get-desired", "--output", "json"]);
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["kind"], "DesiredState");
+    assert_eq!(v["source"]["kind"], "dir");
+    // A file legerd would refuse: said, naming the file and the way to see it as is.
+    env.write_desired("[source]\nkind = \"dir\"\n");
+    let o = env.run(&["get-desired", "-o", "json"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("is not a valid desired state") && stderr(&o).contains("desired.toml"),
+        "{}",
+        stderr(&o)
+    );
+    let o = env.run(&["get-desired", "-o", "nope"]);
+    assert_code(&o, 2);
 }
 
 #[test]
