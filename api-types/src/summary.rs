@@ -12,28 +12,24 @@ pub const LOG_TAIL: &str = "; last log lines:";
 /// A log line is cut to this many characters in the one-line form.
 pub const MAX_DETAIL: usize = 160;
 
-/// `text` as one line: the summary, its other lines joined with `; `, and from a
-/// journal tail only its most telling line (cut to [`MAX_DETAIL`]).
+/// `text` as one line: its first line (the summary), the first detail line (cut to
+/// [`MAX_DETAIL`]) and how many more there are; from a journal tail only its most
+/// telling line.
 pub fn one_line(text: &str) -> String {
     let (head, tail) = match text.find(LOG_TAIL) {
         Some(i) => (&text[..i], Some(&text[i + LOG_TAIL.len()..])),
         None => (text, None),
     };
-    let mut out = String::new();
-    for (i, line) in head
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .enumerate()
-    {
-        // The first line is the summary, the others its details.
-        match i {
+    let mut lines = head.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut out = lines.next().unwrap_or_default().to_owned();
+    if let Some(detail) = lines.next() {
+        out.push_str(if out.ends_with(':') { " " } else { ": " });
+        out.push_str(&cut(detail));
+        match lines.count() {
             0 => {}
-            _ if out.ends_with(':') => out.push(' '),
-            1 => out.push_str(": "),
-            _ => out.push_str("; "),
+            1 => out.push_str(" (+1 more line)"),
+            n => out.push_str(&format!(" (+{n} more lines)")),
         }
-        out.push_str(line);
     }
     if let Some(line) = tail.and_then(telling_line) {
         out.push_str("; last log line: ");
@@ -111,7 +107,7 @@ mod tests {
         );
         assert_eq!(
             one_line("2 problems to fix:\n  a.container:3 NotAKey\n  b.container:1 x\n"),
-            "2 problems to fix: a.container:3 NotAKey; b.container:1 x"
+            "2 problems to fix: a.container:3 NotAKey (+1 more line)"
         );
         assert_eq!(one_line("one"), "one");
         let long = one_line(&format!("s; last log lines:\n{}", "x".repeat(300)));

@@ -213,7 +213,9 @@ fn run(cli: Cli) -> Result<()> {
             let r: ReconcileResponse =
                 serde_json::from_str(&body).context("cannot read legerd's answer to reconcile")?;
             if r.queued {
-                println!("reconcile queued");
+                println!(
+                    "reconcile queued: legerd starts a pass now, or right after the one running; `legerctl status` shows how it went (or use --wait)"
+                );
             } else {
                 bail!("legerd did not queue a reconcile pass");
             }
@@ -335,7 +337,7 @@ fn run(cli: Cli) -> Result<()> {
             let rev = revision.clone();
             edit_policy(&loc.desired_file()?, move |p| p.approved = Some(rev))?;
             println!(
-                "approved {revision}: legerd applies it at its next pass (`legerctl reconcile` for now)"
+                "approved {revision}: legerd applies it at its next pass, which its watch on desired.toml starts within a second; `legerctl status` shows how it went (or use --wait)"
             );
         }
         Command::Pin {
@@ -345,7 +347,7 @@ fn run(cli: Cli) -> Result<()> {
             let rev = revision.clone();
             edit_policy(&loc.desired_file()?, move |p| p.pin = Some(rev))?;
             println!(
-                "pinned at {revision}: legerd holds the host there; `legerctl unpin` follows the source again"
+                "pinned at {revision}: legerd's next pass (within a second) puts the host there and holds it; `legerctl unpin` follows the source again"
             );
         }
         Command::Unpin => {
@@ -375,7 +377,7 @@ fn run(cli: Cli) -> Result<()> {
             let rev = revision.clone();
             edit_policy(&loc.desired_file()?, move |p| p.pin = Some(rev))?;
             println!(
-                "rolling back to {revision} (pinned): legerd re-applies it from its revision store; `legerctl unpin` follows the source again"
+                "rolling back to {revision} (pinned): legerd's next pass (within a second) re-applies it from its revision store; `legerctl unpin` follows the source again"
             );
         }
         Command::Revisions { limit, out } => {
@@ -807,6 +809,9 @@ fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
     if !text.ends_with('\n') {
         println!();
     }
+    println!(
+        "\nlegerd reads it at its next pass, which its watch on desired.toml starts within a second, and converges to it; `legerctl status` shows how it went (or use --wait)"
+    );
     Ok(())
 }
 

@@ -867,7 +867,7 @@ mod tests {
         assert_eq!(summary_line("one"), "one");
         assert_eq!(
             summary_line("1 problem to fix\n  bad.container:3 NotAKey\nmore"),
-            "1 problem to fix: bad.container:3 NotAKey; more"
+            "1 problem to fix: bad.container:3 NotAKey (+1 more line)"
         );
         assert!(summary_line(&format!("s; last log lines:\n{}", "x".repeat(300))).ends_with('…'));
     }

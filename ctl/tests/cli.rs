@@ -116,6 +116,11 @@ fn cli_set_desired_git_writes_a_valid_file() {
     assert_code(&o, 0);
     let text = env.read_desired();
     assert!(stdout(&o).contains(&text), "prints what was written");
+    assert!(
+        stdout(&o).contains("next pass, which its watch on desired.toml starts within a second"),
+        "says what happens next, and when: {}",
+        stdout(&o)
+    );
     let d = DesiredState::from_toml_str(&text).unwrap();
     let SourceSpec::Git(g) = d.source else {
         panic!("git source expected: {text}")
@@ -598,11 +603,25 @@ async fn cli_status_history_and_reconcile_talk_to_legerd() {
 
     let o = run_async(&env, &["reconcile"]).await;
     assert_code(&o, 0);
-    assert_eq!(stdout(&o).trim(), "reconcile queued");
+    assert!(
+        stdout(&o).starts_with("reconcile queued: legerd starts a pass now"),
+        "{}",
+        stdout(&o)
+    );
     tokio::time::timeout(Duration::from_secs(60), reconcile_rx.recv())
         .await
         .expect("a reconcile request arrives")
         .expect("channel open");
+
+    // No pass ever finishes here: --wait gives up after its timeout with exit 3 and
+    // says where to look.
+    let o = run_async(&env, &["reconcile", "--wait=2s"]).await;
+    assert_code(&o, 3);
+    assert!(
+        stderr(&o).contains("timed out after 2s") && stderr(&o).contains("legerctl status"),
+        "{}",
+        stderr(&o)
+    );
 
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(60), server)
