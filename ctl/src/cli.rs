@@ -379,7 +379,10 @@ Examples:
     #[command(
         after_help = "Example:\n  printf %s \"$VALUE\" | age -r \"$(legerctl identity)\" -o secrets/db-pass.age"
     )]
-    Identity,
+    Identity {
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
+    },
 }
 
 /// `legerctl secrets ...`

@@ -229,11 +229,16 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", r.message);
         }
         Command::SetDesired(args) => set_desired(&loc.desired_file()?, args)?,
-        Command::Identity => {
+        Command::Identity { out } => {
             let body = block_on(loc.client()?.get("/v1/identity"))?;
-            let r: IdentityResponse =
-                serde_json::from_str(&body).context("cannot read legerd's answer to identity")?;
-            println!("{}", r.recipient);
+            print!(
+                "{}",
+                print_read(&out, "Identity", &body, |b| {
+                    let r: IdentityResponse = serde_json::from_str(b)
+                        .context("cannot read legerd's answer to identity")?;
+                    Ok(format!("{}\n", r.recipient))
+                })?
+            );
         }
         Command::Secrets(cmd) => secrets(&mut loc, cmd)?,
         Command::Backups { app, out } => {

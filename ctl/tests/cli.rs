@@ -660,6 +660,12 @@ async fn cli_secrets_set_list_rm_and_identity_never_show_values() {
     let o = run_async(&env, &["identity"]).await;
     assert_code(&o, 0);
     assert_eq!(stdout(&o).trim(), identity.recipient());
+    let o = run_async(&env, &["identity", "-o", "yaml"]).await;
+    assert_code(&o, 0);
+    let y: serde_json::Value = yaml_serde::from_str(&stdout(&o)).unwrap();
+    assert_eq!(y["kind"], "Identity");
+    assert_eq!(y["apiVersion"], "leger.run/v1alpha1");
+    assert_eq!(y["recipient"], identity.recipient().to_string());
 
     let value = "pl41n-t3xt-value";
     let mut c = env.command(&["secrets", "set", "db-pass"]);
