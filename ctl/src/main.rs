@@ -934,12 +934,12 @@ fn set_suspend(path: &Path, suspend: bool) -> Result<()> {
     let DesiredState { policy, .. } = desired;
     if policy.suspend {
         println!(
-            "suspended: legerd keeps fetching and reporting but changes nothing (wrote {})",
+            "suspended: from legerd's next pass (within a second) it keeps fetching and reporting but changes nothing; a pass already applying finishes (wrote {})",
             path.display()
         );
     } else {
         println!(
-            "resumed: legerd converges the host again (wrote {})",
+            "resumed: legerd's next pass (within a second) converges the host again; `legerctl plan` shows what it will do (wrote {})",
             path.display()
         );
     }

@@ -356,11 +356,20 @@ fn cli_suspend_and_resume_flip_the_flag() {
     env.write_desired(&VALID.replace("suspend = true", "suspend = false"));
     let o = env.run(&["suspend"]);
     assert_code(&o, 0);
-    assert!(stdout(&o).contains("suspended"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("suspended: from legerd's next pass (within a second)"),
+        "says what follows and when: {}",
+        stdout(&o)
+    );
     let d = DesiredState::from_toml_str(&env.read_desired()).unwrap();
     assert!(d.policy.suspend && !d.policy.prune);
     let o = env.run(&["resume"]);
     assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("resumed: legerd's next pass (within a second)"),
+        "{}",
+        stdout(&o)
+    );
     let d = DesiredState::from_toml_str(&env.read_desired()).unwrap();
     assert!(!d.policy.suspend && !d.policy.prune);
 }
