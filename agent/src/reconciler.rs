@@ -282,9 +282,10 @@ impl<U: UnitManager> Reconciler<U> {
                 }),
             ));
         };
+        let lock = self.fleet.status().lock;
         let host = host_of!(self);
         let pass = pass_of!(self, host);
-        crate::pass::preview::plan_now(pass, &desired, app).await
+        crate::pass::preview::plan_now(pass, &desired, app, lock.as_ref()).await
     }
 
     /// Restores an app from one of its backups through the converge stage. The

@@ -92,15 +92,13 @@ fn conditions(state: &HostState) -> [Condition; 3] {
     };
     if let Some(f) = &state.last_failure {
         let stalled = if f.stalled { True } else { False };
+        // One line each: the journal tail and the other lines stay in `lastPass.error`
+        // (`legerctl status --details`, `legerctl history show ID`).
+        let message = leger_api_types::summary::one_line(&f.message);
         return [
-            condition(condition_type::READY, False, f.reason, f.message.clone()),
+            condition(condition_type::READY, False, f.reason, message.clone()),
             reconciling,
-            condition(
-                condition_type::STALLED,
-                stalled,
-                f.reason,
-                f.message.clone(),
-            ),
+            condition(condition_type::STALLED, stalled, f.reason, message),
         ];
     }
     let down: Vec<&str> = state

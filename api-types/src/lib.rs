@@ -15,6 +15,7 @@ pub mod plan;
 pub mod revision;
 pub mod secrets;
 pub mod status;
+pub mod summary;
 
 pub use backups::{BackupInfo, RestoreRequest, RestoreResponse};
 pub use desired::{

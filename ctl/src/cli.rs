@@ -115,8 +115,14 @@ Examples:
     )]
     SetDesired(SetDesired),
 
-    /// Print the current desired.toml.
-    GetDesired,
+    /// Print the current desired.toml (as it is, or as a DesiredState document).
+    #[command(after_help = "Examples:
+  legerctl get-desired
+  legerctl get-desired -o yaml")]
+    GetDesired {
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
+    },
 
     /// Show what applying the staged revision would do: unit actions and a unified diff.
     #[command(
@@ -316,9 +322,8 @@ Examples:
         /// Validate for this podman release (X.Y or X.Y.Z, 4.4 or newer).
         #[arg(long, value_name = "X.Y", value_parser = legerctl::validate::parse_podman_arg)]
         podman: Option<legerd::quadlet::PodmanVersion>,
-        /// Print the report as JSON for scripts.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
     },
 
     /// Create a minisign key pair for signing manifests: OUT.key and OUT.pub.
@@ -374,7 +379,10 @@ Examples:
     #[command(
         after_help = "Example:\n  printf %s \"$VALUE\" | age -r \"$(legerctl identity)\" -o secrets/db-pass.age"
     )]
-    Identity,
+    Identity {
+        #[command(flatten)]
+        out: legerctl::output::OutputArg,
+    },
 }
 
 /// `legerctl secrets ...`

@@ -213,7 +213,9 @@ fn run(cli: Cli) -> Result<()> {
             let r: ReconcileResponse =
                 serde_json::from_str(&body).context("cannot read legerd's answer to reconcile")?;
             if r.queued {
-                println!("reconcile queued");
+                println!(
+                    "reconcile queued: legerd starts a pass now, or right after the one running; `legerctl status` shows how it went (or use --wait)"
+                );
             } else {
                 bail!("legerd did not queue a reconcile pass");
             }
@@ -227,11 +229,16 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", r.message);
         }
         Command::SetDesired(args) => set_desired(&loc.desired_file()?, args)?,
-        Command::Identity => {
+        Command::Identity { out } => {
             let body = block_on(loc.client()?.get("/v1/identity"))?;
-            let r: IdentityResponse =
-                serde_json::from_str(&body).context("cannot read legerd's answer to identity")?;
-            println!("{}", r.recipient);
+            print!(
+                "{}",
+                print_read(&out, "Identity", &body, |b| {
+                    let r: IdentityResponse = serde_json::from_str(b)
+                        .context("cannot read legerd's answer to identity")?;
+                    Ok(format!("{}\n", r.recipient))
+                })?
+            );
         }
         Command::Secrets(cmd) => secrets(&mut loc, cmd)?,
         Command::Backups { app, out } => {
@@ -246,10 +253,11 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Restore { app, backup, .. } => restore(&mut loc, &app, backup.as_deref())?,
-        Command::GetDesired => {
+        Command::GetDesired { out } => {
             let path = loc.desired_file()?;
             match read_optional(&path)? {
-                Some(text) => print!("{text}"),
+                Some(text) if out.human() => print!("{text}"),
+                Some(text) => print!("{}", desired_document(&path, &text, &out)?),
                 None => bail!(
                     "no desired state at {}; set one with `legerctl set-desired git URL` or `legerctl set-desired dir PATH`",
                     path.display()
@@ -334,7 +342,7 @@ fn run(cli: Cli) -> Result<()> {
             let rev = revision.clone();
             edit_policy(&loc.desired_file()?, move |p| p.approved = Some(rev))?;
             println!(
-                "approved {revision}: legerd applies it at its next pass (`legerctl reconcile` for now)"
+                "approved {revision}: legerd applies it at its next pass, which its watch on desired.toml starts within a second; `legerctl status` shows how it went (or use --wait)"
             );
         }
         Command::Pin {
@@ -344,7 +352,7 @@ fn run(cli: Cli) -> Result<()> {
             let rev = revision.clone();
             edit_policy(&loc.desired_file()?, move |p| p.pin = Some(rev))?;
             println!(
-                "pinned at {revision}: legerd holds the host there; `legerctl unpin` follows the source again"
+                "pinned at {revision}: legerd's next pass (within a second) puts the host there and holds it; `legerctl unpin` follows the source again"
             );
         }
         Command::Unpin => {
@@ -374,7 +382,7 @@ fn run(cli: Cli) -> Result<()> {
             let rev = revision.clone();
             edit_policy(&loc.desired_file()?, move |p| p.pin = Some(rev))?;
             println!(
-                "rolling back to {revision} (pinned): legerd re-applies it from its revision store; `legerctl unpin` follows the source again"
+                "rolling back to {revision} (pinned): legerd's next pass (within a second) re-applies it from its revision store; `legerctl unpin` follows the source again"
             );
         }
         Command::Revisions { limit, out } => {
@@ -425,7 +433,7 @@ fn run(cli: Cli) -> Result<()> {
             host,
             groups,
             podman,
-            json,
+            out,
         } => {
             let check = publish::OverlayCheck {
                 overlays,
@@ -436,7 +444,7 @@ fn run(cli: Cli) -> Result<()> {
                 Some(r) => (r.as_path(), path.as_deref()),
                 None => (dir.as_path(), None),
             };
-            run_validate(&mut loc, dir, root.is_some(), base, &check, podman, json)?
+            run_validate(&mut loc, dir, root.is_some(), base, &check, podman, &out)?
         }
         Command::Keygen { out } => {
             let k = publish::keygen(&out)?;
@@ -806,10 +814,26 @@ fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
     if !text.ends_with('\n') {
         println!();
     }
+    println!(
+        "\nlegerd reads it at its next pass, which its watch on desired.toml starts within a second, and converges to it; `legerctl status` shows how it went (or use --wait)"
+    );
     Ok(())
 }
 
 /// Prints the report and exits 1 when the tree is invalid.
+/// desired.toml as a `DesiredState` document (`--output json|yaml`), or as JSON
+/// (`--json`): what legerd reads from it, so a file legerd would refuse is an error here.
+fn desired_document(path: &Path, text: &str, out: &legerctl::output::OutputArg) -> Result<String> {
+    let desired = DesiredState::from_toml_str(text).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a valid desired state: {e}; fix it, or print it as it is with `legerctl get-desired`",
+            path.display()
+        )
+    })?;
+    let body = serde_json::to_string(&desired)?;
+    print_read(out, "DesiredState", &body, |_| Ok(text.to_owned()))
+}
+
 fn run_validate(
     loc: &mut Locations,
     dir: &Path,
@@ -817,7 +841,7 @@ fn run_validate(
     base: Option<&str>,
     check: &publish::OverlayCheck,
     podman: Option<legerd::quadlet::PodmanVersion>,
-    json: bool,
+    out: &legerctl::output::OutputArg,
 ) -> Result<()> {
     let keys = legerctl::validate::key_table(podman, Path::new("podman"));
     let limits = local_limits(loc);
@@ -826,11 +850,13 @@ fn run_validate(
     } else {
         legerctl::validate::validate(dir, keys, &limits)?
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", legerctl::validate::render(&report));
-    }
+    let body = serde_json::to_string_pretty(&report)?;
+    print!(
+        "{}",
+        print_read(out, "ValidationReport", &body, |_| Ok(
+            legerctl::validate::render(&report)
+        ))?
+    );
     if !report.valid {
         std::process::exit(1);
     }
@@ -908,12 +934,12 @@ fn set_suspend(path: &Path, suspend: bool) -> Result<()> {
     let DesiredState { policy, .. } = desired;
     if policy.suspend {
         println!(
-            "suspended: legerd keeps fetching and reporting but changes nothing (wrote {})",
+            "suspended: from legerd's next pass (within a second) it keeps fetching and reporting but changes nothing; a pass already applying finishes (wrote {})",
             path.display()
         );
     } else {
         println!(
-            "resumed: legerd converges the host again (wrote {})",
+            "resumed: legerd's next pass (within a second) converges the host again; `legerctl plan` shows what it will do (wrote {})",
             path.display()
         );
     }

@@ -357,24 +357,11 @@ fn duration(ms: u64) -> String {
     humantime::format_duration(Duration::from_millis(ms)).to_string()
 }
 
-/// A long message (podman's output, journal lines) as one short line: its first line
-/// (the summary) and the first detail line, cut to a readable length. `legerctl status
-/// --details` and `legerctl history --json` keep the whole text.
+/// A long message (podman's output, journal lines) as one line, shortened as legerd
+/// shortens its condition messages. `legerctl status --details` and `legerctl history
+/// show ID` keep the whole text.
 pub fn summary_line(text: &str) -> String {
-    const MAX_DETAIL: usize = 160;
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.next().unwrap_or_default().to_owned();
-    match lines.next() {
-        Some(detail) => {
-            let mut cut: String = detail.chars().take(MAX_DETAIL).collect();
-            if detail.chars().count() > MAX_DETAIL {
-                cut.push('…');
-            }
-            let sep = if first.ends_with(':') { " " } else { ": " };
-            format!("{first}{sep}{cut}")
-        }
-        None => first,
-    }
+    leger_api_types::summary::one_line(text)
 }
 
 /// The `legerctl secrets list` table: names, versions, sources, consumers; no values.
@@ -880,9 +867,9 @@ mod tests {
         assert_eq!(summary_line("one"), "one");
         assert_eq!(
             summary_line("1 problem to fix\n  bad.container:3 NotAKey\nmore"),
-            "1 problem to fix: bad.container:3 NotAKey"
+            "1 problem to fix: bad.container:3 NotAKey (+1 more line)"
         );
-        assert!(summary_line(&format!("s\n{}", "x".repeat(300))).ends_with('…'));
+        assert!(summary_line(&format!("s; last log lines:\n{}", "x".repeat(300))).ends_with('…'));
     }
 
     #[test]

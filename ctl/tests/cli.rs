@@ -116,6 +116,11 @@ fn cli_set_desired_git_writes_a_valid_file() {
     assert_code(&o, 0);
     let text = env.read_desired();
     assert!(stdout(&o).contains(&text), "prints what was written");
+    assert!(
+        stdout(&o).contains("next pass, which its watch on desired.toml starts within a second"),
+        "says what happens next, and when: {}",
+        stdout(&o)
+    );
     let d = DesiredState::from_toml_str(&text).unwrap();
     let SourceSpec::Git(g) = d.source else {
         panic!("git source expected: {text}")
@@ -351,11 +356,20 @@ fn cli_suspend_and_resume_flip_the_flag() {
     env.write_desired(&VALID.replace("suspend = true", "suspend = false"));
     let o = env.run(&["suspend"]);
     assert_code(&o, 0);
-    assert!(stdout(&o).contains("suspended"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("suspended: from legerd's next pass (within a second)"),
+        "says what follows and when: {}",
+        stdout(&o)
+    );
     let d = DesiredState::from_toml_str(&env.read_desired()).unwrap();
     assert!(d.policy.suspend && !d.policy.prune);
     let o = env.run(&["resume"]);
     assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("resumed: legerd's next pass (within a second)"),
+        "{}",
+        stdout(&o)
+    );
     let d = DesiredState::from_toml_str(&env.read_desired()).unwrap();
     assert!(!d.policy.suspend && !d.policy.prune);
 }
@@ -374,6 +388,34 @@ fn cli_get_desired_prints_the_file_or_how_to_set_one() {
     let o = env.run(&["get-desired"]);
     assert_code(&o, 0);
     assert_eq!(stdout(&o), VALID);
+    // A read command like the others: documents with apiVersion and kind.
+    let o = env.run(&["get-desired", "-o", "yaml"]);
+    assert_code(&o, 0);
+    let y = stdout(&o);
+    assert!(
+        y.contains("apiVersion: leger.run/v1alpha1") && y.contains("kind: DesiredState"),
+        "{y}"
+    );
+    assert!(
+        y.contains("path: /srv/apps") && y.contains("suspend: true"),
+        "{y}"
+    );
+    let o = env.run(&["get-desired", "--output", "json"]);
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["kind"], "DesiredState");
+    assert_eq!(v["source"]["kind"], "dir");
+    // A file legerd would refuse: said, naming the file and the way to see it as is.
+    env.write_desired("[source]\nkind = \"dir\"\n");
+    let o = env.run(&["get-desired", "-o", "json"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("is not a valid desired state") && stderr(&o).contains("desired.toml"),
+        "{}",
+        stderr(&o)
+    );
+    let o = env.run(&["get-desired", "-o", "nope"]);
+    assert_code(&o, 2);
 }
 
 #[test]
@@ -570,11 +612,25 @@ async fn cli_status_history_and_reconcile_talk_to_legerd() {
 
     let o = run_async(&env, &["reconcile"]).await;
     assert_code(&o, 0);
-    assert_eq!(stdout(&o).trim(), "reconcile queued");
+    assert!(
+        stdout(&o).starts_with("reconcile queued: legerd starts a pass now"),
+        "{}",
+        stdout(&o)
+    );
     tokio::time::timeout(Duration::from_secs(60), reconcile_rx.recv())
         .await
         .expect("a reconcile request arrives")
         .expect("channel open");
+
+    // No pass ever finishes here: --wait gives up after its timeout with exit 3 and
+    // says where to look.
+    let o = run_async(&env, &["reconcile", "--wait=2s"]).await;
+    assert_code(&o, 3);
+    assert!(
+        stderr(&o).contains("timed out after 2s") && stderr(&o).contains("legerctl status"),
+        "{}",
+        stderr(&o)
+    );
 
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(60), server)
@@ -613,6 +669,12 @@ async fn cli_secrets_set_list_rm_and_identity_never_show_values() {
     let o = run_async(&env, &["identity"]).await;
     assert_code(&o, 0);
     assert_eq!(stdout(&o).trim(), identity.recipient());
+    let o = run_async(&env, &["identity", "-o", "yaml"]).await;
+    assert_code(&o, 0);
+    let y: serde_json::Value = yaml_serde::from_str(&stdout(&o)).unwrap();
+    assert_eq!(y["kind"], "Identity");
+    assert_eq!(y["apiVersion"], "leger.run/v1alpha1");
+    assert_eq!(y["recipient"], identity.recipient().to_string());
 
     let value = "pl41n-t3xt-value";
     let mut c = env.command(&["secrets", "set", "db-pass"]);

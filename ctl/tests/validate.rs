@@ -113,6 +113,15 @@ fn validate_uses_the_local_podman_and_prints_json() {
             .contains("this host runs 5.4.2"),
         "{errors:?}"
     );
+    // --output gives the same report as a document with apiVersion and kind.
+    let o = validate(tmp.path(), &bin, &["-o", "yaml", "apps"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    let y: serde_json::Value = yaml_serde::from_str(&out(&o)).unwrap();
+    assert_eq!(y["apiVersion"], "leger.run/v1alpha1");
+    assert_eq!(y["kind"], "ValidationReport");
+    assert_eq!(y["errors"], v["errors"]);
+    let o = validate(tmp.path(), &bin, &["--output", "json", "--json", "apps"]);
+    assert_eq!(o.status.code(), Some(2), "--json and --output conflict");
 }
 
 #[test]

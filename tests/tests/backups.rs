@@ -128,7 +128,15 @@ fn backups_restore_brings_back_a_removed_apps_volume_data() -> Result<()> {
 
     // Restore: the volume comes back with v1, the files and units too, and the host
     // is pinned to the backup's revision.
-    let out = legerctl(&tb, &["restore", "notes"])?;
+    // --wait follows the pass after the restore (which applied the backup's revision
+    // itself): the host is up to date at that revision, exit 0.
+    let (code, out, err) = legerctl_out(&tb, &["restore", "notes", "--wait=120s"])?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("up to date: the host runs {}", &v1[..12])),
+        "{out}{err}"
+    );
+    assert_eq!(applied_revision(&tb)?.as_deref(), Some(v1.as_str()));
     assert!(
         out.contains(&format!("restored notes from backup {id}")) && out.contains("legerctl unpin"),
         "{out}"

@@ -182,20 +182,29 @@ fn setup(
     wait_running(&a, "cache.service", "cache")?;
     wait_running(&b, "cache.service", "cache")?;
     wait_running(&c, "extra.service", "extra")?;
-    assert_eq!(
-        apps(&a)?,
+    // READY comes once the first revision is applied, while its health gate still
+    // runs: status lists the apps when that pass ends.
+    let layers = |tb: &Testbed, want: [(String, String); 2]| {
+        wait_until(
+            WAIT,
+            &format!("{} lists its apps' layers", tb.name()),
+            || Ok(apps(tb)? == want),
+        )
+    };
+    layers(
+        &a,
         [
             ("cache".into(), "groups/eu/apps".into()),
-            ("web".into(), ".".into())
-        ]
-    );
-    assert_eq!(
-        apps(&c)?,
+            ("web".into(), ".".into()),
+        ],
+    )?;
+    layers(
+        &c,
         [
             ("extra".into(), "hosts/c/apps".into()),
-            ("web".into(), ".".into())
-        ]
-    );
+            ("web".into(), ".".into()),
+        ],
+    )?;
     assert!(container_id(&c, "cache")?.is_none());
     for tb in all {
         assert_eq!(lock_state(tb)?, "free");
@@ -245,6 +254,14 @@ fn rollout_stops_at_first_host(
         })?;
     }
     assert_eq!(holders()?, std::slice::from_ref(&holder));
+    // `legerctl plan` on a waiting host says the restart needs a slot it does not hold.
+    let plan = legerctl(others[0], &["plan"])?;
+    assert!(
+        plan.contains("fleet lock: this pass would stop or restart running units (web.service), so it needs a restart slot from")
+            && plan.contains("group web")
+            && (plan.contains("waiting for one") || plan.contains("holds none")),
+        "{plan}"
+    );
     // The fleet dashboard's "holding" and "waiting" panels read these gauges.
     for tb in all {
         let (held, waiting) = if host_name(tb) == holder {

@@ -302,3 +302,31 @@ fn exposure_reads_systemd_analyzes_summary_line() {
     assert_eq!(exposure(ascii), Some(4.9));
     assert_eq!(exposure("no summary"), None);
 }
+
+/// Bad input to the one packaging command: what was wrong, the formats there are, and
+/// the usage exit code 2, before anything is built.
+#[test]
+fn package_sh_refuses_an_unknown_format_or_a_missing_one() {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../contrib/package.sh");
+    for (args, says) in [
+        (
+            &["banana"][..],
+            "unknown package format 'banana': use deb or rpm",
+        ),
+        (
+            &[][..],
+            "expected one argument, the package format (deb or rpm); got 0",
+        ),
+        (&["deb", "rpm"][..], "got 2"),
+    ] {
+        let o = std::process::Command::new(&script)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(err.contains("usage:") && err.contains("deb|rpm"), "{err}");
+        assert!(o.stdout.is_empty(), "no package path printed: {o:?}");
+    }
+}

@@ -112,6 +112,40 @@ fn missing_image_is_rolled_back() -> Result<()> {
     })?;
     assert_eq!(applied_revision(&tb)?, Some(good));
     wait_running(&tb, "web.service", "web")?;
+
+    // What an operator sees: every condition in one line, podman's pull log only
+    // behind `status --details` and `history show ID`.
+    let human = legerctl(&tb, &["status"])?;
+    println!("status:\n{human}");
+    let doc = status(&tb)?;
+    for c in doc["status"]["conditions"].as_array().unwrap() {
+        let m = c["message"].as_str().unwrap_or("");
+        assert!(!m.contains('\n'), "one line in the document too: {m:?}");
+    }
+    for line in human.lines() {
+        assert!(line.chars().count() <= 500, "a long status line: {line}");
+    }
+    assert!(human.contains("does-not-exist"), "names the image: {human}");
+    let details = legerctl(&tb, &["status", "--details"])?;
+    println!("status --details:\n{details}");
+    let history = legerctl(&tb, &["history"])?;
+    println!("history:\n{history}");
+    let rolled = history
+        .lines()
+        .find(|l| l.contains("rolled"))
+        .unwrap_or_else(|| panic!("a rolled-back row: {history}"));
+    assert!(
+        rolled.chars().count() <= 500,
+        "a short row (was 1,500 characters): {rolled}"
+    );
+    let id = rolled.split_whitespace().next().unwrap();
+    let show = legerctl(&tb, &["history", "show", id])?;
+    println!("history show {id}:\n{show}");
+    assert!(show.contains("does-not-exist"), "{show}");
+    assert!(
+        show.len() > rolled.len(),
+        "the whole error is behind show: {show}"
+    );
     Ok(())
 }
 

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use leger_api_types::fleet::{LockState, LockStatus};
 use leger_api_types::{DesiredState, PlanDocument, PlanDrift, PlanSecret, UpdateMode};
 
 use super::choose::{Candidates, Choice, choose};
@@ -19,6 +20,7 @@ use super::converge::Mode;
 use super::observe::observe;
 use super::run::{Pass, failed_among, load_stored, refusal};
 use super::{Failure, completed, secrets};
+use crate::fleet::disruption::{Disruption, disruption};
 use crate::model::{DesiredTree, Revision};
 use crate::plan::{Plan, PlanPolicy, plan};
 use crate::resource_changes::{ResourceStep, plan_resources};
@@ -199,11 +201,58 @@ pub fn only_app(
     Ok(())
 }
 
+/// What the fleet lock means for this plan: nothing when it interrupts no running unit
+/// (first installs and self-heal starts take no slot); otherwise that the pass needs a
+/// restart slot, and whether this host holds one, waits for one or will ask for one.
+pub fn slot_note(lock: &LockStatus, d: &Disruption) -> Option<String> {
+    if !d.needs_slot() {
+        return None;
+    }
+    let group = if lock.group.is_empty() {
+        String::new()
+    } else {
+        format!(", group {}", lock.group)
+    };
+    let now = match lock.state {
+        LockState::Held => {
+            let since = lock
+                .held_since
+                .as_deref()
+                .map(|s| format!(" since {s}"))
+                .unwrap_or_default();
+            if lock.held_reason.as_deref() == Some("rolled_back") {
+                format!(
+                    "this host holds one{since}, kept after a failed health gate (`legerctl fleet release` gives it back)"
+                )
+            } else {
+                format!("this host holds one{since}")
+            }
+        }
+        LockState::Waiting => {
+            "this host is waiting for one: the pass changes nothing until the lock grants it"
+                .to_owned()
+        }
+        LockState::Free => {
+            "this host holds none: the pass asks for one first, and waits while the fleet's slots are taken"
+                .to_owned()
+        }
+    };
+    Some(format!(
+        "fleet lock: this pass would stop or restart running units ({}), so it needs a restart slot from {}{group}; {now}",
+        d.describe(),
+        lock.service
+    ))
+}
+
 /// Plans the next pass now. `app` narrows the answer to one app.
+/// `lock` is the fleet lock's status when `[fleet.lock]` is configured: a plan that
+/// would interrupt running units then says it needs a restart slot, and whether this
+/// host holds one (the preview never asks the lock itself).
 pub async fn plan_now<U: UnitManager>(
     pass: Pass<'_, '_, U>,
     desired: &DesiredState,
     app: Option<&str>,
+    lock: Option<&LockStatus>,
 ) -> Result<PlanDocument, PreviewError> {
     let host = pass.host;
     let applied = pass.state.applied_revision.clone();
@@ -290,6 +339,12 @@ pub async fn plan_now<U: UnitManager>(
         PlanPolicy::from(&desired.policy),
     )
     .map_err(|e| PreviewError::Failed(e.to_string()))?;
+    if let Some(lock) = lock {
+        doc.notes.extend(slot_note(
+            lock,
+            &disruption(&planned, &observation.observed),
+        ));
+    }
     describe(
         &mut doc,
         &tree,
@@ -481,6 +536,44 @@ mod tests {
         assert!(doc.resources.is_empty(), "{:?}", doc.resources);
         assert_eq!(doc.drift[0].target, "web.service");
         assert!(doc.has_changes());
+    }
+
+    #[test]
+    fn slot_note_says_a_disruptive_plan_needs_a_slot_and_whether_it_is_held() {
+        let mut lock = LockStatus {
+            service: "FleetLock server http://192.0.2.1:8080".into(),
+            group: "web".into(),
+            ..LockStatus::default()
+        };
+        let calm = Disruption::default();
+        assert_eq!(
+            slot_note(&lock, &calm),
+            None,
+            "a first install takes no slot"
+        );
+        let restart = Disruption {
+            units: vec!["web.service".into()],
+        };
+        let free = slot_note(&lock, &restart).unwrap();
+        assert!(free.contains("(web.service)"), "{free}");
+        assert!(free.contains("http://192.0.2.1:8080, group web"), "{free}");
+        assert!(free.contains("holds none"), "{free}");
+        lock.state = LockState::Waiting;
+        assert!(
+            slot_note(&lock, &restart)
+                .unwrap()
+                .contains("waiting for one")
+        );
+        lock.state = LockState::Held;
+        lock.held_since = Some("2026-11-30T12:00:00Z".into());
+        lock.held_reason = Some("rolled_back".into());
+        let held = slot_note(&lock, &restart).unwrap();
+        assert!(
+            held.contains("holds one since 2026-11-30T12:00:00Z")
+                && held.contains("legerctl fleet release"),
+            "{held}"
+        );
+        assert!(!held.contains('\n'), "one line: {held}");
     }
 
     fn doc_for_two_apps() -> PlanDocument {

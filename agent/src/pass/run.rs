@@ -365,7 +365,8 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         let tail = health::last_journal_lines(&**host.podman, &g.unit, host.user_mode(), 8).await;
         let mut message = format!("{} of app {} {}", g.unit, g.app, g.reason);
         if !tail.is_empty() {
-            message.push_str(&format!("; last log lines:\n{tail}"));
+            // The marker lets conditions show one telling line of the tail.
+            message.push_str(&format!("{}\n{tail}", leger_api_types::summary::LOG_TAIL));
         }
         record::failed(host, &bad.revision, &message).await;
         let Some(good) = self.state.applied_revision.clone() else {
