@@ -6,44 +6,17 @@
 //! straight from the repository when the commit it names is already cached, and runs
 //! the real fetch only when it is not.
 
-use std::path::Path;
-
 use criterion::{Criterion, criterion_group, criterion_main};
 use leger_api_types::desired::GitSourceSpec;
-use leger_benches::{bench_limits, git, source_files};
+use leger_benches::{bench_limits, source_repository};
 use legerd::source::git::GitSource;
-
-/// A bare repository of `n` apps under `root`; returns its path.
-fn repository(root: &Path, n: usize) -> std::path::PathBuf {
-    let work = root.join("work");
-    let bare = root.join("apps.git");
-    for (path, bytes) in source_files(n, None) {
-        let path = work.join(path);
-        std::fs::create_dir_all(path.parent().expect("app folder")).expect("mkdir");
-        std::fs::write(path, bytes).expect("write source file");
-    }
-    git(&work, &["init", "-q", "-b", "main"]);
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "apps"]);
-    git(
-        root,
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            work.to_str().expect("utf-8 path"),
-            bare.to_str().expect("utf-8 path"),
-        ],
-    );
-    bare
-}
 
 fn bench_idle_poll(c: &mut Criterion) {
     let root = tempfile::Builder::new()
         .prefix("leger-bench-git-")
         .tempdir()
         .expect("temp dir");
-    let bare = repository(root.path(), 100);
+    let (_, bare) = source_repository(root.path(), 100);
     let mut group = c.benchmark_group("git_idle_poll_100_apps");
     for (name, url) in [
         ("file_url", format!("file://{}", bare.display())),

@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use leger_api_types::{DesiredState, PassOutcome};
-use leger_benches::git;
-use leger_benches::{active_unit, source_files};
+use leger_benches::active_unit;
 use legerd::metrics::Metrics;
 use legerd::pass::fetch::Fetcher;
 use legerd::pass::{Host, validate};
@@ -54,26 +53,7 @@ impl Host1 {
             .prefix("leger-bench-pass-")
             .tempdir()
             .expect("temp dir");
-        let work = root.path().join("work");
-        let bare = root.path().join("apps.git");
-        for (path, bytes) in source_files(n, None) {
-            let path = work.join(path);
-            std::fs::create_dir_all(path.parent().expect("app folder")).expect("mkdir");
-            std::fs::write(path, bytes).expect("write source file");
-        }
-        git(&work, &["init", "-q"]);
-        git(&work, &["add", "-A"]);
-        git(&work, &["commit", "-q", "-m", "apps"]);
-        git(
-            root.path(),
-            &[
-                "clone",
-                "-q",
-                "--bare",
-                work.to_str().expect("utf-8 path"),
-                bare.to_str().expect("utf-8 path"),
-            ],
-        );
+        let (_, bare) = leger_benches::source_repository(root.path(), n);
         let mut settings = legerd::testkit::settings_in(root.path());
         settings.limits = leger_benches::bench_limits();
         let desired_text = format!(

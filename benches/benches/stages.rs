@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use leger_api_types::PassOutcome;
 use leger_benches::git;
-use leger_benches::{active_unit, app_files, app_name, desired, source_files};
+use leger_benches::{active_unit, app_files, app_name, desired};
 use legerd::observe::observe;
 use legerd::podman::RecordingPodman;
 use legerd::reconciler::Reconciler;
@@ -55,26 +55,7 @@ impl Host {
             .prefix("leger-bench-stages-")
             .tempdir()
             .expect("temp dir");
-        let work = root.path().join("work");
-        let bare = root.path().join("apps.git");
-        for (path, bytes) in source_files(n, None) {
-            let path = work.join(path);
-            std::fs::create_dir_all(path.parent().expect("app folder")).expect("mkdir");
-            std::fs::write(path, bytes).expect("write source file");
-        }
-        git(&work, &["init", "-q"]);
-        git(&work, &["add", "-A"]);
-        git(&work, &["commit", "-q", "-m", "apps"]);
-        git(
-            root.path(),
-            &[
-                "clone",
-                "-q",
-                "--bare",
-                work.to_str().expect("utf-8 path"),
-                bare.to_str().expect("utf-8 path"),
-            ],
-        );
+        let (work, bare) = leger_benches::source_repository(root.path(), n);
         git(
             &work,
             &[

@@ -213,6 +213,32 @@ pub fn converged(tree: &DesiredTree) -> Observed {
     observed
 }
 
+/// A work tree of `n` apps under `root/work`, committed on `main`, and its bare clone
+/// `root/apps.git`, the source the git benches poll; returns (work tree, bare).
+pub fn source_repository(root: &Path, n: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+    let work = root.join("work");
+    let bare = root.join("apps.git");
+    for (path, bytes) in source_files(n, None) {
+        let path = work.join(path);
+        std::fs::create_dir_all(path.parent().expect("app folder")).expect("mkdir");
+        std::fs::write(path, bytes).expect("write source file");
+    }
+    git(&work, &["init", "-q"]);
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "apps"]);
+    git(
+        root,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().expect("utf-8 path"),
+            bare.to_str().expect("utf-8 path"),
+        ],
+    );
+    (work, bare)
+}
+
 /// Runs git with a fixed identity and no user or system config; panics with its stderr.
 pub fn git(dir: &Path, args: &[&str]) {
     let out = Command::new("git")
