@@ -281,6 +281,10 @@ pub struct RawSource {
     allow_cross_origin_redirects: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     credentials_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ssh_key_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    known_hosts_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     overlays: Vec<String>,
 }
@@ -308,8 +312,14 @@ impl TryFrom<RawSource> for SourceSpec {
             }
             _ => {}
         }
-        if r.kind != "git" && r.credentials_file.is_some() {
-            return Err(not_for("credentials_file", &r.kind));
+        for (key, set) in [
+            ("credentials_file", r.credentials_file.is_some()),
+            ("ssh_key_file", r.ssh_key_file.is_some()),
+            ("known_hosts_file", r.known_hosts_file.is_some()),
+        ] {
+            if r.kind != "git" && set {
+                return Err(not_for(key, &r.kind));
+            }
         }
         for (i, t) in r.overlays.iter().enumerate() {
             crate::overlay::validate_template(t).map_err(|e| format!("overlays[{i}]: {e}"))?;
@@ -319,6 +329,12 @@ impl TryFrom<RawSource> for SourceSpec {
             "git" => {
                 let url = r.url.ok_or("kind = \"git\" needs `url`")?;
                 refuse_url_credentials(&url).map_err(|e| format!("url: {e}"))?;
+                crate::ssh_url::check_keys(
+                    &url,
+                    r.ssh_key_file.as_deref(),
+                    r.known_hosts_file.as_deref(),
+                    r.credentials_file.as_deref(),
+                )?;
                 if let Some(p) = &r.credentials_file
                     && !p.is_absolute()
                 {
@@ -342,6 +358,8 @@ impl TryFrom<RawSource> for SourceSpec {
                     poll_interval: r.poll_interval.unwrap_or_else(default_poll_interval),
                     allow_rewrite: r.allow_rewrite.unwrap_or(false),
                     credentials_file: r.credentials_file,
+                    ssh_key_file: r.ssh_key_file,
+                    known_hosts_file: r.known_hosts_file,
                     overlays,
                 }))
             }
@@ -416,6 +434,8 @@ impl From<SourceSpec> for RawSource {
                 poll_interval: Some(g.poll_interval),
                 allow_rewrite: g.allow_rewrite.then_some(true),
                 credentials_file: g.credentials_file,
+                ssh_key_file: g.ssh_key_file,
+                known_hosts_file: g.known_hosts_file,
                 overlays: g.overlays,
                 ..RawSource::default()
             },
@@ -467,7 +487,8 @@ pub(crate) mod opt_duration_str {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GitSourceSpec {
-    /// `https://`, `http://` (loopback tests, trusted networks), `file://` or a local path.
+    /// `https://`, `http://` (loopback tests, trusted networks), `ssh://user@host[:port]/path`,
+    /// scp-like `user@host:path`, `file://` or a local path.
     #[serde(deserialize_with = "de_git_url")]
     pub url: String,
     /// A branch, a tag, or a full 40-hex commit id (a pin that ignores later pushes).
@@ -491,6 +512,14 @@ pub struct GitSourceSpec {
     /// history and the journal show.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_file: Option<PathBuf>,
+    /// For an ssh url: the private key legerd logs in with (root-only, mode 0600; its
+    /// content is never read by legerd, only handed to `ssh -i`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key_file: Option<PathBuf>,
+    /// For an ssh url: the server's host key(s) in known_hosts format. Checking is strict:
+    /// a host key missing from this file, or different, fails the fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts_file: Option<PathBuf>,
     /// Overlay templates (`hosts/{host}/apps`), later layers replacing earlier app
     /// folders whole; see [`crate::overlay`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -756,6 +785,8 @@ impl GitSourceSpec {
             poll_interval: default_poll_interval(),
             allow_rewrite: false,
             credentials_file: None,
+            ssh_key_file: None,
+            known_hosts_file: None,
             overlays: Vec::new(),
         }
     }
@@ -787,13 +818,17 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// Checks a git URL: `https://`, `http://`, `file://`, or an absolute local path.
+/// Checks a git URL: `https://`, `http://`, `ssh://`, scp-like `user@host:path`,
+/// `file://`, or an absolute local path.
 pub fn validate_git_url(url: &str) -> Result<(), String> {
     if url.starts_with('/') {
         return Ok(());
     }
+    if crate::ssh_url::is_ssh_url(url) {
+        return crate::ssh_url::validate(url);
+    }
     let parsed = url::Url::parse(url).map_err(|e| {
-        format!("invalid url {url:?}: {e}; use https://, http://, file:// or an absolute path")
+        format!("invalid url {url:?}: {e}; use https://, http://, ssh://, user@host:path, file:// or an absolute path")
     })?;
     match parsed.scheme() {
         "https" | "http" => {
@@ -804,7 +839,7 @@ pub fn validate_git_url(url: &str) -> Result<(), String> {
         }
         "file" => Ok(()),
         other => Err(format!(
-            "invalid url {url:?}: unsupported scheme {other:?}; use https://, http://, file:// or an absolute path"
+            "invalid url {url:?}: unsupported scheme {other:?}; use https://, http://, ssh://, user@host:path, file:// or an absolute path"
         )),
     }
 }
@@ -813,6 +848,11 @@ pub fn validate_git_url(url: &str) -> Result<(), String> {
 /// `legerctl status` and pasted into tickets, and legerd logs its source. The error
 /// points to `credentials_file`.
 pub fn refuse_url_credentials(url: &str) -> Result<(), String> {
+    if crate::ssh_url::is_ssh_url(url) {
+        // An ssh user name is a login, not a secret; a password is refused by
+        // `ssh_url::validate`.
+        return Ok(());
+    }
     let Ok(parsed) = url::Url::parse(url) else {
         return Ok(());
     };

@@ -14,6 +14,7 @@ pub mod overlay;
 pub mod plan;
 pub mod revision;
 pub mod secrets;
+pub mod ssh_url;
 pub mod status;
 pub mod summary;
 
