@@ -28,6 +28,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::activity;
 
+mod conversation;
+pub use conversation::{Conversation, Ended};
+
 /// How long a timed-out command gets between SIGTERM and SIGKILL: long enough for
 /// podman to release a lock, short enough not to matter next to the timeout itself.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);

@@ -113,7 +113,10 @@ mod tests {
         assert!(is_ssh_url("ssh://git@host:2222/srv/fleet.git"));
         assert!(is_ssh_url("git@host:fleet.git"));
         assert!(is_ssh_url("host:fleet.git"));
-        assert_eq!(scp_like("git@host:fleet.git"), Some(("git@host", "fleet.git")));
+        assert_eq!(
+            scp_like("git@host:fleet.git"),
+            Some(("git@host", "fleet.git"))
+        );
         for not in [
             "/srv/fleet.git",
             "https://host/fleet.git",
@@ -148,9 +151,15 @@ mod tests {
         let known = Some(Path::new("/etc/leger/ssh/known_hosts"));
         check_keys("git@h:f.git", key, known, None).unwrap();
         let e = check_keys("git@h:f.git", None, known, None).unwrap_err();
-        assert!(e.contains("ssh_key_file") && e.contains("ssh-keygen"), "{e}");
+        assert!(
+            e.contains("ssh_key_file") && e.contains("ssh-keygen"),
+            "{e}"
+        );
         let e = check_keys("git@h:f.git", key, None, None).unwrap_err();
-        assert!(e.contains("known_hosts_file") && e.contains("unknown host key"), "{e}");
+        assert!(
+            e.contains("known_hosts_file") && e.contains("unknown host key"),
+            "{e}"
+        );
         let e = check_keys("git@h:f.git", key, known, key).unwrap_err();
         assert!(e.contains("credentials_file"), "{e}");
         let e = check_keys("git@h:f.git", Some(Path::new("id")), known, None).unwrap_err();

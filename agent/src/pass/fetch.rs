@@ -25,11 +25,14 @@ enum ActiveSource {
 impl ActiveSource {
     fn new(spec: &SourceSpec, settings: &Settings) -> Self {
         match spec {
-            SourceSpec::Git(g) => ActiveSource::Git(GitSource::new(
-                crate::overlay::whole_tree(g),
-                &settings.paths.state_dir,
-                settings.limits.clone(),
-            )),
+            SourceSpec::Git(g) => ActiveSource::Git(
+                GitSource::new(
+                    crate::overlay::whole_tree(g),
+                    &settings.paths.state_dir,
+                    settings.limits.clone(),
+                )
+                .with_command_timeout(settings.timeouts.command),
+            ),
             SourceSpec::Dir(d) => {
                 ActiveSource::Dir(DirSource::new(d.clone(), settings.limits.clone()))
             }

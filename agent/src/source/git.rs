@@ -65,6 +65,8 @@ pub struct GitSource {
     display_url: String,
     /// The last snapshot read; its files are shared (`Arc`), so keeping it is cheap.
     last_snapshot: Option<Snapshot>,
+    /// The limit on the `ssh` child of an ssh source (`reconcile.command_timeout`).
+    command_timeout: std::time::Duration,
 }
 
 /// What a fetch did on the wire, for metrics and for tests that check idle polls stay
@@ -107,7 +109,14 @@ impl GitSource {
             limits,
             display_url,
             last_snapshot: None,
+            command_timeout: leger_config::DEFAULT_COMMAND_TIMEOUT,
         }
+    }
+
+    /// Sets the limit on the `ssh` child of an ssh source; it is killed when it passes.
+    pub fn with_command_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.command_timeout = timeout;
+        self
     }
 
     /// The bare cache repository's folder.
@@ -264,6 +273,59 @@ impl GitSource {
         found: Option<&mut Option<(ObjectId, RefKind)>>,
         stats: &mut FetchStats,
     ) -> Result<Vec<String>, SourceError> {
+        let (Some(key), Some(known_hosts)) = (&self.spec.ssh_key_file, &self.spec.known_hosts_file)
+        else {
+            return self.fetch_remote_over(repo, refspecs, found, stats, None);
+        };
+        let files = super::ssh::SshFiles { key, known_hosts };
+        let ssh_error = |problem: String| SourceError::Ssh {
+            url: self.display_url.clone(),
+            problem: redact_text(&problem, &self.spec.url),
+        };
+        let url = gix::url::parse(self.spec.url.as_str())
+            .map_err(|e| ssh_error(format!("invalid url: {e}")))?;
+        let runner = crate::command::Runner::new(self.command_timeout);
+        let ssh = super::ssh::connect(&url, files, runner).map_err(ssh_error)?;
+        let result = self.fetch_remote_over(repo, refspecs, found, stats, Some(ssh.transport));
+        // Every gix object holding the pipes is gone: ssh sees its stdin close and exits.
+        let ended = ssh.conversation.finish();
+        match result {
+            Err(e @ (SourceError::Unreachable { .. } | SourceError::Auth { .. })) => {
+                if let Some(problem) = super::ssh::explain(&ended, &url, files) {
+                    return Err(ssh_error(problem));
+                }
+                Err(match (e, super::ssh::last_words(&ended)) {
+                    (SourceError::Unreachable { url, reason }, Some(said)) => {
+                        SourceError::Unreachable {
+                            url,
+                            reason: format!(
+                                "{reason}; ssh said: {}",
+                                redact_text(&said, &self.spec.url)
+                            ),
+                        }
+                    }
+                    (e, _) => e,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// [`fetch_remote`](Self::fetch_remote) over gix's own transport for the URL, or
+    /// over `ssh` when given (a running ssh child).
+    fn fetch_remote_over<S: AsRef<str>>(
+        &self,
+        repo: &Repository,
+        refspecs: &[S],
+        found: Option<&mut Option<(ObjectId, RefKind)>>,
+        stats: &mut FetchStats,
+        ssh: Option<
+            gix::protocol::transport::client::git::blocking_io::Connection<
+                std::process::ChildStdout,
+                std::process::ChildStdin,
+            >,
+        >,
+    ) -> Result<Vec<String>, SourceError> {
         let remote = repo
             .remote_at(self.spec.url.as_str())
             .and_then(|r| {
@@ -281,22 +343,26 @@ impl GitSource {
             })?),
             None => None,
         };
-        let connection = remote
-            .connect(Direction::Fetch)
-            .map_err(|e| self.remote_error(&e))?
-            .with_credentials(move |action| {
-                Ok(match action {
-                    gix::credentials::helper::Action::Get(ctx) => {
-                        credentials
-                            .clone()
-                            .map(|identity| gix::credentials::protocol::Outcome {
-                                identity,
-                                next: ctx.into(),
-                            })
-                    }
-                    _ => None,
-                })
-            });
+        let connection = match ssh {
+            Some(transport) => remote.to_connection_with_transport(Box::new(transport)
+                as Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>),
+            None => remote
+                .connect(Direction::Fetch)
+                .map_err(|e| self.remote_error(&e))?,
+        }
+        .with_credentials(move |action| {
+            Ok(match action {
+                gix::credentials::helper::Action::Get(ctx) => {
+                    credentials
+                        .clone()
+                        .map(|identity| gix::credentials::protocol::Outcome {
+                            identity,
+                            next: ctx.into(),
+                        })
+                }
+                _ => None,
+            })
+        });
         stats.contacted_remote = true;
         let prepare = connection
             .prepare_fetch(gix::progress::Discard, Default::default())

@@ -8,6 +8,7 @@
 pub mod dir;
 pub mod git;
 pub mod manifest;
+pub mod ssh;
 mod tree;
 
 use std::path::PathBuf;
@@ -42,6 +43,16 @@ pub enum SourceError {
         url: String,
         /// What the transport reported.
         reason: String,
+    },
+    /// An ssh source could not log in: an unknown or changed host key, a key the server
+    /// refused, a key file that is missing or open to others, or ssh past its time
+    /// limit. The problem names the file to fix and how.
+    #[error("ssh to {url}: {problem}")]
+    Ssh {
+        /// The source URL.
+        url: String,
+        /// What went wrong and what to do.
+        problem: String,
     },
     /// The configured ref is neither a branch nor a tag of the remote, or a pinned
     /// commit is not reachable from any of them.
@@ -134,6 +145,7 @@ impl SourceError {
             SourceError::Verification { .. } => reason::VERIFICATION_FAILED,
             SourceError::Unreachable { .. }
             | SourceError::Auth { .. }
+            | SourceError::Ssh { .. }
             | SourceError::RefNotFound { .. }
             | SourceError::DirNotFound { .. }
             | SourceError::Cache { .. }
