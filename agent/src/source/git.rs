@@ -609,7 +609,12 @@ pub fn read_credentials(path: &std::path::Path) -> Result<gix::sec::identity::Ac
 }
 
 /// The URL with any user and password replaced by `***`, safe for logs and status.
+/// An ssh URL is kept as it is: its user is a login name, not a secret, and a
+/// password in it is refused when desired.toml is read.
 pub fn redact_url(url: &str) -> String {
+    if leger_api_types::ssh_url::is_ssh_url(url) {
+        return url.to_owned();
+    }
     match url::Url::parse(url) {
         Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
             let _ = parsed.set_username("***");
@@ -622,6 +627,9 @@ pub fn redact_url(url: &str) -> String {
 
 /// Removes the URL's secrets from free text such as a transport error.
 fn redact_text(text: &str, url: &str) -> String {
+    if leger_api_types::ssh_url::is_ssh_url(url) {
+        return text.to_owned();
+    }
     let mut out = text.replace(url, &redact_url(url));
     if let Ok(parsed) = url::Url::parse(url) {
         // A user name alone is often a token (`https://<token>@host/...`).
@@ -654,6 +662,15 @@ mod tests {
             "https://***@git.example/r.git"
         );
         assert_eq!(redact_url("/srv/r.git"), "/srv/r.git");
+        // An ssh login is no secret; replacing it would also mangle every "git" word.
+        assert_eq!(
+            redact_url("ssh://git@git.example/r.git"),
+            "ssh://git@git.example/r.git"
+        );
+        assert_eq!(
+            redact_text("git-upload-pack 'r.git'", "git@git.example:r.git"),
+            "git-upload-pack 'r.git'"
+        );
         let text = redact_text(
             "401 for https://bob:s3cr%40t@git.example/r.git with s3cr@t",
             "https://bob:s3cr%40t@git.example/r.git",
