@@ -32,7 +32,10 @@ pub fn validate(url: &str) -> Result<(), String> {
     let (login, path) = match scp_like(url) {
         Some(parts) => parts,
         None => {
-            let parsed = url::Url::parse(url).map_err(|e| format!("invalid url {url:?}: {e}"))?;
+            // Not echoed: a malformed url may still hold a password.
+            let parsed = url::Url::parse(url).map_err(|e| {
+                format!("invalid ssh url: {e}; write ssh://user@host[:port]/path or user@host:path")
+            })?;
             if parsed.password().is_some() {
                 return Err(password_refused());
             }

@@ -484,10 +484,11 @@ fn parse_segment(s: &str) -> Result<String, String> {
 pub enum SourceCommand {
     /// Apps come from a git repository, one folder per app.
     #[command(
-        after_help = "Example:\n  legerctl set-desired git https://git.example.org/fleet.git --ref v1.4 --path hosts/web"
+        after_help = "Examples:\n  legerctl set-desired git https://git.example.org/fleet.git --ref v1.4 --path hosts/web\n  legerctl set-desired git git@git.example.org:fleet.git --ssh-key-file /etc/leger/ssh/id_ed25519 --known-hosts-file /etc/leger/ssh/known_hosts"
     )]
     Git {
-        /// https://, http://, file:// URL or an absolute path of the repository.
+        /// https://, http://, ssh:// or user@host:path URL, file:// URL or an absolute path
+        /// of the repository.
         #[arg(value_parser = parse_git_url)]
         url: String,
         /// Branch, tag, or full commit id (a commit id pins the host) [default: main].
@@ -506,6 +507,13 @@ pub enum SourceCommand {
         /// user:password, on its first line (never put them in the url).
         #[arg(long, value_name = "FILE")]
         credentials_file: Option<std::path::PathBuf>,
+        /// For an ssh url: the private key legerd logs in with (readable by root only).
+        #[arg(long, value_name = "FILE")]
+        ssh_key_file: Option<std::path::PathBuf>,
+        /// For an ssh url: the server's host key in known_hosts format; an unknown or
+        /// changed host key fails the fetch (never accepted on first contact).
+        #[arg(long, value_name = "FILE")]
+        known_hosts_file: Option<std::path::PathBuf>,
     },
     /// Apps come from a leger.run manifest tree served over HTTP(S).
     #[command(

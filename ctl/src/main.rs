@@ -715,6 +715,35 @@ fn caller_groups() -> Vec<u32> {
     groups
 }
 
+fn absolute(p: &Path) -> Result<std::path::PathBuf> {
+    std::path::absolute(p).with_context(|| format!("cannot make {} absolute", p.display()))
+}
+
+/// Checks an ssh source's key and known_hosts files the way legerd will, so a missing
+/// or too-open file is refused now rather than at the next fetch. A file the caller
+/// may not look at (a non-root admin) is left to legerd.
+fn check_ssh_files(g: &leger_api_types::GitSourceSpec) -> Result<()> {
+    use legerd::source::ssh::{check_key_file, check_known_hosts_file};
+    if !leger_api_types::ssh_url::is_ssh_url(&g.url) {
+        // desired.toml's own check says these keys are for ssh urls only.
+        return Ok(());
+    }
+    let checks: [(Option<&Path>, fn(&Path) -> Result<(), String>); 2] = [
+        (g.ssh_key_file.as_deref(), check_key_file),
+        (g.known_hosts_file.as_deref(), check_known_hosts_file),
+    ];
+    for (file, check) in checks {
+        let Some(file) = file else { continue };
+        if let Err(e) = std::fs::metadata(file)
+            && e.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            continue;
+        }
+        check(file).map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
 /// legerctl makes one request per run; a current-thread runtime is all it needs.
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
@@ -753,6 +782,8 @@ fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
                     interval,
                     allow_rewrite,
                     credentials_file,
+                    ssh_key_file,
+                    known_hosts_file,
                 } => match edit::git_source(
                     &url,
                     reference.as_deref(),
@@ -762,6 +793,12 @@ fn set_desired(path: &Path, args: SetDesired) -> Result<()> {
                 ) {
                     leger_api_types::SourceSpec::Git(mut g) => {
                         g.credentials_file = credentials_file;
+                        g.ssh_key_file = ssh_key_file.as_deref().map(absolute).transpose()?;
+                        g.known_hosts_file =
+                            known_hosts_file.as_deref().map(absolute).transpose()?;
+                        check_ssh_files(&g).with_context(|| {
+                            format!("refusing the ssh source; {} is unchanged", path.display())
+                        })?;
                         leger_api_types::SourceSpec::Git(g)
                     }
                     other => other,

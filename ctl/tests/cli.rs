@@ -994,3 +994,55 @@ async fn cli_fleet_release_gives_a_kept_slot_back_through_legerd() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[test]
+fn cli_set_desired_git_takes_ssh_files_and_refuses_an_open_key_or_a_missing_known_hosts() {
+    let env = Env::new();
+    let key = env.dir.path().join("id_ed25519");
+    std::fs::write(&key, "placeholder; legerctl never reads it").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let known = env.dir.path().join("known_hosts");
+    let url = "git@192.0.2.7:fleet.git";
+    let (key_arg, known_arg) = (key.to_str().unwrap(), known.to_str().unwrap());
+    let args = [
+        "set-desired",
+        "git",
+        url,
+        "--ssh-key-file",
+        key_arg,
+        "--known-hosts-file",
+        known_arg,
+    ];
+
+    // A key others can read is refused, naming the file and the fix.
+    let o = env.run(&args);
+    assert_code(&o, 1);
+    let err = stderr(&o);
+    assert!(err.contains(key_arg) && err.contains("chmod 600"), "{err}");
+    assert!(!err.contains("placeholder"), "never read or echoed: {err}");
+    assert!(!env.desired().exists(), "nothing was written");
+
+    // A missing known_hosts file is refused, saying how to make one.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = env.run(&args);
+    assert_code(&o, 1);
+    let err = stderr(&o);
+    assert!(err.contains(known_arg) && err.contains("ssh-keyscan"), "{err}");
+    assert!(!env.desired().exists(), "nothing was written");
+
+    // An ssh url without the files is refused by the desired.toml rules.
+    let o = env.run(&["set-desired", "git", url]);
+    assert_code(&o, 1);
+    assert!(stderr(&o).contains("ssh_key_file"), "{}", stderr(&o));
+
+    std::fs::write(&known, "[192.0.2.7]:22 ssh-ed25519 AAAA\n").unwrap();
+    let o = env.run(&args);
+    assert_code(&o, 0);
+    let d = DesiredState::from_toml_str(&env.read_desired()).unwrap();
+    let SourceSpec::Git(g) = d.source else {
+        panic!("git source expected")
+    };
+    assert_eq!(g.url, url);
+    assert_eq!(g.ssh_key_file.as_deref(), Some(key.as_path()));
+    assert_eq!(g.known_hosts_file.as_deref(), Some(known.as_path()));
+}
