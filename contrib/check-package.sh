@@ -36,5 +36,12 @@ for f in "${expected[@]}"; do
 done
 grep -qE '^/usr/share/(licenses|doc)/leger[^/]*/(LICENSE|copyright)$' <<<"$list" \
     || { echo "check-package.sh: $pkg has no license file" >&2; missing=$((missing + 1)); }
+# A git source over ssh runs `ssh`: the package recommends the client.
+case "$pkg" in
+    *.deb) weak=$(dpkg-deb -f "$pkg" Recommends); ssh_client=openssh-client ;;
+    *.rpm) weak=$(rpm -qp --recommends "$pkg" 2>/dev/null); ssh_client=openssh-clients ;;
+esac
+grep -qw "$ssh_client" <<<"$weak" \
+    || { echo "check-package.sh: $pkg does not recommend $ssh_client" >&2; missing=$((missing + 1)); }
 [ "$missing" = 0 ] || exit 1
 echo "check-package.sh: $pkg has all ${#expected[@]} expected files"
