@@ -728,7 +728,8 @@ fn check_ssh_files(g: &leger_api_types::GitSourceSpec) -> Result<()> {
         // desired.toml's own check says these keys are for ssh urls only.
         return Ok(());
     }
-    let checks: [(Option<&Path>, fn(&Path) -> Result<(), String>); 2] = [
+    type FileCheck = fn(&Path) -> Result<(), String>;
+    let checks: [(Option<&Path>, FileCheck); 2] = [
         (g.ssh_key_file.as_deref(), check_key_file),
         (g.known_hosts_file.as_deref(), check_known_hosts_file),
     ];

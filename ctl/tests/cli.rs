@@ -1027,7 +1027,10 @@ fn cli_set_desired_git_takes_ssh_files_and_refuses_an_open_key_or_a_missing_know
     let o = env.run(&args);
     assert_code(&o, 1);
     let err = stderr(&o);
-    assert!(err.contains(known_arg) && err.contains("ssh-keyscan"), "{err}");
+    assert!(
+        err.contains(known_arg) && err.contains("ssh-keyscan"),
+        "{err}"
+    );
     assert!(!env.desired().exists(), "nothing was written");
 
     // An ssh url without the files is refused by the desired.toml rules.

@@ -166,7 +166,7 @@ pub(super) fn command_line(url: &gix::Url, files: SshFiles<'_>) -> Result<Comman
     }
     Ok(cmd
         .arg(login)
-        .arg(remote_command.to_string())
+        .arg(&remote_command)
         .env("GIT_PROTOCOL", "version=2")
         // ssh's messages are read below; keep them in English.
         .env("LANG", "C")
