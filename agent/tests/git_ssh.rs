@@ -235,6 +235,11 @@ fn ssh_source_refuses_a_key_file_others_can_read_before_running_ssh() {
     std::fs::remove_file(&f.key).unwrap();
     let e = f.source(f.spec()).fetch(None).unwrap_err();
     assert!(ssh_problem(&e).contains("does not exist"), "{e}");
+    // A spec built in code without the files never falls back to gix's own ssh.
+    let mut bare = f.spec();
+    bare.known_hosts_file = None;
+    let e = f.source(bare).fetch(None).unwrap_err();
+    assert!(ssh_problem(&e).contains("needs both"), "{e}");
     // sshd saw the readiness probe's connection only: no login was ever tried.
     assert!(
         !f.sshd.log_text().contains("publickey"),

@@ -273,15 +273,22 @@ impl GitSource {
         found: Option<&mut Option<(ObjectId, RefKind)>>,
         stats: &mut FetchStats,
     ) -> Result<Vec<String>, SourceError> {
-        let (Some(key), Some(known_hosts)) = (&self.spec.ssh_key_file, &self.spec.known_hosts_file)
-        else {
+        if !leger_api_types::ssh_url::is_ssh_url(&self.spec.url) {
             return self.fetch_remote_over(repo, refspecs, found, stats, None);
-        };
-        let files = super::ssh::SshFiles { key, known_hosts };
+        }
         let ssh_error = |problem: String| SourceError::Ssh {
             url: self.display_url.clone(),
             problem: redact_text(&problem, &self.spec.url),
         };
+        // desired.toml refuses an ssh url without both files; a spec built in code gets
+        // the same answer rather than gix's own ssh, which no limit bounds.
+        let (Some(key), Some(known_hosts)) = (&self.spec.ssh_key_file, &self.spec.known_hosts_file)
+        else {
+            return Err(ssh_error(
+                "an ssh url needs both `ssh_key_file` and `known_hosts_file`".to_owned(),
+            ));
+        };
+        let files = super::ssh::SshFiles { key, known_hosts };
         let url = gix::url::parse(self.spec.url.as_str())
             .map_err(|e| ssh_error(format!("invalid url: {e}")))?;
         let runner = crate::command::Runner::new(self.command_timeout);
