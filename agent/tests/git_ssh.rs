@@ -353,3 +353,26 @@ async fn ssh_pass_converges_follows_a_commit_and_keeps_the_key_out_of_status() {
     f.assert_no_key_material(&json);
     f.assert_no_key_material(&format!("{:?}", r.record));
 }
+
+#[test]
+fn ssh_source_to_a_closed_port_is_unreachable_with_what_ssh_said() {
+    let t = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let key = t.path().join("id");
+    keygen(&key);
+    let known_hosts = t.path().join("known_hosts");
+    std::fs::write(&known_hosts, "").unwrap();
+    let mut spec = GitSourceSpec::new(format!("ssh://git@127.0.0.1:{closed}/fleet.git"));
+    spec.ssh_key_file = Some(key);
+    spec.known_hosts_file = Some(known_hosts);
+    let e = GitSource::new(spec, &t.path().join("state"), limits())
+        .fetch(None)
+        .unwrap_err();
+    assert!(matches!(e, SourceError::Unreachable { .. }), "{e:?}: {e}");
+    assert_eq!(e.reason(), reason::SOURCE_UNAVAILABLE);
+    assert!(e.to_string().contains("Connection refused"), "{e}");
+}
