@@ -36,7 +36,7 @@ pub enum SourceError {
     },
     /// The remote asked for credentials and none were accepted.
     #[error(
-        "authentication to {url} failed: {reason}; put working credentials in the url (https://user:token@host/repo)"
+        "authentication to {url} failed: {reason}; put a token, or user:password, in the file named by credentials_file in desired.toml's [source] (legerctl set-desired git URL --credentials-file FILE); a url never carries credentials"
     )]
     Auth {
         /// The source URL, credentials redacted.
