@@ -15,6 +15,24 @@ const DB_CONTAINER: &str = "apps/db/db.container";
 const OTHER: &str = "apps/other/other.container";
 /// quadlet's default name for `db.volume`.
 const VOLUME_NAME: &str = "systemd-db";
+/// `db.volume` with an option a restore must keep: quadlet's `podman volume create`
+/// puts the label on, and podman's defaults would not.
+const DB_VOLUME_TEXT: &str = "[Volume]\nLabel=leger.e2e=kept\n";
+
+/// The volume's `leger.e2e` label, as podman has it.
+fn volume_label(tb: &Testbed) -> Result<String> {
+    Ok(tb
+        .exec_ok(&[
+            "podman",
+            "volume",
+            "inspect",
+            VOLUME_NAME,
+            "--format",
+            "{{index .Labels \"leger.e2e\"}}",
+        ])?
+        .trim()
+        .to_owned())
+}
 
 /// A container with the database volume at /data and the machine's /usr read-only, so
 /// the machine's python3 (and its sqlite3 module) runs inside it: the image is only
@@ -72,7 +90,7 @@ fn db_installed(tb: &Testbed) -> Result<(Fleet, String)> {
     let fleet = Fleet::create(
         tb,
         &[
-            (DB_VOLUME, "[Volume]\n"),
+            (DB_VOLUME, DB_VOLUME_TEXT),
             (DB_CONTAINER, &db("e2e db v1")),
             (OTHER, &container("other", "other v1")),
         ],
@@ -94,6 +112,7 @@ fn data_restore_is_point_in_time_with_a_consistent_sqlite_database() -> Result<(
     let (fleet, v1) = db_installed(&tb)?;
     insert_rows(&tb, 0, 500)?;
     assert_eq!(check_db(&tb)?, (500, "ok".to_owned()));
+    assert_eq!(volume_label(&tb)?, "kept");
 
     // An update of the db app backs it up (its volume too) before applying.
     let v2 = fleet.commit(&[(DB_CONTAINER, &db("e2e db v2"))], &[], "db v2")?;
@@ -152,6 +171,11 @@ fn data_restore_is_point_in_time_with_a_consistent_sqlite_database() -> Result<(
     );
     let newer = python_in_db(&tb, "import os\nprint(os.path.exists('/data/newer.txt'))")?;
     assert_eq!(newer, "False", "a file newer than the backup is gone");
+    assert_eq!(
+        volume_label(&tb)?,
+        "kept",
+        "the volume was made again by its own quadlet, with its Label="
+    );
     let journal = tb.exec_ok(&[
         "journalctl",
         "-b",

@@ -367,9 +367,33 @@ async fn apply_and_check<U: UnitManager>(
         state.extend(resources.drift.into_iter().map(|d| (d.file, d.message)));
     }
     crashpoint::hit("before-apply");
-    let applied = apply(plan, tree, &apply_target)
-        .await
-        .map_err(|e| apply_failed(tree, e))?;
+    let applied = match restore {
+        // The volumes' own services make them again first; they are imported before
+        // any container starts (`pass::restore`).
+        Some(r) => {
+            let (head, tail) = super::restore::split_before_containers(plan, tree);
+            let mut applied = apply(&head, tree, &apply_target)
+                .await
+                .map_err(|e| apply_failed(tree, e))?;
+            let volumes = r
+                .import_made(host, tree, &applied)
+                .await
+                .map_err(|e| Failure::new(reason::APPLY_FAILED, e, false))?;
+            applied
+                .done
+                .extend(volumes.iter().map(|v| format!("import volume {v}")));
+            converged.volumes.extend(volumes);
+            let rest = apply(&tail, tree, &apply_target)
+                .await
+                .map_err(|e| apply_failed(tree, e))?;
+            applied.done.extend(rest.done);
+            applied.unit_failures.extend(rest.unit_failures);
+            applied
+        }
+        None => apply(plan, tree, &apply_target)
+            .await
+            .map_err(|e| apply_failed(tree, e))?,
+    };
     host.metrics.record_apply(plan, &applied);
     report.done.extend(applied.done);
     report.unit_failures.extend(applied.unit_failures);
