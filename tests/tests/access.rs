@@ -268,6 +268,7 @@ fn access_roles_on_every_endpoint_with_audit_events() -> Result<()> {
 #[test]
 fn access_planted_token_is_nowhere() -> Result<()> {
     let tb = Testbed::boot("e2e-token")?;
+    let reports = start_report_sink(&tb)?;
     let (fleet, good, _web) = web_converged(&tb)?;
 
     // legerctl refuses a url with credentials and points to a credentials file.
@@ -299,6 +300,41 @@ fn access_planted_token_is_nowhere() -> Result<()> {
     })?;
     assert_eq!(applied_revision(&tb)?.as_deref(), Some(good.as_str()));
 
+    // A TOML syntax error on the url line itself (an unterminated string): the toml
+    // crate quotes that line in its message, which must reach status, the journal and
+    // legerctl without the token.
+    let broken = format!("[source]\nkind = \"git\"\nurl = \"{with_token}\npath = \"apps\"\n");
+    std::fs::write(root.join("etc/leger/desired.toml"), &broken)?;
+    wait_until(WAIT, "legerd reports the desired.toml syntax error", || {
+        Ok(status(&tb)?.to_string().contains("line 3"))
+    })?;
+    assert_eq!(applied_revision(&tb)?.as_deref(), Some(good.as_str()));
+    let mut broken_outputs = vec![("status (human)", legerctl(&tb, &["status"])?)];
+    for args in [
+        &["status", "--details"][..],
+        &["plan"],
+        &["diff"],
+        &["get-desired", "-o", "json"],
+        &["set-policy", "--mode", "staged"],
+        &["suspend"],
+    ] {
+        let (_, out, err) = legerctl_out(&tb, args)?;
+        broken_outputs.push((args[0], format!("{out}{err}")));
+    }
+    // Reports carry the conditions, not desired.toml's text; a heartbeat comes every 5 s.
+    let sent =
+        |tb: &Testbed| -> Result<usize> { Ok(tb.exec_ok(&["cat", &reports])?.lines().count()) };
+    let before = sent(&tb)?;
+    wait_until(WAIT, "two more fleet reports", || {
+        Ok(sent(&tb)? >= before + 2)
+    })?;
+    for (what, text) in &broken_outputs {
+        assert!(
+            !text.contains(TOKEN),
+            "the token leaked into legerctl {what}: {text}"
+        );
+    }
+
     // A credentials file holding the token, used by a git source.
     tb.exec_ok(&[
         "sh",
@@ -328,10 +364,64 @@ fn access_planted_token_is_nowhere() -> Result<()> {
             "journal",
             tb.exec_ok(&["journalctl", "-b", "--no-pager", "-o", "json"])?,
         ),
+        ("plan", legerctl(&tb, &["plan", "-o", "json"])?),
+        ("diff", legerctl_out(&tb, &["diff"])?.1),
+        ("fleet reports", tb.exec_ok(&["cat", &reports])?),
     ];
     for (what, text) in &places {
         assert!(!text.is_empty(), "{what} is empty");
         assert!(!text.contains(TOKEN), "the token leaked into {what}");
     }
     Ok(())
+}
+
+/// Starts a fleet report receiver inside the machine (python3 on 127.0.0.1:8099, one
+/// JSON body per line in the file returned) and points legerd's `fleet.report_url` at
+/// it, so the reports legerd sends are searched too.
+fn start_report_sink(tb: &Testbed) -> Result<String> {
+    let file = "/var/tmp/fleet-reports.jsonl";
+    let server = format!(
+        "import http.server\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_POST(self):\n\
+         \x20       body = self.rfile.read(int(self.headers.get('Content-Length', 0)))\n\
+         \x20       open('{file}', 'ab').write(body + b'\\n')\n\
+         \x20       self.send_response(204)\n\
+         \x20       self.end_headers()\n\
+         \x20   def log_message(self, *a):\n\
+         \x20       pass\n\
+         http.server.HTTPServer(('127.0.0.1', 8099), H).serve_forever()\n"
+    );
+    write_inside(tb, "/var/tmp/report-sink.py", &server, 0o644)?;
+    tb.exec_ok(&["touch", file])?;
+    tb.exec_ok(&[
+        "systemd-run",
+        "--unit",
+        "report-sink",
+        "python3",
+        "/var/tmp/report-sink.py",
+    ])?;
+    write_inside(
+        tb,
+        "/etc/leger/config.d/60-report.toml",
+        "[fleet]\nhost = \"h1\"\nreport_url = \"http://127.0.0.1:8099/report\"\nreport_interval = \"5s\"\n",
+        0o644,
+    )?;
+    wait_until(WAIT, "the report sink listens", || {
+        Ok(tb
+            .exec(&[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-X",
+                "POST",
+                "-d",
+                "{}",
+                "http://127.0.0.1:8099/",
+            ])?
+            .status
+            .success())
+    })?;
+    Ok(file.to_owned())
 }
