@@ -364,8 +364,14 @@ fn access_planted_token_is_nowhere() -> Result<()> {
             "journal",
             tb.exec_ok(&["journalctl", "-b", "--no-pager", "-o", "json"])?,
         ),
-        ("plan", legerctl(&tb, &["plan", "-o", "json"])?),
-        ("diff", legerctl_out(&tb, &["diff"])?.1),
+        ("plan", {
+            let (_, out, err) = legerctl_out(&tb, &["plan", "-o", "json"])?;
+            format!("{out}{err}")
+        }),
+        ("diff", {
+            let (_, out, err) = legerctl_out(&tb, &["diff"])?;
+            format!("{out}{err}")
+        }),
         ("fleet reports", tb.exec_ok(&["cat", &reports])?),
     ];
     for (what, text) in &places {

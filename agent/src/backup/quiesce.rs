@@ -8,9 +8,9 @@
 //! mounts a volume whose `.volume` quadlet changed but is not restarted with it) is
 //! started again right after the export. If the backup fails, every unit stopped here
 //! is started again, so a refused apply leaves the app running as it was. The budget is
-//! checked before anything stops ([`Backups::precheck`], with each volume at its last
-//! measured export size), so only a volume that outgrew its last export can cost one
-//! stop and start before a refusal, and a retried pass never stops the app again.
+//! checked before anything stops ([`Backups::precheck`], with each volume measured on
+//! disk), so a backup that cannot fit never stops the app, not even before a volume's
+//! first export.
 //!
 //! [`quiesce_plan`] is the pure decision; [`take_quiesced`] runs it around
 //! [`Backups::take`].
@@ -131,7 +131,9 @@ pub async fn take_quiesced<U: UnitManager>(
         return Ok(Vec::new());
     }
     // A backup that cannot fit is refused before anything stops.
-    backups.precheck(plan, inventory, quadlet_dir, current)?;
+    backups
+        .precheck(plan, inventory, quadlet_dir, current)
+        .await?;
     let apps: BTreeSet<&str> = inventory.iter().map(|e| e.app.as_str()).collect();
     let all_files: Vec<CurrentFile> = apps
         .into_iter()
