@@ -648,7 +648,11 @@ fn restore(loc: &mut Locations, app: &str, id: Option<&str>) -> Result<()> {
         println!("  removed: {}", list(&r.removed));
     }
     println!("  started: {}", list(&r.started));
-    println!("`legerctl unpin` returns to following the source.");
+    if r.pin.is_empty() {
+        println!("`legerctl unpin` returns to following the source.");
+    } else {
+        println!("  pin:     {}", r.pin);
+    }
     Ok(())
 }
 
