@@ -103,24 +103,50 @@ fn field<'a>(e: &'a Value, name: &str) -> &'a str {
     e[name].as_str().unwrap_or_default()
 }
 
-const WRITES: [(&str, &str, Option<&str>); 4] = [
+/// A revision this host never fetched, for the retry endpoint.
+const UNKNOWN_REVISION: &str = "0123456789abcdef0123456789abcdef01234567";
+
+const WRITES: [(&str, &str, Option<&str>); 6] = [
     ("POST", "/v1/reconcile", None),
     // From a file: a value on runuser's command line would reach the journal through
     // PAM's session messages (`_CMDLINE`), which says nothing about legerd.
     ("PUT", "/v1/secrets/db-pass", Some("@/tmp/secret")),
     ("DELETE", "/v1/secrets/db-pass", None),
     ("POST", "/v1/restore", Some(r#"{"app":"no-such-app"}"#)),
+    (
+        "POST",
+        "/v1/revisions/0123456789abcdef0123456789abcdef01234567/retry",
+        None,
+    ),
+    ("POST", "/v1/fleet/release", None),
 ];
 
-const READS: [&str; 7] = [
+const READS: [&str; 10] = [
     "/v1/status",
     "/v1/history",
+    "/v1/history/summary",
+    "/v1/history/1",
     "/v1/revisions",
     "/v1/backups",
     "/v1/identity",
     "/v1/secrets",
     "/v1/staged",
+    "/v1/plan",
 ];
+
+/// The endpoint and target an audit event names for a write request's path.
+fn audit_route(path: &str) -> (String, String) {
+    if let Some(name) = path.strip_prefix("/v1/secrets/") {
+        return ("/v1/secrets/{name}".to_owned(), name.to_owned());
+    }
+    if let Some(rev) = path
+        .strip_prefix("/v1/revisions/")
+        .and_then(|r| r.strip_suffix("/retry"))
+    {
+        return ("/v1/revisions/{revision}/retry".to_owned(), rev.to_owned());
+    }
+    (path.to_owned(), "-".to_owned())
+}
 
 #[test]
 fn access_roles_on_every_endpoint_with_audit_events() -> Result<()> {
@@ -187,6 +213,17 @@ fn access_roles_on_every_endpoint_with_audit_events() -> Result<()> {
     )?;
     assert_eq!(code, 404, "{text}");
     assert!(text.contains("there is no app no-such-app"), "{text}");
+    // The endpoints added since (issues 10 and 12) let an admin through to their own
+    // checks: a revision never fetched, a host without a fleet lock.
+    let retry = format!("/v1/revisions/{UNKNOWN_REVISION}/retry");
+    let (code, text) = curl_as(&tb, "bob", "POST", &retry, None)?;
+    assert!(
+        code != 403 && code >= 400,
+        "bob POST {retry}: {code} {text}"
+    );
+    let (code, text) = curl_as(&tb, "bob", "POST", "/v1/fleet/release", None)?;
+    assert_eq!(code, 200, "bob fleet release: {text}");
+    assert!(text.contains("nothing to release"), "{text}");
     // Hostile: a body over the limit is refused before it is buffered; legerd lives on.
     tb.exec_ok(&[
         "sh",
@@ -205,14 +242,11 @@ fn access_roles_on_every_endpoint_with_audit_events() -> Result<()> {
 
     // Audit: every write above is an event with who, what and how it ended.
     wait_until(WAIT, "the audit events reach the journal", || {
-        Ok(journal_events(&tb, API_CHANGE)?.len() >= 9)
+        Ok(journal_events(&tb, API_CHANGE)?.len() >= 13)
     })?;
     let events = journal_events(&tb, API_CHANGE)?;
     for (method, path, _) in WRITES {
-        let (route, target) = match path.strip_prefix("/v1/secrets/") {
-            Some(name) => ("/v1/secrets/{name}".to_owned(), name.to_owned()),
-            None => (path.to_owned(), "-".to_owned()),
-        };
+        let (route, target) = audit_route(path);
         let endpoint = format!("{method} {route}");
         let denied = events.iter().find(|e| {
             field(e, "LEGER_CALLER_UID") == alice
