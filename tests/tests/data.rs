@@ -13,6 +13,11 @@ use leger_e2e::{Testbed, wait_until};
 const DB_VOLUME: &str = "apps/db/db.volume";
 const DB_CONTAINER: &str = "apps/db/db.container";
 const OTHER: &str = "apps/other/other.container";
+/// Another app reading the database's volume by its podman name.
+const READER: &str = "apps/reader/reader.container";
+const READER_TEXT: &str = "[Container]\nContainerName=reader\nImage=localhost/busybox:latest\nNetwork=none\n\
+     Volume=systemd-db:/data:ro\n\
+     Exec=/bin/sh -c 'trap \"exit 0\" TERM; while :; do sleep 2 & wait $!; done'\n";
 /// quadlet's default name for `db.volume`.
 const VOLUME_NAME: &str = "systemd-db";
 /// `db.volume` with an option a restore must keep: quadlet's `podman volume create`
@@ -216,6 +221,7 @@ fn data_export_is_quiesced_inside_the_applys_own_restart() -> Result<()> {
             (DB_VOLUME, "[Volume]\n"),
             (DB_CONTAINER, &busy_db("e2e busy db v1")),
             (OTHER, &container("other", "other v1")),
+            (READER, READER_TEXT),
         ],
     )?;
     legerctl(
@@ -235,6 +241,15 @@ fn data_export_is_quiesced_inside_the_applys_own_restart() -> Result<()> {
             .count())
     };
     assert_eq!(started(&tb)?, 1);
+    wait_running(&tb, "reader.service", "reader")?;
+    let reader_started = |tb: &Testbed| -> Result<usize> {
+        Ok(tb
+            .unit_logs("reader.service")?
+            .lines()
+            .filter(|l| l.starts_with("Started reader.service"))
+            .count())
+    };
+    assert_eq!(reader_started(&tb)?, 1);
 
     let v2 = fleet.commit(&[(DB_CONTAINER, &busy_db("e2e busy db v2"))], &[], "db v2")?;
     reconcile(&tb)?;
@@ -253,16 +268,25 @@ fn data_export_is_quiesced_inside_the_applys_own_restart() -> Result<()> {
         2,
         "the apply's restart is the only disruption"
     );
+    // Another app's container on the same volume was stopped for the export too, and
+    // started again right after it.
+    wait_running(&tb, "reader.service", "reader")?;
+    assert_eq!(reader_started(&tb)?, 2, "{legerd_log}");
 
     // The quiesced archive restores to a consistent database.
     let list: serde_json::Value =
         serde_json::from_str(&legerctl(&tb, &["backups", "db", "--json"])?)?;
     let id = list[0]["id"].as_str().unwrap().to_owned();
-    legerctl(&tb, &["restore", "db", &id])?;
+    // The reader holds the volume open: the restore stops it too (or the volume could
+    // not be removed) and starts it again afterwards.
+    let out = legerctl(&tb, &["restore", "db", &id])?;
+    assert!(out.contains("reader.service"), "{out}");
     wait_running(&tb, "db.service", "db")?;
     let (rows, check) = check_db(&tb)?;
     assert!(rows > 200, "{rows}");
     assert_eq!(check, "ok");
+    wait_running(&tb, "reader.service", "reader")?;
+    assert_eq!(reader_started(&tb)?, 3);
     Ok(())
 }
 

@@ -188,6 +188,47 @@ pub async fn take_quiesced<U: UnitManager>(
     result
 }
 
+/// The managed units of apps other than `app` that mount any of `volumes` and are up
+/// now, in stop order: a restore stops them too, since `podman volume rm` refuses a
+/// volume a container still uses, and starts them again once the volume is back.
+pub async fn running_users_elsewhere<U: UnitManager>(
+    units: &U,
+    inventory: &[InventoryEntry],
+    quadlet_dir: &Path,
+    app: &str,
+    volumes: &BTreeSet<String>,
+) -> Vec<String> {
+    let others: BTreeSet<&str> = inventory
+        .iter()
+        .map(|e| e.app.as_str())
+        .filter(|a| *a != app)
+        .collect();
+    // Every app's files, so a reference to the app's own `.volume` resolves.
+    let all_files: Vec<CurrentFile> = others
+        .iter()
+        .copied()
+        .chain([app])
+        .flat_map(|a| current_files(inventory, a, quadlet_dir).unwrap_or_default())
+        .collect();
+    let users: Vec<String> = users_of(&all_files, volumes)
+        .into_iter()
+        .filter(|u| {
+            all_files.iter().any(|f| {
+                f.entry.unit.as_deref() == Some(u) && others.contains(f.entry.app.as_str())
+            })
+        })
+        .collect();
+    let q = skip_units_at_rest(
+        units,
+        Quiesce {
+            stop: users.clone(),
+            start_after: users,
+        },
+    )
+    .await;
+    q.stop
+}
+
 /// Leaves out the units the apply will not start (`start_after`) that are not up now:
 /// a unit of another app that its operator stopped, or one that failed, must not be
 /// started by a backup. A unit whose state cannot be read is taken as running: a

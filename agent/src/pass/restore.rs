@@ -78,20 +78,43 @@ impl RestoreSpec {
     }
 
     /// Stops what runs now and what the backup has, dependents first, then empties
-    /// the backup's volumes: a volume must not change under a running container. A
-    /// volume its `.volume` quadlet makes ([`Self::volume_units`]) is removed and left
-    /// for [`Self::import_made`]; any other is made with podman's defaults and imported
-    /// now. Returns the units stopped and the volumes imported.
+    /// the backup's volumes: a volume must not change under a running container. Units
+    /// of other apps that mount one of the volumes and are running are stopped first
+    /// (`podman volume rm` refuses a volume in use); the caller starts them again once
+    /// the restore has applied. A volume its `.volume` quadlet makes
+    /// ([`Self::volume_units`]) is removed and left for [`Self::import_made`]; any other
+    /// is made with podman's defaults and imported now.
     pub async fn stop_and_import<U: UnitManager>(
         &self,
         host: &Host<'_, U>,
         tree: &DesiredTree,
         target: &ApplyTarget<'_, U>,
-    ) -> Result<(Vec<String>, Vec<String>), String> {
+    ) -> Result<RestoreStops, String> {
         let app = self.app.clone();
         let installed = blocking::store(host.store, |s| s.inventory())
             .await
             .map_err(|e| e.to_string())?;
+        let volumes: BTreeSet<String> = self
+            .backup
+            .manifest
+            .volumes
+            .iter()
+            .map(|v| v.name.clone())
+            .collect();
+        let elsewhere = crate::backup::quiesce::running_users_elsewhere(
+            host.units,
+            &installed,
+            &host.settings.paths.quadlet_dir,
+            &app,
+            &volumes,
+        )
+        .await;
+        for unit in &elsewhere {
+            host.units.stop(unit).await.map_err(|e| {
+                format!("stop {unit} (another app's user of the volume) failed: {e}")
+            })?;
+            tracing::info!(unit = %unit, app = %app, "stopped while its volume is restored");
+        }
         let mut stop: Vec<(usize, String)> = installed
             .iter()
             .filter(|e| e.app == app)
@@ -122,6 +145,7 @@ impl RestoreSpec {
             .await
             .map_err(|e| e.to_string())?;
         if let Some(f) = report.unit_failures.first() {
+            start_again(host.units, &elsewhere).await;
             return Err(format!("stop {} failed: {}", f.unit, f.error));
         }
         crashpoint::hit("after-restore-stop");
@@ -129,21 +153,29 @@ impl RestoreSpec {
         let made = self.volume_units(tree);
         let mut imported = Vec::new();
         for v in &self.backup.manifest.volumes {
-            if made.contains_key(&v.name) {
-                backups
-                    .remove_volume(&v.name)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                continue;
+            let result = if made.contains_key(&v.name) {
+                backups.remove_volume(&v.name).await
+            } else {
+                backups.import_volume(&self.backup, &v.name).await
+            };
+            if let Err(e) = result {
+                start_again(host.units, &elsewhere).await;
+                return Err(e.to_string());
             }
-            backups
-                .import_volume(&self.backup, &v.name)
-                .await
-                .map_err(|e| e.to_string())?;
-            imported.push(v.name.clone());
-            crashpoint::hit("after-import");
+            if !made.contains_key(&v.name) {
+                imported.push(v.name.clone());
+                crashpoint::hit("after-import");
+            }
         }
-        Ok((stop.into_iter().map(|(_, u)| u).collect(), imported))
+        Ok(RestoreStops {
+            stopped: elsewhere
+                .iter()
+                .cloned()
+                .chain(stop.into_iter().map(|(_, u)| u))
+                .collect(),
+            imported,
+            elsewhere,
+        })
     }
 
     /// Imports each volume its `-volume.service` has just made again (the apply's
@@ -173,6 +205,33 @@ impl RestoreSpec {
         }
         Ok(imported)
     }
+}
+
+/// What [`RestoreSpec::stop_and_import`] did.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreStops {
+    /// Every unit stopped, other apps' first.
+    pub stopped: Vec<String>,
+    /// Volumes imported before the apply (those no `.volume` quadlet makes).
+    pub imported: Vec<String>,
+    /// Units of other apps stopped because they mount a restored volume: started again
+    /// by [`start_again`] once the restore has applied, or on its failure.
+    pub elsewhere: Vec<String>,
+}
+
+/// Starts units of other apps stopped for a restore. A failure is logged, not the
+/// restore's: the unit is another app's, and its own next pass heals it (self-heal).
+pub async fn start_again<U: UnitManager>(units: &U, stopped: &[String]) -> Vec<String> {
+    let mut started = Vec::new();
+    for unit in stopped.iter().rev() {
+        match units.start(unit).await {
+            Ok(()) => started.push(unit.clone()),
+            Err(e) => {
+                tracing::warn!(unit = %unit, error = %e, "cannot start a unit stopped for a restore")
+            }
+        }
+    }
+    started
 }
 
 /// Splits a restore's plan where its containers' starts begin: the first part writes

@@ -617,6 +617,7 @@ impl<U: UnitManager> Pass<'_, '_, U> {
                 _ => {}
             }
         }
+        response.started.extend(c.started_elsewhere);
         Ok(response)
     }
 }
