@@ -177,13 +177,21 @@ pub fn router(ctx: ApiContext) -> Router {
         .with_state(ctx)
 }
 
-/// The route of a request path and the target it names: `/v1/secrets/db-pass` is route
-/// `/v1/secrets/{name}` on target `db-pass`; `/v1/reconcile` has no target (`-`).
+/// The route of a request path and the target it names, for the audit event:
+/// `/v1/secrets/db-pass` is route `/v1/secrets/{name}` on target `db-pass`,
+/// `/v1/revisions/abc/retry` is `/v1/revisions/{revision}/retry` on `abc`, and a path
+/// with nothing in it to name (`/v1/reconcile`, `/v1/fleet/release`) is its own route
+/// with target `-`.
 pub fn route_and_target(path: &str) -> (String, String) {
-    let parts: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let named = |route: &str, target: &str| (route.to_owned(), target.to_owned());
     match parts.as_slice() {
-        [v, resource, rest] if !rest.is_empty() => {
-            (format!("/{v}/{resource}/{{name}}"), (*rest).to_owned())
+        ["v1", "secrets", name] if !name.is_empty() => named("/v1/secrets/{name}", name),
+        ["v1", "revisions", revision, "retry"] if !revision.is_empty() => {
+            named("/v1/revisions/{revision}/retry", revision)
+        }
+        ["v1", "history", id] if !id.is_empty() && *id != "summary" => {
+            named("/v1/history/{id}", id)
         }
         _ => (path.to_owned(), "-".to_owned()),
     }

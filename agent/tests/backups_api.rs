@@ -241,6 +241,13 @@ async fn api_restore_puts_files_back_between_stop_reload_and_start() {
     assert_eq!(r.files, ["web.container"]);
     assert_eq!(r.removed, ["extra.container"]);
     assert_eq!(r.started, ["web.service"]);
+    // The API says what holds the app at the backup's revision: nothing here (no pin),
+    // and a pin would be host-wide.
+    assert!(
+        r.pin.contains("nothing is pinned") && r.pin.contains("pins the whole host"),
+        "{}",
+        r.pin
+    );
     let mut stopped = r.stopped.clone();
     stopped.sort();
     assert_eq!(stopped, ["extra.service", "web.service"]);

@@ -53,4 +53,10 @@ pub struct RestoreResponse {
     pub removed: Vec<String>,
     /// Units started afterwards.
     pub started: Vec<String>,
+    /// What keeps the restored app at the backup's revision, in a sentence: the pin is
+    /// `policy.pin`, which holds the *whole host* (every app), since a pass converges
+    /// every app from one revision. `legerctl restore` sets it first; a client calling
+    /// the API alone gets told when nothing holds the app there.
+    #[serde(default)]
+    pub pin: String,
 }

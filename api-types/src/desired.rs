@@ -739,10 +739,13 @@ pub enum DesiredStateError {
 }
 
 impl DesiredState {
-    /// Parses and validates a `desired.toml` document.
+    /// Parses and validates a `desired.toml` document. The error never quotes a
+    /// credential ([`crate::redact::redact_credentials`]): it goes to status and the
+    /// journal.
     pub fn from_toml_str(text: &str) -> Result<Self, DesiredStateError> {
-        toml::from_str(text)
-            .map_err(|e| DesiredStateError::Invalid(e.to_string().trim_end().to_owned()))
+        toml::from_str(text).map_err(|e| {
+            DesiredStateError::Invalid(crate::redact::redact_credentials(e.to_string().trim_end()))
+        })
     }
 
     /// Renders the document as TOML, the way `legerctl` writes it.

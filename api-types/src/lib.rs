@@ -12,6 +12,7 @@ pub mod history;
 pub mod manifest;
 pub mod overlay;
 pub mod plan;
+pub mod redact;
 pub mod revision;
 pub mod secrets;
 pub mod ssh_url;

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use leger_api_types::desired::{validate_git_url, validate_subpath};
+use leger_api_types::redact::redact_credentials;
 use leger_api_types::{
     DesiredState, DesiredStateError, GitSourceSpec, ManifestVersion, Policy, SecretsSpec,
     SourceSpec,
@@ -136,11 +137,14 @@ fn current_policy(text: &str) -> Result<Policy, EditError> {
     // The file is invalid (likely its source, which is being replaced); keep the policy
     // table if that part is sound.
     let table: toml::Table = toml::from_str(text)
-        .map_err(|e| EditError::ExistingPolicy(e.to_string().trim_end().to_owned()))?;
+        .map_err(|e| EditError::ExistingPolicy(redact_credentials(e.to_string().trim_end())))?;
     match table.get("policy") {
         None => Ok(Policy::default()),
         Some(v) => v.clone().try_into::<Policy>().map_err(|e| {
-            EditError::ExistingPolicy(format!("policy: {}", e.to_string().trim_end()))
+            EditError::ExistingPolicy(redact_credentials(&format!(
+                "policy: {}",
+                e.to_string().trim_end()
+            )))
         }),
     }
 }

@@ -25,10 +25,19 @@ fn secrets(loc: &mut Locations, cmd: SecretsCommand) -> Result<()> {
     let client = loc.client()?;
     match cmd {
         SecretsCommand::Set { name, .. } => {
-            let mut value = zeroize::Zeroizing::new(Vec::new());
+            // Room for the largest value legerd takes, reserved up front: a growing Vec
+            // would leave copies of the value in freed memory that nothing zeroes.
+            let limit = legerd::api::MAX_BODY_BYTES;
+            let mut value = zeroize::Zeroizing::new(Vec::with_capacity(limit + 1));
             std::io::stdin()
+                .take(limit as u64 + 1)
                 .read_to_end(&mut value)
                 .context("cannot read the secret value from stdin")?;
+            if value.len() > limit {
+                bail!(
+                    "the value on stdin is larger than {limit} bytes, the most legerd takes (podman's own limit for a secret)"
+                );
+            }
             if value.is_empty() {
                 bail!(
                     "no value on stdin: pipe it in, e.g. `printf %s \"$VALUE\" | legerctl secrets set {name}`"
@@ -648,7 +657,11 @@ fn restore(loc: &mut Locations, app: &str, id: Option<&str>) -> Result<()> {
         println!("  removed: {}", list(&r.removed));
     }
     println!("  started: {}", list(&r.started));
-    println!("`legerctl unpin` returns to following the source.");
+    if r.pin.is_empty() {
+        println!("`legerctl unpin` returns to following the source.");
+    } else {
+        println!("  pin:     {}", r.pin);
+    }
     Ok(())
 }
 

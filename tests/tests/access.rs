@@ -103,24 +103,50 @@ fn field<'a>(e: &'a Value, name: &str) -> &'a str {
     e[name].as_str().unwrap_or_default()
 }
 
-const WRITES: [(&str, &str, Option<&str>); 4] = [
+/// A revision this host never fetched, for the retry endpoint.
+const UNKNOWN_REVISION: &str = "0123456789abcdef0123456789abcdef01234567";
+
+const WRITES: [(&str, &str, Option<&str>); 6] = [
     ("POST", "/v1/reconcile", None),
     // From a file: a value on runuser's command line would reach the journal through
     // PAM's session messages (`_CMDLINE`), which says nothing about legerd.
     ("PUT", "/v1/secrets/db-pass", Some("@/tmp/secret")),
     ("DELETE", "/v1/secrets/db-pass", None),
     ("POST", "/v1/restore", Some(r#"{"app":"no-such-app"}"#)),
+    (
+        "POST",
+        "/v1/revisions/0123456789abcdef0123456789abcdef01234567/retry",
+        None,
+    ),
+    ("POST", "/v1/fleet/release", None),
 ];
 
-const READS: [&str; 7] = [
+const READS: [&str; 10] = [
     "/v1/status",
     "/v1/history",
+    "/v1/history/summary",
+    "/v1/history/1",
     "/v1/revisions",
     "/v1/backups",
     "/v1/identity",
     "/v1/secrets",
     "/v1/staged",
+    "/v1/plan",
 ];
+
+/// The endpoint and target an audit event names for a write request's path.
+fn audit_route(path: &str) -> (String, String) {
+    if let Some(name) = path.strip_prefix("/v1/secrets/") {
+        return ("/v1/secrets/{name}".to_owned(), name.to_owned());
+    }
+    if let Some(rev) = path
+        .strip_prefix("/v1/revisions/")
+        .and_then(|r| r.strip_suffix("/retry"))
+    {
+        return ("/v1/revisions/{revision}/retry".to_owned(), rev.to_owned());
+    }
+    (path.to_owned(), "-".to_owned())
+}
 
 #[test]
 fn access_roles_on_every_endpoint_with_audit_events() -> Result<()> {
@@ -187,6 +213,17 @@ fn access_roles_on_every_endpoint_with_audit_events() -> Result<()> {
     )?;
     assert_eq!(code, 404, "{text}");
     assert!(text.contains("there is no app no-such-app"), "{text}");
+    // The endpoints added since (issues 10 and 12) let an admin through to their own
+    // checks: a revision never fetched, a host without a fleet lock.
+    let retry = format!("/v1/revisions/{UNKNOWN_REVISION}/retry");
+    let (code, text) = curl_as(&tb, "bob", "POST", &retry, None)?;
+    assert!(
+        code != 403 && code >= 400,
+        "bob POST {retry}: {code} {text}"
+    );
+    let (code, text) = curl_as(&tb, "bob", "POST", "/v1/fleet/release", None)?;
+    assert_eq!(code, 200, "bob fleet release: {text}");
+    assert!(text.contains("nothing to release"), "{text}");
     // Hostile: a body over the limit is refused before it is buffered; legerd lives on.
     tb.exec_ok(&[
         "sh",
@@ -205,14 +242,11 @@ fn access_roles_on_every_endpoint_with_audit_events() -> Result<()> {
 
     // Audit: every write above is an event with who, what and how it ended.
     wait_until(WAIT, "the audit events reach the journal", || {
-        Ok(journal_events(&tb, API_CHANGE)?.len() >= 9)
+        Ok(journal_events(&tb, API_CHANGE)?.len() >= 13)
     })?;
     let events = journal_events(&tb, API_CHANGE)?;
     for (method, path, _) in WRITES {
-        let (route, target) = match path.strip_prefix("/v1/secrets/") {
-            Some(name) => ("/v1/secrets/{name}".to_owned(), name.to_owned()),
-            None => (path.to_owned(), "-".to_owned()),
-        };
+        let (route, target) = audit_route(path);
         let endpoint = format!("{method} {route}");
         let denied = events.iter().find(|e| {
             field(e, "LEGER_CALLER_UID") == alice
@@ -268,6 +302,7 @@ fn access_roles_on_every_endpoint_with_audit_events() -> Result<()> {
 #[test]
 fn access_planted_token_is_nowhere() -> Result<()> {
     let tb = Testbed::boot("e2e-token")?;
+    let reports = start_report_sink(&tb)?;
     let (fleet, good, _web) = web_converged(&tb)?;
 
     // legerctl refuses a url with credentials and points to a credentials file.
@@ -299,6 +334,41 @@ fn access_planted_token_is_nowhere() -> Result<()> {
     })?;
     assert_eq!(applied_revision(&tb)?.as_deref(), Some(good.as_str()));
 
+    // A TOML syntax error on the url line itself (an unterminated string): the toml
+    // crate quotes that line in its message, which must reach status, the journal and
+    // legerctl without the token.
+    let broken = format!("[source]\nkind = \"git\"\nurl = \"{with_token}\npath = \"apps\"\n");
+    std::fs::write(root.join("etc/leger/desired.toml"), &broken)?;
+    wait_until(WAIT, "legerd reports the desired.toml syntax error", || {
+        Ok(status(&tb)?.to_string().contains("line 3"))
+    })?;
+    assert_eq!(applied_revision(&tb)?.as_deref(), Some(good.as_str()));
+    let mut broken_outputs = vec![("status (human)", legerctl(&tb, &["status"])?)];
+    for args in [
+        &["status", "--details"][..],
+        &["plan"],
+        &["diff"],
+        &["get-desired", "-o", "json"],
+        &["set-policy", "--mode", "staged"],
+        &["suspend"],
+    ] {
+        let (_, out, err) = legerctl_out(&tb, args)?;
+        broken_outputs.push((args[0], format!("{out}{err}")));
+    }
+    // Reports carry the conditions, not desired.toml's text; a heartbeat comes every 5 s.
+    let sent =
+        |tb: &Testbed| -> Result<usize> { Ok(tb.exec_ok(&["cat", &reports])?.lines().count()) };
+    let before = sent(&tb)?;
+    wait_until(WAIT, "two more fleet reports", || {
+        Ok(sent(&tb)? >= before + 2)
+    })?;
+    for (what, text) in &broken_outputs {
+        assert!(
+            !text.contains(TOKEN),
+            "the token leaked into legerctl {what}: {text}"
+        );
+    }
+
     // A credentials file holding the token, used by a git source.
     tb.exec_ok(&[
         "sh",
@@ -328,10 +398,70 @@ fn access_planted_token_is_nowhere() -> Result<()> {
             "journal",
             tb.exec_ok(&["journalctl", "-b", "--no-pager", "-o", "json"])?,
         ),
+        ("plan", {
+            let (_, out, err) = legerctl_out(&tb, &["plan", "-o", "json"])?;
+            format!("{out}{err}")
+        }),
+        ("diff", {
+            let (_, out, err) = legerctl_out(&tb, &["diff"])?;
+            format!("{out}{err}")
+        }),
+        ("fleet reports", tb.exec_ok(&["cat", &reports])?),
     ];
     for (what, text) in &places {
         assert!(!text.is_empty(), "{what} is empty");
         assert!(!text.contains(TOKEN), "the token leaked into {what}");
     }
     Ok(())
+}
+
+/// Starts a fleet report receiver inside the machine (python3 on 127.0.0.1:8099, one
+/// JSON body per line in the file returned) and points legerd's `fleet.report_url` at
+/// it, so the reports legerd sends are searched too.
+fn start_report_sink(tb: &Testbed) -> Result<String> {
+    let file = "/var/tmp/fleet-reports.jsonl";
+    let server = format!(
+        "import http.server\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_POST(self):\n\
+         \x20       body = self.rfile.read(int(self.headers.get('Content-Length', 0)))\n\
+         \x20       open('{file}', 'ab').write(body + b'\\n')\n\
+         \x20       self.send_response(204)\n\
+         \x20       self.end_headers()\n\
+         \x20   def log_message(self, *a):\n\
+         \x20       pass\n\
+         http.server.HTTPServer(('127.0.0.1', 8099), H).serve_forever()\n"
+    );
+    write_inside(tb, "/var/tmp/report-sink.py", &server, 0o644)?;
+    tb.exec_ok(&["touch", file])?;
+    tb.exec_ok(&[
+        "systemd-run",
+        "--unit",
+        "report-sink",
+        "python3",
+        "/var/tmp/report-sink.py",
+    ])?;
+    write_inside(
+        tb,
+        "/etc/leger/config.d/60-report.toml",
+        "[fleet]\nhost = \"h1\"\nreport_url = \"http://127.0.0.1:8099/report\"\nreport_interval = \"5s\"\n",
+        0o644,
+    )?;
+    wait_until(WAIT, "the report sink listens", || {
+        Ok(tb
+            .exec(&[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-X",
+                "POST",
+                "-d",
+                "{}",
+                "http://127.0.0.1:8099/",
+            ])?
+            .status
+            .success())
+    })?;
+    Ok(file.to_owned())
 }

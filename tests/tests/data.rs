@@ -13,8 +13,31 @@ use leger_e2e::{Testbed, wait_until};
 const DB_VOLUME: &str = "apps/db/db.volume";
 const DB_CONTAINER: &str = "apps/db/db.container";
 const OTHER: &str = "apps/other/other.container";
+/// Another app reading the database's volume by its podman name.
+const READER: &str = "apps/reader/reader.container";
+const READER_TEXT: &str = "[Container]\nContainerName=reader\nImage=localhost/busybox:latest\nNetwork=none\n\
+     Volume=systemd-db:/data:ro\n\
+     Exec=/bin/sh -c 'trap \"exit 0\" TERM; while :; do sleep 2 & wait $!; done'\n";
 /// quadlet's default name for `db.volume`.
 const VOLUME_NAME: &str = "systemd-db";
+/// `db.volume` with an option a restore must keep: quadlet's `podman volume create`
+/// puts the label on, and podman's defaults would not.
+const DB_VOLUME_TEXT: &str = "[Volume]\nLabel=leger.e2e=kept\n";
+
+/// The volume's `leger.e2e` label, as podman has it.
+fn volume_label(tb: &Testbed) -> Result<String> {
+    Ok(tb
+        .exec_ok(&[
+            "podman",
+            "volume",
+            "inspect",
+            VOLUME_NAME,
+            "--format",
+            "{{index .Labels \"leger.e2e\"}}",
+        ])?
+        .trim()
+        .to_owned())
+}
 
 /// A container with the database volume at /data and the machine's /usr read-only, so
 /// the machine's python3 (and its sqlite3 module) runs inside it: the image is only
@@ -72,7 +95,7 @@ fn db_installed(tb: &Testbed) -> Result<(Fleet, String)> {
     let fleet = Fleet::create(
         tb,
         &[
-            (DB_VOLUME, "[Volume]\n"),
+            (DB_VOLUME, DB_VOLUME_TEXT),
             (DB_CONTAINER, &db("e2e db v1")),
             (OTHER, &container("other", "other v1")),
         ],
@@ -94,6 +117,7 @@ fn data_restore_is_point_in_time_with_a_consistent_sqlite_database() -> Result<(
     let (fleet, v1) = db_installed(&tb)?;
     insert_rows(&tb, 0, 500)?;
     assert_eq!(check_db(&tb)?, (500, "ok".to_owned()));
+    assert_eq!(volume_label(&tb)?, "kept");
 
     // An update of the db app backs it up (its volume too) before applying.
     let v2 = fleet.commit(&[(DB_CONTAINER, &db("e2e db v2"))], &[], "db v2")?;
@@ -144,6 +168,10 @@ fn data_restore_is_point_in_time_with_a_consistent_sqlite_database() -> Result<(
     // The restore brings the volume back exactly as it was at the backup.
     let out = legerctl(&tb, &["restore", "db", &id])?;
     assert!(out.contains("pinned the whole host"), "{out}");
+    assert!(
+        out.contains("pin:     the whole host is pinned to revision"),
+        "legerd's answer says so too: {out}"
+    );
     wait_running(&tb, "db.service", "db")?;
     assert_eq!(
         check_db(&tb)?,
@@ -152,6 +180,11 @@ fn data_restore_is_point_in_time_with_a_consistent_sqlite_database() -> Result<(
     );
     let newer = python_in_db(&tb, "import os\nprint(os.path.exists('/data/newer.txt'))")?;
     assert_eq!(newer, "False", "a file newer than the backup is gone");
+    assert_eq!(
+        volume_label(&tb)?,
+        "kept",
+        "the volume was made again by its own quadlet, with its Label="
+    );
     let journal = tb.exec_ok(&[
         "journalctl",
         "-b",
@@ -188,6 +221,7 @@ fn data_export_is_quiesced_inside_the_applys_own_restart() -> Result<()> {
             (DB_VOLUME, "[Volume]\n"),
             (DB_CONTAINER, &busy_db("e2e busy db v1")),
             (OTHER, &container("other", "other v1")),
+            (READER, READER_TEXT),
         ],
     )?;
     legerctl(
@@ -207,6 +241,15 @@ fn data_export_is_quiesced_inside_the_applys_own_restart() -> Result<()> {
             .count())
     };
     assert_eq!(started(&tb)?, 1);
+    wait_running(&tb, "reader.service", "reader")?;
+    let reader_started = |tb: &Testbed| -> Result<usize> {
+        Ok(tb
+            .unit_logs("reader.service")?
+            .lines()
+            .filter(|l| l.starts_with("Started reader.service"))
+            .count())
+    };
+    assert_eq!(reader_started(&tb)?, 1);
 
     let v2 = fleet.commit(&[(DB_CONTAINER, &busy_db("e2e busy db v2"))], &[], "db v2")?;
     reconcile(&tb)?;
@@ -225,16 +268,25 @@ fn data_export_is_quiesced_inside_the_applys_own_restart() -> Result<()> {
         2,
         "the apply's restart is the only disruption"
     );
+    // Another app's container on the same volume was stopped for the export too, and
+    // started again right after it.
+    wait_running(&tb, "reader.service", "reader")?;
+    assert_eq!(reader_started(&tb)?, 2, "{legerd_log}");
 
     // The quiesced archive restores to a consistent database.
     let list: serde_json::Value =
         serde_json::from_str(&legerctl(&tb, &["backups", "db", "--json"])?)?;
     let id = list[0]["id"].as_str().unwrap().to_owned();
-    legerctl(&tb, &["restore", "db", &id])?;
+    // The reader holds the volume open: the restore stops it too (or the volume could
+    // not be removed) and starts it again afterwards.
+    let out = legerctl(&tb, &["restore", "db", &id])?;
+    assert!(out.contains("reader.service"), "{out}");
     wait_running(&tb, "db.service", "db")?;
     let (rows, check) = check_db(&tb)?;
     assert!(rows > 200, "{rows}");
     assert_eq!(check, "ok");
+    wait_running(&tb, "reader.service", "reader")?;
+    assert_eq!(reader_started(&tb)?, 3);
     Ok(())
 }
 
@@ -266,9 +318,8 @@ fn data_backup_budget_refuses_an_apply_and_the_app_keeps_running() -> Result<()>
         "{message}"
     );
     assert_eq!(applied_revision(&tb)?.as_deref(), Some(v1.as_str()));
-    // The export that broke the budget ran with db stopped (quiesced); the refusal
-    // started it again, on the old revision. Retried passes are refused by the budget
-    // check before anything stops: db is not restarted again.
+    // The volume was never exported, yet the budget check measured it on disk and
+    // refused before anything stopped: db keeps its container through every retry.
     let started = |tb: &Testbed| -> Result<usize> {
         Ok(tb
             .unit_logs("db.service")?
@@ -292,12 +343,11 @@ fn data_backup_budget_refuses_an_apply_and_the_app_keeps_running() -> Result<()>
         Ok(failed_passes(&tb)? >= 3)
     })?;
     let after = wait_running(&tb, "db.service", "db")?;
+    assert_eq!(started(&tb)?, 1, "started at install only");
     assert_eq!(
-        started(&tb)?,
-        2,
-        "started at install, and once more after the first, quiesced, refusal"
+        after, db_id,
+        "db was never stopped for a backup that cannot fit"
     );
-    let _ = db_id;
     assert_eq!(
         check_db(&tb)?,
         (2000, "ok".to_owned()),
@@ -308,7 +358,6 @@ fn data_backup_budget_refuses_an_apply_and_the_app_keeps_running() -> Result<()>
             .trim(),
         "e2e db v1"
     );
-    let _ = after;
     assert_eq!(
         legerctl(&tb, &["backups"])?.trim(),
         "no backups",

@@ -39,6 +39,7 @@ pub mod budget;
 mod podman;
 pub mod quiesce;
 mod restore;
+mod volume_size;
 
 pub use podman::PodmanVolumes;
 pub use restore::{RestoreJob, VerifiedBackup};
@@ -701,7 +702,7 @@ impl Backups {
             .iter()
             .filter_map(|f| f.content.as_ref().map(|c| c.len() as u64))
             .sum::<u64>()
-            + self.last_volume_sizes(volumes);
+            + self.volume_estimates(volumes).await;
         self.ensure_room(app, estimate, revision, &protected)?;
         let result = self
             .write_app(&dir, app, revision, next, files, volumes, now, &protected)
@@ -789,8 +790,34 @@ impl Backups {
         Ok(manifest)
     }
 
+    /// What the exports of `volumes` will take, before they run: each volume measured
+    /// where podman keeps its data ([`volume_size`]), or, when that cannot be read (a
+    /// driver without a local path, a read error), the size of its last export.
+    async fn volume_estimates(&self, volumes: &BTreeSet<String>) -> u64 {
+        let mut total = 0;
+        let mut unmeasured = BTreeSet::new();
+        for v in volumes {
+            let measured = match self.podman.mountpoint(v).await {
+                Ok(Some(dir)) => {
+                    tokio::task::spawn_blocking(move || volume_size::archive_estimate(&dir))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                }
+                _ => None,
+            };
+            match measured {
+                Some(size) => total += size,
+                None => {
+                    unmeasured.insert(v.clone());
+                }
+            }
+        }
+        total + self.last_volume_sizes(&unmeasured)
+    }
+
     /// The size each of `volumes` had in its newest backup: the estimate of its next
-    /// export before it runs.
+    /// export when it cannot be measured.
     fn last_volume_sizes(&self, volumes: &BTreeSet<String>) -> u64 {
         if volumes.is_empty() {
             return 0;
@@ -840,9 +867,10 @@ impl Backups {
     }
 
     /// The budget check a backup would make first, before any unit is stopped for it:
-    /// an app whose `leger.toml` says `refuse` and whose files plus last known volume
-    /// sizes do not fit fails here, so a retried pass never stops the app again.
-    pub fn precheck(
+    /// an app whose `leger.toml` says `refuse` and whose files plus volumes (measured
+    /// on disk, [`Self::volume_estimates`]) do not fit fails here, so the app is not
+    /// stopped for a backup that cannot fit, even before a volume's first export.
+    pub async fn precheck(
         &self,
         plan: &Plan,
         inventory: &[InventoryEntry],
@@ -870,7 +898,7 @@ impl Backups {
                 .iter()
                 .filter_map(|f| f.content.as_ref().map(|c| c.len() as u64))
                 .sum::<u64>()
-                + self.last_volume_sizes(&volumes);
+                + self.volume_estimates(&volumes).await;
             if let Err(e) = self.ensure_room(app, estimate, &app_revision(current, &files), &[]) {
                 self.record("failed");
                 return Err(e);
@@ -1091,6 +1119,7 @@ pub(super) fn current_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::podman::PodmanCall;
 
     fn entry(key: &str, unit: Option<&str>) -> InventoryEntry {
         InventoryEntry {
@@ -1429,6 +1458,64 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn backup_budget_measures_a_never_exported_volume_before_its_first_export() {
+        let t = tempfile::tempdir().unwrap();
+        let quadlets = t.path().join("quadlets");
+        std::fs::create_dir_all(quadlets.join("db")).unwrap();
+        std::fs::write(quadlets.join("db/data.volume"), "[Volume]\n").unwrap();
+        std::fs::write(
+            quadlets.join("db/db.container"),
+            "[Container]\nImage=busybox\nVolume=data.volume:/d\n",
+        )
+        .unwrap();
+        let inventory = vec![
+            entry("db/data.volume", Some("data-volume.service")),
+            entry("db/db.container", Some("db.service")),
+        ];
+        let plan = update_plan("db/db.container");
+        // The volume's data: 100 kB, never exported, so no last size to go by.
+        let data = t.path().join("volume-data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("app.db"), vec![7u8; 100_000]).unwrap();
+        let podman = std::sync::Arc::new(crate::podman::RecordingPodman::new());
+        podman.set_volume_exists("systemd-data", true);
+        podman.set_volume_mountpoint("systemd-data", &data);
+        let mut s = settings(3);
+        s.max_bytes = Some(16_000);
+        let b = Backups::new(t.path().join("backups"), s).with_podman(podman.clone());
+
+        let e = b
+            .precheck(&plan, &inventory, &quadlets, Some("r1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BackupError::Budget { .. }), "{e}");
+        assert!(e.to_string().contains("max_bytes = 16000"), "{e}");
+        let e = b
+            .take(&plan, &inventory, &quadlets, Some("r1"), "r2", at(0))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BackupError::Budget { .. }), "{e}");
+        let calls = podman.take_calls();
+        assert!(
+            calls.contains(&PodmanCall::VolumeMountpoint("systemd-data".into())),
+            "{calls:?}"
+        );
+        assert!(
+            !calls
+                .iter()
+                .any(|c| matches!(c, PodmanCall::VolumeExport(..))),
+            "refused before the export: {calls:?}"
+        );
+        assert!(b.list(None).unwrap().is_empty());
+
+        // A small volume fits and is exported.
+        std::fs::write(data.join("app.db"), vec![7u8; 1_000]).unwrap();
+        b.precheck(&plan, &inventory, &quadlets, Some("r1"))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
     async fn backup_budget_evicts_other_revisions_then_refuses_or_warns() {
         let t = tempfile::tempdir().unwrap();
         let quadlets = t.path().join("quadlets");
@@ -1489,6 +1576,7 @@ mod tests {
         // The same refusal comes from the precheck, before any unit would stop.
         let e = b
             .precheck(&plan, &inventory, &quadlets, Some("r1"))
+            .await
             .unwrap_err();
         assert!(matches!(e, BackupError::Budget { .. }), "{e}");
         // A volume's measured export size counts in the next estimate.

@@ -1,7 +1,7 @@
-//! Volumes through the [`Podman`] seam: exists, export, import, create, rm, with
+//! Volumes through the [`Podman`] seam: exists, export, import, create, rm, inspect, with
 //! podman's failures turned into [`BackupError`]s that name the volume.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::BackupError;
@@ -67,6 +67,14 @@ impl PodmanVolumes {
             .volume_remove(volume)
             .await
             .map_err(Self::err("rm", volume))
+    }
+
+    /// Where the volume's data sits, when podman says.
+    pub async fn mountpoint(&self, volume: &str) -> Result<Option<PathBuf>, BackupError> {
+        self.podman
+            .volume_mountpoint(volume)
+            .await
+            .map_err(Self::err("inspect", volume))
     }
 
     /// Creates an empty volume.

@@ -8,9 +8,9 @@
 //! mounts a volume whose `.volume` quadlet changed but is not restarted with it) is
 //! started again right after the export. If the backup fails, every unit stopped here
 //! is started again, so a refused apply leaves the app running as it was. The budget is
-//! checked before anything stops ([`Backups::precheck`], with each volume at its last
-//! measured export size), so only a volume that outgrew its last export can cost one
-//! stop and start before a refusal, and a retried pass never stops the app again.
+//! checked before anything stops ([`Backups::precheck`], with each volume measured on
+//! disk), so a backup that cannot fit never stops the app, not even before a volume's
+//! first export.
 //!
 //! [`quiesce_plan`] is the pure decision; [`take_quiesced`] runs it around
 //! [`Backups::take`].
@@ -67,11 +67,17 @@ pub fn users_of(files: &[CurrentFile], volumes: &BTreeSet<String>) -> Vec<String
     out.into_iter().map(|(_, u)| u).collect()
 }
 
-/// What to stop for the backup `plan` needs, given which apps export volumes (an app
-/// whose `leger.toml` says `backup_volumes = false` exports none and stops nothing).
+/// What to stop for the backup `plan` needs, given the managed files of every
+/// installed app (`all_files`) and which apps export volumes (an app whose `leger.toml`
+/// says `backup_volumes = false` exports none and stops nothing).
+///
+/// Every managed unit that mounts an exported volume stops, whichever app or quadlet it
+/// comes from: another app's container writing to a shared volume would make the
+/// archive as inconsistent as the app's own. A unit of another app is never touched by
+/// this plan's apply, so it is started again right after the export.
 pub fn quiesce_plan(
     plan: &Plan,
-    files_of: impl Fn(&str) -> Vec<CurrentFile>,
+    all_files: &[CurrentFile],
     exports_volumes: impl Fn(&str) -> bool,
 ) -> Quiesce {
     let touched: BTreeSet<&str> = plan
@@ -89,12 +95,16 @@ pub fn quiesce_plan(
         if !exports_volumes(&app) {
             continue;
         }
-        let files = files_of(&app);
-        let volumes = volumes_to_export(&files, &affected);
+        // All apps' files, so a `Volume=x.volume:/d` naming another app's quadlet
+        // resolves to that quadlet's `VolumeName=`.
+        let volumes = volumes_to_export(all_files, &affected);
         if volumes.is_empty() {
             continue;
         }
-        for unit in users_of(&files, &volumes) {
+        for unit in users_of(all_files, &volumes) {
+            if q.stop.contains(&unit) {
+                continue;
+            }
             if !touched.contains(unit.as_str()) {
                 q.start_after.push(unit.clone());
             }
@@ -121,19 +131,23 @@ pub async fn take_quiesced<U: UnitManager>(
         return Ok(Vec::new());
     }
     // A backup that cannot fit is refused before anything stops.
-    backups.precheck(plan, inventory, quadlet_dir, current)?;
-    let q = quiesce_plan(
-        plan,
-        |app| current_files(inventory, app, quadlet_dir).unwrap_or_default(),
-        |app| {
-            backups
-                .policies
-                .get(app)
-                .copied()
-                .unwrap_or_default()
-                .volumes
-        },
-    );
+    backups
+        .precheck(plan, inventory, quadlet_dir, current)
+        .await?;
+    let apps: BTreeSet<&str> = inventory.iter().map(|e| e.app.as_str()).collect();
+    let all_files: Vec<CurrentFile> = apps
+        .into_iter()
+        .flat_map(|app| current_files(inventory, app, quadlet_dir).unwrap_or_default())
+        .collect();
+    let q = quiesce_plan(plan, &all_files, |app| {
+        backups
+            .policies
+            .get(app)
+            .copied()
+            .unwrap_or_default()
+            .volumes
+    });
+    let q = skip_units_at_rest(units, q).await;
     let mut stopped = Vec::new();
     let mut result = Ok(Vec::new());
     for unit in &q.stop {
@@ -172,6 +186,68 @@ pub async fn take_quiesced<U: UnitManager>(
         }
     }
     result
+}
+
+/// The managed units of apps other than `app` that mount any of `volumes` and are up
+/// now, in stop order: a restore stops them too, since `podman volume rm` refuses a
+/// volume a container still uses, and starts them again once the volume is back.
+pub async fn running_users_elsewhere<U: UnitManager>(
+    units: &U,
+    inventory: &[InventoryEntry],
+    quadlet_dir: &Path,
+    app: &str,
+    volumes: &BTreeSet<String>,
+) -> Vec<String> {
+    let others: BTreeSet<&str> = inventory
+        .iter()
+        .map(|e| e.app.as_str())
+        .filter(|a| *a != app)
+        .collect();
+    // Every app's files, so a reference to the app's own `.volume` resolves.
+    let all_files: Vec<CurrentFile> = others
+        .iter()
+        .copied()
+        .chain([app])
+        .flat_map(|a| current_files(inventory, a, quadlet_dir).unwrap_or_default())
+        .collect();
+    let users: Vec<String> = users_of(&all_files, volumes)
+        .into_iter()
+        .filter(|u| {
+            all_files.iter().any(|f| {
+                f.entry.unit.as_deref() == Some(u) && others.contains(f.entry.app.as_str())
+            })
+        })
+        .collect();
+    let q = skip_units_at_rest(
+        units,
+        Quiesce {
+            stop: users.clone(),
+            start_after: users,
+        },
+    )
+    .await;
+    q.stop
+}
+
+/// Leaves out the units the apply will not start (`start_after`) that are not up now:
+/// a unit of another app that its operator stopped, or one that failed, must not be
+/// started by a backup. A unit whose state cannot be read is taken as running: a
+/// consistent archive matters more than one extra start.
+async fn skip_units_at_rest<U: UnitManager>(units: &U, mut q: Quiesce) -> Quiesce {
+    if q.start_after.is_empty() {
+        return q;
+    }
+    let Ok(states) = units.unit_states(&q.start_after).await else {
+        return q;
+    };
+    let at_rest: BTreeSet<String> = states
+        .into_iter()
+        .filter(|(_, s)| !s.is_up())
+        .map(|(u, _)| u)
+        .collect();
+    q.stop.retain(|u| !at_rest.contains(u));
+    q.start_after.retain(|u| !at_rest.contains(u));
+    q
 }
 
 #[cfg(test)]
@@ -238,7 +314,7 @@ mod tests {
                 app: "app".into(),
             },
         ]);
-        let q = quiesce_plan(&p, |_| files(), |_| true);
+        let q = quiesce_plan(&p, &files(), |_| true);
         assert_eq!(
             q.stop,
             ["db.service", "reader.service"],
@@ -249,7 +325,7 @@ mod tests {
             ["reader.service"],
             "db is restarted by the apply anyway; reader is not"
         );
-        let none = quiesce_plan(&p, |_| files(), |_| false);
+        let none = quiesce_plan(&p, &files(), |_| false);
         assert_eq!(
             none,
             Quiesce::default(),
@@ -262,9 +338,72 @@ mod tests {
             reason: WriteReason::Update,
         }]);
         assert_eq!(
-            quiesce_plan(&web_only, |_| files(), |_| true),
+            quiesce_plan(&web_only, &files(), |_| true),
             Quiesce::default()
         );
+    }
+
+    #[test]
+    fn quiesce_stops_other_apps_units_that_mount_the_volume_and_starts_them_after() {
+        let mut all = files();
+        all.push(file(
+            "other/copier.container",
+            "copier.service",
+            "[Container]\nImage=busybox\nVolume=data.volume:/in:ro\n",
+        ));
+        all.push(file(
+            "other/named.container",
+            "named.service",
+            "[Container]\nImage=busybox\nVolume=systemd-data:/x\n",
+        ));
+        all.push(file(
+            "third/elsewhere.container",
+            "elsewhere.service",
+            "[Container]\nImage=busybox\nVolume=systemd-other:/x\nVolume=/srv:/srv\n",
+        ));
+        let p = plan(vec![
+            Action::WriteFile {
+                key: "app/db.container".into(),
+                app: "app".into(),
+                hash: ContentHash::of(b"v2"),
+                reason: WriteReason::Update,
+            },
+            Action::RestartUnit {
+                unit: "db.service".into(),
+                app: "app".into(),
+            },
+        ]);
+        let q = quiesce_plan(&p, &all, |_| true);
+        assert_eq!(
+            q.stop,
+            [
+                "copier.service",
+                "db.service",
+                "named.service",
+                "reader.service"
+            ]
+        );
+        assert_eq!(
+            q.start_after,
+            ["copier.service", "named.service", "reader.service"],
+            "units of other apps are not in this plan: they start right after the export"
+        );
+        // A VolumeName= in the owning app is followed from another app's reference.
+        let mut renamed = all.clone();
+        renamed[0] = file(
+            "app/data.volume",
+            "data-volume.service",
+            "[Volume]\nVolumeName=shared-data\n",
+        );
+        renamed.push(file(
+            "third/by-name.container",
+            "by-name.service",
+            "[Container]\nImage=busybox\nVolume=shared-data:/x\n",
+        ));
+        let q = quiesce_plan(&p, &renamed, |_| true);
+        assert!(q.stop.contains(&"by-name.service".to_owned()), "{q:?}");
+        assert!(q.stop.contains(&"copier.service".to_owned()), "{q:?}");
+        assert!(!q.stop.contains(&"named.service".to_owned()), "{q:?}");
     }
 
     #[tokio::test]
@@ -292,6 +431,7 @@ mod tests {
         )
         .with_podman(rec);
         let units = RecordingUnitManager::new();
+        units.set_state("reader.service", up());
         let p = plan(vec![
             Action::WriteFile {
                 key: "app/data.volume".into(),
@@ -321,10 +461,49 @@ mod tests {
         assert_eq!(
             units.calls(),
             [
+                Call::UnitStates(vec!["reader.service".into()]),
                 Call::Stop("db.service".into()),
                 Call::Stop("reader.service".into()),
                 Call::Start("reader.service".into()),
             ]
         );
+
+        // A unit the apply will not start, at rest before the backup, stays at rest.
+        let units = RecordingUnitManager::new();
+        units.set_state(
+            "reader.service",
+            crate::model::UnitState {
+                load_state: "loaded".into(),
+                active_state: "inactive".into(),
+                sub_state: "dead".into(),
+            },
+        );
+        take_quiesced(
+            &backups,
+            &units,
+            &p,
+            &inventory,
+            &quadlets,
+            Some("r1"),
+            "r2",
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            units.calls(),
+            [
+                Call::UnitStates(vec!["reader.service".into()]),
+                Call::Stop("db.service".into()),
+            ]
+        );
+    }
+
+    fn up() -> crate::model::UnitState {
+        crate::model::UnitState {
+            load_state: "loaded".into(),
+            active_state: "active".into(),
+            sub_state: "running".into(),
+        }
     }
 }

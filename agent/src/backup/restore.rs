@@ -112,23 +112,39 @@ impl Backups {
         Ok(())
     }
 
-    /// Imports a backed-up volume into an empty volume: an existing one is removed and
-    /// made again first, since `podman volume import` merges into what is there and a
-    /// restore must leave the volume exactly as it was at the backup (point in time).
+    /// Imports a backed-up volume that no `.volume` quadlet makes into an empty volume:
+    /// an existing one is removed and made again, with podman's defaults as podman
+    /// itself would make it, since `podman volume import` merges into what is there and
+    /// a restore must leave the volume exactly as it was at the backup (point in time).
     /// The app's containers are stopped by then, so the removal cannot pull a volume
     /// from under one; a container outside the app still using it makes the removal
-    /// fail, and the restore with it. The volume is made again with podman's defaults:
-    /// options of its `.volume` quadlet (driver, labels) are not re-applied, because its
-    /// `-volume.service` finds it existing.
+    /// fail, and the restore with it.
     pub async fn import_volume(
         &self,
         backup: &VerifiedBackup,
         volume: &str,
     ) -> Result<(), BackupError> {
+        self.remove_volume(volume).await?;
+        self.podman.create(volume).await?;
+        self.import_into_made(backup, volume).await
+    }
+
+    /// Removes a volume if it exists, so that its `.volume` quadlet's service makes it
+    /// again, with the file's options, and a restore imports into an empty volume.
+    pub async fn remove_volume(&self, volume: &str) -> Result<(), BackupError> {
         if self.podman.exists(volume).await? {
             self.podman.remove(volume).await?;
         }
-        self.podman.create(volume).await?;
+        Ok(())
+    }
+
+    /// Imports the backup's archive into a volume made empty by now (by
+    /// [`Self::import_volume`] or by its quadlet's service after [`Self::remove_volume`]).
+    pub async fn import_into_made(
+        &self,
+        backup: &VerifiedBackup,
+        volume: &str,
+    ) -> Result<(), BackupError> {
         self.podman
             .import(volume, &backup.volume_archive(volume))
             .await

@@ -110,6 +110,9 @@ pub struct Converged {
     pub stopped: Vec<String>,
     /// The volumes a restore imported.
     pub volumes: Vec<String>,
+    /// Units of other apps a restore stopped (they mount a restored volume) and
+    /// started again.
+    pub started_elsewhere: Vec<String>,
     /// The unit states observe read, when the pass changed nothing that could move
     /// them: status is refreshed from these instead of asking systemd again.
     pub observed_units: Option<BTreeMap<String, UnitState>>,
@@ -336,19 +339,21 @@ async fn apply_and_check<U: UnitManager>(
         max_jobs_in_flight: host.settings.reconcile.max_jobs_in_flight,
     };
     let mut report = ApplyReport::default();
+    let mut elsewhere = Vec::new();
     if let Some(r) = restore {
-        let (stopped, volumes) = r
+        let stops = r
             .stop_and_import(host, tree, &apply_target)
             .await
             .map_err(|e| Failure::new(reason::APPLY_FAILED, e, false))?;
         converged
             .actions
-            .extend(stopped.iter().map(|u| format!("stop {u}")));
+            .extend(stops.stopped.iter().map(|u| format!("stop {u}")));
         converged
             .actions
-            .extend(volumes.iter().map(|v| format!("import volume {v}")));
-        converged.stopped = stopped;
-        converged.volumes = volumes;
+            .extend(stops.imported.iter().map(|v| format!("import volume {v}")));
+        converged.stopped = stops.stopped;
+        converged.volumes = stops.imported;
+        elsewhere = stops.elsewhere;
     }
     if restore.is_none() {
         let resources = super::resources::run(host, tree, plan).await?;
@@ -367,9 +372,46 @@ async fn apply_and_check<U: UnitManager>(
         state.extend(resources.drift.into_iter().map(|d| (d.file, d.message)));
     }
     crashpoint::hit("before-apply");
-    let applied = apply(plan, tree, &apply_target)
-        .await
-        .map_err(|e| apply_failed(tree, e))?;
+    let applied = match restore {
+        // The volumes' own services make them again first; they are imported before
+        // any container starts (`pass::restore`).
+        Some(r) => {
+            let (head, tail) = super::restore::split_before_containers(plan, tree);
+            let restored = async {
+                let mut applied = apply(&head, tree, &apply_target)
+                    .await
+                    .map_err(|e| apply_failed(tree, e))?;
+                let volumes = r
+                    .import_made(host, tree, &applied)
+                    .await
+                    .map_err(|e| Failure::new(reason::APPLY_FAILED, e, false))?;
+                applied
+                    .done
+                    .extend(volumes.iter().map(|v| format!("import volume {v}")));
+                converged.volumes.extend(volumes);
+                let rest = apply(&tail, tree, &apply_target)
+                    .await
+                    .map_err(|e| apply_failed(tree, e))?;
+                applied.done.extend(rest.done);
+                applied.unit_failures.extend(rest.unit_failures);
+                Ok::<_, ConvergeError>(applied)
+            }
+            .await;
+            // Other apps' users of the volumes run again, restored or not.
+            let started = super::restore::start_again(host.units, &elsewhere).await;
+            let mut applied = restored?;
+            applied.done.extend(
+                started
+                    .iter()
+                    .map(|u| format!("start {u} (stopped for the restore)")),
+            );
+            converged.started_elsewhere = started;
+            applied
+        }
+        None => apply(plan, tree, &apply_target)
+            .await
+            .map_err(|e| apply_failed(tree, e))?,
+    };
     host.metrics.record_apply(plan, &applied);
     report.done.extend(applied.done);
     report.unit_failures.extend(applied.unit_failures);

@@ -599,6 +599,11 @@ impl<U: UnitManager> Pass<'_, '_, U> {
                 .collect(),
             removed: Vec::new(),
             started: Vec::new(),
+            pin: pin_note(
+                &app,
+                &backup.manifest.revision,
+                desired.policy.pin.as_deref(),
+            ),
         };
         for a in &c.plan.actions {
             match a {
@@ -612,7 +617,27 @@ impl<U: UnitManager> Pass<'_, '_, U> {
                 _ => {}
             }
         }
+        response.started.extend(c.started_elsewhere);
         Ok(response)
+    }
+}
+
+/// The restore answer's sentence on what holds `app` at the backup's `revision`: the
+/// host-wide `policy.pin`, or nothing (the next pass may converge it back).
+fn pin_note(app: &str, revision: &str, pin: Option<&str>) -> String {
+    let short = crate::model::Revision(revision).short();
+    match pin {
+        Some(p) if p == revision => format!(
+            "the whole host is pinned to revision {short} (policy.pin), not only {app}: every app stays at that revision until `legerctl unpin`"
+        ),
+        Some(p) => format!(
+            "the host is pinned to revision {}, not to the backup's {short}: the next pass converges {app} back to {}; a pin is host-wide (policy.pin)",
+            crate::model::Revision(p).short(),
+            crate::model::Revision(p).short()
+        ),
+        None => format!(
+            "nothing is pinned: the next pass converges {app} to the source's revision again if it differs from {short} (its volumes keep the restored data); `legerctl restore` pins the whole host (policy.pin) first"
+        ),
     }
 }
 

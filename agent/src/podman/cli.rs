@@ -81,6 +81,13 @@ impl CliPodman {
         self.volume_command("import", name).arg(file)
     }
 
+    /// `podman volume inspect NAME --format {{.Mountpoint}}`.
+    pub fn volume_mountpoint_command(&self, name: &str) -> CommandLine {
+        self.volume_command("inspect", name)
+            .arg("--format")
+            .arg("{{.Mountpoint}}")
+    }
+
     /// `podman network <verb> NAME`.
     pub fn network_command(&self, verb: &str, name: &str) -> CommandLine {
         self.podman().args(["network", verb, name])
@@ -230,6 +237,18 @@ impl Podman for CliPodman {
         .boxed()
     }
 
+    fn volume_mountpoint<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<std::path::PathBuf>, PodmanError>> {
+        async move {
+            let out = self.ok(self.volume_mountpoint_command(name), None).await?;
+            let path = out.stdout_text().trim().to_owned();
+            Ok((!path.is_empty()).then(|| std::path::PathBuf::from(path)))
+        }
+        .boxed()
+    }
+
     fn network_exists<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, PodmanError>> {
         self.exists(self.network_command("exists", name)).boxed()
     }
@@ -320,6 +339,10 @@ mod tests {
             p.volume_import_command("db", Path::new("/b/db.tar"))
                 .display(),
             "/usr/local/bin/podman volume import db /b/db.tar"
+        );
+        assert_eq!(
+            p.volume_mountpoint_command("db").display(),
+            "/usr/local/bin/podman volume inspect db --format {{.Mountpoint}}"
         );
         for verb in ["exists", "create", "rm"] {
             assert_eq!(

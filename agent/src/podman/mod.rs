@@ -108,6 +108,14 @@ pub trait Podman: Send + Sync + std::fmt::Debug {
     /// `podman volume rm NAME`.
     fn volume_remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), PodmanError>>;
 
+    /// `podman volume inspect NAME --format {{.Mountpoint}}`: where the volume's data
+    /// sits on this host, so the backup budget can measure a volume before its first
+    /// export; `None` when podman gives no path (a driver without one).
+    fn volume_mountpoint<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<std::path::PathBuf>, PodmanError>>;
+
     /// `podman network exists NAME`.
     fn network_exists<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, PodmanError>>;
 

@@ -39,6 +39,8 @@ pub enum PodmanCall {
     VolumeImport(String, PathBuf),
     /// `volume_remove(name)`.
     VolumeRemove(String),
+    /// `volume_mountpoint(name)`.
+    VolumeMountpoint(String),
     /// `network_exists(name)`.
     NetworkExists(String),
     /// `network_remove(name)`.
@@ -54,6 +56,7 @@ pub enum PodmanCall {
 struct Answers {
     secret_names: BTreeSet<String>,
     volumes: BTreeSet<String>,
+    mountpoints: BTreeMap<String, PathBuf>,
     networks: BTreeSet<String>,
     health: BTreeMap<String, String>,
     journal: BTreeMap<String, String>,
@@ -86,6 +89,13 @@ impl RecordingPodman {
     /// Makes `volume_exists(name)` answer `exists`.
     pub fn set_volume_exists(&self, name: &str, exists: bool) {
         set_member(&mut lock(&self.answers).volumes, name, exists);
+    }
+
+    /// Makes `volume_mountpoint(name)` answer `path` (`None` until set).
+    pub fn set_volume_mountpoint(&self, name: &str, path: &Path) {
+        lock(&self.answers)
+            .mountpoints
+            .insert(name.to_owned(), path.to_owned());
     }
 
     /// Makes `network_exists(name)` answer `exists`.
@@ -177,6 +187,16 @@ impl Podman for RecordingPodman {
     fn volume_exists<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, PodmanError>> {
         let r = self.answer(PodmanCall::VolumeExists(name.to_owned()), |a| {
             a.volumes.contains(name)
+        });
+        async move { r }.boxed()
+    }
+
+    fn volume_mountpoint<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PathBuf>, PodmanError>> {
+        let r = self.answer(PodmanCall::VolumeMountpoint(name.to_owned()), |a| {
+            a.mountpoints.get(name).cloned()
         });
         async move { r }.boxed()
     }
