@@ -354,6 +354,7 @@ async fn apply_and_check<U: UnitManager>(
         let resources = super::resources::run(host, tree, plan).await?;
         converged.actions.extend(resources.actions);
         let state = &mut cx.state.resource_drift;
+        let drift_before = state.clone();
         state.retain(|file, _| {
             let (app, rel) = file.split_once('/').unwrap_or_default();
             tree.apps
@@ -365,6 +366,11 @@ async fn apply_and_check<U: UnitManager>(
                     .any(|a| matches!(a, Action::WriteFile { key, .. } if key == file))
         });
         state.extend(resources.drift.into_iter().map(|d| (d.file, d.message)));
+        if *state != drift_before
+            && let Err(e) = super::resources::remember(host.store, state).await
+        {
+            tracing::warn!(error = %e, "cannot keep the drift that cannot be healed");
+        }
     }
     crashpoint::hit("before-apply");
     let applied = apply(plan, tree, &apply_target)

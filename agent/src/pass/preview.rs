@@ -195,6 +195,7 @@ pub fn only_app(
     doc.actions.retain(|a| a.app == app);
     doc.files.retain(|f| f.app == app);
     doc.secrets.retain(|s| s.apps.iter().any(|a| a == app));
+    doc.unhealable.retain(|m| m.starts_with(&prefix));
     doc.drift.retain(|d| {
         d.target.starts_with(&prefix) || doc.actions.iter().any(|a| a.unit == d.target)
     });

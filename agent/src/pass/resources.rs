@@ -3,15 +3,48 @@
 //! changed volume only where its app allows it, else report it as drift that cannot be
 //! healed. What to do is worked out by [`crate::resource_changes`] (pure); this stage
 //! only runs it, through systemd and the podman seam.
+//!
+//! The drift that cannot be healed is kept in the store ([`remember`], [`remembered`]):
+//! the `.volume` file is written in the pass that finds it, so no later pass sees the
+//! change again, and a restarted legerd must still report it until the file changes
+//! again or leaves the tree.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use leger_api_types::status::reason;
 
-use super::{Failure, Host};
+use super::{Failure, Host, blocking};
 use crate::journal;
 use crate::model::DesiredTree;
 use crate::plan::Plan;
 use crate::resource_changes::{ResourceStep, VolumeDrift, plan_resources};
+use crate::store::{Store, StoreError};
 use crate::systemd::UnitManager;
+
+/// Store meta key: JSON map quadlet install key → message, the changed volumes legerd
+/// left as they are.
+const META_UNHEALABLE: &str = "unhealable_drift";
+
+/// The drift that cannot be healed, as the last pass left it (empty when none or
+/// unreadable: the next change to a `.volume` finds it again).
+pub fn remembered(store: &Store) -> BTreeMap<String, String> {
+    store
+        .meta(META_UNHEALABLE)
+        .ok()
+        .flatten()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Keeps `drift` for the next legerd.
+pub async fn remember(
+    store: &Arc<Mutex<Store>>,
+    drift: &BTreeMap<String, String>,
+) -> Result<(), StoreError> {
+    let text = serde_json::to_string(drift).expect("a map of strings serializes");
+    blocking::store(store, move |s| s.set_meta(META_UNHEALABLE, &text)).await
+}
 
 /// What the stage did and what it could not do.
 #[derive(Debug, Default)]
@@ -25,6 +58,11 @@ pub struct Outcome {
 /// Runs the steps for the networks and volumes `plan` updates. The volume backups
 /// were taken by the backup stage, which exports the volumes of every changing
 /// quadlet before anything changes.
+///
+/// It runs before any file is written. When a step fails (a container outside leger
+/// still uses the network, so podman will not remove it), the units it stopped are
+/// started again, under their unchanged files: the pass fails and the revision in
+/// force keeps running.
 pub async fn run<U: UnitManager>(
     host: &Host<'_, U>,
     tree: &DesiredTree,
@@ -32,15 +70,51 @@ pub async fn run<U: UnitManager>(
 ) -> Result<Outcome, Failure> {
     let resources = plan_resources(tree, plan.updated_files());
     let mut out = Outcome::default();
-    let fail = |what: String| Failure::new(reason::APPLY_FAILED, what, false);
-    for step in &resources.steps {
+    let mut stopped: Vec<String> = Vec::new();
+    if let Err(what) = run_steps(host, &resources.steps, &mut out, &mut stopped).await {
+        let mut message = what;
+        if !stopped.is_empty() {
+            // Pods before the containers they hold: the reverse of the stops.
+            let mut not_restarted = Vec::new();
+            for unit in stopped.iter().rev() {
+                if let Err(e) = host.units.start(unit).await {
+                    not_restarted.push(format!("{unit} ({e})"));
+                }
+            }
+            message.push_str(&format!(
+                "; nothing was written and {} started again",
+                stopped.join(", ")
+            ));
+            if !not_restarted.is_empty() {
+                message.push_str(&format!(
+                    ", but these did not start: {}",
+                    not_restarted.join(", ")
+                ));
+            }
+        }
+        return Err(Failure::new(reason::APPLY_FAILED, message, false));
+    }
+    for d in &resources.drift {
+        journal::unhealable_drift(&tree.revision, &d.file, &d.message);
+    }
+    out.drift = resources.drift;
+    Ok(out)
+}
+
+/// Runs `steps` in order; `stopped` lists the units stopped so far, for the undo.
+async fn run_steps<U: UnitManager>(
+    host: &Host<'_, U>,
+    steps: &[ResourceStep],
+    out: &mut Outcome,
+    stopped: &mut Vec<String>,
+) -> Result<(), String> {
+    for step in steps {
         match step {
             ResourceStep::StopUnit { unit } => {
                 host.units.stop(unit).await.map_err(|e| {
-                    fail(format!(
-                        "cannot stop {unit} before recreating what it uses: {e}"
-                    ))
+                    format!("cannot stop {unit} before recreating what it uses: {e}")
                 })?;
+                stopped.push(unit.clone());
                 out.actions.push(format!("stop {unit}"));
             }
             ResourceStep::BackupVolume { volume, .. } => {
@@ -48,26 +122,29 @@ pub async fn run<U: UnitManager>(
                 out.actions.push(format!("backed up volume {volume}"));
             }
             ResourceStep::RemoveNetwork { network } => {
-                let exists = host.podman.network_exists(network).await.map_err(|e| {
-                    fail(format!("cannot tell whether network {network} exists: {e}"))
-                })?;
+                let exists =
+                    host.podman.network_exists(network).await.map_err(|e| {
+                        format!("cannot tell whether network {network} exists: {e}")
+                    })?;
                 if exists {
                     host.podman.network_remove(network).await.map_err(|e| {
-                        fail(format!(
-                            "cannot remove network {network} to recreate it with its changed options: {e}; a container outside leger may still use it"
-                        ))
+                        format!(
+                            "cannot remove network {network} to recreate it with its changed options: {e}; a container outside leger may still use it: find it with `podman ps -a --filter network={network}`, stop or disconnect it, and the next pass applies the change"
+                        )
                     })?;
                     out.actions
                         .push(format!("remove network {network} (recreated)"));
                 }
             }
             ResourceStep::RemoveVolume { volume } => {
-                let exists = host.podman.volume_exists(volume).await.map_err(|e| {
-                    fail(format!("cannot tell whether volume {volume} exists: {e}"))
-                })?;
+                let exists = host
+                    .podman
+                    .volume_exists(volume)
+                    .await
+                    .map_err(|e| format!("cannot tell whether volume {volume} exists: {e}"))?;
                 if exists {
                     host.podman.volume_remove(volume).await.map_err(|e| {
-                        fail(format!("cannot remove volume {volume} to recreate it: {e}"))
+                        format!("cannot remove volume {volume} to recreate it: {e}")
                     })?;
                     out.actions
                         .push(format!("remove volume {volume} (recreated)"));
@@ -75,9 +152,5 @@ pub async fn run<U: UnitManager>(
             }
         }
     }
-    for d in &resources.drift {
-        journal::unhealable_drift(&tree.revision, &d.file, &d.message);
-    }
-    out.drift = resources.drift;
-    Ok(out)
+    Ok(())
 }

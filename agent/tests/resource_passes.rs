@@ -1,0 +1,214 @@
+//! Whole passes over changed `.network` and `.volume` quadlets (issue 11), in process:
+//! real files, a real SQLite store, systemd and podman as recording doubles that
+//! check the order of calls and answer as podman does when a network is in use. The
+//! real podman behaviour is covered by the e2e `resources` tests on the test bed.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use leger_api_types::PassOutcome;
+use legerd::model::UnitState;
+use legerd::podman::{PodmanCall, RecordingPodman};
+use legerd::reconciler::Reconciler;
+use legerd::store::Store;
+use legerd::systemd::recording::{Call as UnitCall, RecordingUnitManager};
+
+const WEB: &str =
+    "[Container]\nImage=localhost/busybox:latest\nExec=sleep 1000\nNetwork=front.network\n";
+const DB: &str =
+    "[Container]\nImage=localhost/busybox:latest\nExec=sleep 1000\nVolume=data.volume:/data\n";
+
+fn running() -> UnitState {
+    UnitState {
+        load_state: "loaded".into(),
+        active_state: "active".into(),
+        sub_state: "running".into(),
+    }
+}
+
+struct Bed {
+    dir: tempfile::TempDir,
+    source: PathBuf,
+    settings: leger_config::Settings,
+    units: Arc<RecordingUnitManager>,
+    podman: Arc<RecordingPodman>,
+}
+
+impl Bed {
+    fn new() -> Bed {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = legerd::testkit::settings_in(dir.path());
+        let source = dir.path().join("src");
+        std::fs::create_dir_all(settings.paths.desired_file.parent().unwrap()).unwrap();
+        std::fs::write(
+            &settings.paths.desired_file,
+            format!(
+                "[source]\nkind = \"dir\"\npath = \"{}\"\n",
+                source.display()
+            ),
+        )
+        .unwrap();
+        let units = Arc::new(RecordingUnitManager::new());
+        for unit in [
+            "web.service",
+            "db.service",
+            "front-network.service",
+            "data-volume.service",
+        ] {
+            units.set_state_after_job(unit, running());
+        }
+        Bed {
+            dir,
+            source,
+            settings,
+            units,
+            podman: Arc::new(RecordingPodman::new()),
+        }
+    }
+
+    /// A legerd process on the bed's state (a new one is a restart).
+    fn legerd(&self) -> Reconciler<RecordingUnitManager> {
+        let store = Arc::new(Mutex::new(
+            Store::open(&self.settings.paths.state_dir.join("legerd.db")).unwrap(),
+        ));
+        Reconciler::new(self.settings.clone(), Arc::clone(&self.units), store)
+            .with_podman(self.podman.clone())
+    }
+
+    fn source(&self, files: &[(&str, &str)]) {
+        let _ = std::fs::remove_dir_all(&self.source);
+        for (path, text) in files {
+            let p = self.source.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+    }
+
+    fn installed(&self, key: &str) -> String {
+        std::fs::read_to_string(self.settings.paths.quadlet_dir.join(key)).unwrap()
+    }
+}
+
+async fn applied(legerd: &mut Reconciler<RecordingUnitManager>) {
+    let r = legerd.reconcile(&["test".to_owned()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+}
+
+/// podman refuses to remove a network a container outside leger still uses: the pass
+/// fails before any file is written, with what to do, and the users it stopped run
+/// again under the revision in force.
+#[tokio::test]
+async fn a_network_podman_keeps_fails_the_pass_before_any_file_and_restarts_its_users() {
+    let bed = Bed::new();
+    let mut legerd = bed.legerd();
+    bed.source(&[
+        ("net/front.network", "[Network]\nLabel=v=1\n"),
+        ("web/web.container", WEB),
+    ]);
+    applied(&mut legerd).await;
+    let good = legerd.applied_revision().unwrap().to_owned();
+
+    bed.source(&[
+        ("net/front.network", "[Network]\nLabel=v=2\n"),
+        ("web/web.container", WEB),
+    ]);
+    bed.podman.set_network_exists("systemd-front", true);
+    bed.podman.fail(
+        PodmanCall::NetworkRemove("systemd-front".into()),
+        "Error: \"systemd-front\" has associated containers with it. Use -f to forcibly delete containers and pods: network is being used",
+    );
+    bed.units.take_calls();
+    let r = legerd.reconcile(&["test".to_owned()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Failed, "{:?}", r.record);
+    let error = r.record.error.unwrap();
+    for says in [
+        "cannot remove network systemd-front to recreate it with its changed options",
+        "network is being used",
+        "podman ps -a --filter network=systemd-front",
+        "nothing was written and web.service started again",
+    ] {
+        assert!(error.contains(says), "{says:?} not in: {error}");
+    }
+    // Nothing written: the old network file is in place, and systemd saw no reload.
+    assert_eq!(bed.installed("net/front.network"), "[Network]\nLabel=v=1\n");
+    let calls = bed.units.take_calls();
+    assert!(!calls.contains(&UnitCall::Reload), "{calls:?}");
+    let stop = calls
+        .iter()
+        .position(|c| *c == UnitCall::Stop("web.service".into()))
+        .expect("web stopped first");
+    let start = calls
+        .iter()
+        .position(|c| *c == UnitCall::Start("web.service".into()))
+        .unwrap_or_else(|| panic!("web started again: {calls:?}"));
+    assert!(stop < start, "{calls:?}");
+    assert_eq!(legerd.applied_revision(), Some(good.as_str()));
+    let status = legerd.status(None);
+    let web = status.status.apps.iter().find(|a| a.name == "web").unwrap();
+    assert!(
+        web.units.iter().all(|u| u.active_state == "active"),
+        "{web:?}"
+    );
+}
+
+/// A changed volume legerd may not recreate stays reported after a restart, in status
+/// and in the plan, until its file changes again or leaves the tree.
+#[tokio::test]
+async fn unhealable_volume_drift_is_reported_after_a_restart_until_the_file_moves_on() {
+    let bed = Bed::new();
+    let mut legerd = bed.legerd();
+    bed.source(&[
+        ("db/data.volume", "[Volume]\nLabel=v=1\n"),
+        ("db/db.container", DB),
+    ]);
+    applied(&mut legerd).await;
+    assert!(legerd.status(None).status.unhealable_drift.is_empty());
+
+    bed.source(&[
+        ("db/data.volume", "[Volume]\nLabel=v=2\n"),
+        ("db/db.container", DB),
+    ]);
+    applied(&mut legerd).await;
+    let drift = legerd.status(None).status.unhealable_drift;
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert!(
+        drift[0].starts_with(
+            "db/data.volume changed, but podman keeps the existing volume systemd-data"
+        ),
+        "{drift:?}"
+    );
+    assert!(
+        !bed.podman
+            .calls()
+            .contains(&PodmanCall::VolumeRemove("systemd-data".into())),
+        "never recreated without recreate_on_change"
+    );
+    drop(legerd);
+
+    // A new legerd on the same state: still reported, in status and in the plan.
+    let mut legerd = bed.legerd();
+    assert_eq!(legerd.status(None).status.unhealable_drift, drift);
+    applied_or_noop(&mut legerd).await;
+    assert_eq!(legerd.status(None).status.unhealable_drift, drift);
+    let plan = legerd.plan(None).await.unwrap();
+    assert_eq!(plan.unhealable, drift);
+    assert_eq!(legerd.plan(Some("db")).await.unwrap().unhealable, drift);
+
+    // The file leaves the tree: no longer reported, after a restart either.
+    bed.source(&[(
+        "db/db.container",
+        "[Container]\nImage=localhost/busybox:latest\nExec=sleep 1000\n",
+    )]);
+    applied(&mut legerd).await;
+    assert!(legerd.status(None).status.unhealable_drift.is_empty());
+    drop(legerd);
+    let legerd = bed.legerd();
+    assert!(legerd.status(None).status.unhealable_drift.is_empty());
+    drop(bed.dir);
+}
+
+/// A pass that changes nothing or applies: the restarted legerd's first pass.
+async fn applied_or_noop(legerd: &mut Reconciler<RecordingUnitManager>) {
+    let r = legerd.reconcile(&["startup".to_owned()]).await;
+    assert!(r.record.error.is_none(), "{:?}", r.record);
+}
