@@ -373,3 +373,59 @@ async fn failed_pass(r: &mut Reconciler<RecordingUnitManager>) -> String {
     let r = r.reconcile(&["test".to_owned()]).await;
     r.record.error.expect("the pass fails")
 }
+
+/// A podman whose `--version` legerd cannot read: keys are checked against the newest
+/// release, the trixie test bed's real 5.4.2 generator gives the verdict, and status
+/// says so.
+#[tokio::test]
+async fn an_unreadable_podman_version_leaves_the_verdict_to_the_generator() {
+    let Some(real) = real_generator() else {
+        eprintln!("skipped: no test-bed generator; run contrib/testbed/testbed.sh prepare");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let mut settings = settings_in(root.path());
+    settings.quadlet.generator = real;
+    settings.quadlet.generator_dry_run = true;
+    let podman = root.path().join("podman");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&podman, "#!/bin/sh\necho 'podman version banana'\n").unwrap();
+        std::fs::set_permissions(&podman, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let source = root.path().join("src/web");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(
+        source.join("web.container"),
+        "[Container]\nImage=localhost/busybox:1\nReloadCmd=/bin/true\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(settings.paths.desired_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &settings.paths.desired_file,
+        format!(
+            "[source]\nkind = \"dir\"\npath = \"{}\"\n",
+            source.parent().unwrap().display()
+        ),
+    )
+    .unwrap();
+    let store = Arc::new(Mutex::new(
+        Store::open(&settings.paths.state_dir.join("legerd.db")).unwrap(),
+    ));
+    let mut legerd = Reconciler::new(settings, Arc::new(RecordingUnitManager::new()), store)
+        .with_podman(Arc::new(RecordingPodman::new()))
+        .with_podman_program(&podman);
+    let error = failed_pass(&mut legerd).await;
+    // Not legerd's version message (it cannot know the version): the generator's.
+    assert!(!error.contains("needs podman"), "{error}");
+    assert!(error.contains("ReloadCmd"), "{error}");
+    assert!(error.contains("web.container"), "{error}");
+    let status = legerd.status(None).status.podman.expect("podman in status");
+    assert_eq!(status.version, None);
+    let why = status.fallback.expect("the fallback is said");
+    assert!(why.contains("\"podman version banana\""), "{why}");
+    assert!(
+        why.contains("relying on the quadlet generator's dry run"),
+        "{why}"
+    );
+}
