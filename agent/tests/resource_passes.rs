@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use leger_api_types::PassOutcome;
 use legerd::model::UnitState;
-use legerd::podman::{PodmanCall, RecordingPodman};
+use legerd::podman::{NetworkUser, PodmanCall, RecordingPodman};
 use legerd::reconciler::Reconciler;
 use legerd::store::Store;
 use legerd::systemd::recording::{Call as UnitCall, RecordingUnitManager};
@@ -94,9 +94,10 @@ async fn applied(legerd: &mut Reconciler<RecordingUnitManager>) {
     assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
 }
 
-/// podman refuses to remove a network a container outside leger still uses: the pass
-/// fails before any file is written, with what to do, and the users it stopped run
-/// again under the revision in force.
+/// podman still refuses to remove the network after its users stopped (a container
+/// the check could not tell apart, such as a hand-made pod's): the pass fails before
+/// any file is written, with what to do, and the users it stopped run again under the
+/// revision in force.
 #[tokio::test]
 async fn a_network_podman_keeps_fails_the_pass_before_any_file_and_restarts_its_users() {
     let bed = Bed::new();
@@ -149,6 +150,76 @@ async fn a_network_podman_keeps_fails_the_pass_before_any_file_and_restarts_its_
         web.units.iter().all(|u| u.active_state == "active"),
         "{web:?}"
     );
+}
+
+/// A container started by hand on the network: refused before anything is stopped,
+/// naming the container and what to do; once it is gone, the next pass recreates the
+/// network.
+#[tokio::test]
+async fn a_network_a_hand_made_container_uses_is_refused_before_anything_stops() {
+    let bed = Bed::new();
+    let mut legerd = bed.legerd();
+    bed.source(&[
+        ("net/front.network", "[Network]\nLabel=v=1\n"),
+        ("web/web.container", WEB),
+    ]);
+    applied(&mut legerd).await;
+    let good = legerd.applied_revision().unwrap().to_owned();
+    bed.source(&[
+        ("net/front.network", "[Network]\nLabel=v=2\n"),
+        ("web/web.container", WEB),
+    ]);
+    bed.podman.set_network_exists("systemd-front", true);
+    let user = |container: &str, unit: Option<&str>, infra| NetworkUser {
+        container: container.into(),
+        unit: unit.map(Into::into),
+        infra,
+    };
+    bed.podman.set_network_users(
+        "systemd-front",
+        vec![
+            user("web", Some("web.service"), false),
+            user("debug", None, false),
+            user("other", Some("other.service"), false),
+            user("abc-infra", None, true),
+        ],
+    );
+    bed.units.take_calls();
+    let r = legerd.reconcile(&["test".to_owned()]).await;
+    assert_eq!(r.record.outcome, PassOutcome::Failed, "{:?}", r.record);
+    assert_eq!(
+        r.record.error.as_deref(),
+        Some(
+            "network systemd-front changed, but podman cannot recreate it with the new options while containers leger does not stop use it: debug, other (run by other.service); stop or disconnect them (`podman network disconnect systemd-front <container>`), and the next pass applies the change; nothing was stopped or written"
+        )
+    );
+    let calls = bed.units.take_calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| matches!(c, UnitCall::Stop(_) | UnitCall::Reload)),
+        "{calls:?}"
+    );
+    assert!(
+        !bed.podman
+            .calls()
+            .contains(&PodmanCall::NetworkRemove("systemd-front".into()))
+    );
+    assert_eq!(bed.installed("net/front.network"), "[Network]\nLabel=v=1\n");
+    assert_eq!(legerd.applied_revision(), Some(good.as_str()));
+
+    // The hand-made containers are gone: the next pass recreates the network.
+    bed.podman.set_network_users(
+        "systemd-front",
+        vec![user("web", Some("web.service"), false)],
+    );
+    applied(&mut legerd).await;
+    assert!(
+        bed.podman
+            .calls()
+            .contains(&PodmanCall::NetworkRemove("systemd-front".into()))
+    );
+    assert_eq!(bed.installed("net/front.network"), "[Network]\nLabel=v=2\n");
 }
 
 /// A changed volume legerd may not recreate stays reported after a restart, in status

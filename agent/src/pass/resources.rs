@@ -9,7 +9,7 @@
 //! change again, and a restarted legerd must still report it until the file changes
 //! again or leaves the tree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use leger_api_types::status::reason;
@@ -70,6 +70,9 @@ pub async fn run<U: UnitManager>(
 ) -> Result<Outcome, Failure> {
     let resources = plan_resources(tree, plan.updated_files());
     let mut out = Outcome::default();
+    if let Err(what) = check_network_users(host, &resources.steps).await {
+        return Err(Failure::new(reason::APPLY_FAILED, what, false));
+    }
     let mut stopped: Vec<String> = Vec::new();
     if let Err(what) = run_steps(host, &resources.steps, &mut out, &mut stopped).await {
         let mut message = what;
@@ -99,6 +102,54 @@ pub async fn run<U: UnitManager>(
     }
     out.drift = resources.drift;
     Ok(out)
+}
+
+/// Refuses, before anything is stopped, a network podman would not remove: one that
+/// a container outside the units the pass stops uses (started by hand, or by a unit
+/// leger does not manage). A pod's infra container goes with its pod; should podman
+/// still refuse, [`run`] starts the stopped units again.
+async fn check_network_users<U: UnitManager>(
+    host: &Host<'_, U>,
+    steps: &[ResourceStep],
+) -> Result<(), String> {
+    let stopping: BTreeSet<&str> = steps
+        .iter()
+        .filter_map(|s| match s {
+            ResourceStep::StopUnit { unit } => Some(unit.as_str()),
+            _ => None,
+        })
+        .collect();
+    for step in steps {
+        let ResourceStep::RemoveNetwork { network } = step else {
+            continue;
+        };
+        let exists = host
+            .podman
+            .network_exists(network)
+            .await
+            .map_err(|e| format!("cannot tell whether network {network} exists: {e}"))?;
+        if !exists {
+            continue;
+        }
+        let users = host.podman.network_users(network).await.map_err(|e| {
+            format!("cannot list the containers on network {network} before recreating it: {e}")
+        })?;
+        let outside: Vec<String> = users
+            .into_iter()
+            .filter(|u| !u.infra && !u.unit.as_deref().is_some_and(|n| stopping.contains(n)))
+            .map(|u| match u.unit {
+                Some(unit) => format!("{} (run by {unit})", u.container),
+                None => u.container,
+            })
+            .collect();
+        if !outside.is_empty() {
+            return Err(format!(
+                "network {network} changed, but podman cannot recreate it with the new options while containers leger does not stop use it: {}; stop or disconnect them (`podman network disconnect {network} <container>`), and the next pass applies the change; nothing was stopped or written",
+                outside.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Runs `steps` in order; `stopped` lists the units stopped so far, for the undo.

@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{JournalScope, Podman, PodmanError};
+use super::{JournalScope, NetworkUser, Podman, PodmanError};
 
 /// One call made through the seam. Secret values are never recorded.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,6 +43,8 @@ pub enum PodmanCall {
     NetworkExists(String),
     /// `network_remove(name)`.
     NetworkRemove(String),
+    /// `network_users(name)`.
+    NetworkUsers(String),
     /// `container_health(container)`.
     ContainerHealth(String),
     /// `unit_journal(unit, scope, lines)`.
@@ -55,6 +57,7 @@ struct Answers {
     secret_names: BTreeSet<String>,
     volumes: BTreeSet<String>,
     networks: BTreeSet<String>,
+    network_users: BTreeMap<String, Vec<NetworkUser>>,
     health: BTreeMap<String, String>,
     journal: BTreeMap<String, String>,
     failures: BTreeMap<PodmanCall, String>,
@@ -91,6 +94,13 @@ impl RecordingPodman {
     /// Makes `network_exists(name)` answer `exists`.
     pub fn set_network_exists(&self, name: &str, exists: bool) {
         set_member(&mut lock(&self.answers).networks, name, exists);
+    }
+
+    /// Makes `network_users(name)` answer `users`.
+    pub fn set_network_users(&self, name: &str, users: Vec<NetworkUser>) {
+        lock(&self.answers)
+            .network_users
+            .insert(name.to_owned(), users);
     }
 
     /// Makes `container_health(container)` answer `status`.
@@ -220,6 +230,16 @@ impl Podman for RecordingPodman {
 
     fn network_remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), PodmanError>> {
         let r = self.answer(PodmanCall::NetworkRemove(name.to_owned()), |_| ());
+        async move { r }.boxed()
+    }
+
+    fn network_users<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<NetworkUser>, PodmanError>> {
+        let r = self.answer(PodmanCall::NetworkUsers(name.to_owned()), |a| {
+            a.network_users.get(name).cloned().unwrap_or_default()
+        });
         async move { r }.boxed()
     }
 
