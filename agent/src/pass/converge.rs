@@ -279,6 +279,7 @@ async fn apply_and_check<U: UnitManager>(
         _ => None,
     };
     if restore.is_none() {
+        super::resources::check(host, tree, plan).await?;
         backup::take(
             host,
             plan,

@@ -70,9 +70,6 @@ pub async fn run<U: UnitManager>(
 ) -> Result<Outcome, Failure> {
     let resources = plan_resources(tree, plan.updated_files());
     let mut out = Outcome::default();
-    if let Err(what) = check_network_users(host, &resources.steps).await {
-        return Err(Failure::new(reason::APPLY_FAILED, what, false));
-    }
     let mut stopped: Vec<String> = Vec::new();
     if let Err(what) = run_steps(host, &resources.steps, &mut out, &mut stopped).await {
         let mut message = what;
@@ -104,10 +101,25 @@ pub async fn run<U: UnitManager>(
     Ok(out)
 }
 
+/// The check to run before anything stops, the backup stage's quiesce included (it
+/// stops the users of the volumes it exports, and only the apply starts them again): a
+/// changed network that containers outside leger's stopped units use fails the pass
+/// here, with the host untouched.
+pub async fn check<U: UnitManager>(
+    host: &Host<'_, U>,
+    tree: &DesiredTree,
+    plan: &Plan,
+) -> Result<(), Failure> {
+    let resources = plan_resources(tree, plan.updated_files());
+    check_network_users(host, &resources.steps)
+        .await
+        .map_err(|what| Failure::new(reason::APPLY_FAILED, what, false))
+}
+
 /// Refuses, before anything is stopped, a network podman would not remove: one that
 /// a container outside the units the pass stops uses (started by hand, or by a unit
 /// leger does not manage). A pod's infra container goes with its pod; should podman
-/// still refuse, [`run`] starts the stopped units again.
+/// still refuse, [`run`] starts the units it stopped again.
 async fn check_network_users<U: UnitManager>(
     host: &Host<'_, U>,
     steps: &[ResourceStep],
