@@ -97,9 +97,9 @@ impl<U: UnitManager> Reconciler<U> {
             (applied, crate::pass::resources::remembered(&s))
         };
         // Said again at each start: the journal of this boot shows it too.
-        for (file, message) in &resource_drift {
+        for (file, d) in &resource_drift {
             let revision = applied_revision.as_deref().unwrap_or_default();
-            crate::journal::unhealable_drift(revision, file, message);
+            crate::journal::unhealable_drift(revision, file, &d.message);
         }
         let metrics = Arc::new(Metrics::new(false));
         let fleet = Arc::new(crate::fleet::FleetGate::new(

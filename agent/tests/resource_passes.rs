@@ -18,6 +18,9 @@ const WEB: &str =
 const DB: &str =
     "[Container]\nImage=localhost/busybox:latest\nExec=sleep 1000\nVolume=data.volume:/data\n";
 
+/// The recording podman writes no export: the volume backup is off for these apps.
+const NO_EXPORT: (&str, &str) = ("db/leger.toml", "backup_volumes = false\n");
+
 fn running() -> UnitState {
     UnitState {
         load_state: "loaded".into(),
@@ -223,21 +226,36 @@ async fn a_network_a_hand_made_container_uses_is_refused_before_anything_stops()
 }
 
 /// A changed volume legerd may not recreate stays reported after a restart, in status
-/// and in the plan, until its file changes again or leaves the tree.
+/// and in the plan, until its file leaves the tree or the volume is created again by
+/// hand, as the message advises. A volume that does not exist yet is no drift.
 #[tokio::test]
-async fn unhealable_volume_drift_is_reported_after_a_restart_until_the_file_moves_on() {
+async fn unhealable_volume_drift_is_reported_after_a_restart_until_it_is_healed() {
     let bed = Bed::new();
     let mut legerd = bed.legerd();
+    let volume = |label: &str| format!("[Volume]\nLabel=v={label}\n");
     bed.source(&[
-        ("db/data.volume", "[Volume]\nLabel=v=1\n"),
+        ("db/data.volume", &volume("1")),
         ("db/db.container", DB),
+        NO_EXPORT,
+    ]);
+    applied(&mut legerd).await;
+
+    // Changed before podman ever created the volume: it will have the new options.
+    bed.source(&[
+        ("db/data.volume", &volume("2")),
+        ("db/db.container", DB),
+        NO_EXPORT,
     ]);
     applied(&mut legerd).await;
     assert!(legerd.status(None).status.unhealable_drift.is_empty());
 
+    // Changed while the volume exists: drift, never recreated.
+    bed.podman
+        .set_volume_created("systemd-data", "2026-11-30 10:00:00");
     bed.source(&[
-        ("db/data.volume", "[Volume]\nLabel=v=2\n"),
+        ("db/data.volume", &volume("3")),
         ("db/db.container", DB),
+        NO_EXPORT,
     ]);
     applied(&mut legerd).await;
     let drift = legerd.status(None).status.unhealable_drift;
@@ -265,11 +283,31 @@ async fn unhealable_volume_drift_is_reported_after_a_restart_until_the_file_move
     assert_eq!(plan.unhealable, drift);
     assert_eq!(legerd.plan(Some("db")).await.unwrap().unhealable, drift);
 
-    // The file leaves the tree: no longer reported, after a restart either.
-    bed.source(&[(
-        "db/db.container",
-        "[Container]\nImage=localhost/busybox:latest\nExec=sleep 1000\n",
-    )]);
+    // Recreated by hand: the next pass sees a new volume and forgets the drift, for
+    // the next legerd too.
+    bed.podman
+        .set_volume_created("systemd-data", "2026-11-30 11:00:00");
+    applied_or_noop(&mut legerd).await;
+    assert!(legerd.status(None).status.unhealable_drift.is_empty());
+    drop(legerd);
+    let mut legerd = bed.legerd();
+    assert!(legerd.status(None).status.unhealable_drift.is_empty());
+
+    // Changed again, then the file leaves the tree: no longer reported.
+    bed.source(&[
+        ("db/data.volume", &volume("4")),
+        ("db/db.container", DB),
+        NO_EXPORT,
+    ]);
+    applied(&mut legerd).await;
+    assert_eq!(legerd.status(None).status.unhealable_drift.len(), 1);
+    bed.source(&[
+        (
+            "db/db.container",
+            "[Container]\nImage=localhost/busybox:latest\nExec=sleep 1000\n",
+        ),
+        NO_EXPORT,
+    ]);
     applied(&mut legerd).await;
     assert!(legerd.status(None).status.unhealable_drift.is_empty());
     drop(legerd);

@@ -159,6 +159,22 @@ fn changed_network_takes_effect_and_changed_volume_is_reported() -> Result<()> {
     wait_running(&tb, "web.service", "web")?;
     assert!(labels(&tb, "network", "systemd-front")?.contains("v:3"));
 
+    // The volume recreated by hand, as the message advises: no longer reported.
+    assert!(!status(&tb)?["status"]["unhealableDrift"].is_null());
+    legerctl(&tb, &["suspend"])?;
+    tb.exec_ok(&["systemctl", "stop", "web.service"])?;
+    tb.exec_ok(&["podman", "volume", "rm", "systemd-data"])?;
+    tb.exec_ok(&["systemctl", "restart", "data-volume.service"])?;
+    tb.exec_ok(&["systemctl", "start", "web.service"])?;
+    assert!(labels(&tb, "volume", "systemd-data")?.contains("v:2"));
+    legerctl(&tb, &["resume"])?;
+    reconcile(&tb)?;
+    wait_until(WAIT, "the healed volume drift to leave status", || {
+        Ok(status(&tb)?["status"]["unhealableDrift"].is_null())
+    })?;
+    let shown = legerctl(&tb, &["status"])?;
+    assert!(!shown.contains("Not applied"), "{shown}");
+
     // Allowed by leger.toml: backed up, removed, created again with the new label.
     let rev = fleet.commit(
         &[

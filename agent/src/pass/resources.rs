@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use leger_api_types::status::reason;
+use serde::{Deserialize, Serialize};
 
 use super::{Failure, Host, blocking};
 use crate::journal;
@@ -22,13 +23,28 @@ use crate::resource_changes::{ResourceStep, VolumeDrift, plan_resources};
 use crate::store::{Store, StoreError};
 use crate::systemd::UnitManager;
 
-/// Store meta key: JSON map quadlet install key → message, the changed volumes legerd
-/// left as they are.
+/// Store meta key: JSON map quadlet install key → [`UnhealableVolume`], the changed
+/// volumes legerd left as they are.
 const META_UNHEALABLE: &str = "unhealable_drift";
+
+/// A changed volume left as it was, with what tells whether someone recreated it since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnhealableVolume {
+    /// What to tell people (status, plan, journal).
+    pub message: String,
+    /// The podman volume.
+    pub volume: String,
+    /// Its creation time when legerd found the change: a volume removed or created
+    /// again since (by hand, as the message advises) has the new options.
+    pub created: String,
+}
+
+/// Install key → the drift that cannot be healed.
+pub type UnhealableDrift = BTreeMap<String, UnhealableVolume>;
 
 /// The drift that cannot be healed, as the last pass left it (empty when none or
 /// unreadable: the next change to a `.volume` finds it again).
-pub fn remembered(store: &Store) -> BTreeMap<String, String> {
+pub fn remembered(store: &Store) -> UnhealableDrift {
     store
         .meta(META_UNHEALABLE)
         .ok()
@@ -40,10 +56,85 @@ pub fn remembered(store: &Store) -> BTreeMap<String, String> {
 /// Keeps `drift` for the next legerd.
 pub async fn remember(
     store: &Arc<Mutex<Store>>,
-    drift: &BTreeMap<String, String>,
+    drift: &UnhealableDrift,
 ) -> Result<(), StoreError> {
     let text = serde_json::to_string(drift).expect("a map of strings serializes");
     blocking::store(store, move |s| s.set_meta(META_UNHEALABLE, &text)).await
+}
+
+/// Brings `state` up to date after a pass that applied `plan` to `tree` and found
+/// `found`, and keeps it for the next legerd when it changed:
+/// - an entry goes when its file left the tree or was written again (a new change is
+///   judged anew), or when its volume was removed or created again since (healed by
+///   hand);
+/// - a change found now counts only if its volume exists: a missing one is created
+///   with the new options. It is said in the journal.
+///
+/// A podman that cannot say keeps what is known.
+pub async fn keep_drift<U: UnitManager>(
+    host: &Host<'_, U>,
+    state: &mut UnhealableDrift,
+    tree: &DesiredTree,
+    plan: &Plan,
+    found: Vec<VolumeDrift>,
+) {
+    let before = state.clone();
+    let written: BTreeSet<&str> = plan.updated_files().collect();
+    state.retain(|file, _| {
+        let (app, rel) = file.split_once('/').unwrap_or_default();
+        tree.apps
+            .get(app)
+            .is_some_and(|a| a.files.contains_key(rel))
+            && !written.contains(file.as_str())
+    });
+    let mut healed = Vec::new();
+    for (file, d) in state.iter() {
+        match host.podman.volume_created(&d.volume).await {
+            Ok(now) if now.as_deref() != Some(d.created.as_str()) => healed.push(file.clone()),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(volume = %d.volume, error = %e, "cannot tell whether a drifted volume was recreated")
+            }
+        }
+    }
+    for file in healed {
+        if let Some(d) = state.remove(&file) {
+            tracing::info!(volume = %d.volume, target = %file, "volume recreated since its change: no longer drift");
+        }
+    }
+    for d in found {
+        match host.podman.volume_created(&d.volume).await {
+            Ok(None) => {}
+            Ok(Some(created)) => {
+                journal::unhealable_drift(&tree.revision, &d.file, &d.message);
+                state.insert(
+                    d.file,
+                    UnhealableVolume {
+                        message: d.message,
+                        volume: d.volume,
+                        created,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!(volume = %d.volume, error = %e, "cannot inspect a changed volume");
+                journal::unhealable_drift(&tree.revision, &d.file, &d.message);
+                state.insert(
+                    d.file,
+                    UnhealableVolume {
+                        message: d.message,
+                        volume: d.volume,
+                        created: String::new(),
+                    },
+                );
+            }
+        }
+    }
+    if *state != before
+        && let Err(e) = remember(host.store, state).await
+    {
+        tracing::warn!(error = %e, "cannot keep the drift that cannot be healed");
+    }
 }
 
 /// What the stage did and what it could not do.
@@ -93,9 +184,6 @@ pub async fn run<U: UnitManager>(
             }
         }
         return Err(Failure::new(reason::APPLY_FAILED, message, false));
-    }
-    for d in &resources.drift {
-        journal::unhealable_drift(&tree.revision, &d.file, &d.message);
     }
     out.drift = resources.drift;
     Ok(out)

@@ -198,6 +198,23 @@ impl Podman for CliPodman {
         self.exists(self.volume_command("exists", name)).boxed()
     }
 
+    fn volume_created<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, PodmanError>> {
+        async move {
+            if !self.exists(self.volume_command("exists", name)).await? {
+                return Ok(None);
+            }
+            let cmd = self
+                .podman()
+                .args(["volume", "inspect", "--format", "{{.CreatedAt}}", name]);
+            let out = self.ok(cmd, None).await?;
+            Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+        }
+        .boxed()
+    }
+
     fn volume_create<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), PodmanError>> {
         async move {
             self.ok(self.volume_command("create", name), None)

@@ -100,6 +100,14 @@ pub trait Podman: Send + Sync + std::fmt::Debug {
     /// `podman volume exists NAME`: true or false, an error only when podman cannot say.
     fn volume_exists<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, PodmanError>>;
 
+    /// When volume `name` was created (`podman volume inspect --format {{.CreatedAt}}`),
+    /// `None` when there is no such volume: it tells a volume recreated by hand from
+    /// the one legerd saw.
+    fn volume_created<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, PodmanError>>;
+
     /// `podman volume create NAME`.
     fn volume_create<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), PodmanError>>;
 

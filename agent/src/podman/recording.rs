@@ -31,6 +31,8 @@ pub enum PodmanCall {
     SecretRemove(String),
     /// `volume_exists(name)`.
     VolumeExists(String),
+    /// `volume_created(name)`.
+    VolumeCreated(String),
     /// `volume_create(name)`.
     VolumeCreate(String),
     /// `volume_export(name, file)`.
@@ -56,6 +58,7 @@ pub enum PodmanCall {
 struct Answers {
     secret_names: BTreeSet<String>,
     volumes: BTreeSet<String>,
+    volume_created: BTreeMap<String, String>,
     networks: BTreeSet<String>,
     network_users: BTreeMap<String, Vec<NetworkUser>>,
     health: BTreeMap<String, String>,
@@ -89,6 +92,13 @@ impl RecordingPodman {
     /// Makes `volume_exists(name)` answer `exists`.
     pub fn set_volume_exists(&self, name: &str, exists: bool) {
         set_member(&mut lock(&self.answers).volumes, name, exists);
+    }
+
+    /// Makes `volume_created(name)` answer `created` (and `volume_exists` true).
+    pub fn set_volume_created(&self, name: &str, created: &str) {
+        let mut a = lock(&self.answers);
+        a.volumes.insert(name.to_owned());
+        a.volume_created.insert(name.to_owned(), created.to_owned());
     }
 
     /// Makes `network_exists(name)` answer `exists`.
@@ -187,6 +197,18 @@ impl Podman for RecordingPodman {
     fn volume_exists<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, PodmanError>> {
         let r = self.answer(PodmanCall::VolumeExists(name.to_owned()), |a| {
             a.volumes.contains(name)
+        });
+        async move { r }.boxed()
+    }
+
+    fn volume_created<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, PodmanError>> {
+        let r = self.answer(PodmanCall::VolumeCreated(name.to_owned()), |a| {
+            a.volumes
+                .contains(name)
+                .then(|| a.volume_created.get(name).cloned().unwrap_or_default())
         });
         async move { r }.boxed()
     }
