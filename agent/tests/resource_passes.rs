@@ -272,6 +272,22 @@ async fn unhealable_volume_drift_is_reported_after_a_restart_until_it_is_healed(
             .contains(&PodmanCall::VolumeRemove("systemd-data".into())),
         "never recreated without recreate_on_change"
     );
+    // The file back to what the volume was made from (a rollback would do this): no
+    // drift; changed again: drift again.
+    bed.source(&[
+        ("db/data.volume", &volume("2")),
+        ("db/db.container", DB),
+        NO_EXPORT,
+    ]);
+    applied(&mut legerd).await;
+    assert!(legerd.status(None).status.unhealable_drift.is_empty());
+    bed.source(&[
+        ("db/data.volume", &volume("3")),
+        ("db/db.container", DB),
+        NO_EXPORT,
+    ]);
+    applied(&mut legerd).await;
+    assert_eq!(legerd.status(None).status.unhealable_drift, drift);
     drop(legerd);
 
     // A new legerd on the same state: still reported, in status and in the plan.

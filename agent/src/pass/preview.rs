@@ -505,6 +505,7 @@ mod tests {
                 message: "volume old changed; not recreated".to_owned(),
                 volume: "old".to_owned(),
                 created: "2026-11-30".to_owned(),
+                origin: String::new(),
             },
         )]);
         let mut doc = PlanDocument::new("forward");

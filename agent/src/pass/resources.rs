@@ -37,6 +37,10 @@ pub struct UnhealableVolume {
     /// Its creation time when legerd found the change: a volume removed or created
     /// again since (by hand, as the message advises) has the new options.
     pub created: String,
+    /// The hash (hex) of the `.volume` file the volume was made from: a later change
+    /// back to it (a rollback) is no drift.
+    #[serde(default)]
+    pub origin: String,
 }
 
 /// Install key → the drift that cannot be healed.
@@ -80,6 +84,12 @@ pub async fn keep_drift<U: UnitManager>(
 ) {
     let before = state.clone();
     let written: BTreeSet<&str> = plan.updated_files().collect();
+    // Entries about a file written again: their volume may still be the one they saw.
+    let rewritten: UnhealableDrift = state
+        .iter()
+        .filter(|(file, _)| written.contains(file.as_str()))
+        .map(|(f, d)| (f.clone(), d.clone()))
+        .collect();
     state.retain(|file, _| {
         let (app, rel) = file.split_once('/').unwrap_or_default();
         tree.apps
@@ -102,33 +112,48 @@ pub async fn keep_drift<U: UnitManager>(
             tracing::info!(volume = %d.volume, target = %file, "volume recreated since its change: no longer drift");
         }
     }
+    // What the installed files are before this pass writes: a volume that exists was
+    // made from them, unless an earlier drift entry knows better.
+    let installed: BTreeMap<String, String> = if found.is_empty() {
+        BTreeMap::new()
+    } else {
+        blocking::store(host.store, |s| s.inventory())
+            .await
+            .map(|inv| inv.into_iter().map(|e| (e.key, e.hash.to_hex())).collect())
+            .unwrap_or_default()
+    };
     for d in found {
-        match host.podman.volume_created(&d.volume).await {
-            Ok(None) => {}
-            Ok(Some(created)) => {
-                journal::unhealable_drift(&tree.revision, &d.file, &d.message);
-                state.insert(
-                    d.file,
-                    UnhealableVolume {
-                        message: d.message,
-                        volume: d.volume,
-                        created,
-                    },
-                );
-            }
+        let created = match host.podman.volume_created(&d.volume).await {
+            Ok(None) => continue,
+            Ok(Some(created)) => created,
             Err(e) => {
                 tracing::warn!(volume = %d.volume, error = %e, "cannot inspect a changed volume");
-                journal::unhealable_drift(&tree.revision, &d.file, &d.message);
-                state.insert(
-                    d.file,
-                    UnhealableVolume {
-                        message: d.message,
-                        volume: d.volume,
-                        created: String::new(),
-                    },
-                );
+                String::new()
             }
+        };
+        let origin = match rewritten.get(&d.file) {
+            Some(old) if old.created == created => old.origin.clone(),
+            _ => installed.get(&d.file).cloned().unwrap_or_default(),
+        };
+        let now = d
+            .file
+            .split_once('/')
+            .and_then(|(app, rel)| tree.apps.get(app)?.files.get(rel))
+            .map(|f| f.hash.to_hex());
+        if !origin.is_empty() && now.as_deref() == Some(origin.as_str()) {
+            tracing::info!(volume = %d.volume, target = %d.file, "the volume's file is back to what the volume was made from: no drift");
+            continue;
         }
+        journal::unhealable_drift(&tree.revision, &d.file, &d.message);
+        state.insert(
+            d.file,
+            UnhealableVolume {
+                message: d.message,
+                volume: d.volume,
+                created,
+                origin,
+            },
+        );
     }
     if *state != before
         && let Err(e) = remember(host.store, state).await
