@@ -159,7 +159,9 @@ pub fn from_version_output(text: &str) -> Detection {
     }
 }
 
-fn resolve(program: &Path) -> Option<PathBuf> {
+/// Where `program` is: itself when it is a path, else the first match on `PATH`;
+/// `None` when it is not installed.
+pub fn resolve(program: &Path) -> Option<PathBuf> {
     if program.components().count() > 1 {
         return Some(program.to_path_buf());
     }

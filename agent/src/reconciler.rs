@@ -91,12 +91,16 @@ macro_rules! pass_of {
 impl<U: UnitManager> Reconciler<U> {
     /// A reconciler with no pass run yet.
     pub fn new(settings: Settings, units: Arc<U>, store: Arc<Mutex<Store>>) -> Self {
-        let applied_revision = store
-            .lock()
-            .expect("store lock")
-            .last_applied_revision()
-            .ok()
-            .flatten();
+        let (applied_revision, resource_drift) = {
+            let s = store.lock().expect("store lock");
+            let applied = s.last_applied_revision().ok().flatten();
+            (applied, crate::pass::resources::remembered(&s))
+        };
+        // Said again at each start: the journal of this boot shows it too.
+        for (file, d) in &resource_drift {
+            let revision = applied_revision.as_deref().unwrap_or_default();
+            crate::journal::unhealable_drift(revision, file, &d.message);
+        }
         let metrics = Arc::new(Metrics::new(false));
         let fleet = Arc::new(crate::fleet::FleetGate::new(
             &settings.fleet,
@@ -128,6 +132,7 @@ impl<U: UnitManager> Reconciler<U> {
             gates,
             state: HostState {
                 applied_revision,
+                resource_drift,
                 ..HostState::default()
             },
         }
@@ -143,6 +148,13 @@ impl<U: UnitManager> Reconciler<U> {
     /// converger in legerd; a recording double in tests).
     pub fn with_podman(mut self, podman: Arc<dyn crate::podman::Podman>) -> Self {
         self.podman = podman;
+        self
+    }
+
+    /// Asks `program` for the host's podman version instead of `podman` on `PATH` (a
+    /// test's stand-in that prints a version; validation then follows it).
+    pub fn with_podman_program(mut self, program: impl Into<std::path::PathBuf>) -> Self {
+        self.validator = std::mem::take(&mut self.validator).with_podman_program(program);
         self
     }
 

@@ -217,7 +217,11 @@ pub fn project(view: &StatusView<'_>, previous: Option<&StatusDocument>) -> Stat
             staged_revision: state.staged.as_ref().map(|s| s.revision.clone()),
             pinned_revision: state.pinned_revision.clone(),
             podman: view.podman.cloned(),
-            unhealable_drift: state.resource_drift.values().cloned().collect(),
+            unhealable_drift: state
+                .resource_drift
+                .values()
+                .map(|d| d.message.clone())
+                .collect(),
             fleet: view.fleet.cloned(),
         },
     )

@@ -248,3 +248,184 @@ async fn pass(r: &mut Reconciler<RecordingUnitManager>) {
     let r = r.reconcile(&["test".to_owned()]).await;
     assert!(r.record.error.is_none(), "{:?}", r.record);
 }
+
+/// A podman upgrade or downgrade, seen by a running legerd through its binary changing
+/// (`--version` is the only thing faked; the sid test bed's real 5.8 generator judges):
+/// the revision in force is validated again against the new release's key tables, the
+/// dry-run record is keyed by that release, and a downgrade that makes a key too new
+/// refuses the revision and the next one with both versions named.
+#[tokio::test]
+async fn a_podman_upgrade_or_downgrade_validates_again_against_its_tables() {
+    let dir = std::env::var_os("LEGER_TESTBED_DIR")
+        .map_or_else(|| PathBuf::from("/var/tmp/leger-testbed"), PathBuf::from);
+    let real = dir.join("base-sid/usr/libexec/podman/quadlet");
+    if !real.exists() {
+        eprintln!(
+            "skipped: no sid test-bed generator; run LEGER_TESTBED_SUITE=sid contrib/testbed/testbed.sh prepare"
+        );
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let log = root.path().join("generator.log");
+    let mut settings = settings_in(root.path());
+    settings.quadlet.generator = recording_generator(root.path(), &real, &log);
+    settings.quadlet.generator_dry_run = true;
+    // The podman binary: replaced whole on each "upgrade", as a package manager does.
+    let podman = root.path().join("podman");
+    let install_podman = |version: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let new = root.path().join("podman.new");
+        std::fs::write(
+            &new,
+            format!("#!/bin/sh\necho 'podman version {version}'\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&new, &podman).unwrap();
+    };
+    let source = root.path().join("src");
+    let write = |app: &str, extra: &str| {
+        let d = source.join(app);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join(format!("{app}.container")),
+            format!("[Container]\nImage=localhost/busybox:1\nExec=sleep 1000\n{extra}"),
+        )
+        .unwrap();
+    };
+    write("web", "ReloadCmd=/bin/true\n");
+    write("solo", "");
+    std::fs::create_dir_all(settings.paths.desired_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &settings.paths.desired_file,
+        format!(
+            "[source]\nkind = \"dir\"\npath = \"{}\"\n",
+            source.display()
+        ),
+    )
+    .unwrap();
+    let store = Arc::new(Mutex::new(
+        Store::open(&settings.paths.state_dir.join("legerd.db")).unwrap(),
+    ));
+    let units = Arc::new(RecordingUnitManager::new());
+    for app in ["web", "solo"] {
+        units.set_state_after_job(
+            &format!("{app}.service"),
+            UnitState {
+                load_state: "loaded".into(),
+                active_state: "active".into(),
+                sub_state: "running".into(),
+            },
+        );
+    }
+    let record_dir = legerd::validated::record_dir(&settings.paths.state_dir);
+    let recorded_for = || ValidatedApps::load(&record_dir).map(|r| r.generator);
+    install_podman("5.4.2");
+    let mut legerd = Reconciler::new(settings.clone(), units, store)
+        .with_podman(Arc::new(RecordingPodman::new()))
+        .with_podman_program(&podman);
+
+    // podman 5.4.2: ReloadCmd= is too new; the generator is not even asked.
+    let error = failed_pass(&mut legerd).await;
+    assert!(
+        error.contains("web/web.container:4: ReloadCmd= in [Container] needs podman ≥ 5.5; this host runs 5.4.2"),
+        "{error}"
+    );
+    assert_eq!(runs(&log).len(), 0);
+
+    // Upgraded to 5.8.6: the same revision is validated again, and converges.
+    install_podman("5.8.6");
+    pass(&mut legerd).await;
+    assert_eq!(runs(&log).len(), 1);
+    assert_eq!(
+        runs(&log)[0],
+        set(&["solo/solo.container", "web/web.container"])
+    );
+    let record = recorded_for().expect("a record after a dry run");
+    assert!(
+        record.contains("5.8.6"),
+        "the record is keyed by podman: {record}"
+    );
+    // Nothing changed: no dry run.
+    pass(&mut legerd).await;
+    assert_eq!(runs(&log).len(), 1);
+
+    // Downgraded to 5.4.2: the applied revision is checked again and refused...
+    install_podman("5.4.2");
+    let error = failed_pass(&mut legerd).await;
+    assert!(
+        error.contains("needs podman ≥ 5.5; this host runs 5.4.2"),
+        "{error}"
+    );
+    // ... and so is the next one, though only another app changed.
+    write("solo", "# v2\n");
+    let error = failed_pass(&mut legerd).await;
+    assert!(
+        error.contains("web/web.container:4: ReloadCmd= in [Container] needs podman ≥ 5.5; this host runs 5.4.2"),
+        "{error}"
+    );
+    assert_eq!(runs(&log).len(), 1, "refused before the generator");
+    assert!(legerd.state().applied_revision.is_some());
+}
+
+/// One pass that must fail; its error.
+async fn failed_pass(r: &mut Reconciler<RecordingUnitManager>) -> String {
+    let r = r.reconcile(&["test".to_owned()]).await;
+    r.record.error.expect("the pass fails")
+}
+
+/// A podman whose `--version` legerd cannot read: keys are checked against the newest
+/// release, the trixie test bed's real 5.4.2 generator gives the verdict, and status
+/// says so.
+#[tokio::test]
+async fn an_unreadable_podman_version_leaves_the_verdict_to_the_generator() {
+    let Some(real) = real_generator() else {
+        eprintln!("skipped: no test-bed generator; run contrib/testbed/testbed.sh prepare");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let mut settings = settings_in(root.path());
+    settings.quadlet.generator = real;
+    settings.quadlet.generator_dry_run = true;
+    let podman = root.path().join("podman");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&podman, "#!/bin/sh\necho 'podman version banana'\n").unwrap();
+        std::fs::set_permissions(&podman, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let source = root.path().join("src/web");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(
+        source.join("web.container"),
+        "[Container]\nImage=localhost/busybox:1\nReloadCmd=/bin/true\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(settings.paths.desired_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &settings.paths.desired_file,
+        format!(
+            "[source]\nkind = \"dir\"\npath = \"{}\"\n",
+            source.parent().unwrap().display()
+        ),
+    )
+    .unwrap();
+    let store = Arc::new(Mutex::new(
+        Store::open(&settings.paths.state_dir.join("legerd.db")).unwrap(),
+    ));
+    let mut legerd = Reconciler::new(settings, Arc::new(RecordingUnitManager::new()), store)
+        .with_podman(Arc::new(RecordingPodman::new()))
+        .with_podman_program(&podman);
+    let error = failed_pass(&mut legerd).await;
+    // Not legerd's version message (it cannot know the version): the generator's.
+    assert!(!error.contains("needs podman"), "{error}");
+    assert!(error.contains("ReloadCmd"), "{error}");
+    assert!(error.contains("web.container"), "{error}");
+    let status = legerd.status(None).status.podman.expect("podman in status");
+    assert_eq!(status.version, None);
+    let why = status.fallback.expect("the fallback is said");
+    assert!(why.contains("\"podman version banana\""), "{why}");
+    assert!(
+        why.contains("relying on the quadlet generator's dry run"),
+        "{why}"
+    );
+}

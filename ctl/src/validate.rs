@@ -112,7 +112,16 @@ pub fn key_table(chosen: Option<PodmanVersion>, podman: &Path) -> KeyTable {
     }
     match HostPodman::detect(podman).detection() {
         Detection::Version(t) => *t,
-        Detection::Fallback { .. } => KeyTable::newest(),
+        Detection::Fallback { reason } => {
+            // A podman that is installed but unusable (older than quadlet, or an
+            // unreadable `--version`) is not "no podman": say why it was not used.
+            if legerd::host_podman::resolve(podman).is_some() {
+                eprintln!(
+                    "legerctl: not using the local podman: {reason}; validating for the newest podman legerd knows instead (choose one with --podman)"
+                );
+            }
+            KeyTable::newest()
+        }
     }
 }
 
@@ -132,7 +141,7 @@ fn podman_used(keys: &KeyTable) -> PodmanUsed {
         Basis::Newest => (
             "newest",
             format!(
-                "validated for podman {}, the newest release legerd knows (no podman here; choose one with --podman)",
+                "validated for podman {}, the newest release legerd knows (no usable podman here; choose one with --podman)",
                 keys.version()
             ),
         ),

@@ -62,7 +62,7 @@ fn validate_follows_the_chosen_podman() {
     let o = validate(&tmp.path().join("apps"), &empty, &[]);
     assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
     assert!(
-        out(&o).contains("the newest release legerd knows (no podman here"),
+        out(&o).contains("the newest release legerd knows (no usable podman here"),
         "{}",
         out(&o)
     );
@@ -271,4 +271,77 @@ fn validate_refuses_bad_overlays_and_names_as_usage_errors() {
         assert!(err(&o).contains(named), "{args:?}: {}", err(&o));
         assert!(out(&o).is_empty(), "{args:?}: {}", out(&o));
     }
+}
+
+/// An installed podman legerctl cannot use (older than quadlet, as Ubuntu 22.04's 3.4.4,
+/// or a `--version` it cannot read) is said to be unusable, and why, not "no podman".
+#[test]
+fn validate_says_why_an_installed_podman_is_not_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    write(tmp.path(), &[("apps/web/web.container", RELOAD)]);
+    for (prints, says) in [
+        ("podman version 3.4.4", "quadlet arrived in podman 4.4"),
+        ("podman version banana", "\"podman version banana\""),
+    ] {
+        let podman = bin.join("podman");
+        std::fs::write(&podman, format!("#!/bin/sh\necho '{prints}'\n")).unwrap();
+        std::fs::set_permissions(&podman, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let o = validate(tmp.path(), &bin, &["apps"]);
+        assert_eq!(o.status.code(), Some(0), "{prints}: {}{}", out(&o), err(&o));
+        assert!(
+            err(&o).contains("not using the local podman") && err(&o).contains(says),
+            "{prints}: {}",
+            err(&o)
+        );
+        assert!(
+            out(&o).contains("the newest release legerd knows (no usable podman here"),
+            "{prints}: {}",
+            out(&o)
+        );
+    }
+}
+
+/// The bundle items of the issue's bad-input list, through the binary: each refused at
+/// the bundle's line with what to do, and nothing else of the tree hides them.
+#[test]
+fn validate_refuses_bad_bundles_at_their_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let apps = tmp.path().join("apps");
+    let empty = tmp.path().join("bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut bytes = b"# FileName=../../etc/evil\n[Container]\nImage=x\n---\n\n---\n# FileName=ok\n[Volume]\n---\n# FileName=bin\n[Volume]\nLabel=".to_vec();
+    bytes.extend([0xff, 0xfe, b'\n']);
+    std::fs::create_dir_all(apps.join("web")).unwrap();
+    std::fs::write(apps.join("web/site.quadlets"), &bytes).unwrap();
+    let o = validate(&apps, &empty, &["--podman", "5.8"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    assert_eq!(
+        out(&o),
+        "web/site.quadlets:1: FileName=../../etc/evil escapes the app folder: a bundle's quadlets stay in its folder, so use a plain name\n\
+         web/site.quadlets:5: empty section in the bundle: remove the extra --- line\n\
+         web/site.quadlets:10: this section of the bundle is not valid UTF-8 text: save the bundle as UTF-8\n\
+         invalid: 3 problems to fix; validated for podman 5.8 (--podman)\n"
+    );
+    // Nothing was written anywhere: validate only reads.
+    let mut seen: Vec<String> = walk(tmp.path());
+    seen.sort();
+    assert_eq!(seen, ["apps/web/site.quadlets"]);
+}
+
+fn walk(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    out
 }

@@ -282,6 +282,7 @@ async fn apply_and_check<U: UnitManager>(
         _ => None,
     };
     if restore.is_none() {
+        super::resources::check(host, tree, plan).await?;
         backup::take(
             host,
             plan,
@@ -358,18 +359,14 @@ async fn apply_and_check<U: UnitManager>(
     if restore.is_none() {
         let resources = super::resources::run(host, tree, plan).await?;
         converged.actions.extend(resources.actions);
-        let state = &mut cx.state.resource_drift;
-        state.retain(|file, _| {
-            let (app, rel) = file.split_once('/').unwrap_or_default();
-            tree.apps
-                .get(app)
-                .is_some_and(|a| a.files.contains_key(rel))
-                && !plan
-                    .actions
-                    .iter()
-                    .any(|a| matches!(a, Action::WriteFile { key, .. } if key == file))
-        });
-        state.extend(resources.drift.into_iter().map(|d| (d.file, d.message)));
+        super::resources::keep_drift(
+            host,
+            &mut cx.state.resource_drift,
+            tree,
+            plan,
+            resources.drift,
+        )
+        .await;
     }
     crashpoint::hit("before-apply");
     let applied = match restore {

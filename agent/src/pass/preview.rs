@@ -95,8 +95,8 @@ pub struct Extras<'a> {
     pub upsert: &'a BTreeSet<String>,
     /// Secrets whose value changed (their consumers restart).
     pub changed: &'a BTreeSet<String>,
-    /// Unhealable resource drift remembered from earlier passes: install key → message.
-    pub remembered_drift: &'a BTreeMap<String, String>,
+    /// Unhealable resource drift remembered from earlier passes, by install key.
+    pub remembered_drift: &'a super::resources::UnhealableDrift,
 }
 
 /// Fills `doc` from a plan for `tree`. Pure but for reading the files on disk the
@@ -147,7 +147,7 @@ pub fn describe(
     let mut unhealable: BTreeMap<&str, &str> = extras
         .remembered_drift
         .iter()
-        .map(|(k, m)| (k.as_str(), m.as_str()))
+        .map(|(k, d)| (k.as_str(), d.message.as_str()))
         .collect();
     for d in &resources.drift {
         unhealable.insert(&d.file, &d.message);
@@ -195,6 +195,7 @@ pub fn only_app(
     doc.actions.retain(|a| a.app == app);
     doc.files.retain(|f| f.app == app);
     doc.secrets.retain(|s| s.apps.iter().any(|a| a == app));
+    doc.unhealable.retain(|m| m.starts_with(&prefix));
     doc.drift.retain(|d| {
         d.target.starts_with(&prefix) || doc.actions.iter().any(|a| a.unit == d.target)
     });
@@ -500,7 +501,12 @@ mod tests {
         let changed = upsert.clone();
         let remembered = BTreeMap::from([(
             "web/old.volume".to_owned(),
-            "volume old changed; not recreated".to_owned(),
+            super::super::resources::UnhealableVolume {
+                message: "volume old changed; not recreated".to_owned(),
+                volume: "old".to_owned(),
+                created: "2026-11-30".to_owned(),
+                origin: String::new(),
+            },
         )]);
         let mut doc = PlanDocument::new("forward");
         describe(

@@ -34,7 +34,7 @@ pub struct HostState {
     pub completed_units: BTreeSet<String>,
     /// Changes legerd cannot make without losing data (a changed `.volume`), by
     /// quadlet install key, until the file changes again or leaves the tree.
-    pub resource_drift: std::collections::BTreeMap<String, String>,
+    pub resource_drift: super::resources::UnhealableDrift,
     /// A pass is running now.
     pub reconciling: bool,
     /// The set of managed unit names, shared with the unit event filter.

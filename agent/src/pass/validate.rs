@@ -36,6 +36,9 @@ pub struct Validator {
     /// The host's podman, detected at the first validation and again whenever its
     /// binary changes: the key tables revisions are checked against.
     podman: Option<HostPodman>,
+    /// The podman program to ask for its version: `podman` on `PATH` unless set
+    /// ([`Validator::with_podman_program`]).
+    podman_program: Option<std::path::PathBuf>,
     /// The revision store's copy of the last good revision, still being written (one
     /// fsync per file and folder). It is off the path from a change to its unit being
     /// restarted; the pass waits for it before anything reads or prunes the store
@@ -44,6 +47,13 @@ pub struct Validator {
 }
 
 impl Validator {
+    /// Asks `program` (not `podman` on `PATH`) for the host's podman version.
+    pub fn with_podman_program(mut self, program: impl Into<std::path::PathBuf>) -> Self {
+        self.podman_program = Some(program.into());
+        self.podman = None;
+        self
+    }
+
     /// Detects podman on first use, or again when its binary changed. Another podman
     /// accepts other keys, so every cached verdict is dropped then.
     fn detect_podman(&mut self) -> &HostPodman {
@@ -55,7 +65,11 @@ impl Validator {
                 }
             }
             None => {
-                let p = HostPodman::detect("podman");
+                let program = self
+                    .podman_program
+                    .clone()
+                    .unwrap_or_else(|| "podman".into());
+                let p = HostPodman::detect(program);
                 tracing::info!(podman = %p.describe(), "podman detected");
                 self.podman = Some(p);
             }
@@ -100,6 +114,9 @@ impl Validator {
         host: &Host<'_, U>,
         snapshot: Snapshot,
     ) -> Result<Arc<DesiredTree>, Failure> {
+        // First: a podman upgrade or downgrade voids every cached verdict, the applied
+        // revision's included, so it is checked again against the new tables.
+        self.detect_podman();
         if let Some(tree) = self
             .validated
             .iter()

@@ -93,6 +93,18 @@ impl CliPodman {
         self.podman().args(["network", verb, name])
     }
 
+    /// The containers attached to a network, one line each: name, unit label, infra.
+    pub fn network_users_command(&self, name: &str) -> CommandLine {
+        self.podman().args([
+            "ps",
+            "--all",
+            "--filter",
+            &format!("network={name}"),
+            "--format",
+            "{{.Names}}\t{{index .Labels \"PODMAN_SYSTEMD_UNIT\"}}\t{{.IsInfra}}",
+        ])
+    }
+
     /// `podman inspect` of a container's health status.
     pub fn container_health_command(&self, container: &str) -> CommandLine {
         self.podman().args([
@@ -193,6 +205,23 @@ impl Podman for CliPodman {
         self.exists(self.volume_command("exists", name)).boxed()
     }
 
+    fn volume_created<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, PodmanError>> {
+        async move {
+            if !self.exists(self.volume_command("exists", name)).await? {
+                return Ok(None);
+            }
+            let cmd = self
+                .podman()
+                .args(["volume", "inspect", "--format", "{{.CreatedAt}}", name]);
+            let out = self.ok(cmd, None).await?;
+            Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+        }
+        .boxed()
+    }
+
     fn volume_create<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), PodmanError>> {
         async move {
             self.ok(self.volume_command("create", name), None)
@@ -262,6 +291,17 @@ impl Podman for CliPodman {
         .boxed()
     }
 
+    fn network_users<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<super::NetworkUser>, PodmanError>> {
+        async move {
+            let out = self.ok(self.network_users_command(name), None).await?;
+            Ok(parse_network_users(&String::from_utf8_lossy(&out.stdout)))
+        }
+        .boxed()
+    }
+
     fn container_health<'a>(
         &'a self,
         container: &'a str,
@@ -297,10 +337,57 @@ impl Podman for CliPodman {
     }
 }
 
+/// Reads `podman ps` lines of [`CliPodman::network_users_command`]: podman prints
+/// `<no value>` for a missing label.
+fn parse_network_users(text: &str) -> Vec<super::NetworkUser> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let mut parts = line.split('\t');
+            let container = parts.next().unwrap_or_default().trim().to_owned();
+            let unit = parts
+                .next()
+                .map(str::trim)
+                .filter(|u| !u.is_empty() && *u != "<no value>")
+                .map(ToOwned::to_owned);
+            let infra = parts.next().is_some_and(|i| i.trim() == "true");
+            super::NetworkUser {
+                container,
+                unit,
+                infra,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn parse_network_users_reads_names_units_and_infra() {
+        let users = parse_network_users(
+            "web\tweb.service\tfalse\noutsider\t<no value>\tfalse\nabc-infra\t\ttrue\n\n",
+        );
+        let user = |c: &str, u: Option<&str>, infra| super::super::NetworkUser {
+            container: c.into(),
+            unit: u.map(Into::into),
+            infra,
+        };
+        assert_eq!(
+            users,
+            vec![
+                user("web", Some("web.service"), false),
+                user("outsider", None, false),
+                user("abc-infra", None, true),
+            ]
+        );
+        assert_eq!(
+            cli().network_users_command("systemd-front").display(),
+            "podman ps --all --filter network=systemd-front --format {{.Names}}\t{{index .Labels \"PODMAN_SYSTEMD_UNIT\"}}\t{{.IsInfra}}"
+        );
+    }
 
     fn cli() -> CliPodman {
         CliPodman::new(Runner::new(Duration::from_secs(5)))

@@ -34,6 +34,18 @@ mod recording;
 pub use cli::CliPodman;
 pub use recording::{PodmanCall, RecordingPodman};
 
+/// A container attached to a network.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NetworkUser {
+    /// Its name.
+    pub container: String,
+    /// The unit that runs it: podman's `PODMAN_SYSTEMD_UNIT` label, which quadlet's
+    /// units set; `None` for a container started by hand.
+    pub unit: Option<String>,
+    /// A pod's infra container: it belongs to its pod, not to a unit of its own.
+    pub infra: bool,
+}
+
 /// The label legerd puts on secrets it creates, so operators can tell them apart.
 pub const MANAGED_LABEL: &str = "io.leger.managed=true";
 
@@ -88,6 +100,14 @@ pub trait Podman: Send + Sync + std::fmt::Debug {
     /// `podman volume exists NAME`: true or false, an error only when podman cannot say.
     fn volume_exists<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, PodmanError>>;
 
+    /// When volume `name` was created (`podman volume inspect --format {{.CreatedAt}}`),
+    /// `None` when there is no such volume: it tells a volume recreated by hand from
+    /// the one legerd saw.
+    fn volume_created<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, PodmanError>>;
+
     /// `podman volume create NAME`.
     fn volume_create<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), PodmanError>>;
 
@@ -121,6 +141,13 @@ pub trait Podman: Send + Sync + std::fmt::Debug {
 
     /// `podman network rm NAME`.
     fn network_remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), PodmanError>>;
+
+    /// The containers attached to network `name`, running or not (`podman ps -a
+    /// --filter network=NAME`), each with the systemd unit that runs it.
+    fn network_users<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<NetworkUser>, PodmanError>>;
 
     /// The container's health as podman reports it (`healthy`, `unhealthy`,
     /// `starting`), or `None` when podman cannot say yet (no such container: it is still

@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{JournalScope, Podman, PodmanError};
+use super::{JournalScope, NetworkUser, Podman, PodmanError};
 
 /// One call made through the seam. Secret values are never recorded.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -31,6 +31,8 @@ pub enum PodmanCall {
     SecretRemove(String),
     /// `volume_exists(name)`.
     VolumeExists(String),
+    /// `volume_created(name)`.
+    VolumeCreated(String),
     /// `volume_create(name)`.
     VolumeCreate(String),
     /// `volume_export(name, file)`.
@@ -45,6 +47,8 @@ pub enum PodmanCall {
     NetworkExists(String),
     /// `network_remove(name)`.
     NetworkRemove(String),
+    /// `network_users(name)`.
+    NetworkUsers(String),
     /// `container_health(container)`.
     ContainerHealth(String),
     /// `unit_journal(unit, scope, lines)`.
@@ -57,7 +61,9 @@ struct Answers {
     secret_names: BTreeSet<String>,
     volumes: BTreeSet<String>,
     mountpoints: BTreeMap<String, PathBuf>,
+    volume_created: BTreeMap<String, String>,
     networks: BTreeSet<String>,
+    network_users: BTreeMap<String, Vec<NetworkUser>>,
     health: BTreeMap<String, String>,
     journal: BTreeMap<String, String>,
     failures: BTreeMap<PodmanCall, String>,
@@ -98,9 +104,23 @@ impl RecordingPodman {
             .insert(name.to_owned(), path.to_owned());
     }
 
+    /// Makes `volume_created(name)` answer `created` (and `volume_exists` true).
+    pub fn set_volume_created(&self, name: &str, created: &str) {
+        let mut a = lock(&self.answers);
+        a.volumes.insert(name.to_owned());
+        a.volume_created.insert(name.to_owned(), created.to_owned());
+    }
+
     /// Makes `network_exists(name)` answer `exists`.
     pub fn set_network_exists(&self, name: &str, exists: bool) {
         set_member(&mut lock(&self.answers).networks, name, exists);
+    }
+
+    /// Makes `network_users(name)` answer `users`.
+    pub fn set_network_users(&self, name: &str, users: Vec<NetworkUser>) {
+        lock(&self.answers)
+            .network_users
+            .insert(name.to_owned(), users);
     }
 
     /// Makes `container_health(container)` answer `status`.
@@ -201,6 +221,18 @@ impl Podman for RecordingPodman {
         async move { r }.boxed()
     }
 
+    fn volume_created<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, PodmanError>> {
+        let r = self.answer(PodmanCall::VolumeCreated(name.to_owned()), |a| {
+            a.volumes
+                .contains(name)
+                .then(|| a.volume_created.get(name).cloned().unwrap_or_default())
+        });
+        async move { r }.boxed()
+    }
+
     fn volume_create<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), PodmanError>> {
         let r = self.answer(PodmanCall::VolumeCreate(name.to_owned()), |_| ());
         async move { r }.boxed()
@@ -240,6 +272,16 @@ impl Podman for RecordingPodman {
 
     fn network_remove<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), PodmanError>> {
         let r = self.answer(PodmanCall::NetworkRemove(name.to_owned()), |_| ());
+        async move { r }.boxed()
+    }
+
+    fn network_users<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<NetworkUser>, PodmanError>> {
+        let r = self.answer(PodmanCall::NetworkUsers(name.to_owned()), |a| {
+            a.network_users.get(name).cloned().unwrap_or_default()
+        });
         async move { r }.boxed()
     }
 

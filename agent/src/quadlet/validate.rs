@@ -59,7 +59,7 @@ pub fn validate(q: &QuadletFile, table: &KeyTable) -> Vec<Diagnostic> {
         }
     }
     out.extend(required_keys(q));
-    out.extend(super::values::check(q));
+    out.extend(super::values::check(q, table));
     out
 }
 

@@ -5,10 +5,16 @@
 
 use crate::model::QuadletKind;
 
-use super::{Diagnostic, QuadletFile};
+use super::{Diagnostic, KeyTable, PodmanVersion, QuadletFile};
 
-/// Every value problem in `q`.
-pub fn check(q: &QuadletFile) -> Vec<Diagnostic> {
+/// The first podman whose generator reads `File=%h/...` in `[Build]` as absolute
+/// (podman commit 936a01e, "consider File path that starts with a systemd specifier as
+/// absolute"); older ones refuse it without `SetWorkingDirectory=`.
+const SPECIFIER_FILE_ABSOLUTE: PodmanVersion = PodmanVersion::new(5, 7, 0, Some(1));
+
+/// Every value problem in `q`, for the podman of `table` (a few refusals changed
+/// between releases).
+pub fn check(q: &QuadletFile, table: &KeyTable) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let main = q.kind.section();
     let line = |key: &str| q.get_all(main, key).last().map(|e| e.line);
@@ -71,6 +77,20 @@ pub fn check(q: &QuadletFile) -> Vec<Diagnostic> {
                     format!(
                         "File={} is relative, which podman resolves only with SetWorkingDirectory=: add SetWorkingDirectory=unit (the quadlet's folder) or use an absolute path",
                         file.value
+                    ),
+                );
+            }
+            if let Some(file) = q.get_all(main, "File").last()
+                && !set("SetWorkingDirectory")
+                && starts_with_specifier(&file.value)
+                && table.version() < SPECIFIER_FILE_ABSOLUTE
+            {
+                push(
+                    Some(file.line),
+                    format!(
+                        "File={} starts with a systemd specifier, which podman before 5.7 reads as a relative path (the generator says \"relative path in File key requires SetWorkingDirectory key to be set\"); {}: add SetWorkingDirectory=, use a plain absolute path, or upgrade podman",
+                        file.value,
+                        table.running()
                     ),
                 );
             }
@@ -154,10 +174,15 @@ pub fn check(q: &QuadletFile) -> Vec<Diagnostic> {
     out
 }
 
+/// `%h/...`: a systemd specifier, not a `%%` escape.
+fn starts_with_specifier(path: &str) -> bool {
+    path.starts_with('%') && !path.starts_with("%%")
+}
+
 /// A path podman resolves against a build context: not absolute, not a URL, not
 /// starting with a systemd specifier (`%h/...`).
 fn is_relative_path(path: &str) -> bool {
-    let specifier = path.starts_with('%') && !path.starts_with("%%");
+    let specifier = starts_with_specifier(path);
     let url = path.starts_with("http://")
         || path.starts_with("https://")
         || path.starts_with("git://")
@@ -188,7 +213,11 @@ mod tests {
     use crate::quadlet::parse;
 
     fn check_text(file: &str, text: &str) -> Vec<String> {
-        check(&parse(file, text).unwrap())
+        check_for(file, text, &KeyTable::newest())
+    }
+
+    fn check_for(file: &str, text: &str, table: &KeyTable) -> Vec<String> {
+        check(&parse(file, text).unwrap(), table)
             .iter()
             .map(ToString::to_string)
             .collect()
@@ -287,5 +316,31 @@ mod tests {
             "{d:?}"
         );
         assert!(check_text("a/p.pod", "[Pod]\nRemapUsers=auto\n").is_empty());
+    }
+
+    #[test]
+    fn check_follows_podman_5_7_reading_a_specifier_file_as_absolute() {
+        // podman's own test file no-workingdirectory-systemd-specifier.build: the real
+        // 5.4.2 generator refuses it, 5.8.6 accepts it.
+        let text = "[Build]\nImageTag=localhost/example\nFile=%h/images/example.Containerfile\n";
+        let host = |v: &str| {
+            KeyTable::for_version(
+                PodmanVersion::parse(v).unwrap(),
+                crate::quadlet::Basis::Host,
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            check_for("a/b.build", text, &host("5.4.2")),
+            vec![
+                "a/b.build:3: File=%h/images/example.Containerfile starts with a systemd specifier, which podman before 5.7 reads as a relative path (the generator says \"relative path in File key requires SetWorkingDirectory key to be set\"); this host runs 5.4.2: add SetWorkingDirectory=, use a plain absolute path, or upgrade podman"
+            ]
+        );
+        assert!(check_for("a/b.build", text, &host("5.7.0")).is_empty());
+        assert!(check_for("a/b.build", text, &host("5.8.6")).is_empty());
+        let with_dir = format!("{text}SetWorkingDirectory=unit\n");
+        assert!(check_for("a/b.build", &with_dir, &host("5.4.2")).is_empty());
+        let escaped = "[Build]\nImageTag=x\nFile=/srv/%%h.Containerfile\n";
+        assert!(check_for("a/b.build", escaped, &host("5.4.2")).is_empty());
     }
 }
