@@ -174,7 +174,7 @@ impl<U: UnitManager + 'static> Controller<U> {
             // Watch a dir source before the pass fetches from it: an edit made during
             // the pass (READY comes before its health gate ends) is then a trigger, not
             // something only the next poll sees.
-            self.reconciler.reload_desired();
+            self.reconciler.reload_desired().await;
             self.update_dir_watch();
             self.reconciler.mark_reconciling();
             self.publish_status();

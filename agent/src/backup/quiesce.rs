@@ -120,20 +120,24 @@ pub async fn take_quiesced<U: UnitManager>(
     if backups.settings.keep == 0 {
         return Ok(Vec::new());
     }
-    // A backup that cannot fit is refused before anything stops.
-    backups.precheck(plan, inventory, quadlet_dir, current)?;
-    let q = quiesce_plan(
-        plan,
-        |app| current_files(inventory, app, quadlet_dir).unwrap_or_default(),
-        |app| {
-            backups
-                .policies
-                .get(app)
-                .copied()
-                .unwrap_or_default()
-                .volumes
-        },
+    // A backup that cannot fit is refused before anything stops. Both read files and
+    // walk the backup folder: the blocking pool's work.
+    let (b, p, inv, dir, cur) = (
+        backups.clone(),
+        plan.clone(),
+        inventory.to_vec(),
+        quadlet_dir.to_owned(),
+        current.map(str::to_owned),
     );
+    let q = crate::pass::blocking::run(move || {
+        b.precheck(&p, &inv, &dir, cur.as_deref())?;
+        Ok::<_, BackupError>(quiesce_plan(
+            &p,
+            |app| current_files(&inv, app, &dir).unwrap_or_default(),
+            |app| b.policies.get(app).copied().unwrap_or_default().volumes,
+        ))
+    })
+    .await?;
     let mut stopped = Vec::new();
     let mut result = Ok(Vec::new());
     for unit in &q.stop {

@@ -46,21 +46,28 @@ pub struct Validator {
 impl Validator {
     /// Detects podman on first use, or again when its binary changed. Another podman
     /// accepts other keys, so every cached verdict is dropped then.
-    fn detect_podman(&mut self) -> &HostPodman {
-        match &mut self.podman {
-            Some(p) => {
-                if p.refresh() {
-                    self.validated.clear();
-                    self.rejected.clear();
-                }
+    /// Detects the host's podman, or looks again when its binary changed. `podman
+    /// --version` may take up to its time limit, so it runs on the blocking pool. A
+    /// pass dropped meanwhile loses the detection, and the next one detects again.
+    async fn detect_podman(&mut self) -> &HostPodman {
+        let known = self.podman.take();
+        let (podman, changed) = blocking::run(move || match known {
+            Some(mut p) => {
+                let changed = p.refresh();
+                (p, changed)
             }
             None => {
                 let p = HostPodman::detect("podman");
                 tracing::info!(podman = %p.describe(), "podman detected");
-                self.podman = Some(p);
+                (p, false)
             }
+        })
+        .await;
+        if changed {
+            self.validated.clear();
+            self.rejected.clear();
         }
-        self.podman.as_ref().expect("set above")
+        self.podman.insert(podman)
     }
 
     /// The podman section of status, once podman was detected.
@@ -69,8 +76,8 @@ impl Validator {
     }
 
     /// The key tables of the host's podman now.
-    pub fn keys(&mut self) -> crate::quadlet::KeyTable {
-        self.detect_podman().keys()
+    pub async fn keys(&mut self) -> crate::quadlet::KeyTable {
+        self.detect_podman().await.keys()
     }
 
     /// Waits until the last good revision is in the revision store. The pass calls it
@@ -114,10 +121,11 @@ impl Validator {
         let revision = snapshot.revision.clone();
         let settings = host.settings.clone();
         let revisions = host.revision_store();
-        let keys = self.detect_podman().keys();
+        let podman = self.detect_podman().await;
+        let keys = podman.keys();
         let identity = validated::generator_identity(
             &settings.quadlet.generator,
-            &self.detect_podman().describe(),
+            &podman.describe(),
             settings.mode == leger_config::Mode::User,
         );
         let record = self.dry_run_record.take();
