@@ -1505,7 +1505,7 @@ mod tests {
             .await
             .unwrap();
         }
-        b.report(&metrics);
+        b.report(&metrics).await;
         let revs: Vec<String> = b
             .list(None)
             .unwrap()
