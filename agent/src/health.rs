@@ -537,7 +537,13 @@ mod tests {
             m2.set_state("job.service", state("inactive", "dead"));
         };
         let (result, ()) = tokio::join!(
-            gate(m2, &p, t2, Duration::from_secs(60), Duration::from_secs(3600)),
+            gate(
+                m2,
+                &p,
+                t2,
+                Duration::from_secs(60),
+                Duration::from_secs(3600)
+            ),
             stop_later
         );
         let e = result.unwrap_err();

@@ -331,10 +331,7 @@ impl UnitRun {
             return None;
         }
         Some(if self.remain_after_exit {
-            Err(
-                "it was stopped: with RemainAfterExit=yes a finished run stays active"
-                    .to_owned(),
-            )
+            Err("it was stopped: with RemainAfterExit=yes a finished run stays active".to_owned())
         } else if self.active_exited >= self.started && self.active_exited < self.main_exited {
             Err("it was stopped (a stop job: `systemctl stop` or a conflicting unit) while its main process still ran; it did not exit by itself".to_owned())
         } else if self.main_code != CLD_EXITED {

@@ -591,7 +591,10 @@ async fn pass_run_to_completion_unit_is_healthy_and_not_drift() {
     let r = bed.pass().await;
     // The gate accepts a unit that ran and exited 0.
     assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
-    assert!(bed.units.releases() > 0, "the kept units are let go after the gate");
+    assert!(
+        bed.units.releases() > 0,
+        "the kept units are let go after the gate"
+    );
     assert!(
         bed.units
             .actions()
@@ -674,7 +677,10 @@ async fn pass_unit_stopped_from_outside_during_its_gate_is_not_completed() {
     );
     assert_eq!(bed.reconciler.applied_revision(), Some(good.as_str()));
     assert!(
-        !bed.reconciler.state().completed_units.contains("web.service"),
+        !bed.reconciler
+            .state()
+            .completed_units
+            .contains("web.service"),
         "{:?}",
         bed.reconciler.state().completed_units
     );

@@ -167,12 +167,22 @@ async fn dbus_unit_manager_tells_a_run_to_completion_from_a_stop() -> Result<()>
             .is_err())
     })?;
     // Loaded still (systemd would have unloaded it at once), with its record.
-    let job = units.last_run("job.service").await?.context("job.service kept")?;
+    let job = units
+        .last_run("job.service")
+        .await?
+        .context("job.service kept")?;
     assert_eq!(job.ran_to_completion(), Some(Ok(())), "{job:?}");
 
     tb.exec_ok(&["systemctl", "stop", "srv.service"])?;
-    let srv = units.last_run("srv.service").await?.context("srv.service kept")?;
-    assert_eq!((srv.main_code, srv.main_status), (1, 0), "exit 0 on SIGTERM: {srv:?}");
+    let srv = units
+        .last_run("srv.service")
+        .await?
+        .context("srv.service kept")?;
+    assert_eq!(
+        (srv.main_code, srv.main_status),
+        (1, 0),
+        "exit 0 on SIGTERM: {srv:?}"
+    );
     let why = srv.ran_to_completion().context("a record")?.unwrap_err();
     assert!(why.contains("stop job"), "{why}: {srv:?}");
 

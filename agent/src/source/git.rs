@@ -65,6 +65,10 @@ pub struct GitSource {
     display_url: String,
     /// The last snapshot read; its files are shared (`Arc`), so keeping it is cheap.
     last_snapshot: Option<Snapshot>,
+    /// How long the `git upload-pack` of a local repository may run before it is
+    /// killed ([`super::upload_pack::Deadline`]): legerd gives the pass budget and a
+    /// little more.
+    upload_pack_timeout: std::time::Duration,
 }
 
 /// What a fetch did on the wire, for metrics and for tests that check idle polls stay
@@ -107,7 +111,16 @@ impl GitSource {
             limits,
             display_url,
             last_snapshot: None,
+            upload_pack_timeout: leger_config::DEFAULT_COMMAND_TIMEOUT,
         }
+    }
+
+    /// Bounds the `git upload-pack` gix runs for a local repository (legerd passes
+    /// `reconcile.pass_timeout` plus 10 s). Remote fetches are bounded by the HTTP client's
+    /// own limits (connect 20 s; 30 s for each answer and each read of a body).
+    pub fn with_upload_pack_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.upload_pack_timeout = limit;
+        self
     }
 
     /// The bare cache repository's folder.
@@ -258,6 +271,26 @@ impl GitSource {
     /// yet), every ref of `refspecs` is fetched. Returns some advertised names, for a
     /// "not found" message.
     fn fetch_remote<S: AsRef<str>>(
+        &self,
+        repo: &Repository,
+        refspecs: &[S],
+        found: Option<&mut Option<(ObjectId, RefKind)>>,
+        stats: &mut FetchStats,
+    ) -> Result<Vec<String>, SourceError> {
+        let deadline = local_path(&self.spec.url)
+            .map(|_| super::upload_pack::Deadline::arm(self.upload_pack_timeout));
+        let result = self.fetch_remote_unbounded(repo, refspecs, found, stats);
+        match deadline.and_then(|d| d.explain(&self.display_url)) {
+            Some(reason) if result.is_err() => Err(SourceError::Unreachable {
+                url: self.display_url.clone(),
+                reason,
+            }),
+            _ => result,
+        }
+    }
+
+    /// [`GitSource::fetch_remote`] without the local upload-pack's time limit.
+    fn fetch_remote_unbounded<S: AsRef<str>>(
         &self,
         repo: &Repository,
         refspecs: &[S],

@@ -9,6 +9,7 @@ pub mod dir;
 pub mod git;
 pub mod manifest;
 mod tree;
+mod upload_pack;
 
 use std::path::PathBuf;
 

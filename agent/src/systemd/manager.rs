@@ -202,7 +202,12 @@ impl DbusUnitManager {
             return;
         }
         match self
-            .call("RefUnit", unit, self.call_timeout, link.manager.ref_unit(unit))
+            .call(
+                "RefUnit",
+                unit,
+                self.call_timeout,
+                link.manager.ref_unit(unit),
+            )
             .await
         {
             Ok(()) => {

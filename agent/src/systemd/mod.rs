@@ -55,10 +55,7 @@ pub trait UnitManager: Send + Sync {
     /// rest that it judges, never observe: systemd forgets a unit at rest as soon as
     /// it unloads it, so [`UnitManager::start`] and [`UnitManager::restart`] keep the
     /// unit loaded until [`UnitManager::release_runs`]. The default knows nothing.
-    fn last_run(
-        &self,
-        unit: &str,
-    ) -> impl Future<Output = Result<LastRun, SystemdError>> + Send {
+    fn last_run(&self, unit: &str) -> impl Future<Output = Result<LastRun, SystemdError>> + Send {
         let _ = unit;
         async { Ok(None) }
     }
