@@ -123,17 +123,19 @@ impl Validator {
         let revisions = host.revision_store();
         let podman = self.detect_podman().await;
         let keys = podman.keys();
-        let identity = validated::generator_identity(
-            &settings.quadlet.generator,
-            &podman.describe(),
-            settings.mode == leger_config::Mode::User,
-        );
+        let podman = podman.describe();
         let record = self.dry_run_record.take();
         let mut cache = self.parse_cache.take().unwrap_or_default();
         let store = Arc::clone(host.store);
         // Cheap: the files are shared, not copied.
         let to_store = snapshot.clone();
         let (record, cache, result) = blocking::run(move || {
+            // Stats the generator binary: the blocking pool's work too.
+            let identity = validated::generator_identity(
+                &settings.quadlet.generator,
+                &podman,
+                settings.mode == leger_config::Mode::User,
+            );
             let record_dir = validated::record_dir(&settings.paths.state_dir);
             let record = record.unwrap_or_else(|| ValidatedApps::load(&record_dir));
             let target = host_target(keys, &settings, &store);
