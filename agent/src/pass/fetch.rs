@@ -21,7 +21,7 @@ const UPLOAD_PACK_SLACK: std::time::Duration = std::time::Duration::from_secs(10
 
 #[derive(Debug)]
 enum ActiveSource {
-    Git(GitSource),
+    Git(Box<GitSource>),
     Dir(DirSource),
     Manifest(Box<ManifestSource>),
 }
@@ -29,7 +29,7 @@ enum ActiveSource {
 impl ActiveSource {
     fn new(spec: &SourceSpec, settings: &Settings) -> Self {
         match spec {
-            SourceSpec::Git(g) => ActiveSource::Git(
+            SourceSpec::Git(g) => ActiveSource::Git(Box::new(
                 GitSource::new(
                     crate::overlay::whole_tree(g),
                     &settings.paths.state_dir,
@@ -38,7 +38,7 @@ impl ActiveSource {
                 // Past the pass budget the pass is abandoned anyway; 10 s later the
                 // upload-pack it left behind is killed, freeing the blocking thread.
                 .with_upload_pack_timeout(settings.timeouts.pass + UPLOAD_PACK_SLACK),
-            ),
+            )),
             SourceSpec::Dir(d) => {
                 ActiveSource::Dir(DirSource::new(d.clone(), settings.limits.clone()))
             }
