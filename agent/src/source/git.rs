@@ -67,8 +67,10 @@ pub struct GitSource {
     last_snapshot: Option<Snapshot>,
     /// How long the `git upload-pack` of a local repository may run before it is
     /// killed ([`super::upload_pack::Deadline`]): legerd gives the pass budget and a
-    /// little more.
-    upload_pack_timeout: std::time::Duration,
+    /// little more. `None` (the default, for tools and tests that may fetch several
+    /// sources at once) leaves it unbounded: the deadline kills by process, and only
+    /// legerd knows that one fetch runs at a time.
+    upload_pack_timeout: Option<std::time::Duration>,
 }
 
 /// What a fetch did on the wire, for metrics and for tests that check idle polls stay
@@ -111,15 +113,16 @@ impl GitSource {
             limits,
             display_url,
             last_snapshot: None,
-            upload_pack_timeout: leger_config::DEFAULT_COMMAND_TIMEOUT,
+            upload_pack_timeout: None,
         }
     }
 
     /// Bounds the `git upload-pack` gix runs for a local repository (legerd passes
-    /// `reconcile.pass_timeout` plus 10 s). Remote fetches are bounded by the HTTP client's
+    /// `reconcile.pass_timeout` plus 10 s). Only for a process that runs one fetch at a
+    /// time: a new fetch kills an upload-pack still running from an earlier one. Remote fetches are bounded by the HTTP client's
     /// own limits (connect 20 s; 30 s for each answer and each read of a body).
     pub fn with_upload_pack_timeout(mut self, limit: std::time::Duration) -> Self {
-        self.upload_pack_timeout = limit;
+        self.upload_pack_timeout = Some(limit);
         self
     }
 
@@ -278,7 +281,8 @@ impl GitSource {
         stats: &mut FetchStats,
     ) -> Result<Vec<String>, SourceError> {
         let deadline = local_path(&self.spec.url)
-            .map(|_| super::upload_pack::Deadline::arm(self.upload_pack_timeout));
+            .and(self.upload_pack_timeout)
+            .map(super::upload_pack::Deadline::arm);
         let result = self.fetch_remote_unbounded(repo, refspecs, found, stats);
         match deadline.and_then(|d| d.explain(&self.display_url)) {
             Some(reason) if result.is_err() => Err(SourceError::Unreachable {

@@ -145,3 +145,58 @@ fn kill_upload_packs() -> usize {
     }
     roots.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::ExitStatusExt;
+
+    /// A hung upload-pack (a script that traps SIGTERM and waits on a child) is killed
+    /// once the limit passes, with what it started, and the deadline says why; one
+    /// that ends in time is left alone.
+    #[test]
+    fn deadline_kills_a_hung_upload_pack_and_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("git-upload-pack");
+        let pid_file = dir.path().join("child.pid");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\ntrap '' TERM\nsleep 600 &\necho $! > {}\nwait\n",
+                pid_file.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        let mut deadline = Deadline::arm(Duration::from_millis(500));
+        let mut hung = std::process::Command::new(&script).spawn().unwrap();
+        let status = hung.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "{status:?}");
+        // The watcher has fired: joining it returns at once, with its flag set.
+        deadline.watcher.take().unwrap().join().unwrap();
+        let why = deadline.explain("/srv/fleet.git").unwrap();
+        assert!(why.contains("did not finish within 500ms"), "{why}");
+        // Its child, holding the same pipe, went too.
+        let child: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let gone = (0..100).any(|_| {
+            let state = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let done = state.is_empty() || state.contains(") Z");
+            if !done {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            done
+        });
+        assert!(gone, "sleep {child} still runs");
+
+        // Ended in time: nothing fires.
+        let quick = Deadline::arm(Duration::from_secs(60));
+        assert_eq!(quick.explain("/srv/fleet.git"), None);
+        drop(quick);
+    }
+}
