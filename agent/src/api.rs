@@ -429,13 +429,23 @@ async fn revisions(
         .limit
         .unwrap_or(DEFAULT_HISTORY_LIMIT)
         .clamp(1, MAX_HISTORY_LIMIT);
-    let store = ctx.store.clone();
+    let (store, revisions) = (ctx.store.clone(), ctx.revisions.clone());
+    // SQLite and a look into the revision store per row: the blocking pool's work.
     let records = tokio::task::spawn_blocking(move || {
-        store
+        let records = store
             .lock()
             .map_err(|_| "the store lock is poisoned; restart legerd".to_owned())?
             .revisions(limit)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(
+            records
+                .into_iter()
+                .map(|r| {
+                    let stored = revisions.as_ref().is_some_and(|s| s.contains(&r.revision));
+                    (r, stored)
+                })
+                .collect::<Vec<_>>(),
+        )
     })
     .await
     .map_err(|e| {
@@ -448,11 +458,8 @@ async fn revisions(
     Ok(Json(
         records
             .into_iter()
-            .map(|r| RevisionInfo {
-                stored: ctx
-                    .revisions
-                    .as_ref()
-                    .is_some_and(|s| s.contains(&r.revision)),
+            .map(|(r, stored)| RevisionInfo {
+                stored,
                 revision: r.revision,
                 state: r.state.as_str().to_owned(),
                 error: r.error,

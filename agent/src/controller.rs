@@ -23,7 +23,7 @@ use crate::backup::RestoreJob;
 use crate::fswatch;
 use crate::pass::PassResult;
 use crate::pass::preview::PlanJob;
-use crate::pass::retry::{Next, RetryPolicy};
+use crate::pass::retry::RetryPolicy;
 use crate::reconciler::Reconciler;
 use crate::schedule::{Schedule, Trigger};
 use crate::systemd::UnitManager;
@@ -174,7 +174,7 @@ impl<U: UnitManager + 'static> Controller<U> {
             // Watch a dir source before the pass fetches from it: an edit made during
             // the pass (READY comes before its health gate ends) is then a trigger, not
             // something only the next poll sees.
-            self.reconciler.reload_desired();
+            self.reconciler.reload_desired().await;
             self.update_dir_watch();
             self.reconciler.mark_reconciling();
             self.publish_status();
@@ -195,17 +195,12 @@ impl<U: UnitManager + 'static> Controller<U> {
             };
             clock.finished();
             let now = Instant::now();
-            let mut next = retry.next(
+            let next = retry.next_within(
                 result.failure_cause,
+                result.retry_after,
                 self.reconciler.poll_interval(),
                 rand::random(),
             );
-            if let (Some(d), Next::RequeueAfter { delay, retry }) = (result.retry_after, next) {
-                next = Next::RequeueAfter {
-                    delay: delay.min(d),
-                    retry,
-                };
-            }
             schedule.after_pass(now, next);
             tracing::info!(
                 outcome = result.record.outcome.as_str(),

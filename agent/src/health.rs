@@ -7,6 +7,7 @@
 //! The gate watches long enough to catch both, and its verdict decides between
 //! recording the revision as good and rolling it back.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -109,6 +110,8 @@ pub async fn gate<U: UnitManager>(
         .max()
         .unwrap_or(settle);
     let _op = crate::activity::begin(format!("health gate of {} unit(s)", targets.len()));
+    // Units found at rest after a run to completion: settled, nothing to read again.
+    let mut completed = BTreeSet::new();
     for t in targets {
         let timeout = t.overrides.timeout.unwrap_or(timeout);
         let deadline = start + timeout;
@@ -126,9 +129,21 @@ pub async fn gate<U: UnitManager>(
                     },
                 },
                 "failed" => return Err(fail(t, format!("unit failed ({})", state.sub_state))),
-                // Its start job succeeded and it is at rest: it ran to completion and
-                // exited 0 (a migration, a one-shot job). That is a pass.
-                _ if state.has_completed() => true,
+                // At rest after its start job succeeded: a run to completion (a
+                // migration, a one-shot job) passes; a unit stopped from outside
+                // does not, and will not come back by itself.
+                _ if state.has_completed() => match ran_to_completion(units, &t.unit).await {
+                    Ok(()) => {
+                        completed.insert(t.unit.clone());
+                        true
+                    }
+                    Err(why) => {
+                        return Err(fail(
+                            t,
+                            format!("not active (ActiveState={}): {why}", state.active_state),
+                        ));
+                    }
+                },
                 _ => false,
             };
             if up {
@@ -158,17 +173,27 @@ pub async fn gate<U: UnitManager>(
     loop {
         for t in targets {
             let state = read_state(units, t, settle_until).await?;
-            if state.active_state != "active"
-                && state.active_state != "reloading"
-                && !state.has_completed()
-            {
+            let down = match state.active_state.as_str() {
+                "active" | "reloading" => None,
+                _ if completed.contains(&t.unit) && state.has_completed() => None,
+                _ if state.has_completed() => match ran_to_completion(units, &t.unit).await {
+                    Ok(()) => {
+                        completed.insert(t.unit.clone());
+                        None
+                    }
+                    Err(why) => Some(why),
+                },
+                _ => Some(String::new()),
+            };
+            if let Some(why) = down {
                 return Err(fail(
                     t,
                     format!(
-                        "did not stay up for {}: ActiveState={} ({})",
+                        "did not stay up for {}: ActiveState={} ({}){}{why}",
                         humantime::format_duration(settle),
                         state.active_state,
-                        state.sub_state
+                        state.sub_state,
+                        if why.is_empty() { "" } else { ": " },
                     ),
                 ));
             }
@@ -178,6 +203,24 @@ pub async fn gate<U: UnitManager>(
             return Ok(());
         }
         tokio::time::sleep(POLL.min(settle_until.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+/// For a unit at rest (`inactive`): `Ok` when it ran to completion, `Err` saying what
+/// happened instead (stopped from outside, killed). Exact while systemd still has the
+/// record of the run, which the unit manager keeps from the start job on
+/// ([`UnitManager::last_run`]). With no record (a gate run again after legerd
+/// restarted, by when systemd had unloaded the unit) or an unreadable one, a unit at
+/// rest after a successful start job is read as completed, as quadlet containers that
+/// exit non-zero end `failed` instead.
+pub async fn ran_to_completion<U: UnitManager>(units: &U, unit: &str) -> Result<(), String> {
+    match units.last_run(unit).await {
+        Ok(Some(run)) => run.ran_to_completion().unwrap_or(Ok(())),
+        Ok(None) => Ok(()),
+        Err(e) => {
+            tracing::warn!(unit, error = %e, "cannot read how the unit's run ended; reading it as completed");
+            Ok(())
+        }
     }
 }
 
@@ -267,7 +310,7 @@ fn is_container_id(line: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{App, AppFile, Unit, UnitState};
+    use crate::model::{App, AppFile, Unit, UnitRun, UnitState};
     use crate::plan::StartReason;
     use crate::podman::RecordingPodman;
     use crate::systemd::recording::RecordingUnitManager;
@@ -445,6 +488,67 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.reason.contains("cannot read its state"), "{}", e.reason);
+    }
+
+    /// A unit at rest passes only when systemd's record of its run says it exited by
+    /// itself; stopped from outside, it fails the gate saying so, at once.
+    #[tokio::test]
+    async fn gate_tells_a_run_to_completion_from_a_stop() {
+        let targets = [GateUnit {
+            unit: "job.service".into(),
+            app: "web".into(),
+            health_container: None,
+            overrides: Default::default(),
+        }];
+        let p = RecordingPodman::new();
+        let m = RecordingUnitManager::new();
+        m.set_state("job.service", state("inactive", "dead"));
+        let run = |main_exited, active_exited| UnitRun {
+            result: "success".into(),
+            main_code: 1,
+            main_status: 0,
+            main_exited,
+            active_exited,
+            started: 100,
+            remain_after_exit: false,
+        };
+        m.set_run("job.service", run(200, 210));
+        let settle = Duration::from_millis(600);
+        gate(&m, &p, &targets, Duration::from_secs(60), settle)
+            .await
+            .unwrap();
+        // No record (systemd unloaded it): read as completed, as before.
+        let m = RecordingUnitManager::new();
+        m.set_state("job.service", state("inactive", "dead"));
+        gate(&m, &p, &targets, Duration::from_secs(60), settle)
+            .await
+            .unwrap();
+        // Stopped: it left active before its main process exited.
+        m.set_run("job.service", run(400, 300));
+        let e = gate(&m, &p, &targets, Duration::from_secs(3600), settle)
+            .await
+            .unwrap_err();
+        assert!(e.reason.contains("stop job"), "{}", e.reason);
+        // Up when the gate began, stopped during the settle time.
+        m.set_state("job.service", state("active", "running"));
+        let (m2, t2) = (&m, &targets);
+        let stop_later = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            m2.set_state("job.service", state("inactive", "dead"));
+        };
+        let (result, ()) = tokio::join!(
+            gate(
+                m2,
+                &p,
+                t2,
+                Duration::from_secs(60),
+                Duration::from_secs(3600)
+            ),
+            stop_later
+        );
+        let e = result.unwrap_err();
+        assert!(e.reason.contains("did not stay up"), "{}", e.reason);
+        assert!(e.reason.contains("stop job"), "{}", e.reason);
     }
 
     #[tokio::test]

@@ -283,13 +283,70 @@ impl UnitState {
         )
     }
 
-    /// At rest without having failed. For a unit whose start job succeeded this means
-    /// it ran to completion and exited 0 (quadlet containers that exit non-zero end
-    /// `failed`); `Type=oneshot` with `RemainAfterExit=` stays `active` instead. The
-    /// health gate, the start job's settle check and the planner (through
-    /// [`Observed::completed`]) all read it the same way.
+    /// At rest without having failed: a unit that may have run to completion
+    /// (quadlet containers that exit non-zero end `failed`; `Type=oneshot` with
+    /// `RemainAfterExit=` stays `active` instead), or one stopped from outside. The
+    /// health gate tells the two apart from systemd's record of the run
+    /// ([`UnitRun::ran_to_completion`]) and remembers only true completions; the
+    /// planner then reads a remembered unit at rest as done ([`Observed::completed`]).
     pub fn has_completed(&self) -> bool {
         self.active_state == "inactive"
+    }
+}
+
+/// How a service's last run ended, as systemd recorded it: what tells a run to
+/// completion from a stop. An `inactive` unit looks the same either way; a container
+/// that traps SIGTERM even exits 0 on `systemctl stop`. What differs is the order:
+/// a run that completes has its main process exit *before* the unit leaves `active`,
+/// a stopped one leaves `active` first (the stop job) and its main process exits after.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitRun {
+    /// `Service.Result`: `success`, `exit-code`, `signal`, ...
+    pub result: String,
+    /// `ExecMainCode`: 1 exited, 2 killed by a signal, 3 dumped core; 0 no record.
+    pub main_code: i32,
+    /// `ExecMainStatus`: the exit status, or the signal.
+    pub main_status: i32,
+    /// `ExecMainExitTimestampMonotonic` (µs; 0: no record).
+    pub main_exited: u64,
+    /// `ActiveExitTimestampMonotonic`: when the unit last left `active` (0: never).
+    pub active_exited: u64,
+    /// `InactiveExitTimestampMonotonic`: when the current run began.
+    pub started: u64,
+    /// `RemainAfterExit=`: a finished run would still be `active`.
+    pub remain_after_exit: bool,
+}
+
+/// `ExecMainCode` of a main process that exited by itself (`CLD_EXITED`).
+const CLD_EXITED: i32 = 1;
+
+impl UnitRun {
+    /// For a unit at rest (`inactive`): did this run complete? `Ok` when its main
+    /// process exited by itself with success (exit 0, or a status the unit's
+    /// `SuccessExitStatus=` accepts) before anything stopped the unit; `Err` says what
+    /// happened instead. `None` when systemd kept no record of the run (the unit was
+    /// unloaded and loaded again): nothing can be told.
+    pub fn ran_to_completion(&self) -> Option<Result<(), String>> {
+        if self.main_code == 0 || self.main_exited == 0 {
+            return None;
+        }
+        Some(if self.remain_after_exit {
+            Err("it was stopped: with RemainAfterExit=yes a finished run stays active".to_owned())
+        } else if self.active_exited >= self.started && self.active_exited < self.main_exited {
+            Err("it was stopped (a stop job: `systemctl stop` or a conflicting unit) while its main process still ran; it did not exit by itself".to_owned())
+        } else if self.main_code != CLD_EXITED {
+            Err(format!(
+                "its main process was killed by signal {}",
+                self.main_status
+            ))
+        } else if self.result != "success" {
+            Err(format!(
+                "its main process exited with status {} (Result={})",
+                self.main_status, self.result
+            ))
+        } else {
+            Ok(())
+        })
     }
 }
 
@@ -332,6 +389,57 @@ pub fn install_key(app: &str, rel: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Figures read with `systemctl show` on the test bed (systemd 257, podman 5.4.2)
+    /// from quadlet containers kept loaded: what each way of coming to rest records.
+    #[test]
+    fn unit_run_tells_a_completion_from_a_stop() {
+        let run = |code, status, main, active_exit, started, rae| UnitRun {
+            result: "success".into(),
+            main_code: code,
+            main_status: status,
+            main_exited: main,
+            active_exited: active_exit,
+            started,
+            remain_after_exit: rae,
+        };
+        // `Exec=echo job ran`: the main process exits, then the unit leaves active.
+        let job = run(1, 0, 21_668_434_184, 21_668_434_664, 21_668_035_096, false);
+        assert_eq!(job.ran_to_completion(), Some(Ok(())));
+        // A server that traps SIGTERM and exits 0, `systemctl stop`ped: the unit left
+        // active 210 ms before its main process exited.
+        let stopped = run(1, 0, 21_671_558_916, 21_671_348_330, 21_668_060_642, false);
+        let why = stopped.ran_to_completion().unwrap().unwrap_err();
+        assert!(why.contains("stopped"), "{why}");
+        // `Type=oneshot`: never active; an old active exit from before this run is
+        // not a stop.
+        let oneshot = run(1, 0, 21_676_202_717, 0, 21_675_860_558, false);
+        assert_eq!(oneshot.ran_to_completion(), Some(Ok(())));
+        let restarted = run(1, 0, 300, 100, 200, false);
+        assert_eq!(restarted.ran_to_completion(), Some(Ok(())));
+        // `RemainAfterExit=yes` stopped after it finished: at rest means stopped.
+        let rae = run(1, 0, 21_676_214_653, 21_677_440_970, 21_675_885_023, true);
+        assert!(rae.ran_to_completion().unwrap().is_err());
+        // Killed by a signal, or an exit systemd does not count as success.
+        let killed = run(2, 9, 300, 400, 200, false);
+        assert!(
+            killed
+                .ran_to_completion()
+                .unwrap()
+                .unwrap_err()
+                .contains("signal 9")
+        );
+        let mut failed = run(1, 7, 300, 400, 200, false);
+        failed.result = "exit-code".into();
+        assert!(failed.ran_to_completion().unwrap().is_err());
+        // Unloaded and loaded again: an empty record says nothing.
+        assert_eq!(UnitRun::default().ran_to_completion(), None);
+        let fresh = UnitRun {
+            result: "success".into(),
+            ..UnitRun::default()
+        };
+        assert_eq!(fresh.ran_to_completion(), None);
+    }
 
     #[test]
     fn unit_names_follow_quadlet_rules() {

@@ -21,6 +21,7 @@ use leger_config::Settings;
 
 use crate::backup::BackupError;
 use crate::metrics::Metrics;
+use crate::pass::blocking;
 use crate::pass::fetch::Fetcher;
 use crate::pass::gate::default_gates;
 use crate::pass::run::Pass;
@@ -246,7 +247,7 @@ impl<U: UnitManager> Reconciler<U> {
 
     /// Runs one pass. `triggers` only label the pass; the work is the same for all.
     pub async fn reconcile(&mut self, triggers: &[String]) -> PassResult {
-        self.load_desired();
+        self.load_desired().await;
         let desired = match &self.desired {
             Some(d) => Ok(d.clone()),
             None => Err(match &self.desired_error {
@@ -276,8 +277,8 @@ impl<U: UnitManager> Reconciler<U> {
 
     /// Reads desired.toml now (a pass does it too), so the controller can watch a dir
     /// source before the pass fetches from it.
-    pub fn reload_desired(&mut self) {
-        self.load_desired();
+    pub async fn reload_desired(&mut self) {
+        self.load_desired().await;
     }
 
     /// What the next pass would do now (`legerctl plan`): the pass's stages up to the
@@ -286,7 +287,7 @@ impl<U: UnitManager> Reconciler<U> {
         &mut self,
         app: Option<&str>,
     ) -> Result<leger_api_types::PlanDocument, crate::pass::preview::PreviewError> {
-        self.load_desired();
+        self.load_desired().await;
         let Some(desired) = self.desired.clone() else {
             return Err(crate::pass::preview::PreviewError::Failed(
                 self.desired_error.clone().unwrap_or_else(|| {
@@ -306,7 +307,7 @@ impl<U: UnitManager> Reconciler<U> {
         &mut self,
         request: &RestoreRequest,
     ) -> (PassResult, Result<RestoreResponse, BackupError>) {
-        self.load_desired();
+        self.load_desired().await;
         let host = host_of!(self);
         let pass = pass_of!(self, host);
         pass.restore(self.desired.as_ref(), request).await
@@ -347,34 +348,42 @@ impl<U: UnitManager> Reconciler<U> {
         .await
     }
 
-    /// Reads desired.toml. A broken or missing file keeps the last good state in force
-    /// and is reported; returns true when the desired state changed.
     /// The audit event of a desired.toml legerd has not seen before: compared with the
-    /// text of the last pass, or at start with the last good text in the store, so a
-    /// restart does not log an unchanged file again.
-    fn audit_desired_change(&self, text: &str) {
-        let before = match &self.desired_text {
-            Some(t) => Some(t.clone()),
-            None => self
-                .store
-                .lock()
-                .expect("store lock")
-                .meta(META_LAST_GOOD_DESIRED)
-                .ok()
-                .flatten(),
-        };
-        if before.as_deref() != Some(text) {
-            crate::journal::desired_changed(
-                &self.settings.paths.desired_file,
-                before.as_deref(),
-                text,
-            );
+    /// text of the last pass, or at start with the last good text in the store
+    /// (`last_good`), so a restart does not log an unchanged file again.
+    fn audit_desired_change(&self, text: &str, last_good: Option<&str>) {
+        let before = self.desired_text.as_deref().or(last_good);
+        if before != Some(text) {
+            crate::journal::desired_changed(&self.settings.paths.desired_file, before, text);
         }
     }
 
-    fn load_desired(&mut self) -> bool {
+    /// Reads desired.toml. A broken or missing file keeps the last good state in force
+    /// and is reported; returns true when the desired state changed. The file and the
+    /// store are read (and the last good text written) on the blocking pool.
+    async fn load_desired(&mut self) -> bool {
+        let path = self.settings.paths.desired_file.clone();
+        // The last good text: the fallback for a missing file before any desired state
+        // is known, and what a restarted legerd compares the file with for the audit.
+        let wants_last_good = self.desired_text.is_none() || self.desired.is_none();
+        let store = Arc::clone(&self.store);
+        let (read, last_good) = blocking::run(move || {
+            let read = std::fs::read_to_string(&path);
+            let last_good = if wants_last_good {
+                store
+                    .lock()
+                    .expect("store lock")
+                    .meta(META_LAST_GOOD_DESIRED)
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            };
+            (read, last_good)
+        })
+        .await;
         let path = &self.settings.paths.desired_file;
-        let text = match std::fs::read_to_string(path) {
+        let text = match read {
             Ok(t) => Some(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
@@ -391,14 +400,7 @@ impl<U: UnitManager> Reconciler<U> {
                 ));
                 return false;
             }
-            None => match self
-                .store
-                .lock()
-                .expect("store lock")
-                .meta(META_LAST_GOOD_DESIRED)
-                .ok()
-                .flatten()
-            {
+            None => match last_good.clone() {
                 Some(t) => (t, true),
                 None => {
                     self.desired_error = None;
@@ -410,17 +412,17 @@ impl<U: UnitManager> Reconciler<U> {
             return false;
         }
         if !from_store {
-            self.audit_desired_change(&text);
+            self.audit_desired_change(&text, last_good.as_deref());
         }
         match DesiredState::from_toml_str(&text) {
             Ok(d) => {
                 self.desired_error = None;
                 if !from_store {
-                    let _ = self
-                        .store
-                        .lock()
-                        .expect("store lock")
-                        .set_meta(META_LAST_GOOD_DESIRED, &text);
+                    let t = text.clone();
+                    let _ = blocking::store(&self.store, move |s| {
+                        s.set_meta(META_LAST_GOOD_DESIRED, &t)
+                    })
+                    .await;
                 }
                 let source_changed =
                     self.desired.as_ref().map(|old| &old.source) != Some(&d.source);

@@ -199,7 +199,7 @@ async fn fleet_gate_keeps_a_slot_after_a_failed_gate_across_restarts() {
     gate.before_apply(&Disruption::default()).await.unwrap();
     assert!(ops(&state).is_empty());
     gate.before_apply(&restart_web()).await.unwrap();
-    gate.after_failed_gate();
+    gate.after_failed_gate().await;
     let s = gate.status();
     assert_eq!(s.host, "h1");
     let lock = s.lock.unwrap();
@@ -434,7 +434,7 @@ async fn etcd_gate_keeps_and_releases_like_fleetlock() {
         Arc::new(Metrics::new(false)),
     );
     h1.before_apply(&restart_web()).await.unwrap();
-    h1.after_failed_gate();
+    h1.after_failed_gate().await;
     let (wait, _) = h2.before_apply(&restart_web()).await.unwrap_err();
     assert!(wait.contains("all 1 semaphore slots"), "{wait}");
     let msg = h1.release().await.unwrap();

@@ -457,3 +457,38 @@ fn git_source_over_http_auth_failure_is_an_auth_error() {
     assert!(e.to_string().contains("clear text"), "{e}");
     assert_eq!(server.fetches(), 0);
 }
+
+/// An HTTP remote that accepts the connection and never answers fails the fetch at the
+/// source's HTTP time limit, as unreachable, instead of holding the pass (and a thread)
+/// until the pass budget.
+#[test]
+fn git_source_gives_up_on_a_silent_http_remote() {
+    let t = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        // Accept, read nothing, answer nothing; keep every connection open.
+        let held: Vec<_> = listener.incoming().collect();
+        drop(held);
+    });
+    let mut src = GitSource::new(
+        spec(&format!("http://{addr}/fleet.git"), "main", Some("apps")),
+        &t.path().join("state"),
+        limits(),
+    )
+    .with_http_timeout(std::time::Duration::from_secs(1));
+    let t0 = std::time::Instant::now();
+    let err = src.fetch(None).unwrap_err();
+    // Not a timing test of the machine: reqwest's default alone would wait 30 s per
+    // request; a 1 s limit returns long before 25 s even on a loaded box.
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(25),
+        "took {:?}: {err}",
+        t0.elapsed()
+    );
+    assert!(
+        matches!(err, legerd::source::SourceError::Unreachable { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}

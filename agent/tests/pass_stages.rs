@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use leger_api_types::{PassOutcome, RestoreRequest};
-use legerd::model::UnitState;
+use legerd::model::{UnitRun, UnitState};
 use legerd::pass::PassResult;
 use legerd::pass::intent::{self, Intent, Phase};
 use legerd::podman::{PodmanCall, RecordingPodman};
@@ -586,9 +586,15 @@ async fn pass_run_to_completion_unit_is_healthy_and_not_drift() {
     bed.units
         .set_state_after_job("migrate.service", state("inactive", "dead"));
     bed.source(&[("web/web.container", WEB), ("web/migrate.container", job)]);
+    // systemd's record: the main process exited 0, then the unit left active.
+    bed.units.set_run("migrate.service", finished_run());
     let r = bed.pass().await;
     // The gate accepts a unit that ran and exited 0.
     assert_eq!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    assert!(
+        bed.units.releases() > 0,
+        "the kept units are let go after the gate"
+    );
     assert!(
         bed.units
             .actions()
@@ -624,6 +630,70 @@ async fn pass_run_to_completion_unit_is_healthy_and_not_drift() {
         .set_state("migrate.service", state("failed", "failed"));
     bed.pass().await;
     assert_eq!(bed.units.actions(), [Call::Start("migrate.service".into())]);
+}
+
+/// How systemd records a run that ended by itself with exit 0.
+fn finished_run() -> UnitRun {
+    UnitRun {
+        result: "success".into(),
+        main_code: 1,
+        main_status: 0,
+        main_exited: 2_000,
+        active_exited: 2_001,
+        started: 1_000,
+        remain_after_exit: false,
+    }
+}
+
+/// A long-running container stopped from outside (`systemctl stop`) during its gate
+/// rests `inactive` like a finished job, and even exits 0 when it traps SIGTERM. The
+/// gate reads systemd's record of the run: stopped, not completed. The revision that
+/// changed it is not recorded good, and the unit is never remembered as done, so
+/// self-heal starts it again.
+#[tokio::test]
+async fn pass_unit_stopped_from_outside_during_its_gate_is_not_completed() {
+    let mut bed = Bed::new();
+    let good = bed.converged().await;
+    let web2 = "[Container]\nImage=localhost/busybox:latest\nExec=sleep 1001\n";
+    bed.source(&[("web/web.container", web2), ("db/db.container", DB)]);
+    bed.units
+        .set_state_after_job("web.service", state("inactive", "dead"));
+    bed.units.set_run(
+        "web.service",
+        UnitRun {
+            active_exited: 2_000,
+            main_exited: 2_210,
+            ..finished_run()
+        },
+    );
+    let r = bed.pass().await;
+    assert_ne!(r.record.outcome, PassOutcome::Applied, "{:?}", r.record);
+    let error = r.record.error.clone().unwrap_or_default();
+    assert!(error.contains("web.service"), "{error}");
+    assert!(error.contains("stop job"), "{error}");
+    assert_eq!(
+        bed.revision_state(&revision(&r)),
+        Some(RevisionState::Failed)
+    );
+    assert_eq!(bed.reconciler.applied_revision(), Some(good.as_str()));
+    assert!(
+        !bed.reconciler
+            .state()
+            .completed_units
+            .contains("web.service"),
+        "{:?}",
+        bed.reconciler.state().completed_units
+    );
+    // Still at rest on the next pass: drift, started again.
+    bed.units.set_state_after_job("web.service", active());
+    bed.pass().await;
+    assert!(
+        bed.units
+            .actions()
+            .contains(&Call::Start("web.service".into())),
+        "{:?}",
+        bed.units.actions()
+    );
 }
 
 #[tokio::test]

@@ -146,6 +146,58 @@ async fn dbus_unit_manager_reports_a_container_that_exits_and_unknown_units() ->
     Ok(())
 }
 
+/// The record of a run, on real systemd: a container that exits 0 by itself ran to
+/// completion; a long-running one that exits 0 on SIGTERM, stopped with `systemctl
+/// stop`, did not. Both rest `inactive`; only the order of "main process exited" and
+/// "left active" tells them apart, and only while systemd keeps the unit loaded,
+/// which `start` arranges until `release_runs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbus_unit_manager_tells_a_run_to_completion_from_a_stop() -> Result<()> {
+    let tb = Testbed::boot("sdbus-runs")?;
+    write_container(&tb, "job", "/bin/sh -c 'echo job ran'", "")?;
+    write_container(&tb, "srv", LONG_RUNNING, "")?;
+    let units = connect(&tb).await?;
+    units.reload().await?;
+
+    units.start("job.service").await?;
+    units.start("srv.service").await?;
+    wait_until(TIMEOUT, "job.service at rest", || {
+        Ok(tb
+            .exec_ok(&["systemctl", "is-active", "job.service"])
+            .is_err())
+    })?;
+    // Loaded still (systemd would have unloaded it at once), with its record.
+    let job = units
+        .last_run("job.service")
+        .await?
+        .context("job.service kept")?;
+    assert_eq!(job.ran_to_completion(), Some(Ok(())), "{job:?}");
+
+    tb.exec_ok(&["systemctl", "stop", "srv.service"])?;
+    let srv = units
+        .last_run("srv.service")
+        .await?
+        .context("srv.service kept")?;
+    assert_eq!(
+        (srv.main_code, srv.main_status),
+        (1, 0),
+        "exit 0 on SIGTERM: {srv:?}"
+    );
+    let why = srv.ran_to_completion().context("a record")?.unwrap_err();
+    assert!(why.contains("stop job"), "{why}: {srv:?}");
+
+    // Let go: systemd unloads both, and nothing is left to read.
+    units.release_runs().await;
+    let gone = || async {
+        Ok::<_, anyhow::Error>(
+            units.last_run("job.service").await?.is_none()
+                && units.last_run("srv.service").await?.is_none(),
+        )
+    };
+    leger_e2e::wait_until_async(TIMEOUT, "both units unloaded", gone).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unit_events_report_a_unit_stopped_from_inside() -> Result<()> {
     let tb = Testbed::boot("sdbus-events")?;

@@ -888,7 +888,7 @@ async fn cli_fleet_release_gives_a_kept_slot_back_through_legerd() {
     };
     // h1 restarted web in its slot, and the health gate failed: it keeps the slot.
     gate.before_apply(&restart).await.unwrap();
-    gate.after_failed_gate();
+    gate.after_failed_gate().await;
     assert!(gate.holds_slot());
     let other = legerd::fleet::FleetGate::new(
         &fleet_settings("h2", &url),
@@ -958,7 +958,7 @@ async fn cli_fleet_release_gives_a_kept_slot_back_through_legerd() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     };
-    other.after_failed_gate();
+    other.after_failed_gate().await;
     drop(other);
     let h2_db = env.dir.path().join("state/h2.db");
     let h2_store = Arc::new(Mutex::new(Store::open(&h2_db).unwrap()));

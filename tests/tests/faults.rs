@@ -9,6 +9,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use anyhow::Result;
 use common::*;
 use leger_e2e::{Testbed, wait_until};
@@ -212,6 +214,26 @@ fn pass_over_budget_is_abandoned_naming_what_it_waited_on() -> Result<()> {
     assert_eq!(applied_revision(&tb)?.as_deref(), Some(v1.as_str()));
     let history = legerctl(&tb, &["history", "--json"])?;
     assert!(history.contains("fetch of the git source"), "{history}");
+    // An abandoned fetch's upload-pack does not hang on for good (it traps SIGTERM):
+    // the retry's fetch kills it (SIGKILL) before it starts its own, so hung
+    // upload-packs do not pile up, one per retry, each holding a thread of legerd.
+    wait_until(Duration::from_secs(180), "a second pass abandoned", || {
+        let doc: serde_json::Value = serde_json::from_str(&legerctl(&tb, &["history", "--json"])?)?;
+        let timed_out: u64 = doc
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                p["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("abandoned after"))
+            })
+            .map(|p| p["runs"].as_u64().unwrap_or(1))
+            .sum();
+        Ok(timed_out >= 2)
+    })?;
+    let hung = processes_running(&tb, "upload-pack")?;
+    assert!(hung.len() <= 1, "one hung upload-pack at most: {hung:#?}");
 
     answer_again(&tb, "git")?;
     wait_applied(&tb, &v2)?;

@@ -222,3 +222,61 @@ fn a_failing_pin_returns_to_the_last_good_revision_and_does_not_flap() -> Result
     assert!(err.contains("--force"), "{err}");
     Ok(())
 }
+
+/// A long-running container stopped from outside (`systemctl stop`) before the gate
+/// looks at it rests `inactive`, and exits 0 since it traps SIGTERM: the very picture
+/// of a finished one-shot job. systemd's record of the run (its main process exited
+/// *after* the stop job took it out of `active`) says it was stopped, so the gate does
+/// not count it as completed: the revision fails its gate, saying the unit was
+/// stopped, and the last good revision runs again. Read as "completed", the revision
+/// was recorded good and the container remembered as done, left down for good.
+///
+/// The stop lands while the same apply still starts a slow unit (`ExecStartPre=` sleeps),
+/// so the gate's first look finds web already at rest, not on its way down.
+#[test]
+fn a_container_stopped_from_outside_before_its_gate_is_not_completed() -> Result<()> {
+    let tb = Testbed::boot("e2e-stopgate")?;
+    let fleet = Fleet::create(
+        &tb,
+        &[("apps/web/web.container", &container("web", "web v1"))],
+    )?;
+    start_on(&tb, &fleet)?;
+    let first = fleet.head()?;
+    wait_applied(&tb, &first)?;
+
+    let slow = format!(
+        "{}\n[Service]\nExecStartPre=/bin/sleep 15\n",
+        container("slow", "slow")
+    );
+    let second = fleet.commit(
+        &[
+            ("apps/web/web.container", &container("web", "web v2")),
+            ("apps/slow/slow.container", &slow),
+        ],
+        &[],
+        "web v2, and a slow starter",
+    )?;
+    reconcile(&tb)?;
+    wait_until(WAIT, "web v2 runs while slow.service starts", || {
+        Ok(tb.unit_logs("web.service")?.contains("web v2")
+            && active_state(&tb, "slow.service")? == "activating")
+    })?;
+    tb.exec_ok(&["systemctl", "stop", "web.service"])?;
+    assert_eq!(active_state(&tb, "web.service")?, "inactive");
+
+    wait_until(WAIT, "the pass rolled the stopped revision back", || {
+        Ok(condition(&status(&tb)?, "Ready").is_some_and(|(_, r, _)| r == "RolledBack"))
+    })?;
+    assert_eq!(revision_state(&tb, &second)?, "failed");
+    let (_, _, message) = condition(&status(&tb)?, "Ready").expect("a Ready condition");
+    assert!(message.contains("web.service"), "{message}");
+    let details = legerctl(&tb, &["status", "--details"])?;
+    assert!(details.contains("stop job"), "{details}");
+    // The last good revision runs again: web is up, not left down as "done".
+    assert_eq!(applied_revision(&tb)?, Some(first.clone()));
+    wait_until(WAIT, "web.service active again", || {
+        Ok(active_state(&tb, "web.service")? == "active")
+    })?;
+    assert_eq!(revision_state(&tb, &first)?, "applied");
+    Ok(())
+}

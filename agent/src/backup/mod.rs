@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::model::{ContentHash, QuadletKind};
+use crate::pass::blocking;
 use crate::plan::{Action, Plan, WriteReason};
 use crate::store::{InventoryEntry, StoreError};
 use crate::systemd::SystemdError;
@@ -518,14 +519,15 @@ impl Backups {
         std::mem::take(&mut *self.outcomes.lock().expect("outcomes lock"))
     }
 
-    /// Reports the outcomes counted so far and the folder's size into `metrics`.
-    pub fn report(&self, metrics: &crate::metrics::Metrics) {
+    /// Reports the outcomes counted so far and the folder's size (a walk of the
+    /// folder, on the blocking pool) into `metrics`.
+    pub async fn report(&self, metrics: &crate::metrics::Metrics) {
         for (outcome, n) in self.drain_outcomes() {
             for _ in 0..n {
                 metrics.record_backup(outcome);
             }
         }
-        metrics.set_backup_bytes(self.size());
+        metrics.set_backup_bytes(self.off_runtime(Backups::size).await);
     }
 
     /// What all backups take on disk now.
@@ -631,7 +633,13 @@ impl Backups {
         let affected = affected_apps(plan);
         let mut taken = Vec::new();
         for (app, what) in &affected {
-            let files = current_files(inventory, app, quadlet_dir)?;
+            let rows: Vec<InventoryEntry> = inventory
+                .iter()
+                .filter(|e| &e.app == app)
+                .cloned()
+                .collect();
+            let (a, dir) = (app.clone(), quadlet_dir.to_owned());
+            let files = blocking::run(move || current_files(&rows, &a, &dir)).await?;
             if files.is_empty() {
                 continue;
             }
@@ -670,7 +678,7 @@ impl Backups {
             }
         }
         if !taken.is_empty() {
-            self.prune(now)?;
+            self.off_runtime(move |b| b.prune(now)).await?;
         }
         Ok(taken)
     }
@@ -686,24 +694,30 @@ impl Backups {
         now: SystemTime,
         protected: &[(String, String)],
     ) -> Result<Option<BackupInfo>, BackupError> {
-        let base = backup_id(now, revision);
-        let mut id = base.clone();
-        let mut n = 1;
-        while self.root.join(&id).join(app).exists() {
-            n += 1;
-            id = format!("{base}.{n}");
-        }
-        let dir = self.root.join(&id).join(app);
         // Before anything is written: the files, and each volume at the size its last
         // backup had (its real size is checked again right after its export).
-        let mut protected = protected.to_vec();
-        protected.push((id.clone(), app.to_owned()));
-        let estimate = files
+        let file_bytes = files
             .iter()
             .filter_map(|f| f.content.as_ref().map(|c| c.len() as u64))
-            .sum::<u64>()
-            + self.volume_estimates(volumes).await;
-        self.ensure_room(app, estimate, revision, &protected)?;
+            .sum::<u64>();
+        let volume_bytes = self.volume_estimates(volumes).await;
+        let (a, rev, mut protected) = (app.to_owned(), revision.to_owned(), protected.to_vec());
+        let (id, protected) = self
+            .off_runtime(move |b| {
+                let estimate = file_bytes + volume_bytes;
+                let base = backup_id(now, &rev);
+                let mut id = base.clone();
+                let mut n = 1;
+                while b.root.join(&id).join(&a).exists() {
+                    n += 1;
+                    id = format!("{base}.{n}");
+                }
+                protected.push((id.clone(), a.clone()));
+                b.ensure_room(&a, estimate, &rev, &protected)?;
+                Ok::<_, BackupError>((id, protected))
+            })
+            .await?;
+        let dir = self.root.join(&id).join(app);
         let result = self
             .write_app(&dir, app, revision, next, files, volumes, now, &protected)
             .await;
@@ -712,15 +726,21 @@ impl Backups {
             .as_ref()
             .is_ok_and(|m| m.files.is_empty() && m.volumes.is_empty());
         if result.is_err() || empty {
-            let _ = std::fs::remove_dir_all(&dir);
-            let _ = std::fs::remove_dir(self.root.join(&id));
+            let (d, id_dir) = (dir.clone(), self.root.join(&id));
+            blocking::run(move || {
+                let _ = std::fs::remove_dir_all(&d);
+                let _ = std::fs::remove_dir(&id_dir);
+            })
+            .await;
         }
         let manifest = result?;
         if empty {
             return Ok(None);
         }
         tracing::info!(backup = %id, app, revision, volumes = manifest.volumes.len(), "backed up app before apply");
-        Ok(Some(info(&id, &dir, &manifest)))
+        Ok(Some(
+            blocking::run(move || info(&id, &dir, &manifest)).await,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -735,7 +755,6 @@ impl Backups {
         now: SystemTime,
         protected: &[(String, String)],
     ) -> Result<Manifest, BackupError> {
-        mkdir(dir)?;
         let mut manifest = Manifest {
             format: FORMAT,
             app: app.to_owned(),
@@ -745,21 +764,8 @@ impl Backups {
             files: Vec::new(),
             volumes: Vec::new(),
         };
-        for f in files {
-            let Some(content) = &f.content else { continue };
-            let path = dir.join("files").join(f.rel());
-            mkdir(path.parent().expect("a file has a parent"))?;
-            std::fs::write(&path, content).map_err(io_err("write", &path))?;
-            manifest.files.push(ManifestFile {
-                path: f.rel().to_owned(),
-                sha256: ContentHash::of(content).to_hex(),
-                size: content.len() as u64,
-                unit: f.entry.unit.clone(),
-            });
-        }
-        if !volumes.is_empty() {
-            mkdir(&dir.join("volumes"))?;
-        }
+        let (d, files, with_volumes) = (dir.to_owned(), files.to_vec(), !volumes.is_empty());
+        manifest.files = blocking::run(move || write_files(&d, &files, with_volumes)).await?;
         for v in volumes {
             if !self.podman.exists(v).await? {
                 tracing::info!(volume = %v, app, "volume does not exist; nothing to back up");
@@ -767,26 +773,33 @@ impl Backups {
             }
             let path = dir.join("volumes").join(format!("{v}.tar"));
             self.podman.export(v, &path).await?;
-            let p = path.clone();
-            let (sha256, size) = tokio::task::spawn_blocking(move || sha256_file(&p))
-                .await
-                .map_err(|e| BackupError::Io {
-                    what: "hash",
-                    path: path.clone(),
-                    source: io::Error::other(e.to_string()),
-                })??;
-            self.record_measured_size(v, size);
-            manifest.volumes.push(ManifestVolume {
-                name: v.clone(),
-                sha256,
-                size,
-            });
-            // The archive is on disk now, so the budget sees its real size.
-            self.ensure_room(app, 0, revision, protected)?;
+            let (v, a, rev, protected) = (
+                v.clone(),
+                app.to_owned(),
+                revision.to_owned(),
+                protected.to_vec(),
+            );
+            let volume = self
+                .off_runtime(move |b| {
+                    let (sha256, size) = sha256_file(&path)?;
+                    b.record_measured_size(&v, size);
+                    // The archive is on disk now, so the budget sees its real size.
+                    b.ensure_room(&a, 0, &rev, &protected)?;
+                    Ok::<_, BackupError>(ManifestVolume {
+                        name: v,
+                        sha256,
+                        size,
+                    })
+                })
+                .await?;
+            manifest.volumes.push(volume);
         }
         let path = dir.join(MANIFEST);
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
-        leger_config::fs::write_atomic(&path, &json, 0o600).map_err(io_err("write", &path))?;
+        blocking::run(move || {
+            leger_config::fs::write_atomic(&path, &json, 0o600).map_err(io_err("write", &path))
+        })
+        .await?;
         Ok(manifest)
     }
 
@@ -798,12 +811,9 @@ impl Backups {
         let mut unmeasured = BTreeSet::new();
         for v in volumes {
             let measured = match self.podman.mountpoint(v).await {
-                Ok(Some(dir)) => {
-                    tokio::task::spawn_blocking(move || volume_size::archive_estimate(&dir))
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                }
+                Ok(Some(dir)) => blocking::run(move || volume_size::archive_estimate(&dir))
+                    .await
+                    .ok(),
                 _ => None,
             };
             match measured {
@@ -813,7 +823,21 @@ impl Backups {
                 }
             }
         }
-        total + self.last_volume_sizes(&unmeasured)
+        total
+            + self
+                .off_runtime(move |b| b.last_volume_sizes(&unmeasured))
+                .await
+    }
+
+    /// Runs `f` with a clone of these backups on the blocking pool: every folder walk,
+    /// copy, hash and fsync of a backup goes through here, never an async worker.
+    async fn off_runtime<T, F>(&self, f: F) -> T
+    where
+        F: FnOnce(&Backups) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let me = self.clone();
+        blocking::run(move || f(&me)).await
     }
 
     /// The size each of `volumes` had in its newest backup: the estimate of its next
@@ -885,7 +909,10 @@ impl Backups {
             if policy.failure == BackupFailure::Warn {
                 continue;
             }
-            let files = current_files(inventory, app, quadlet_dir)?;
+            let (inv, dir, a) = (inventory.to_vec(), quadlet_dir.to_owned(), app.clone());
+            let files = self
+                .off_runtime(move |_| current_files(&inv, &a, &dir))
+                .await?;
             if files.is_empty() {
                 continue;
             }
@@ -899,7 +926,11 @@ impl Backups {
                 .filter_map(|f| f.content.as_ref().map(|c| c.len() as u64))
                 .sum::<u64>()
                 + self.volume_estimates(&volumes).await;
-            if let Err(e) = self.ensure_room(app, estimate, &app_revision(current, &files), &[]) {
+            let (a, rev) = (app.clone(), app_revision(current, &files));
+            let room = self
+                .off_runtime(move |b| b.ensure_room(&a, estimate, &rev, &[]))
+                .await;
+            if let Err(e) = room {
                 self.record("failed");
                 return Err(e);
             }
@@ -1036,6 +1067,33 @@ fn mkdir(path: &Path) -> Result<(), BackupError> {
         .mode(0o700)
         .create(path)
         .map_err(io_err("create", path))
+}
+
+/// Copies an app's files into its backup folder `dir` (and makes `volumes/` when
+/// volumes follow), returning their manifest entries. Blocking.
+fn write_files(
+    dir: &Path,
+    files: &[CurrentFile],
+    with_volumes: bool,
+) -> Result<Vec<ManifestFile>, BackupError> {
+    mkdir(dir)?;
+    let mut out = Vec::new();
+    for f in files {
+        let Some(content) = &f.content else { continue };
+        let path = dir.join("files").join(f.rel());
+        mkdir(path.parent().expect("a file has a parent"))?;
+        std::fs::write(&path, content).map_err(io_err("write", &path))?;
+        out.push(ManifestFile {
+            path: f.rel().to_owned(),
+            sha256: ContentHash::of(content).to_hex(),
+            size: content.len() as u64,
+            unit: f.entry.unit.clone(),
+        });
+    }
+    if with_volumes {
+        mkdir(&dir.join("volumes"))?;
+    }
+    Ok(out)
 }
 
 pub(super) fn read_manifest(dir: &Path) -> Result<Option<Manifest>, BackupError> {
@@ -1541,7 +1599,7 @@ mod tests {
             .await
             .unwrap();
         }
-        b.report(&metrics);
+        b.report(&metrics).await;
         let revs: Vec<String> = b
             .list(None)
             .unwrap()

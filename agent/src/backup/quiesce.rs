@@ -134,11 +134,16 @@ pub async fn take_quiesced<U: UnitManager>(
     backups
         .precheck(plan, inventory, quadlet_dir, current)
         .await?;
-    let apps: BTreeSet<&str> = inventory.iter().map(|e| e.app.as_str()).collect();
-    let all_files: Vec<CurrentFile> = apps
-        .into_iter()
-        .flat_map(|app| current_files(inventory, app, quadlet_dir).unwrap_or_default())
-        .collect();
+    // Every installed app's files, read on the blocking pool: a unit of another app
+    // that mounts an exported volume is stopped too.
+    let (inv, dir) = (inventory.to_vec(), quadlet_dir.to_owned());
+    let all_files: Vec<CurrentFile> = crate::pass::blocking::run(move || {
+        let apps: BTreeSet<&str> = inv.iter().map(|e| e.app.as_str()).collect();
+        apps.into_iter()
+            .flat_map(|app| current_files(&inv, app, &dir).unwrap_or_default())
+            .collect()
+    })
+    .await;
     let q = quiesce_plan(plan, &all_files, |app| {
         backups
             .policies

@@ -7,7 +7,6 @@
 //! apply.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -49,12 +48,19 @@ impl VerifiedBackup {
 
 impl Backups {
     /// Finds the backup of `app` (`backup`, or the newest) and checks every file and
-    /// volume archive against its manifest, before anything on the host changes.
+    /// volume archive against its manifest, before anything on the host changes. The
+    /// reads and hashes (a volume archive may be gigabytes) run on the blocking pool.
     pub async fn verified(
         &self,
         app: &str,
         backup: Option<&str>,
     ) -> Result<VerifiedBackup, BackupError> {
+        let (me, app, backup) = (self.clone(), app.to_owned(), backup.map(str::to_owned));
+        crate::pass::blocking::run(move || me.verify(&app, backup.as_deref())).await
+    }
+
+    /// [`Backups::verified`], blocking.
+    fn verify(&self, app: &str, backup: Option<&str>) -> Result<VerifiedBackup, BackupError> {
         let (id, dir, manifest) = self.find(app, backup)?;
         let mut files = BTreeMap::new();
         for f in &manifest.files {
@@ -73,14 +79,7 @@ impl Backups {
         for v in &manifest.volumes {
             check_name("volume", &v.name)?;
             let path = dir.join("volumes").join(format!("{}.tar", v.name));
-            let p = path.clone();
-            let (got, _) = tokio::task::spawn_blocking(move || sha256_file(&p))
-                .await
-                .map_err(|e| BackupError::Io {
-                    what: "hash",
-                    path: path.clone(),
-                    source: io::Error::other(e.to_string()),
-                })??;
+            let (got, _) = sha256_file(&path)?;
             if got != v.sha256 {
                 return Err(BackupError::Corrupt {
                     path,

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::disruption::{Disruption, disruption};
 use super::lock::{LockError, SlotLock};
 use crate::metrics::Metrics;
+use crate::pass::blocking;
 use crate::pass::converge::Mode;
 use crate::pass::gate::{Gate, GateFuture, GateInput, GateVerdict};
 use crate::store::{Store, now_rfc3339};
@@ -162,7 +163,7 @@ impl FleetGate {
                     s.attempts = 0;
                 }
                 self.metrics().set_fleet_lock_waiting(false);
-                self.hold(held_reason::ROLLOUT);
+                self.hold(held_reason::ROLLOUT).await;
                 tracing::info!(units = %d.describe(), "took a restart slot from the fleet lock");
                 Ok(())
             }
@@ -208,11 +209,11 @@ impl FleetGate {
     }
 
     /// After a failed health gate: a held slot is kept, so the rollout stops here.
-    pub fn after_failed_gate(&self) {
+    pub async fn after_failed_gate(&self) {
         self.stop_waiting();
         let held = self.holds_slot();
         if held {
-            self.hold(held_reason::ROLLED_BACK);
+            self.hold(held_reason::ROLLED_BACK).await;
         }
     }
 
@@ -220,7 +221,7 @@ impl FleetGate {
     /// record is cleared only once the service said yes.
     pub async fn release(&self) -> Result<String, LockError> {
         let Some(lock) = &self.lock else {
-            self.clear();
+            self.clear().await;
             return Ok("no fleet lock is configured ([fleet.lock]); nothing to release".to_owned());
         };
         let service = lock.describe();
@@ -229,7 +230,7 @@ impl FleetGate {
         match result {
             Ok(()) => {
                 let had = self.holds_slot();
-                self.clear();
+                self.clear().await;
                 tracing::info!("released the restart slot");
                 Ok(if had {
                     format!("released the restart slot of {} at {service}", self.host)
@@ -285,10 +286,11 @@ impl FleetGate {
         Arc::clone(&self.metrics.read().expect("metrics lock"))
     }
 
-    fn hold(&self, reason: &str) {
-        let mut s = self.state();
+    /// Records the held slot (a SQLite write, on the blocking pool).
+    async fn hold(&self, reason: &str) {
         let record = HeldRecord {
-            since: s
+            since: self
+                .state()
                 .held
                 .as_ref()
                 .map_or_else(now_rfc3339, |h| h.since.clone()),
@@ -300,26 +302,16 @@ impl FleetGate {
                 .unwrap_or_default(),
         };
         let json = serde_json::to_string(&record).expect("a record serializes");
-        if let Err(e) = self
-            .store
-            .lock()
-            .expect("store lock")
-            .set_meta(META_KEY, &json)
-        {
+        if let Err(e) = blocking::store(&self.store, move |s| s.set_meta(META_KEY, &json)).await {
             tracing::error!(error = %e, "cannot record the held restart slot");
         }
-        s.held = Some(record);
-        drop(s);
+        self.state().held = Some(record);
         self.metrics().set_fleet_lock_held(true);
     }
 
-    fn clear(&self) {
-        if let Err(e) = self
-            .store
-            .lock()
-            .expect("store lock")
-            .set_meta(META_KEY, "")
-        {
+    /// Forgets the held slot (a SQLite write, on the blocking pool).
+    async fn clear(&self) {
+        if let Err(e) = blocking::store(&self.store, |s| s.set_meta(META_KEY, "")).await {
             tracing::error!(error = %e, "cannot clear the restart slot record");
         }
         {
@@ -374,7 +366,7 @@ impl Gate for FleetLockGate {
                         .after_healthy(d.needs_slot(), new_target, !input.plan.is_empty())
                         .await;
                 }
-                Some(false) => self.0.after_failed_gate(),
+                Some(false) => self.0.after_failed_gate().await,
                 None => {}
             }
         })

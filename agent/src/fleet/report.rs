@@ -101,12 +101,15 @@ impl ReportClient {
     pub async fn send(&self, report: &DeploymentReport) -> Result<(), String> {
         let mut req = self.http.post(&self.url).json(report);
         if let Some(path) = &self.token_file {
-            let token = std::fs::read_to_string(path).map_err(|e| {
-                format!(
-                    "cannot read fleet.report_token_file {}: {e}",
-                    path.display()
-                )
-            })?;
+            let p = path.clone();
+            let token = crate::pass::blocking::run(move || std::fs::read_to_string(&p))
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot read fleet.report_token_file {}: {e}",
+                        path.display()
+                    )
+                })?;
             req = req.bearer_auth(token.trim());
         }
         let response = req.send().await.map_err(|e| {

@@ -40,7 +40,7 @@ pub async fn take<U: crate::systemd::UnitManager>(
         SystemTime::now(),
     )
     .await;
-    backups.report(host.metrics);
+    backups.report(host.metrics).await;
     result.map(|_| ()).map_err(|e| {
         Failure::new(
             reason::BACKUP_FAILED,

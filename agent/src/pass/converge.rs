@@ -247,6 +247,8 @@ pub async fn converge<U: UnitManager>(
         cx, mode, target, &plan, &inventory, &prepared, &also, &regate,
     )
     .await;
+    // The gate has judged what the apply started: systemd may unload those units.
+    host.units.release_runs().await;
     if gated {
         let released = GateInput {
             healthy: Some(result.is_ok()),

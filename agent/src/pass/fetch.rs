@@ -15,6 +15,10 @@ use crate::source::git::GitSource;
 use crate::source::manifest::ManifestSource;
 
 /// The source instance for the current desired state.
+/// How long a local `git upload-pack` may outlive the pass budget before it is killed:
+/// long enough that the controller abandons the pass first, with its own message.
+const UPLOAD_PACK_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug)]
 enum ActiveSource {
     Git(Box<GitSource>),
@@ -31,7 +35,10 @@ impl ActiveSource {
                     &settings.paths.state_dir,
                     settings.limits.clone(),
                 )
-                .with_command_timeout(settings.timeouts.command),
+                .with_command_timeout(settings.timeouts.command)
+                // Past the pass budget the pass is abandoned anyway; 10 s later the
+                // upload-pack it left behind is killed, freeing the blocking thread.
+                .with_upload_pack_timeout(settings.timeouts.pass + UPLOAD_PACK_SLACK),
             )),
             SourceSpec::Dir(d) => {
                 ActiveSource::Dir(DirSource::new(d.clone(), settings.limits.clone()))

@@ -115,9 +115,12 @@ pub async fn check<U: UnitManager>(
         match health::gate(host.units, &**host.podman, &targets, h.timeout, h.settle).await {
             Err(g) => verdict.blamed = Some(g),
             Ok(()) => {
+                // Remembered as done only when systemd's record says it exited by
+                // itself: a unit stopped from outside right after the gate is drift.
                 for t in &targets {
                     if let Ok(state) = host.units.unit_state(&t.unit).await
                         && state.has_completed()
+                        && health::ran_to_completion(host.units, &t.unit).await.is_ok()
                     {
                         verdict.completed.insert(t.unit.clone());
                     }

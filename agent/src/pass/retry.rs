@@ -67,6 +67,28 @@ impl RetryPolicy {
     /// or succeeded (`None`). `poll` is the source's poll interval; `random` in [0, 1)
     /// spreads polls of many hosts apart.
     pub fn next(&mut self, failure_cause: Option<&str>, poll: Duration, random: f64) -> Next {
+        self.next_within(failure_cause, None, poll, random)
+    }
+
+    /// [`RetryPolicy::next`], with a retry sooner than that when a gate that held the
+    /// pass asked for one (`retry_after`, e.g. the fleet lock's own backoff).
+    pub fn next_within(
+        &mut self,
+        failure_cause: Option<&str>,
+        retry_after: Option<Duration>,
+        poll: Duration,
+        random: f64,
+    ) -> Next {
+        match (self.decide(failure_cause, poll, random), retry_after) {
+            (Next::RequeueAfter { delay, retry }, Some(d)) => Next::RequeueAfter {
+                delay: delay.min(d),
+                retry,
+            },
+            (next, _) => next,
+        }
+    }
+
+    fn decide(&mut self, failure_cause: Option<&str>, poll: Duration, random: f64) -> Next {
         let poll = jittered(poll, self.jitter, random);
         match failure_cause {
             Some(reason::NO_DESIRED_STATE) => {
@@ -127,6 +149,29 @@ mod tests {
         assert_eq!(ok.delay(), Some(Duration::from_millis(10_500)));
         assert!(!ok.is_retry());
         assert_eq!(p.next(Some("SourceUnavailable"), poll, 0.0), n(2));
+    }
+
+    /// A gate that held the pass (the fleet lock) may ask for an earlier look than the
+    /// backoff or the poll would give; never a later one, and never instead of
+    /// awaiting a change.
+    #[test]
+    fn retry_takes_a_gates_earlier_retry() {
+        let mut p = policy();
+        let poll = Duration::from_secs(60);
+        let soon = Some(Duration::from_secs(5));
+        let next = p.next_within(None, soon, poll, 0.0);
+        assert_eq!(next.delay(), Some(Duration::from_secs(5)));
+        assert!(!next.is_retry());
+        let late = Some(Duration::from_secs(600));
+        assert_eq!(
+            p.next_within(Some("SourceUnavailable"), late, poll, 0.0)
+                .delay(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            p.next_within(Some(reason::NO_DESIRED_STATE), soon, poll, 0.0),
+            Next::AwaitChange
+        );
     }
 
     #[test]

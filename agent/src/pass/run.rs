@@ -511,13 +511,15 @@ impl<U: UnitManager> Pass<'_, '_, U> {
             s.inventory().map(|inv| inv.iter().any(|e| e.app == a))
         })
         .await?;
-        host.backups().check_app_exists(&app, installed)?;
+        let (backups, a) = (host.backups(), app.clone());
+        blocking::run(move || backups.check_app_exists(&a, installed)).await?;
         let backup = Arc::new(
             host.backups()
                 .verified(&app, request.backup.as_deref())
                 .await?,
         );
-        if !host.revision_store().contains(&backup.manifest.revision) {
+        let (revisions, revision) = (host.revision_store(), backup.manifest.revision.clone());
+        if !blocking::run(move || revisions.contains(&revision)).await {
             return Err(BackupError::RevisionGone {
                 backup: backup.id.clone(),
                 revision: backup.manifest.revision.clone(),
@@ -532,7 +534,7 @@ impl<U: UnitManager> Pass<'_, '_, U> {
         w.revision = Some(backup.manifest.revision.clone());
         let snapshot = backup.snapshot.clone();
         let settings = host.settings.clone();
-        let keys = self.validator.keys();
+        let keys = self.validator.keys().await;
         let store = Arc::clone(host.store);
         let tree = blocking::run(move || {
             let target = validate::host_target(keys, &settings, &store);

@@ -54,27 +54,33 @@ impl Validator {
         self
     }
 
-    /// Detects podman on first use, or again when its binary changed. Another podman
-    /// accepts other keys, so every cached verdict is dropped then.
-    fn detect_podman(&mut self) -> &HostPodman {
-        match &mut self.podman {
-            Some(p) => {
-                if p.refresh() {
-                    self.validated.clear();
-                    self.rejected.clear();
-                }
+    /// Detects the host's podman, or looks again when its binary changed. Another
+    /// podman accepts other keys, so every cached verdict is dropped then. `podman
+    /// --version` may take up to its time limit, so it runs on the blocking pool. A
+    /// pass dropped meanwhile loses the detection, and the next one detects again.
+    async fn detect_podman(&mut self) -> &HostPodman {
+        let known = self.podman.take();
+        let program = self
+            .podman_program
+            .clone()
+            .unwrap_or_else(|| "podman".into());
+        let (podman, changed) = blocking::run(move || match known {
+            Some(mut p) => {
+                let changed = p.refresh();
+                (p, changed)
             }
             None => {
-                let program = self
-                    .podman_program
-                    .clone()
-                    .unwrap_or_else(|| "podman".into());
                 let p = HostPodman::detect(program);
                 tracing::info!(podman = %p.describe(), "podman detected");
-                self.podman = Some(p);
+                (p, false)
             }
+        })
+        .await;
+        if changed {
+            self.validated.clear();
+            self.rejected.clear();
         }
-        self.podman.as_ref().expect("set above")
+        self.podman.insert(podman)
     }
 
     /// The podman section of status, once podman was detected.
@@ -83,8 +89,8 @@ impl Validator {
     }
 
     /// The key tables of the host's podman now.
-    pub fn keys(&mut self) -> crate::quadlet::KeyTable {
-        self.detect_podman().keys()
+    pub async fn keys(&mut self) -> crate::quadlet::KeyTable {
+        self.detect_podman().await.keys()
     }
 
     /// Waits until the last good revision is in the revision store. The pass calls it
@@ -116,7 +122,7 @@ impl Validator {
     ) -> Result<Arc<DesiredTree>, Failure> {
         // First: a podman upgrade or downgrade voids every cached verdict, the applied
         // revision's included, so it is checked again against the new tables.
-        self.detect_podman();
+        self.detect_podman().await;
         if let Some(tree) = self
             .validated
             .iter()
@@ -131,18 +137,21 @@ impl Validator {
         let revision = snapshot.revision.clone();
         let settings = host.settings.clone();
         let revisions = host.revision_store();
-        let keys = self.detect_podman().keys();
-        let identity = validated::generator_identity(
-            &settings.quadlet.generator,
-            &self.detect_podman().describe(),
-            settings.mode == leger_config::Mode::User,
-        );
+        let podman = self.detect_podman().await;
+        let keys = podman.keys();
+        let podman = podman.describe();
         let record = self.dry_run_record.take();
         let mut cache = self.parse_cache.take().unwrap_or_default();
         let store = Arc::clone(host.store);
         // Cheap: the files are shared, not copied.
         let to_store = snapshot.clone();
         let (record, cache, result) = blocking::run(move || {
+            // Stats the generator binary: the blocking pool's work too.
+            let identity = validated::generator_identity(
+                &settings.quadlet.generator,
+                &podman,
+                settings.mode == leger_config::Mode::User,
+            );
             let record_dir = validated::record_dir(&settings.paths.state_dir);
             let record = record.unwrap_or_else(|| ValidatedApps::load(&record_dir));
             let target = host_target(keys, &settings, &store);

@@ -37,7 +37,7 @@ pub async fn get(
         url: url.to_owned(),
         reason,
     };
-    let token = read_token(token_file)?;
+    let token = read_token(token_file).await?;
     let resp = http
         .get(format!("{url}/secrets/get/{name}"))
         .bearer_auth(token.as_str())

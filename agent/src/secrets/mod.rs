@@ -384,13 +384,18 @@ impl SecretsConverger {
                     let n = name.to_owned();
                     let row = blocking::store(store, move |s| s.local_secret(&n)).await;
                     match row {
-                        Ok(Some((ct, version))) => self.identity.decrypt(name, &ct).map(|value| {
-                            Some(Resolved {
-                                value,
-                                source: "local",
-                                version: version.to_string(),
-                            })
-                        }),
+                        Ok(Some((ct, version))) => {
+                            let (identity, n) = (Arc::clone(&self.identity), name.to_owned());
+                            blocking::run(move || identity.decrypt(&n, &ct))
+                                .await
+                                .map(|value| {
+                                    Some(Resolved {
+                                        value,
+                                        source: "local",
+                                        version: version.to_string(),
+                                    })
+                                })
+                        }
                         Ok(None) => Ok(None),
                         Err(e) => Err(e.into()),
                     }
@@ -398,16 +403,19 @@ impl SecretsConverger {
                 SecretSourceSpec::GitAge { ssh_identity } => match age.get(name) {
                     None => Ok(None),
                     Some((file, bytes)) => {
-                        git_age::decrypt(file, bytes, &self.identity, ssh_identity.as_deref()).map(
-                            |value| {
-                                Some(Resolved {
-                                    value,
-                                    source: "git-age",
-                                    version: crate::model::ContentHash::of(bytes).to_hex()[..12]
-                                        .to_owned(),
-                                })
-                            },
-                        )
+                        // Reads the SSH key file and decrypts: the blocking pool's work.
+                        let (file, bytes) = (file.clone(), Arc::clone(bytes));
+                        let (identity, ssh) = (Arc::clone(&self.identity), ssh_identity.clone());
+                        blocking::run(move || {
+                            let value = git_age::decrypt(&file, &bytes, &identity, ssh.as_deref())?;
+                            Ok(Some(Resolved {
+                                value,
+                                source: "git-age",
+                                version: crate::model::ContentHash::of(&bytes).to_hex()[..12]
+                                    .to_owned(),
+                            }))
+                        })
+                        .await
                     }
                 },
                 SecretSourceSpec::Setec {

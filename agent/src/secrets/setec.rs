@@ -40,13 +40,20 @@ struct GetResponse {
     version: u64,
 }
 
-/// Reads a bearer token file, trimmed.
-pub fn read_token(path: &Path) -> Result<Zeroizing<String>, SecretError> {
-    let t = std::fs::read_to_string(path).map_err(|source| SecretError::TokenFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok(Zeroizing::new(t.trim().to_owned()))
+/// Reads a bearer token file, trimmed, on the blocking pool (a file on a slow or
+/// network disk must not stall an async worker).
+pub async fn read_token(path: &Path) -> Result<Zeroizing<String>, SecretError> {
+    let path = path.to_owned();
+    crate::pass::blocking::run(move || {
+        let t = Zeroizing::new(std::fs::read_to_string(&path).map_err(|source| {
+            SecretError::TokenFile {
+                path: path.clone(),
+                source,
+            }
+        })?);
+        Ok(Zeroizing::new(t.trim().to_owned()))
+    })
+    .await
 }
 
 /// Gets `name`; `Ok(None)` when setec does not know it.
@@ -72,7 +79,7 @@ pub async fn get(
         .header(NO_BROWSERS_HEADER, "setec")
         .json(&body);
     if let Some(path) = token_file {
-        let token = read_token(path)?;
+        let token = read_token(path).await?;
         req = req.bearer_auth(token.as_str());
     }
     let resp = req

@@ -67,7 +67,20 @@ pub struct GitSource {
     last_snapshot: Option<Snapshot>,
     /// The limit on the `ssh` child of an ssh source (`reconcile.command_timeout`).
     command_timeout: std::time::Duration,
+    /// How long the `git upload-pack` of a local repository may run before it is
+    /// killed ([`super::upload_pack::Deadline`]): legerd gives the pass budget and a
+    /// little more. `None` (the default, for tools and tests that may fetch several
+    /// sources at once) leaves it unbounded: the deadline kills by process, and only
+    /// legerd knows that one fetch runs at a time.
+    upload_pack_timeout: Option<std::time::Duration>,
+    /// How long an HTTP(S) remote may take to answer, and to send each next piece of a
+    /// body, before the fetch fails (gix's own connect limit is 20 s).
+    http_timeout: std::time::Duration,
 }
+
+/// How long an HTTP(S) git remote may stay silent: for an answer, and between the
+/// pieces of a body. A pack download may take long; a stalled one does not.
+const HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a fetch did on the wire, for metrics and for tests that check idle polls stay
 /// cheap.
@@ -110,12 +123,30 @@ impl GitSource {
             display_url,
             last_snapshot: None,
             command_timeout: leger_config::DEFAULT_COMMAND_TIMEOUT,
+            upload_pack_timeout: None,
+            http_timeout: HTTP_TIMEOUT,
         }
     }
 
     /// Sets the limit on the `ssh` child of an ssh source; it is killed when it passes.
     pub fn with_command_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.command_timeout = timeout;
+        self
+    }
+
+    /// Sets how long an HTTP(S) remote may stay silent (default 30 s).
+    pub fn with_http_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.http_timeout = limit;
+        self
+    }
+
+    /// Bounds the `git upload-pack` gix runs for a local repository (legerd passes
+    /// `reconcile.pass_timeout` plus 10 s). Only for a process that runs one fetch at a
+    /// time: a new fetch kills an upload-pack still running from an earlier one. Remote
+    /// fetches are bounded by gix's 20 s connect limit and
+    /// [`GitSource::with_http_timeout`].
+    pub fn with_upload_pack_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.upload_pack_timeout = Some(limit);
         self
     }
 
@@ -258,6 +289,30 @@ impl GitSource {
         cache.has_object(id).then_some((id, kind))
     }
 
+    /// The HTTP transport's options from the repository's config, with reqwest's
+    /// client bounded by [`GitSource::http_timeout`] for each answer and each read of
+    /// a body, written down rather than left to reqwest's default. `None` for a URL
+    /// that is not HTTP(S) or options gix does not give.
+    fn http_options(&self, repo: &Repository) -> Option<Box<dyn std::any::Any>> {
+        use gix::protocol::transport::client::blocking_io::http;
+        if !(self.spec.url.starts_with("http://") || self.spec.url.starts_with("https://")) {
+            return None;
+        }
+        let options = repo
+            .transport_options(self.spec.url.as_str(), None)
+            .ok()??;
+        let mut options = options.downcast::<http::Options>().ok()?;
+        let limit = self.http_timeout;
+        let configure: Box<http::reqwest::ConfigureClientFn> =
+            Box::new(move |client| Ok(client.timeout(limit)));
+        let backend = http::reqwest::Options {
+            configure_client: Some(configure),
+            ..Default::default()
+        };
+        options.backend = Some(std::sync::Arc::new(std::sync::Mutex::new(backend)));
+        Some(options)
+    }
+
     /// Lists the remote's refs and fetches a pack when needed.
     ///
     /// The remote is asked for the refs of `refspecs` ([`narrow_refspecs`] for a poll,
@@ -267,6 +322,28 @@ impl GitSource {
     /// yet), every ref of `refspecs` is fetched. Returns some advertised names, for a
     /// "not found" message.
     fn fetch_remote<S: AsRef<str>>(
+        &self,
+        repo: &Repository,
+        refspecs: &[S],
+        found: Option<&mut Option<(ObjectId, RefKind)>>,
+        stats: &mut FetchStats,
+    ) -> Result<Vec<String>, SourceError> {
+        let deadline = local_path(&self.spec.url)
+            .and(self.upload_pack_timeout)
+            .map(super::upload_pack::Deadline::arm);
+        let result = self.fetch_remote_unbounded(repo, refspecs, found, stats);
+        match deadline.and_then(|d| d.explain(&self.display_url)) {
+            Some(reason) if result.is_err() => Err(SourceError::Unreachable {
+                url: self.display_url.clone(),
+                reason,
+            }),
+            _ => result,
+        }
+    }
+
+    /// [`GitSource::fetch_remote`] without the local upload-pack's time limit: over
+    /// `ssh` for an ssh url, else over gix's own transport.
+    fn fetch_remote_unbounded<S: AsRef<str>>(
         &self,
         repo: &Repository,
         refspecs: &[S],
@@ -350,7 +427,7 @@ impl GitSource {
             })?),
             None => None,
         };
-        let connection = match ssh {
+        let mut connection = match ssh {
             Some(transport) => remote.to_connection_with_transport(Box::new(transport)
                 as Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>),
             None => remote
@@ -370,6 +447,9 @@ impl GitSource {
                 _ => None,
             })
         });
+        if let Some(options) = self.http_options(repo) {
+            connection = connection.with_transport_options(options);
+        }
         stats.contacted_remote = true;
         let prepare = connection
             .prepare_fetch(gix::progress::Discard, Default::default())

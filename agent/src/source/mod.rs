@@ -1,15 +1,16 @@
 //! Sources of desired state: git (gix), a leger.run HTTP manifest, and a local dir. Each fetch yields a
 //! [`Snapshot`](crate::model::Snapshot) of the app folder.
 //!
-//! Both sources are blocking; the controller calls them inside `spawn_blocking`. They
-//! share the content rules in [`tree`] (symlinks, sizes, names), so switching a host
-//! from a dir to a git source never changes what is accepted.
+//! All three are blocking; the fetch stage ([`crate::pass::fetch`]) calls them on the
+//! blocking pool. They share the content rules in [`tree`] (symlinks, sizes, names), so
+//! switching a host from one source to another never changes what is accepted.
 
 pub mod dir;
 pub mod git;
 pub mod manifest;
 pub mod ssh;
 mod tree;
+mod upload_pack;
 
 use std::path::PathBuf;
 

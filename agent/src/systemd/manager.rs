@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -12,10 +12,10 @@ use zbus::proxy::CacheProperties;
 use zbus::{Connection, MessageStream, OwnedObjectPath};
 
 use super::events::{self, UnitEvent};
-use super::proxies::{ManagerProxy, UnitProxy};
+use super::proxies::{ManagerProxy, ServiceProxy, UnitProxy};
 use super::{BusTarget, SystemdError, UnitManager};
 use crate::activity;
-use crate::model::UnitState;
+use crate::model::{UnitRun, UnitState};
 
 /// How long a unit must stay up after its start job is `done` before a start counts as
 /// successful, unless it is already finished (`exited`, `inactive`). A quadlet container
@@ -93,6 +93,11 @@ pub struct DbusUnitManager {
     pub(super) call_timeout: Duration,
     /// See [`DEFAULT_START_SETTLE`].
     start_settle: Duration,
+    /// Units started or restarted with a reference held (`RefUnit`), so systemd keeps
+    /// them loaded, and their run's record readable, until the health gate judged
+    /// them; each with the link generation the reference was taken on (a new
+    /// connection lost it).
+    kept: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 impl DbusUnitManager {
@@ -120,6 +125,7 @@ impl DbusUnitManager {
             job_timeout,
             call_timeout,
             start_settle: DEFAULT_START_SETTLE,
+            kept: Arc::default(),
         })
     }
 
@@ -186,9 +192,41 @@ impl DbusUnitManager {
         Ok(events::unit_events_from(messages))
     }
 
+    /// Keeps `unit` loaded until [`UnitManager::release_runs`] (see
+    /// [`DbusUnitManager::kept`]). Best effort: without the reference the gate
+    /// cannot read how the run ended once the unit unloads, and reads a unit at rest
+    /// as completed, as it would with no record.
+    async fn keep(&self, link: &Link, unit: &str) {
+        let generation = *self.generation.borrow();
+        if self.kept_lock().get(unit) == Some(&generation) {
+            return;
+        }
+        match self
+            .call(
+                "RefUnit",
+                unit,
+                self.call_timeout,
+                link.manager.ref_unit(unit),
+            )
+            .await
+        {
+            Ok(()) => {
+                self.kept_lock().insert(unit.to_owned(), generation);
+            }
+            Err(e) => tracing::debug!(unit, error = %e, "cannot keep the unit loaded"),
+        }
+    }
+
+    fn kept_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Queues `job` for `unit` and waits for its `JobRemoved`.
     async fn run_job(&self, job: Job, unit: &str) -> Result<(), SystemdError> {
         let link = self.link();
+        if job != Job::Stop {
+            self.keep(&link, unit).await;
+        }
         // Subscribe before queuing: a job that finishes at once (a unit already active)
         // sends JobRemoved before the method reply arrives.
         let mut removed = self
@@ -367,6 +405,36 @@ pub(super) async fn subscribe(manager: &ManagerProxy<'static>) -> zbus::Result<(
     }
 }
 
+/// How the run of the unit at `path` ended; `None` when the object is gone.
+async fn run_at(link: &Link, path: String) -> zbus::Result<Option<UnitRun>> {
+    let unit = UnitProxy::builder(&link.connection)
+        .path(path.clone())
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await?;
+    let service = ServiceProxy::builder(&link.connection)
+        .path(path)
+        .cache_properties(CacheProperties::No)
+        .build()
+        .await?;
+    let read = async {
+        Ok::<_, zbus::Error>(UnitRun {
+            result: service.result().await?,
+            main_code: service.exec_main_code().await?,
+            main_status: service.exec_main_status().await?,
+            main_exited: service.exec_main_exit_timestamp_monotonic().await?,
+            active_exited: unit.active_exit_timestamp_monotonic().await?,
+            started: unit.inactive_exit_timestamp_monotonic().await?,
+            remain_after_exit: service.remain_after_exit().await?,
+        })
+    };
+    match read.await {
+        Ok(run) => Ok(Some(run)),
+        Err(e) if error_name(&e).as_deref() == Some(UNKNOWN_OBJECT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The state of the unit at `path`; `None` when the object is gone.
 async fn state_at(link: &Link, path: impl Into<String>) -> zbus::Result<Option<UnitState>> {
     let unit = UnitProxy::builder(&link.connection)
@@ -452,6 +520,58 @@ impl UnitManager for DbusUnitManager {
             )
             .await?
             .unwrap_or_else(UnitState::unknown))
+    }
+
+    /// `GetUnit`, then the unit's and its service's properties. `GetUnit` rather than
+    /// `LoadUnit`: a unit systemd unloaded has no record left, and loading it again
+    /// would only show an empty one.
+    async fn last_run(&self, unit: &str) -> Result<Option<UnitRun>, SystemdError> {
+        let link = self.link();
+        let path = match self
+            .call(
+                "GetUnit",
+                unit,
+                self.call_timeout,
+                link.manager.get_unit(unit),
+            )
+            .await
+        {
+            Ok(path) => path,
+            Err(SystemdError::Call { source, .. })
+                if error_name(&source).as_deref() == Some(NO_SUCH_UNIT) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        self.call(
+            "read the unit's last run",
+            unit,
+            self.call_timeout,
+            run_at(&link, path.as_str().to_owned()),
+        )
+        .await
+    }
+
+    /// `UnrefUnit` for every unit kept on the current connection; references taken
+    /// on an earlier one went with it.
+    async fn release_runs(&self) {
+        let generation = *self.generation.borrow();
+        let kept = std::mem::take(&mut *self.kept_lock());
+        let link = self.link();
+        for (unit, _) in kept.into_iter().filter(|(_, g)| *g == generation) {
+            if let Err(e) = self
+                .call(
+                    "UnrefUnit",
+                    &unit,
+                    self.call_timeout,
+                    link.manager.unref_unit(&unit),
+                )
+                .await
+            {
+                tracing::debug!(unit, error = %e, "cannot let systemd unload the unit");
+            }
+        }
     }
 
     /// One `ListUnitsByNames` call for all of them, where [`UnitManager::unit_state`]

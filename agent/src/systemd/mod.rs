@@ -13,7 +13,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::model::UnitState;
+use crate::model::{UnitRun, UnitState};
 
 mod events;
 mod manager;
@@ -50,6 +50,22 @@ pub trait UnitManager: Send + Sync {
         unit: &str,
     ) -> impl Future<Output = Result<UnitState, SystemdError>> + Send;
 
+    /// How `unit`'s last run ended, as systemd recorded it (see [`UnitRun`]); `None`
+    /// when systemd has no record of one. The health gate asks only about units at
+    /// rest that it judges, never observe: systemd forgets a unit at rest as soon as
+    /// it unloads it, so [`UnitManager::start`] and [`UnitManager::restart`] keep the
+    /// unit loaded until [`UnitManager::release_runs`]. The default knows nothing.
+    fn last_run(&self, unit: &str) -> impl Future<Output = Result<LastRun, SystemdError>> + Send {
+        let _ = unit;
+        async { Ok(None) }
+    }
+
+    /// Lets systemd unload the units kept loaded since their start or restart, once
+    /// the health gate has judged them.
+    fn release_runs(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// The states of many units, in as few round trips as the manager can: observe and
     /// the status refresh read every managed unit on every pass, and one call per unit
     /// made a 100-app no-op pass cost about 2,700 context switches. Units systemd does
@@ -68,6 +84,10 @@ pub trait UnitManager: Send + Sync {
         }
     }
 }
+
+/// How [`UnitManager::last_run`] answers: how a unit's last run ended, or nothing
+/// when systemd has no record of it.
+pub type LastRun = Option<UnitRun>;
 
 /// Which bus systemd is reached on.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -45,6 +45,13 @@ pub(crate) trait Manager {
     /// The object path of a loaded unit; `NoSuchUnit` when it is not loaded.
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
 
+    /// Keeps the unit loaded while this client holds the reference (or is connected):
+    /// systemd otherwise unloads a unit at rest at once, and forgets how its run ended.
+    fn ref_unit(&self, name: &str) -> zbus::Result<()>;
+
+    /// Drops a reference [`ManagerProxy::ref_unit`] took.
+    fn unref_unit(&self, name: &str) -> zbus::Result<()>;
+
     /// The state of each named unit in one call, as `ListUnits` rows.
     fn list_units_by_names(&self, names: &[&str]) -> zbus::Result<Vec<UnitRow>>;
 
@@ -77,4 +84,40 @@ pub(crate) trait Unit {
     /// Unit-type specific: `running`, `exited`, `dead`, ...
     #[zbus(property)]
     fn sub_state(&self) -> zbus::Result<String>;
+
+    /// When the unit last left `active` (CLOCK_MONOTONIC, µs; 0: never).
+    #[zbus(property)]
+    fn active_exit_timestamp_monotonic(&self) -> zbus::Result<u64>;
+
+    /// When the unit last left `inactive`, i.e. when its current run began.
+    #[zbus(property)]
+    fn inactive_exit_timestamp_monotonic(&self) -> zbus::Result<u64>;
+}
+
+/// `org.freedesktop.systemd1.Service` on a service unit's object path: how its main
+/// process ended.
+#[proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1"
+)]
+pub(crate) trait Service {
+    /// `success`, `exit-code`, `signal`, `timeout`, ...
+    #[zbus(property)]
+    fn result(&self) -> zbus::Result<String>;
+
+    /// How the main process ended: 1 exited, 2 killed, 3 dumped (`CLD_*`); 0 none.
+    #[zbus(property)]
+    fn exec_main_code(&self) -> zbus::Result<i32>;
+
+    /// Its exit status, or the signal that killed it.
+    #[zbus(property)]
+    fn exec_main_status(&self) -> zbus::Result<i32>;
+
+    /// When it ended (CLOCK_MONOTONIC, µs; 0: not yet or never).
+    #[zbus(property)]
+    fn exec_main_exit_timestamp_monotonic(&self) -> zbus::Result<u64>;
+
+    /// `RemainAfterExit=`: a finished run stays `active`.
+    #[zbus(property)]
+    fn remain_after_exit(&self) -> zbus::Result<bool>;
 }

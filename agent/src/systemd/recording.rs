@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{SystemdError, UnitManager};
-use crate::model::UnitState;
+use crate::model::{UnitRun, UnitState};
 
 /// One call the controller made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,10 @@ pub struct RecordingUnitManager {
     calls: Mutex<Vec<Call>>,
     /// What `unit_state` returns per unit; [`UnitState::unknown`] for the rest.
     states: Mutex<BTreeMap<String, UnitState>>,
+    /// Configured answers to `last_run`.
+    runs: Mutex<BTreeMap<String, UnitRun>>,
+    /// How many times `release_runs` was called.
+    releases: Mutex<usize>,
     /// What `unit_state` returns once a start or restart of the unit was called: the
     /// test's script of answers, not a model of systemd.
     after_job: Mutex<BTreeMap<String, UnitState>>,
@@ -69,6 +73,16 @@ impl RecordingUnitManager {
     }
 
     /// Sets what `unit_state(unit)` returns after the next `start` or `restart` of it.
+    /// The answer `last_run` gives for `unit` (none configured: no record).
+    pub fn set_run(&self, unit: &str, run: UnitRun) {
+        lock(&self.runs).insert(unit.to_owned(), run);
+    }
+
+    /// How many times the pass let systemd forget the runs it kept.
+    pub fn releases(&self) -> usize {
+        *lock(&self.releases)
+    }
+
     pub fn set_state_after_job(&self, unit: &str, state: UnitState) {
         lock(&self.after_job).insert(unit.to_owned(), state);
     }
@@ -168,6 +182,14 @@ impl UnitManager for RecordingUnitManager {
     async fn stop(&self, unit: &str) -> Result<(), SystemdError> {
         self.record(Call::Stop(unit.to_owned()));
         Ok(())
+    }
+
+    async fn last_run(&self, unit: &str) -> Result<super::LastRun, SystemdError> {
+        Ok(lock(&self.runs).get(unit).cloned())
+    }
+
+    async fn release_runs(&self) {
+        *lock(&self.releases) += 1;
     }
 
     async fn unit_states(
