@@ -269,12 +269,14 @@ fn serve(stream: TcpStream, config: &Config) -> std::io::Result<()> {
         body.len()
     )?;
     response.extend_from_slice(body);
-    out.write_all(&response)?;
-    out.flush()?;
+    // Counted before the write: a client may act on the answer's last byte before
+    // this thread runs again, and a test reading the count then must see it.
     let counts = &config.counts;
     counts
         .response_bytes
-        .fetch_add(response.len() as u64, Ordering::Relaxed);
+        .fetch_add(response.len() as u64, Ordering::SeqCst);
+    out.write_all(&response)?;
+    out.flush()?;
     counts
         .handler_ns
         .lock()
