@@ -94,7 +94,8 @@ fn git_source_picks_up_new_commit_and_idle_poll_gets_no_pack() {
         t.path(),
         limits(),
     );
-    assert_eq!(src.fetch(None).unwrap().snapshot.revision, first);
+    let cloned = src.fetch(None).unwrap().snapshot;
+    assert_eq!(cloned.revision, first);
 
     let idle = src.fetch(Some(&first)).unwrap();
     assert_eq!(idle.snapshot.revision, first);
@@ -116,6 +117,13 @@ fn git_source_picks_up_new_commit_and_idle_poll_gets_no_pack() {
         "a new commit on cached history is copied in process, with no upload-pack"
     );
     assert_eq!(text(&moved.snapshot, "web/web.env"), "A=2\n");
+    assert!(
+        std::sync::Arc::ptr_eq(
+            &cloned.files["web/web.container"],
+            &moved.snapshot.files["web/web.container"]
+        ),
+        "an unchanged blob is shared from the last tree, not read again"
+    );
 
     // A new source over the same state dir reuses the cache: nothing to download.
     let mut again = GitSource::new(

@@ -16,7 +16,9 @@
 //! (spawning `upload-pack` for a ref advertisement was most of an idle poll's cost).
 //! The force-push check runs on the cache either way.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use gix::bstr::ByteSlice;
@@ -65,6 +67,9 @@ pub struct GitSource {
     display_url: String,
     /// The last snapshot read; its files are shared (`Arc`), so keeping it is cheap.
     last_snapshot: Option<Snapshot>,
+    /// The blobs of the last tree read, by id, sharing the snapshot's bytes: a new
+    /// commit reads only the blobs it changed (a blob id names its bytes for good).
+    last_blobs: HashMap<ObjectId, Arc<[u8]>>,
 }
 
 /// What a fetch did on the wire, for metrics and for tests that check idle polls stay
@@ -107,6 +112,7 @@ impl GitSource {
             limits,
             display_url,
             last_snapshot: None,
+            last_blobs: HashMap::new(),
         }
     }
 
@@ -438,12 +444,14 @@ impl GitSource {
         Err(rewritten())
     }
 
-    /// Reads every file under the configured sub-folder at `commit`.
+    /// Reads every file under the configured sub-folder at `commit`. Blobs that the
+    /// last tree read already held are shared from it, not decompressed again, so a
+    /// one-app change reads one app's blobs.
     fn read_tree(
-        &self,
+        &mut self,
         repo: &Repository,
         commit: ObjectId,
-    ) -> Result<std::collections::BTreeMap<String, std::sync::Arc<[u8]>>, SourceError> {
+    ) -> Result<BTreeMap<String, Arc<[u8]>>, SourceError> {
         let cache = |e: gix::Error| self.cache_error(chain(&e));
         let mut tree = repo
             .find_commit(commit)
@@ -465,6 +473,7 @@ impl GitSource {
             tree = repo.find_tree(entry.object_id()).map_err(cache)?;
         }
         let mut builder = TreeBuilder::new(self.limits.clone());
+        let mut blobs = HashMap::new();
         for entry in tree.traverse().breadthfirst.files().map_err(cache)? {
             match entry.mode.kind() {
                 EntryKind::Tree | EntryKind::Commit => {
@@ -473,10 +482,17 @@ impl GitSource {
                 }
                 EntryKind::Blob | EntryKind::BlobExecutable => {
                     let path = checked_path(&entry.filepath)?;
-                    let header = repo.find_header(entry.oid).map_err(cache)?;
-                    builder.check_size(&path, header.size())?;
-                    let data = repo.find_object(entry.oid).map_err(cache)?.detach().data;
-                    builder.add_file(path, data)?;
+                    let data = match self.last_blobs.get(&entry.oid) {
+                        Some(known) => Arc::clone(known),
+                        None => {
+                            let header = repo.find_header(entry.oid).map_err(cache)?;
+                            builder.check_size(&path, header.size())?;
+                            let data = repo.find_object(entry.oid).map_err(cache)?.detach().data;
+                            Arc::from(data)
+                        }
+                    };
+                    blobs.insert(entry.oid, Arc::clone(&data));
+                    builder.add_shared_file(path, data)?;
                 }
                 EntryKind::Link => {
                     let path = checked_path(&entry.filepath)?;
@@ -485,7 +501,9 @@ impl GitSource {
                 }
             }
         }
-        builder.finish()
+        let files = builder.finish()?;
+        self.last_blobs = blobs;
+        Ok(files)
     }
 }
 
