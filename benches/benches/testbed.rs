@@ -394,10 +394,10 @@ fn memory_map(tb: &Testbed, n: usize) -> Result<()> {
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
         // `syscall` holds: number, six arguments, stack pointer, program counter.
         let sys = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
-        if let Some(sp) = sys.split_whitespace().nth(7) {
-            if let Ok(sp) = u64::from_str_radix(sp.trim_start_matches("0x"), 16) {
-                stack_sps.push(sp);
-            }
+        if let Some(sp) = sys.split_whitespace().nth(7)
+            && let Ok(sp) = u64::from_str_radix(sp.trim_start_matches("0x"), 16)
+        {
+            stack_sps.push(sp);
         }
     }
     let mut kinds: std::collections::BTreeMap<String, u64> = Default::default();

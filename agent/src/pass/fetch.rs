@@ -17,7 +17,7 @@ use crate::source::manifest::ManifestSource;
 /// The source instance for the current desired state.
 #[derive(Debug)]
 enum ActiveSource {
-    Git(GitSource),
+    Git(Box<GitSource>),
     Dir(DirSource),
     Manifest(Box<ManifestSource>),
 }
@@ -25,11 +25,11 @@ enum ActiveSource {
 impl ActiveSource {
     fn new(spec: &SourceSpec, settings: &Settings) -> Self {
         match spec {
-            SourceSpec::Git(g) => ActiveSource::Git(GitSource::new(
+            SourceSpec::Git(g) => ActiveSource::Git(Box::new(GitSource::new(
                 crate::overlay::whole_tree(g),
                 &settings.paths.state_dir,
                 settings.limits.clone(),
-            )),
+            ))),
             SourceSpec::Dir(d) => {
                 ActiveSource::Dir(DirSource::new(d.clone(), settings.limits.clone()))
             }

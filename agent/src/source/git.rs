@@ -535,8 +535,9 @@ const MAX_LOCAL_COPY: usize = 2_000;
 /// read or parse, or a write that fails. The caller then runs the real fetch.
 fn copy_new_objects(local: &Repository, cache: &Repository, tip: ObjectId) -> bool {
     use gix::objs::Write;
-    // (id, the object's bytes once its children are queued); children come first.
-    let mut stack: Vec<(ObjectId, Option<(gix::objs::Kind, Vec<u8>)>)> = vec![(tip, None)];
+    // (id, the object once its children are queued); children come first.
+    type Read = Option<(gix::objs::Kind, Vec<u8>)>;
+    let mut stack: Vec<(ObjectId, Read)> = vec![(tip, None)];
     let mut seen = std::collections::HashSet::new();
     let hash = local.object_hash();
     while let Some((id, visited)) = stack.pop() {
