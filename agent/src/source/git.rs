@@ -6,15 +6,18 @@
 //! costs one ref advertisement, and a pinned commit that is already cached costs
 //! nothing at all.
 //!
-//! Local repositories (`file://` URLs and absolute paths) go through the same fetch
-//! as remote ones when something new must come: gix runs `git upload-pack` for them.
-//! That costs a `git` binary on the host (present wherever legerd runs, and in the
-//! test bed), but keeps one code path for negotiation and copying objects, and the
-//! cache keeps serving the last good revision when the local repository disappears.
-//! Only the idle poll is short-cut: the ref is read from the local repository with
-//! `gix::open`, and when the cache already has its object there is nothing to fetch
-//! (spawning `upload-pack` for a ref advertisement was most of an idle poll's cost).
-//! The force-push check runs on the cache either way.
+//! Local repositories (`file://` URLs and absolute paths) are still copied into the
+//! cache, so it keeps serving the last good revision when the local repository
+//! disappears. Their ref is read with `gix::open`: when the cache already has its
+//! object there is nothing to fetch (spawning `upload-pack` for a ref advertisement
+//! was most of an idle poll's cost), and a new commit on top of cached history has
+//! its few new objects copied in process. A first fetch, an unrelated history or a
+//! large one goes through the same fetch as remote ones (gix runs `git
+//! upload-pack`, which needs a `git` binary on the host). The force-push check runs
+//! on the cache either way.
+//!
+//! Reading a new commit's tree shares every blob the last tree read already held, so
+//! a one-app change reads that app's blobs only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
