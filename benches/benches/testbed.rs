@@ -57,10 +57,6 @@ fn last_pass(tb: &Testbed) -> Result<Value> {
     Ok(doc["status"]["lastPass"].clone())
 }
 
-fn last_pass_id(tb: &Testbed) -> Result<i64> {
-    Ok(last_pass(tb)?["id"].as_i64().unwrap_or(0))
-}
-
 /// One reading of legerd's counters.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -315,20 +311,21 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
     }
     let one_change = Duration::from_micros(median(changes));
 
-    // Idle: from just after one poll pass to the next.
-    let poll_after = |id: i64| -> Result<i64> {
-        let mut seen = id;
+    // Idle: from just after one poll pass to the next. Passes are counted in the
+    // journal (`pass finished`): an idle poll is only counted in history (id 0), so
+    // lastPass's id does not move.
+    let poll_after = |finished: usize| -> Result<usize> {
+        let mut seen = finished;
         wait_until(WAIT, "a poll pass", || {
-            let p = last_pass(&tb)?;
-            seen = p["id"].as_i64().unwrap_or(0);
-            Ok(seen > id && p["trigger"].as_str() == Some("poll"))
+            seen = passes_finished(&tb)?;
+            Ok(seen > finished && last_pass(&tb)?["trigger"].as_str() == Some("poll"))
         })?;
         Ok(seen)
     };
     // Nothing may ask legerd anything inside the window (`legerctl status` would be
     // the wakeups measured), so the window is a plain wait, checked afterwards to
     // hold exactly one poll pass.
-    let first = poll_after(last_pass_id(&tb)?)?;
+    let first = poll_after(passes_finished(&tb)?)?;
     let s1 = sample(&tb)?;
     let t1 = threads(&tb)?;
     // The cgroup's CPU every second, read inside the machine (cgroup files, not
@@ -346,7 +343,7 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
     let steps: Vec<u64> = readings.windows(2).map(|w| w[1] - w[0]).collect();
     let s2 = sample(&tb)?;
     let p = last_pass(&tb)?;
-    if p["id"].as_i64() != Some(first + 1) || p["trigger"].as_str() != Some("poll") {
+    if passes_finished(&tb)? != first + 1 || p["trigger"].as_str() != Some("poll") {
         bail!("the idle window held other passes than one poll: last pass {p}");
     }
     // Each thread's context switches over the window (threads that started in it count
