@@ -342,6 +342,9 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
         .collect();
     let steps: Vec<u64> = readings.windows(2).map(|w| w[1] - w[0]).collect();
     let s2 = sample(&tb)?;
+    // Before anything asks legerd again (the check below runs `legerctl status`,
+    // whose code would fault in more text).
+    memory_map(&tb, n)?;
     let p = last_pass(&tb)?;
     if passes_finished(&tb)? != first + 1 || p["trigger"].as_str() != Some("poll") {
         bail!("the idle window held other passes than one poll: last pass {p}");
@@ -357,7 +360,6 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
         switches += d;
     }
     let window = s2.at - s1.at;
-    memory_map(&tb, n)?;
     let figures = Figures {
         n,
         first_converge,
