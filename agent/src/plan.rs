@@ -355,8 +355,14 @@ pub fn plan(
     }
 
     let mut unit_actions = Vec::new();
-    let mut needs_reload =
-        !writes.is_empty() || !removes.is_empty() || !observed.interrupted.is_empty();
+    // Only what the generator reads needs a daemon-reload: a changed env file or
+    // config that a unit mounts is read when the unit starts, so its restart is enough
+    // (the reload is most of a one-change's time: every generator over every quadlet).
+    let mut needs_reload = writes
+        .iter()
+        .chain(&removes)
+        .any(|a| matches!(a, Action::WriteFile { key, .. } | Action::RemoveFile { key, .. } if is_generator_input(key)))
+        || !observed.interrupted.is_empty();
     for app in desired.apps.values() {
         for unit in &app.units {
             if observed.blocked_units.contains(&unit.name) {
@@ -450,6 +456,17 @@ pub fn plan(
     plan.actions
         .extend(unit_actions.into_iter().map(|(_, a)| a));
     Ok(plan)
+}
+
+/// Whether podman's quadlet generator reads the installed file `key`: a quadlet file
+/// (`.container`, `.network`, …) or anything in a drop-in folder (`web.container.d/`,
+/// `container.d/`). Anything else (env files, configs, Kubernetes YAML, a
+/// Containerfile) is read by podman or systemd when a unit starts, never by the
+/// generator, so changing it changes no generated unit.
+fn is_generator_input(key: &str) -> bool {
+    let mut parts = key.split('/');
+    let name = parts.next_back().unwrap_or_default();
+    QuadletKind::from_file_name(name).is_some() || parts.any(|dir| dir.ends_with(".d"))
 }
 
 #[cfg(test)]
@@ -807,9 +824,42 @@ mod tests {
         let d = tree(vec![mk("A=1")]);
         converge(&d, &mut o);
         let p = plan(&tree(vec![mk("A=2")]), &o, POLICY).unwrap();
+        // The generator never reads an env file: no daemon-reload, only the restart.
+        assert_eq!(verbs(&p), ["update web/web.env", "restart web.service"]);
+    }
+
+    #[test]
+    fn plan_reloads_for_quadlets_and_drop_ins_only() {
+        assert!(is_generator_input("web/web.container"));
+        assert!(is_generator_input("net/shared.network"));
+        assert!(is_generator_input("web/web.container.d/10-limits.conf"));
+        assert!(is_generator_input("web/container.d/10-common.conf"));
+        assert!(!is_generator_input("web/web.env"));
+        assert!(!is_generator_input("web/config/nginx.conf"));
+        assert!(!is_generator_input("kube/app.yaml"));
+
+        // A drop-in next to the quadlet changes the generated unit: reload, restart.
+        let mk = |conf: &str| {
+            let mut a = web_app("web", "a");
+            a.files.insert(
+                "web.container.d/10-limits.conf".into(),
+                AppFile::new(conf.as_bytes().to_vec()),
+            );
+            a.units[0]
+                .depends_on_files
+                .insert("web/web.container.d/10-limits.conf".into());
+            a
+        };
+        let mut o = Observed::default();
+        converge(&tree(vec![mk("[Container]\n")]), &mut o);
+        let p = plan(&tree(vec![mk("[Container]\nMemory=1G\n")]), &o, POLICY).unwrap();
         assert_eq!(
             verbs(&p),
-            ["update web/web.env", "reload", "restart web.service"]
+            [
+                "update web/web.container.d/10-limits.conf",
+                "reload",
+                "restart web.service"
+            ]
         );
     }
 

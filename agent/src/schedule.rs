@@ -42,6 +42,14 @@ impl Trigger {
         bypasses_backoff(&self.label())
     }
 
+    /// Whether the trigger waits out the debounce. The debounce merges bursts (an
+    /// editor's several writes, a `git checkout` touching many files); `legerctl
+    /// reconcile` is one explicit request with nothing to merge, so it runs at once
+    /// (the debounce was 200 ms of every manual one-app change).
+    pub fn is_debounced(&self) -> bool {
+        !matches!(self, Trigger::Manual)
+    }
+
     /// A short label for history and logs.
     pub fn label(&self) -> String {
         match self {
@@ -69,7 +77,11 @@ impl Schedule {
     /// Records a trigger that arrived at `now`.
     pub fn on_trigger(&mut self, trigger: &Trigger, now: Instant, debounce: Duration) {
         self.pending.insert(trigger.label());
-        let mut at = now + debounce;
+        let mut at = if trigger.is_debounced() {
+            now + debounce
+        } else {
+            now
+        };
         if !trigger.is_urgent()
             && let Some(b) = self.backoff_until
         {
@@ -166,6 +178,18 @@ mod tests {
     }
 
     #[test]
+    fn manual_trigger_skips_the_debounce_and_serves_pending_ones() {
+        let t0 = Instant::now();
+        let mut s = Schedule::default();
+        s.on_trigger(&Trigger::QuadletFilesChanged(vec![]), t0, DEBOUNCE);
+        assert_eq!(s.next_run(), Some(t0 + DEBOUNCE));
+        s.on_trigger(&Trigger::Manual, t0 + ms(50), DEBOUNCE);
+        assert_eq!(s.next_run(), Some(t0 + ms(50)));
+        let labels = s.take_due(t0 + ms(50)).unwrap();
+        assert_eq!(labels, ["drift-file", "manual"]);
+    }
+
+    #[test]
     fn success_schedules_next_poll() {
         let t0 = Instant::now();
         let mut s = Schedule::default();
@@ -186,10 +210,10 @@ mod tests {
             DEBOUNCE,
         );
         assert_eq!(s.next_run(), Some(t0 + Duration::from_secs(8)));
-        // legerctl reconcile does not.
+        // legerctl reconcile does not (nor the debounce).
         s.on_trigger(&Trigger::Manual, t0 + ms(20), DEBOUNCE);
-        assert_eq!(s.next_run(), Some(t0 + ms(20) + DEBOUNCE));
-        let labels = s.take_due(t0 + ms(220)).unwrap();
+        assert_eq!(s.next_run(), Some(t0 + ms(20)));
+        let labels = s.take_due(t0 + ms(20)).unwrap();
         assert_eq!(labels, ["drift-unit:web.service", "manual"]);
     }
 

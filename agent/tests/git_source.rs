@@ -94,7 +94,8 @@ fn git_source_picks_up_new_commit_and_idle_poll_gets_no_pack() {
         t.path(),
         limits(),
     );
-    assert_eq!(src.fetch(None).unwrap().snapshot.revision, first);
+    let cloned = src.fetch(None).unwrap().snapshot;
+    assert_eq!(cloned.revision, first);
 
     let idle = src.fetch(Some(&first)).unwrap();
     assert_eq!(idle.snapshot.revision, first);
@@ -111,8 +112,18 @@ fn git_source_picks_up_new_commit_and_idle_poll_gets_no_pack() {
     let second = up.commit("second");
     let moved = src.fetch(Some(&first)).unwrap();
     assert_eq!(moved.snapshot.revision, second);
-    assert!(moved.stats.contacted_remote && moved.stats.received_pack);
+    assert!(
+        !moved.stats.contacted_remote && moved.stats.received_pack,
+        "a new commit on cached history is copied in process, with no upload-pack"
+    );
     assert_eq!(text(&moved.snapshot, "web/web.env"), "A=2\n");
+    assert!(
+        std::sync::Arc::ptr_eq(
+            &cloned.files["web/web.container"],
+            &moved.snapshot.files["web/web.container"]
+        ),
+        "an unchanged blob is shared from the last tree, not read again"
+    );
 
     // A new source over the same state dir reuses the cache: nothing to download.
     let mut again = GitSource::new(
@@ -123,6 +134,74 @@ fn git_source_picks_up_new_commit_and_idle_poll_gets_no_pack() {
     let reused = again.fetch(Some(&second)).unwrap();
     assert_eq!(reused.snapshot.revision, second);
     assert!(!reused.stats.received_pack);
+}
+
+/// A local repository's new history, a merge and an annotated tag included, is copied
+/// into the cache in process, and completely: git itself can walk every object of
+/// the new commit in the cache. A first fetch and an unrelated history still go
+/// through `upload-pack`.
+#[test]
+fn git_source_local_new_history_is_copied_in_process_and_whole() {
+    let t = tempfile::tempdir().unwrap();
+    let (up, first) = seeded(t.path());
+    let mut src = GitSource::new(
+        spec(&up.file_url(), "main", Some("apps")),
+        t.path(),
+        limits(),
+    );
+    let cloned = src.fetch(None).unwrap();
+    assert!(
+        cloned.stats.contacted_remote,
+        "a first fetch uses upload-pack"
+    );
+
+    // A side branch merged back, new folders, a deleted file, and a tag.
+    git(&up.work, &["checkout", "-q", "-b", "side"]);
+    up.write("apps/db/db.container", "[Container]\nImage=postgres\n");
+    git(&up.work, &["add", "-A"]);
+    git(&up.work, &["commit", "-q", "-m", "side"]);
+    git(&up.work, &["checkout", "-q", "-"]);
+    up.write("apps/web/web.env", "A=3\n");
+    std::fs::remove_file(up.work.join("README.md")).unwrap();
+    up.commit("main moves");
+    git(&up.work, &["merge", "-q", "--no-edit", "side"]);
+    let merged = up.commit("merged");
+    up.tag("v2");
+
+    let moved = src.fetch(Some(&first)).unwrap();
+    assert_eq!(moved.snapshot.revision, merged);
+    assert!(!moved.stats.contacted_remote && moved.stats.received_pack);
+    assert_eq!(
+        moved.snapshot.files.keys().collect::<Vec<_>>(),
+        ["db/db.container", "web/web.container", "web/web.env"]
+    );
+    assert_eq!(text(&moved.snapshot, "web/web.env"), "A=3\n");
+    // Every object reachable from the new commit, parents included, is in the cache.
+    let objects = git(src.cache_dir(), &["rev-list", "--objects", &merged]);
+    assert!(objects.lines().count() > 10, "{objects}");
+
+    let mut tagged = GitSource::new(spec(&up.file_url(), "v2", Some("apps")), t.path(), limits());
+    let at_tag = tagged.fetch(None).unwrap();
+    assert_eq!(at_tag.snapshot.revision, merged);
+    assert!(
+        !at_tag.stats.contacted_remote,
+        "the tag object is copied in process"
+    );
+
+    // An unrelated history shares no commit with the cache: the real fetch runs, and
+    // the force-push check still refuses it.
+    git(&up.work, &["checkout", "-q", "--orphan", "fresh"]);
+    up.write("apps/web/web.env", "A=4\n");
+    git(&up.work, &["add", "-A"]);
+    git(&up.work, &["commit", "-q", "-m", "fresh start"]);
+    git(
+        &up.work,
+        &["push", "-q", "-f", "origin", "HEAD:refs/heads/main"],
+    );
+    match src.fetch(Some(&merged)) {
+        Err(SourceError::HistoryRewritten { .. }) => {}
+        other => panic!("expected a rewrite refusal, got {other:?}"),
+    }
 }
 
 #[test]

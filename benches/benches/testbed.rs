@@ -57,10 +57,6 @@ fn last_pass(tb: &Testbed) -> Result<Value> {
     Ok(doc["status"]["lastPass"].clone())
 }
 
-fn last_pass_id(tb: &Testbed) -> Result<i64> {
-    Ok(last_pass(tb)?["id"].as_i64().unwrap_or(0))
-}
-
 /// One reading of legerd's counters.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -209,11 +205,12 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
     if let Ok(filter) = std::env::var("LEGERD_LOG") {
         env.push(format!("LEGERD_LOG={filter}"));
     }
-    let exec_start = env
-        .iter()
-        .fold(exec_start, |unit, kv| format!("Environment={kv}\n{unit}"));
+    // Added at the end of [Service], after the shipped unit's own `Environment=`, so
+    // that the bench's setting of the same variable wins.
+    let extra: String = env.iter().map(|kv| format!("Environment={kv}\n")).collect();
     let unit = include_str!("../../contrib/systemd/legerd.service")
-        .replace("ExecStart=/usr/bin/legerd", &exec_start);
+        .replace("ExecStart=/usr/bin/legerd", &exec_start)
+        .replace("\n[Install]", &format!("\n{extra}\n[Install]"));
     // The measurement settings: health settle 2 s; a generous job timeout for
     // many starts at once on a loaded machine.
     // No poll jitter: the idle window must hold exactly one poll.
@@ -314,20 +311,21 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
     }
     let one_change = Duration::from_micros(median(changes));
 
-    // Idle: from just after one poll pass to the next.
-    let poll_after = |id: i64| -> Result<i64> {
-        let mut seen = id;
+    // Idle: from just after one poll pass to the next. Passes are counted in the
+    // journal (`pass finished`): an idle poll is only counted in history (id 0), so
+    // lastPass's id does not move.
+    let poll_after = |finished: usize| -> Result<usize> {
+        let mut seen = finished;
         wait_until(WAIT, "a poll pass", || {
-            let p = last_pass(&tb)?;
-            seen = p["id"].as_i64().unwrap_or(0);
-            Ok(seen > id && p["trigger"].as_str() == Some("poll"))
+            seen = passes_finished(&tb)?;
+            Ok(seen > finished && last_pass(&tb)?["trigger"].as_str() == Some("poll"))
         })?;
         Ok(seen)
     };
     // Nothing may ask legerd anything inside the window (`legerctl status` would be
     // the wakeups measured), so the window is a plain wait, checked afterwards to
     // hold exactly one poll pass.
-    let first = poll_after(last_pass_id(&tb)?)?;
+    let first = poll_after(passes_finished(&tb)?)?;
     let s1 = sample(&tb)?;
     let t1 = threads(&tb)?;
     // The cgroup's CPU every second, read inside the machine (cgroup files, not
@@ -344,8 +342,11 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
         .collect();
     let steps: Vec<u64> = readings.windows(2).map(|w| w[1] - w[0]).collect();
     let s2 = sample(&tb)?;
+    // Before anything asks legerd again (the check below runs `legerctl status`,
+    // whose code would fault in more text).
+    memory_map(&tb, n)?;
     let p = last_pass(&tb)?;
-    if p["id"].as_i64() != Some(first + 1) || p["trigger"].as_str() != Some("poll") {
+    if passes_finished(&tb)? != first + 1 || p["trigger"].as_str() != Some("poll") {
         bail!("the idle window held other passes than one poll: last pass {p}");
     }
     // Each thread's context switches over the window (threads that started in it count
@@ -376,6 +377,87 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
     };
     let _ = tb.exec(&["systemctl", "stop", "legerd.service"]);
     Ok(figures)
+}
+
+/// Where legerd's idle RSS goes, from `/proc/PID/smaps` read on the host: each mapping's
+/// Rss summed by kind (the binary's own segments by permission, the heap, other
+/// anonymous memory, thread stacks, shared libraries), printed to stderr.
+/// `LEGER_BENCH_PAGEMAP=<file>` also writes which pages of the binary's mappings are
+/// resident (`start offset perms present-page-indices`, from `/proc/PID/pagemap`), to
+/// attribute resident text to symbols (`nm`) offline.
+fn memory_map(tb: &Testbed, n: usize) -> Result<()> {
+    let pid = host_pid(tb)?;
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    // Thread stacks are anonymous mappings; each thread's stack pointer names its own.
+    let mut stack_sps = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+        // `syscall` holds: number, six arguments, stack pointer, program counter.
+        let sys = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
+        if let Some(sp) = sys.split_whitespace().nth(7)
+            && let Ok(sp) = u64::from_str_radix(sp.trim_start_matches("0x"), 16)
+        {
+            stack_sps.push(sp);
+        }
+    }
+    let mut kinds: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut binary_maps = Vec::new();
+    let mut current: Option<(String, u64, u64, u64, String)> = None;
+    for line in smaps.lines() {
+        let mut parts = line.split_whitespace();
+        let first = parts.next().unwrap_or_default();
+        if let Some((lo, hi)) = first.split_once('-')
+            && let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16))
+        {
+            let perms = parts.next().unwrap_or_default().to_owned();
+            let offset = u64::from_str_radix(parts.next().unwrap_or("0"), 16).unwrap_or(0);
+            let path = parts.nth(2).unwrap_or_default().to_owned();
+            let kind = if path.ends_with("/legerd") {
+                binary_maps.push((lo, hi, offset, perms.clone()));
+                format!("binary {perms}")
+            } else if path == "[heap]" {
+                "heap".to_owned()
+            } else if path.is_empty() {
+                if stack_sps.iter().any(|sp| (lo..hi).contains(sp)) {
+                    "thread stacks".to_owned()
+                } else {
+                    "other anonymous (malloc arenas, mmaps)".to_owned()
+                }
+            } else if path.starts_with('[') {
+                path.clone()
+            } else {
+                format!("file {perms}")
+            };
+            current = Some((kind, lo, hi, offset, perms));
+        } else if first == "Rss:"
+            && let Some((kind, ..)) = &current
+        {
+            let kib: u64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            *kinds.entry(kind.clone()).or_default() += kib;
+        }
+    }
+    for (kind, kib) in &kinds {
+        eprintln!("N={n} idle RSS: {kib:>6} KiB {kind}");
+    }
+    if let Some(out) = std::env::var_os("LEGER_BENCH_PAGEMAP") {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))?;
+        let mut text = String::new();
+        for (lo, hi, offset, perms) in binary_maps {
+            let pages = (hi - lo) / 4096;
+            let mut buf = vec![0u8; (pages * 8) as usize];
+            pagemap.seek(SeekFrom::Start(lo / 4096 * 8))?;
+            pagemap.read_exact(&mut buf)?;
+            let present: Vec<String> = buf
+                .chunks_exact(8)
+                .enumerate()
+                .filter(|(_, e)| u64::from_le_bytes((*e).try_into().unwrap()) >> 63 == 1)
+                .map(|(i, _)| i.to_string())
+                .collect();
+            text += &format!("{lo:x} {offset:x} {perms} {}\n", present.join(","));
+        }
+        std::fs::write(out, text)?;
+    }
+    Ok(())
 }
 
 /// How many passes legerd logged as finished, read from the journal (asks legerd

@@ -83,6 +83,50 @@ fn git_change_restarts_only_that_app() -> Result<()> {
     Ok(())
 }
 
+/// An env file is read when its unit starts, never by the quadlet generator: changing
+/// only it restarts the unit with the new values and needs no daemon-reload (which
+/// reruns every generator over every quadlet: most of a one-change's time).
+#[test]
+fn git_env_file_change_restarts_without_daemon_reload() -> Result<()> {
+    const QUADLET: &str = "[Container]\nContainerName=web\nImage=localhost/busybox:latest\n\
+        Network=none\nEnvironmentFile=web.env\n\
+        Exec=/bin/sh -c 'trap \"exit 0\" TERM; while :; do echo \"web N=$N\"; sleep 2 & wait $!; done'\n";
+    const ENV: &str = "apps/web/web.env";
+    let tb = Testbed::boot("e2e-env-change")?;
+    let fleet = Fleet::create(&tb, &[(WEB, QUADLET), (ENV, "N=1\n")])?;
+    legerctl(
+        &tb,
+        &["set-desired", "git", &fleet.url_inside(), "--path", "apps"],
+    )?;
+    start_legerd(&tb)?;
+    wait_applied(&tb, &fleet.head()?)?;
+    wait_until(WAIT, "web N=1 output", || {
+        Ok(tb.unit_logs("web.service")?.contains("web N=1"))
+    })?;
+    let reloads = || -> Result<usize> {
+        let log = tb.exec_ok(&["journalctl", "-q", "-o", "cat", "_PID=1"])?;
+        Ok(log
+            .lines()
+            .filter(|l| l.starts_with("Reloading finished"))
+            .count())
+    };
+    let before = reloads()?;
+    assert!(before > 0, "the first converge reloaded systemd");
+
+    let rev = fleet.commit(&[(ENV, "N=2\n")], &[], "N=2")?;
+    reconcile(&tb)?;
+    wait_applied(&tb, &rev)?;
+    wait_until(WAIT, "web N=2 output", || {
+        Ok(tb.unit_logs("web.service")?.contains("web N=2"))
+    })?;
+    assert_eq!(
+        reloads()?,
+        before,
+        "an env-only change must not reload systemd"
+    );
+    Ok(())
+}
+
 #[test]
 fn git_deleted_app_is_pruned() -> Result<()> {
     let (tb, fleet) = two_apps("e2e-prune")?;

@@ -6,17 +6,22 @@
 //! costs one ref advertisement, and a pinned commit that is already cached costs
 //! nothing at all.
 //!
-//! Local repositories (`file://` URLs and absolute paths) go through the same fetch
-//! as remote ones when something new must come: gix runs `git upload-pack` for them.
-//! That costs a `git` binary on the host (present wherever legerd runs, and in the
-//! test bed), but keeps one code path for negotiation and copying objects, and the
-//! cache keeps serving the last good revision when the local repository disappears.
-//! Only the idle poll is short-cut: the ref is read from the local repository with
-//! `gix::open`, and when the cache already has its object there is nothing to fetch
-//! (spawning `upload-pack` for a ref advertisement was most of an idle poll's cost).
-//! The force-push check runs on the cache either way.
+//! Local repositories (`file://` URLs and absolute paths) are still copied into the
+//! cache, so it keeps serving the last good revision when the local repository
+//! disappears. Their ref is read with `gix::open`: when the cache already has its
+//! object there is nothing to fetch (spawning `upload-pack` for a ref advertisement
+//! was most of an idle poll's cost), and a new commit on top of cached history has
+//! its few new objects copied in process. A first fetch, an unrelated history or a
+//! large one goes through the same fetch as remote ones (gix runs `git
+//! upload-pack`, which needs a `git` binary on the host). The force-push check runs
+//! on the cache either way.
+//!
+//! Reading a new commit's tree shares every blob the last tree read already held, so
+//! a one-app change reads that app's blobs only.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use gix::bstr::ByteSlice;
@@ -76,6 +81,9 @@ pub struct GitSource {
     /// How long an HTTP(S) remote may take to answer, and to send each next piece of a
     /// body, before the fetch fails (gix's own connect limit is 20 s).
     http_timeout: std::time::Duration,
+    /// The blobs of the last tree read, by id, sharing the snapshot's bytes: a new
+    /// commit reads only the blobs it changed (a blob id names its bytes for good).
+    last_blobs: HashMap<ObjectId, Arc<[u8]>>,
 }
 
 /// How long an HTTP(S) git remote may stay silent: for an answer, and between the
@@ -125,6 +133,7 @@ impl GitSource {
             command_timeout: leger_config::DEFAULT_COMMAND_TIMEOUT,
             upload_pack_timeout: None,
             http_timeout: HTTP_TIMEOUT,
+            last_blobs: HashMap::new(),
         }
     }
 
@@ -188,7 +197,10 @@ impl GitSource {
             (id, RefKind::Commit)
         } else {
             let (target, kind) = match self.local_ref_in_cache(&repo) {
-                Some(hit) => hit,
+                Some((id, kind, copied)) => {
+                    stats.received_pack |= copied;
+                    (id, kind)
+                }
                 None => {
                     let mut found = None;
                     let narrow = narrow_refspecs(&self.spec.reference);
@@ -269,12 +281,15 @@ impl GitSource {
     }
 
     /// For a local repository: what the configured ref names now, read straight from
-    /// its refs, when the cache already has that object. An idle poll of a local
-    /// source then spawns no `git upload-pack` (about 6 ms of a poll's cost, and most
-    /// of it). `None` whenever it cannot tell (a remote URL, a repository that does
-    /// not open, a missing or symbolic ref, an object the cache lacks): the real fetch
-    /// runs, with its negotiation and messages.
-    fn local_ref_in_cache(&self, cache: &Repository) -> Option<(ObjectId, RefKind)> {
+    /// its refs, and whether its new objects were copied into the cache. An idle poll
+    /// of a local source then spawns no `git upload-pack` (about 6 ms of a poll's
+    /// cost, and most of it), and neither does a new commit on top of cached history
+    /// ([`copy_new_objects`]: a one-app change at 100 apps spent most of legerd's
+    /// 250 ms in `upload-pack`). `None` whenever it cannot tell (a remote URL, a
+    /// repository that does not open, a missing or symbolic ref, new history the
+    /// cache has no ancestor of): the real fetch runs, with its negotiation and
+    /// messages.
+    fn local_ref_in_cache(&self, cache: &Repository) -> Option<(ObjectId, RefKind, bool)> {
         let path = local_path(&self.spec.url)?;
         let options = gix::open::Options::default().permissions(gix::open::Permissions::isolated());
         let local = gix::open_opts(path, options).ok()?;
@@ -286,7 +301,10 @@ impl GitSource {
         let (id, kind) = lookup(format!("refs/heads/{wanted}"))
             .map(|id| (id, RefKind::Branch))
             .or_else(|| lookup(format!("refs/tags/{wanted}")).map(|id| (id, RefKind::Tag)))?;
-        cache.has_object(id).then_some((id, kind))
+        if cache.has_object(id) {
+            return Some((id, kind, false));
+        }
+        copy_new_objects(&local, cache, id).then_some((id, kind, true))
     }
 
     /// The HTTP transport's options from the repository's config, with reqwest's
@@ -582,12 +600,14 @@ impl GitSource {
         Err(rewritten())
     }
 
-    /// Reads every file under the configured sub-folder at `commit`.
+    /// Reads every file under the configured sub-folder at `commit`. Blobs that the
+    /// last tree read already held are shared from it, not decompressed again, so a
+    /// one-app change reads one app's blobs.
     fn read_tree(
-        &self,
+        &mut self,
         repo: &Repository,
         commit: ObjectId,
-    ) -> Result<std::collections::BTreeMap<String, std::sync::Arc<[u8]>>, SourceError> {
+    ) -> Result<BTreeMap<String, Arc<[u8]>>, SourceError> {
         let cache = |e: gix::Error| self.cache_error(chain(&e));
         let mut tree = repo
             .find_commit(commit)
@@ -609,6 +629,7 @@ impl GitSource {
             tree = repo.find_tree(entry.object_id()).map_err(cache)?;
         }
         let mut builder = TreeBuilder::new(self.limits.clone());
+        let mut blobs = HashMap::new();
         for entry in tree.traverse().breadthfirst.files().map_err(cache)? {
             match entry.mode.kind() {
                 EntryKind::Tree | EntryKind::Commit => {
@@ -617,10 +638,17 @@ impl GitSource {
                 }
                 EntryKind::Blob | EntryKind::BlobExecutable => {
                     let path = checked_path(&entry.filepath)?;
-                    let header = repo.find_header(entry.oid).map_err(cache)?;
-                    builder.check_size(&path, header.size())?;
-                    let data = repo.find_object(entry.oid).map_err(cache)?.detach().data;
-                    builder.add_file(path, data)?;
+                    let data = match self.last_blobs.get(&entry.oid) {
+                        Some(known) => Arc::clone(known),
+                        None => {
+                            let header = repo.find_header(entry.oid).map_err(cache)?;
+                            builder.check_size(&path, header.size())?;
+                            let data = repo.find_object(entry.oid).map_err(cache)?.detach().data;
+                            Arc::from(data)
+                        }
+                    };
+                    blobs.insert(entry.oid, Arc::clone(&data));
+                    builder.add_shared_file(path, data)?;
                 }
                 EntryKind::Link => {
                     let path = checked_path(&entry.filepath)?;
@@ -629,7 +657,9 @@ impl GitSource {
                 }
             }
         }
-        builder.finish()
+        let files = builder.finish()?;
+        self.last_blobs = blobs;
+        Ok(files)
     }
 }
 
@@ -638,6 +668,85 @@ impl GitSource {
 fn local_path(url: &str) -> Option<&Path> {
     let path = url.strip_prefix("file://").unwrap_or(url);
     path.starts_with('/').then(|| Path::new(path))
+}
+
+/// At most this many objects are copied one by one from a local repository; more (a
+/// long new history, a large import) go through `upload-pack`'s pack instead of as
+/// many loose objects.
+const MAX_LOCAL_COPY: usize = 2_000;
+
+/// Copies into `cache` the objects reachable from `tip` in the local repository `local`
+/// that the cache lacks, in process: a new commit's handful of objects cost a few
+/// file reads and writes instead of a `git upload-pack` and its pack negotiation.
+///
+/// The walk stops at objects the cache has: every object in the cache came with
+/// everything it reaches, because objects are written children first (a tree after
+/// its entries, a commit after its tree and parents), so an interrupted copy leaves
+/// no object whose closure is incomplete. Each object is re-hashed as it is written,
+/// so a corrupt source is caught, not cached.
+///
+/// Returns false, having written nothing or only complete closures, when the copy is
+/// not a small increment: a root commit the cache lacks (a first fetch or an
+/// unrelated history), more than [`MAX_LOCAL_COPY`] objects, an object that does not
+/// read or parse, or a write that fails. The caller then runs the real fetch.
+fn copy_new_objects(local: &Repository, cache: &Repository, tip: ObjectId) -> bool {
+    use gix::objs::Write;
+    // (id, the object once its children are queued); children come first.
+    type Read = Option<(gix::objs::Kind, Vec<u8>)>;
+    let mut stack: Vec<(ObjectId, Read)> = vec![(tip, None)];
+    let mut seen = std::collections::HashSet::new();
+    let hash = local.object_hash();
+    while let Some((id, visited)) = stack.pop() {
+        if let Some((kind, data)) = visited {
+            match cache.objects.write_buf(kind, &data) {
+                Ok(written) if written == id => continue,
+                _ => return false,
+            }
+        }
+        if !seen.insert(id) || cache.has_object(id) {
+            continue;
+        }
+        if seen.len() > MAX_LOCAL_COPY {
+            return false;
+        }
+        let Ok(object) = local.find_object(id) else {
+            return false;
+        };
+        let (kind, data) = (object.kind, object.detach().data);
+        let mut children = Vec::new();
+        match kind {
+            gix::objs::Kind::Commit => {
+                let Ok(commit) = gix::objs::CommitRef::from_bytes(&data, hash) else {
+                    return false;
+                };
+                let parents: Vec<ObjectId> = commit.parents().collect();
+                if parents.is_empty() {
+                    return false;
+                }
+                children.push(commit.tree());
+                children.extend(parents);
+            }
+            gix::objs::Kind::Tree => {
+                for entry in gix::objs::TreeRefIter::from_bytes(&data, hash) {
+                    let Ok(entry) = entry else { return false };
+                    // A gitlink names a commit of another repository: never fetched.
+                    if !entry.mode.is_commit() {
+                        children.push(entry.oid.to_owned());
+                    }
+                }
+            }
+            gix::objs::Kind::Tag => {
+                let Ok(target) = gix::objs::TagRefIter::from_bytes(&data, hash).target_id() else {
+                    return false;
+                };
+                children.push(target);
+            }
+            gix::objs::Kind::Blob => {}
+        }
+        stack.push((id, Some((kind, data))));
+        stack.extend(children.into_iter().map(|c| (c, None)));
+    }
+    true
 }
 
 fn has_commit(repo: &Repository, id: ObjectId) -> bool {

@@ -165,9 +165,19 @@ impl TreeBuilder {
 
     /// Adds a regular file; `path` must come from [`checked_path`].
     pub(crate) fn add_file(&mut self, path: String, content: Vec<u8>) -> Result<(), SourceError> {
+        self.add_shared_file(path, content.into())
+    }
+
+    /// [`add_file`](Self::add_file) for bytes already shared, e.g. a git blob the last
+    /// snapshot held.
+    pub(crate) fn add_shared_file(
+        &mut self,
+        path: String,
+        content: Arc<[u8]>,
+    ) -> Result<(), SourceError> {
         self.check_size(&path, content.len() as u64)?;
         self.check_count(&path)?;
-        self.entries.insert(path, RawEntry::File(content.into()));
+        self.entries.insert(path, RawEntry::File(content));
         Ok(())
     }
 
