@@ -192,6 +192,19 @@ fn pass_over_budget_is_abandoned_naming_what_it_waited_on() -> Result<()> {
         &[],
         "v2",
     )?;
+    // A new commit on history legerd has cached is copied in process, without
+    // upload-pack; a source it never fetched is fetched by upload-pack. The same
+    // repository under its `file://` url is such a source: its fetch hangs.
+    legerctl(
+        &tb,
+        &[
+            "set-desired",
+            "git",
+            &format!("file://{}", fleet.url_inside()),
+            "--path",
+            "apps",
+        ],
+    )?;
     reconcile(&tb)?;
     // While the pass hangs, `legerctl status` answers and says what it waits on.
     wait_until(WAIT, "Reconciling names the stuck fetch", || {
