@@ -130,6 +130,32 @@ impl DbusUnitManager {
     }
 
     /// The current link.
+    /// The object path of `unit` if systemd has it loaded, by `GetUnit`: never
+    /// `LoadUnit`, which would change systemd (and emit signals) just to look.
+    async fn loaded_unit(
+        &self,
+        link: &Link,
+        unit: &str,
+    ) -> Result<Option<OwnedObjectPath>, SystemdError> {
+        match self
+            .call(
+                "GetUnit",
+                unit,
+                self.call_timeout,
+                link.manager.get_unit(unit),
+            )
+            .await
+        {
+            Ok(path) => Ok(Some(path)),
+            Err(SystemdError::Call { source, .. })
+                if error_name(&source).as_deref() == Some(NO_SUCH_UNIT) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub(super) fn link(&self) -> Link {
         self.link.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -494,22 +520,8 @@ impl UnitManager for DbusUnitManager {
     /// for what the planner needs, its active state.
     async fn unit_state(&self, unit: &str) -> Result<UnitState, SystemdError> {
         let link = self.link();
-        let path = match self
-            .call(
-                "GetUnit",
-                unit,
-                self.call_timeout,
-                link.manager.get_unit(unit),
-            )
-            .await
-        {
-            Ok(path) => path,
-            Err(SystemdError::Call { source, .. })
-                if error_name(&source).as_deref() == Some(NO_SUCH_UNIT) =>
-            {
-                return Ok(UnitState::unknown());
-            }
-            Err(e) => return Err(e),
+        let Some(path) = self.loaded_unit(&link, unit).await? else {
+            return Ok(UnitState::unknown());
         };
         Ok(self
             .call(
@@ -527,22 +539,8 @@ impl UnitManager for DbusUnitManager {
     /// would only show an empty one.
     async fn last_run(&self, unit: &str) -> Result<Option<UnitRun>, SystemdError> {
         let link = self.link();
-        let path = match self
-            .call(
-                "GetUnit",
-                unit,
-                self.call_timeout,
-                link.manager.get_unit(unit),
-            )
-            .await
-        {
-            Ok(path) => path,
-            Err(SystemdError::Call { source, .. })
-                if error_name(&source).as_deref() == Some(NO_SUCH_UNIT) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
+        let Some(path) = self.loaded_unit(&link, unit).await? else {
+            return Ok(None);
         };
         self.call(
             "read the unit's last run",
