@@ -19,7 +19,9 @@
 //! -p leger-benches --bench testbed`. `LEGER_BENCH_SIZES=10,100,1000` picks N (default
 //! 10,100). `LEGER_BENCH_LEGERD=/path/to/legerd` measures another legerd binary (a
 //! release build); legerctl always comes from the build being benchmarked. Results
-//! also go to `target/testbed-bench.txt`. See docs/performance.md.
+//! also go to `target/testbed-bench.txt`. `LEGER_BENCH_HOT_CODE=<file>` runs the same
+//! scenario with legerd under callgrind and writes its profile instead of figures
+//! (`contrib/symbol-order/refresh.sh`). See docs/performance.md.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -171,7 +173,15 @@ struct Figures {
     threads: u64,
 }
 
-fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
+/// A machine with N apps committed to a git source, and legerd installed as a unit
+/// (not yet started). `legerd` replaces the build's own binary; `valgrind` runs it under
+/// callgrind (see [`hot_code`]).
+struct Bench {
+    tb: Testbed,
+    work: std::path::PathBuf,
+}
+
+fn setup(n: usize, legerd: Option<&Path>, valgrind: bool) -> Result<Bench> {
     let tb = Testbed::boot(&format!("bench{n}"))?;
     let share = tb.share_dir_host().to_owned();
     let work = share.join("work");
@@ -187,13 +197,33 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
     git(&share, &["clone", "-q", "--bare", "work", "fleet.git"]);
     git(&work, &["remote", "add", "origin", "../fleet.git"]);
 
-    let exec_start = match legerd {
+    let mut exec_start = match legerd {
         Some(bin) => {
-            std::fs::copy(bin, share.join("legerd"))?;
-            format!("ExecStart={SHARE_DIR_INSIDE}/legerd")
+            // A hard link where it can: the machine then runs the very file (inode)
+            // given, which tracing tools (uprobes) may have marked.
+            if std::fs::hard_link(bin, share.join("legerd")).is_err() {
+                std::fs::copy(bin, share.join("legerd"))?;
+            }
+            format!("{SHARE_DIR_INSIDE}/legerd")
         }
-        None => format!("ExecStart={AGENT_DIR_INSIDE}/legerd"),
+        None => format!("{AGENT_DIR_INSIDE}/legerd"),
     };
+    if valgrind {
+        // The host's valgrind: its tools are static, its launcher needs only libc.
+        copy_tree(
+            Path::new("/usr/libexec/valgrind"),
+            &share.join("valgrind/libexec"),
+        )?;
+        std::fs::create_dir_all(share.join("valgrind/bin"))?;
+        // Debian's `valgrind` is a shell wrapper around `valgrind.bin`.
+        std::fs::copy("/usr/bin/valgrind.bin", share.join("valgrind/bin/valgrind"))?;
+        exec_start = format!(
+            "/usr/bin/env VALGRIND_LIB={SHARE_DIR_INSIDE}/valgrind/libexec \
+             {SHARE_DIR_INSIDE}/valgrind/bin/valgrind --tool=callgrind --demangle=no \
+             --callgrind-out-file=/var/lib/leger/callgrind.out {exec_start}"
+        );
+    }
+    let exec_start = format!("ExecStart={exec_start}");
     // `LEGERD_LOG` (e.g. `legerd=debug,info`) is passed on to legerd, for the pass's
     // stage events in the one-change timeline; unset, legerd logs as shipped.
     // `LEGER_BENCH_ENV` (`K=V K2=V2`) adds environment, e.g. a glibc malloc setting.
@@ -208,9 +238,20 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
     // Added at the end of [Service], after the shipped unit's own `Environment=`, so
     // that the bench's setting of the same variable wins.
     let extra: String = env.iter().map(|kv| format!("Environment={kv}\n")).collect();
-    let unit = include_str!("../../contrib/systemd/legerd.service")
+    let mut unit = include_str!("../../contrib/systemd/legerd.service")
         .replace("ExecStart=/usr/bin/legerd", &exec_start)
         .replace("\n[Install]", &format!("\n{extra}\n[Install]"));
+    if valgrind {
+        // valgrind writes the code it translates, and makes syscalls legerd never does;
+        // it is slow to start, and the watchdog must not count its translating.
+        for line in [
+            "MemoryDenyWriteExecute=yes",
+            "SystemCallFilter=@system-service @mount",
+        ] {
+            unit = unit.replace(line, "");
+        }
+        unit = unit.replace("WatchdogSec=2min", "WatchdogSec=0");
+    }
     // The issue's measurement settings: health settle 2 s; a generous job timeout for
     // many starts at once on a loaded machine.
     // No poll jitter: the idle window must hold exactly one poll.
@@ -220,13 +261,14 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
     std::fs::write(root.join("etc/leger/config.d/50-bench.toml"), config)?;
     std::fs::write(root.join("etc/systemd/system/legerd.service"), unit)?;
     tb.exec_ok(&["systemctl", "daemon-reload"])?;
-    tb.exec_ok(&["systemctl", "start", "legerd.service"])?;
+    Ok(Bench { tb, work })
+}
 
-    // First converge: set-desired → all N active.
+/// `legerctl set-desired` of the bench's source.
+fn set_desired(tb: &Testbed) -> Result<()> {
     let url = format!("{SHARE_DIR_INSIDE}/fleet.git");
-    let t0 = Instant::now();
     legerctl(
-        &tb,
+        tb,
         &[
             "set-desired",
             "git",
@@ -237,12 +279,40 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
             &format!("{}s", POLL.as_secs()),
         ],
     )?;
-    wait_until(CONVERGE_WAIT, &format!("{n} units active"), || {
+    Ok(())
+}
+
+/// The figures of one N. With `hot_code`, legerd runs under callgrind, whose profile is
+/// written there, and the figures mean nothing (see [`hot_code`]).
+fn measure(n: usize, legerd: Option<&Path>, hot_code: Option<&Path>) -> Result<Option<Figures>> {
+    let Bench { tb, work } = setup(n, legerd, hot_code.is_some())?;
+    if let Err(e) = tb.exec_ok(&["systemctl", "start", "legerd.service"]) {
+        let log = tb.exec(&[
+            "journalctl",
+            "-q",
+            "--no-pager",
+            "-n",
+            "40",
+            "-u",
+            "legerd.service",
+        ])?;
+        bail!("{e:#}\n{}", String::from_utf8_lossy(&log.stdout));
+    }
+    // callgrind runs legerd some fifty times slower.
+    let (converge_wait, wait) = match hot_code {
+        Some(_) => (CONVERGE_WAIT * 4, WAIT * 10),
+        None => (CONVERGE_WAIT, WAIT),
+    };
+
+    // First converge: set-desired → all N active.
+    let t0 = Instant::now();
+    set_desired(&tb)?;
+    wait_until(converge_wait, &format!("{n} units active"), || {
         Ok(active_count(&tb)? == n)
     })?;
     let first_converge = t0.elapsed();
     let head = git_head(&work)?;
-    wait_until(WAIT, "the first revision applied", || {
+    wait_until(wait, "the first revision applied", || {
         Ok(last_pass(&tb)?["revision"].as_str() == Some(&*head))
     })?;
 
@@ -254,7 +324,7 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
         let finished = passes_finished(&tb)?;
         let before = sample(&tb)?;
         legerctl(&tb, &["reconcile"])?;
-        wait_until(WAIT, "the manual pass", || {
+        wait_until(wait, "the manual pass", || {
             Ok(passes_finished(&tb)? > finished)
         })?;
         noop.push(sample(&tb)?.cpu_usec - before.cpu_usec);
@@ -284,11 +354,11 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
         let unit = format!("app{i}.service");
         let t0 = now_usec();
         legerctl(&tb, &["reconcile"])?;
-        wait_until(WAIT, &format!("{unit} restarted"), || {
+        wait_until(wait, &format!("{unit} restarted"), || {
             Ok(active_enter_usec(&tb, &unit)? > t0)
         })?;
         changes.push(active_enter_usec(&tb, &unit)? - t0);
-        wait_until(WAIT, "the change applied", || {
+        wait_until(wait, "the change applied", || {
             Ok(last_pass(&tb)?["revision"].as_str() == Some(&*changed))
         })?;
         // Where the time went: legerd's events and systemd's jobs, to the µs.
@@ -316,7 +386,7 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
     // lastPass's id does not move.
     let poll_after = |finished: usize| -> Result<usize> {
         let mut seen = finished;
-        wait_until(WAIT, "a poll pass", || {
+        wait_until(wait, "a poll pass", || {
             seen = passes_finished(&tb)?;
             Ok(seen > finished && last_pass(&tb)?["trigger"].as_str() == Some("poll"))
         })?;
@@ -344,6 +414,15 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
     let s2 = sample(&tb)?;
     // Before anything asks legerd again (the check below runs `legerctl status`,
     // whose code would fault in more text).
+    if let Some(out) = hot_code {
+        scrape(&tb)?;
+        // callgrind writes its profile when legerd exits.
+        tb.exec_ok(&["systemctl", "stop", "legerd.service"])?;
+        let root = std::path::PathBuf::from(tb.env_var("LEGER_TESTBED_ROOT"));
+        std::fs::copy(root.join("var/lib/leger/callgrind.out"), out)
+            .context("callgrind wrote no profile")?;
+        return Ok(None);
+    }
     memory_map(&tb, n)?;
     let p = last_pass(&tb)?;
     if passes_finished(&tb)? != first + 1 || p["trigger"].as_str() != Some("poll") {
@@ -376,7 +455,38 @@ fn measure(n: usize, legerd: Option<&Path>) -> Result<Figures> {
         threads: s2.threads,
     };
     let _ = tb.exec(&["systemctl", "stop", "legerd.service"]);
-    Ok(figures)
+    Ok(Some(figures))
+}
+
+/// `LEGER_BENCH_HOT_CODE=<file>`: run the measurements' scenario with legerd under
+/// valgrind's callgrind, plus what an operator does besides (`legerctl status`, a
+/// metrics scrape), and write callgrind's profile to `<file>.<N>` instead of figures.
+/// `contrib/symbol-order/refresh.sh` turns it into the link order that packs the code
+/// legerd runs together (docs/performance.md, "Idle RSS: hot code first").
+fn hot_code(n: usize, legerd: Option<&Path>, out: &Path) -> Result<()> {
+    measure(n, legerd, Some(out)).map(drop)
+}
+
+/// What an operator asks a running legerd besides passes.
+fn scrape(tb: &Testbed) -> Result<()> {
+    legerctl(tb, &["status"])?;
+    legerctl(tb, &["status", "--json"])?;
+    tb.exec_ok(&["curl", "-sf", "http://127.0.0.1:9464/metrics"])?;
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Where legerd's idle RSS goes, from `/proc/PID/smaps` read on the host: each mapping's
@@ -531,6 +641,14 @@ fn main() -> Result<()> {
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![10, 100]);
     let legerd = std::env::var_os("LEGER_BENCH_LEGERD").map(std::path::PathBuf::from);
+    if let Some(out) = std::env::var_os("LEGER_BENCH_HOT_CODE") {
+        for n in sizes {
+            let mut file = out.clone();
+            file.push(format!(".{n}"));
+            hot_code(n, legerd.as_deref(), Path::new(&file)).with_context(|| format!("N = {n}"))?;
+        }
+        return Ok(());
+    }
     let mut lines = vec![
         format!(
             "legerd: {}",
@@ -542,7 +660,9 @@ fn main() -> Result<()> {
         "|---|---|---|---|---|---|---|---|---|---|---|---|".to_owned(),
     ];
     for n in sizes {
-        let f = measure(n, legerd.as_deref()).with_context(|| format!("N = {n}"))?;
+        let f = measure(n, legerd.as_deref(), None)
+            .with_context(|| format!("N = {n}"))?
+            .context("no figures")?;
         let line = format!(
             "| {} | {:.1} s | {:.1} ms | {:.1} ms | {:.2} s | {:.0} s | {:.1} ms | {:.1} ms | {:.2} ms | {:.2} | {:.1} MB ({:.1} MB) | {} |",
             f.n,

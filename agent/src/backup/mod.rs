@@ -288,21 +288,7 @@ pub fn volume_name(file_name: &str, text: Option<&str>) -> String {
 /// (`data.volume:/d` through that quadlet, `name:/d` directly). Host paths and
 /// anonymous volumes are not named volumes and are left out.
 pub fn volumes_to_export(files: &[CurrentFile], affected: &Affected) -> BTreeSet<String> {
-    let text = |f: &CurrentFile| {
-        f.content
-            .as_deref()
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .map(str::to_owned)
-    };
-    // `.volume` quadlets of the app by base name, for `Volume=data.volume:/d`.
-    let quadlet_volumes: BTreeMap<&str, String> = files
-        .iter()
-        .filter(|f| f.rel().ends_with(".volume"))
-        .map(|f| {
-            let base = f.rel().rsplit('/').next().unwrap_or(f.rel());
-            (base, volume_name(f.rel(), text(f).as_deref()))
-        })
-        .collect();
+    let index = VolumeQuadlets::of(files);
     let mut out = BTreeSet::new();
     for f in files {
         let is_affected = affected.keys.contains(&f.entry.key)
@@ -310,19 +296,48 @@ pub fn volumes_to_export(files: &[CurrentFile], affected: &Affected) -> BTreeSet
                 .unit
                 .as_ref()
                 .is_some_and(|u| affected.units.contains(u));
-        if !is_affected {
-            continue;
+        if is_affected {
+            out.extend(index.volumes_of(f));
         }
+    }
+    out
+}
+
+/// The `.volume` quadlets among some files, by base name, with the volume each makes.
+///
+/// Built once per question, so that asking it about every file is linear: asking each
+/// file against a map rebuilt per file parsed every `.volume` quadlet N times (a
+/// one-app change at 1,000 apps spent most of its pass there).
+pub(crate) struct VolumeQuadlets<'a>(BTreeMap<&'a str, String>);
+
+impl<'a> VolumeQuadlets<'a> {
+    /// All `files`' `.volume` quadlets: a `Volume=x.volume:/d` may name another app's.
+    pub(crate) fn of(files: &'a [CurrentFile]) -> Self {
+        VolumeQuadlets(
+            files
+                .iter()
+                .filter(|f| f.rel().ends_with(".volume"))
+                .map(|f| {
+                    let base = f.rel().rsplit('/').next().unwrap_or(f.rel());
+                    (base, volume_name(f.rel(), text_of(f).as_deref()))
+                })
+                .collect(),
+        )
+    }
+
+    /// The named volumes one quadlet file makes or mounts (none for other files).
+    pub(crate) fn volumes_of(&self, f: &CurrentFile) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
         let Some(kind) = QuadletKind::from_file_name(f.rel()) else {
-            continue;
+            return out;
         };
-        let text = text(f);
+        let text = text_of(f);
         if kind == QuadletKind::Volume {
             out.insert(volume_name(f.rel(), text.as_deref()));
-            continue;
+            return out;
         }
         let Some(q) = text.and_then(|t| crate::quadlet::parse(f.rel(), &t).ok()) else {
-            continue;
+            return out;
         };
         for e in q.get_all(kind.section(), "Volume") {
             let mut parts = e.value.splitn(3, ':');
@@ -331,7 +346,7 @@ pub fn volumes_to_export(files: &[CurrentFile], affected: &Affected) -> BTreeSet
             };
             if let Some(stem) = source.strip_suffix(".volume") {
                 out.insert(
-                    quadlet_volumes
+                    self.0
                         .get(source)
                         .cloned()
                         .unwrap_or_else(|| format!("systemd-{stem}")),
@@ -343,8 +358,15 @@ pub fn volumes_to_export(files: &[CurrentFile], affected: &Affected) -> BTreeSet
                 out.insert(source.to_owned());
             }
         }
+        out
     }
-    out
+}
+
+fn text_of(f: &CurrentFile) -> Option<String> {
+    f.content
+        .as_deref()
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .map(str::to_owned)
 }
 
 /// One app's backup, as found on disk, for retention.

@@ -22,7 +22,8 @@ use std::time::SystemTime;
 use leger_api_types::BackupInfo;
 
 use super::{
-    Affected, BackupError, Backups, CurrentFile, affected_apps, current_files, volumes_to_export,
+    BackupError, Backups, CurrentFile, VolumeQuadlets, affected_apps, current_files,
+    volumes_to_export,
 };
 use crate::model::QuadletKind;
 use crate::plan::{Action, Plan};
@@ -42,6 +43,7 @@ pub struct Quiesce {
 /// The units of `files` that mount any of `volumes` (containers, pods, kube units), in
 /// stop order.
 pub fn users_of(files: &[CurrentFile], volumes: &BTreeSet<String>) -> Vec<String> {
+    let index = VolumeQuadlets::of(files);
     let mut out: Vec<(usize, String)> = Vec::new();
     for f in files {
         let (Some(unit), Some(kind)) = (&f.entry.unit, QuadletKind::from_file_name(f.rel())) else {
@@ -50,14 +52,7 @@ pub fn users_of(files: &[CurrentFile], volumes: &BTreeSet<String>) -> Vec<String
         if kind == QuadletKind::Volume {
             continue;
         }
-        let one = Affected {
-            keys: [f.entry.key.clone()].into(),
-            units: BTreeSet::new(),
-        };
-        if volumes_to_export(files, &one)
-            .iter()
-            .any(|v| volumes.contains(v))
-        {
+        if index.volumes_of(f).iter().any(|v| volumes.contains(v)) {
             out.push((kind.start_rank(), unit.clone()));
         }
     }
