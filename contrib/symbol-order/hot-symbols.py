@@ -68,6 +68,30 @@ def text_symbols(binary):
     return syms
 
 
+# Generic code whose instances run by size or timing, not by what legerd does: a sort
+# takes another algorithm past 20 elements, a B-tree splits past 11, a tokio task
+# completes before or after its handle is polled, similar's diff gives up at its
+# deadline (always under valgrind). When one instance ran, all its siblings follow the
+# hot code, so a sibling that runs later faults in a page next to it, not a page of
+# its own somewhere in the text.
+WARM_FAMILIES = (
+    "_ZN4core5slice4sort",
+    "_ZN5tokio7runtime4task",
+    "_ZN5alloc11collections5btree",
+    "_ZN7similar10algorithms",
+)
+
+
+def family(name):
+    """A symbol's name without its hash: the instances of one generic function."""
+    return re.sub(r"17h[0-9a-f]{16}E$", "", name)
+
+
+def siblings(name):
+    """Names that pick the same work by CPU features: aws-lc's `_alt` variants."""
+    return {name[: -len("_alt")]} if name.endswith("_alt") else {name + "_alt"}
+
+
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
@@ -80,16 +104,27 @@ def main():
             hot |= ran(path)
         else:
             hot |= {l.strip() for l in open(path) if l.strip()}
+    symbols = text_symbols(binary)
+    names = {name for _, name in symbols}
+    for name in list(hot):
+        hot |= siblings(name) & names
+    warm_families = {family(n) for n in hot if n.startswith(WARM_FAMILIES)}
     seen = set()
     kept = 0
-    for _, name in text_symbols(binary):
+    for _, name in symbols:
         if name in hot and name not in seen:
             seen.add(name)
             print(name)
             kept += 1
+    warm = 0
+    for _, name in symbols:
+        if name not in seen and family(name) in warm_families:
+            seen.add(name)
+            print(name)
+            warm += 1
     print(
-        f"hot-symbols: {len(hot)} functions ran, {kept} of them are symbols of "
-        f"{binary}",
+        f"hot-symbols: {kept} functions of {binary} ran, then {warm} siblings of "
+        "size- and timing-dependent generic ones",
         file=sys.stderr,
     )
 
