@@ -15,7 +15,7 @@
 //! [`quiesce_plan`] is the pure decision; [`take_quiesced`] runs it around
 //! [`Backups::take`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -60,6 +60,20 @@ pub fn users_of(files: &[CurrentFile], volumes: &BTreeSet<String>) -> Vec<String
     out.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     out.dedup_by(|a, b| a.1 == b.1);
     out.into_iter().map(|(_, u)| u).collect()
+}
+
+/// Every installed app's files with their bytes on disk; an app whose files cannot be
+/// read is left out. The rows are grouped by app once: filtering the whole inventory
+/// per app was quadratic (15% of a one-app change at 10,000 apps).
+fn all_current_files(inventory: &[InventoryEntry], quadlet_dir: &Path) -> Vec<CurrentFile> {
+    let mut by_app: BTreeMap<&str, Vec<InventoryEntry>> = BTreeMap::new();
+    for e in inventory {
+        by_app.entry(e.app.as_str()).or_default().push(e.clone());
+    }
+    by_app
+        .iter()
+        .flat_map(|(app, rows)| current_files(rows, app, quadlet_dir).unwrap_or_default())
+        .collect()
 }
 
 /// What to stop for the backup `plan` needs, given the managed files of every
@@ -132,13 +146,8 @@ pub async fn take_quiesced<U: UnitManager>(
     // Every installed app's files, read on the blocking pool: a unit of another app
     // that mounts an exported volume is stopped too.
     let (inv, dir) = (inventory.to_vec(), quadlet_dir.to_owned());
-    let all_files: Vec<CurrentFile> = crate::pass::blocking::run(move || {
-        let apps: BTreeSet<&str> = inv.iter().map(|e| e.app.as_str()).collect();
-        apps.into_iter()
-            .flat_map(|app| current_files(&inv, app, &dir).unwrap_or_default())
-            .collect()
-    })
-    .await;
+    let all_files: Vec<CurrentFile> =
+        crate::pass::blocking::run(move || all_current_files(&inv, &dir)).await;
     let q = quiesce_plan(plan, &all_files, |app| {
         backups
             .policies
@@ -204,12 +213,7 @@ pub async fn running_users_elsewhere<U: UnitManager>(
         .filter(|a| *a != app)
         .collect();
     // Every app's files, so a reference to the app's own `.volume` resolves.
-    let all_files: Vec<CurrentFile> = others
-        .iter()
-        .copied()
-        .chain([app])
-        .flat_map(|a| current_files(inventory, a, quadlet_dir).unwrap_or_default())
-        .collect();
+    let all_files = all_current_files(inventory, quadlet_dir);
     let users: Vec<String> = users_of(&all_files, volumes)
         .into_iter()
         .filter(|u| {
