@@ -49,8 +49,13 @@ version=$(cargo metadata --format-version 1 --no-deps |
 out=$repo/target/package
 gen=$out/gen
 
-say "building legerd, legerctl and leger-docgen ($profile)"
-cargo build --locked --profile "$profile" -p legerd -p legerctl -p leger-docgen >&2
+say "building legerd, then legerctl and leger-docgen ($profile)"
+# legerd on its own: built together, the shared dependencies would take the union of
+# the three packages' features, and with it other symbol names, which the release
+# link order (contrib/symbol-order/legerd.order, made from a build of legerd alone)
+# would no longer match. The second build does not touch legerd's binary.
+cargo build --locked --profile "$profile" -p legerd >&2
+cargo build --locked --profile "$profile" -p legerctl -p leger-docgen >&2
 bin=$target/$profile_dir
 
 say "generating man pages and completions into $gen"
