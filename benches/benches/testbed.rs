@@ -210,11 +210,14 @@ fn setup(n: usize, legerd: Option<&Path>, valgrind: bool) -> Result<Bench> {
     };
     if valgrind {
         // The host's valgrind: its tools are static, its launcher needs only libc.
-        copy_tree(
-            Path::new("/usr/libexec/valgrind"),
-            &share.join("valgrind/libexec"),
-        )?;
         std::fs::create_dir_all(share.join("valgrind/bin"))?;
+        let copied = Command::new("cp")
+            .args(["-a", "/usr/libexec/valgrind"])
+            .arg(share.join("valgrind/libexec"))
+            .status()?;
+        if !copied.success() {
+            bail!("cannot copy /usr/libexec/valgrind (is valgrind installed?)");
+        }
         // Debian's `valgrind` is a shell wrapper around `valgrind.bin`.
         std::fs::copy("/usr/bin/valgrind.bin", share.join("valgrind/bin/valgrind"))?;
         exec_start = format!(
@@ -472,20 +475,6 @@ fn scrape(tb: &Testbed) -> Result<()> {
     legerctl(tb, &["status"])?;
     legerctl(tb, &["status", "--json"])?;
     tb.exec_ok(&["curl", "-sf", "http://127.0.0.1:9464/metrics"])?;
-    Ok(())
-}
-
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
     Ok(())
 }
 
